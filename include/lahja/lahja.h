@@ -1,0 +1,10 @@
+/*
+ * lahja/lahja.h - the whole public API of lahja.
+ */
+#ifndef LAHJA_LAHJA_H
+#define LAHJA_LAHJA_H
+
+#include "lahja/error.h"
+#include "lahja/runtime.h"
+
+#endif /* LAHJA_LAHJA_H */

@@ -1,0 +1,227 @@
+/*
+ * The runtime's internals, shared by its files (and by white-box tests).
+ *
+ * Ownership of a task object: it holds references from
+ *   - its own execution ("runner"), dropped by the scheduler once the
+ *     task has finished and its stack is no longer in use;
+ *   - the handle returned by lahja_spawn (root tasks with `out`), dropped
+ *     by a successful join or by detach;
+ *   - its nursery (nursery children), dropped by lahja_nursery_free.
+ * When the count reaches zero the object goes back to the runtime's pool
+ * (or is freed, its timer closed first).
+ */
+#ifndef LAHJA_RT_H
+#define LAHJA_RT_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/list.h"
+#include "ctx.h"
+#include "lahja/runtime.h"
+#include "stack.h"
+
+/* Internal: never exported from the shared library. */
+#pragma GCC visibility push(hidden)
+
+#if defined(__SANITIZE_ADDRESS__)
+#define LAHJA_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LAHJA_ASAN 1
+#endif
+#endif
+
+/* Returned by lahja_wait when the call's own deadline passed (as opposed
+ * to a scope's): the callers turn it into -ETIMEDOUT, or success for sleep. */
+#define LAHJA_WAIT_EXPIRED INT32_MIN
+
+/* lahja_wait flags */
+#define LAHJA_WAIT_NOCANCEL 1u /* cancellation does not end the wait */
+
+enum lahja_task_state {
+    LAHJA_TASK_READY,     /* in the ready queue, not yet resumed */
+    LAHJA_TASK_RUNNING,
+    LAHJA_TASK_SUSPENDED, /* in lahja_wait */
+    LAHJA_TASK_DONE       /* function returned */
+};
+
+/* Why a suspended task was made ready. */
+enum lahja_wake {
+    LAHJA_WAKE_NONE = 0, /* not woken yet */
+    LAHJA_WAKE_RESULT,   /* lahja_wake(): the awaited thing happened */
+    LAHJA_WAKE_RECHECK,  /* a scope changed: re-evaluate cancellation */
+    LAHJA_WAKE_TIMER     /* the effective deadline's timer fired */
+};
+
+struct lahja_scope {
+    struct lahja_scope *parent; /* enclosing scope, maybe another task's;
+                                   NULL only for the runtime's root scope */
+    lahja_link_t children;      /* scopes whose parent this is */
+    lahja_link_t sibling;       /* in parent->children */
+    struct lahja_task *task;    /* task whose stack of scopes holds this,
+                                   NULL for the runtime's root scope */
+    lahja_time_t deadline;      /* LAHJA_FOREVER: none */
+    unsigned shield : 1;
+    unsigned cancelled : 1;
+    unsigned timed_out : 1;     /* cancelled because the deadline passed */
+};
+
+struct lahja_task {
+    lahja_ctx_t ctx;
+    struct lahja_rt *rt;
+    lahja_task_fn fn;
+    void *arg;
+    int result;
+    uint8_t state;              /* enum lahja_task_state */
+    uint8_t wake;               /* enum lahja_wake */
+    uint8_t cancellable;        /* the current wait ends on cancellation */
+    uint8_t has_handle;         /* a lahja_spawn handle is outstanding */
+    int refs;
+    int wake_result;            /* lahja_wake's value */
+    void *wait_data;            /* per-primitive slot (queue hand-off) */
+    lahja_link_t ready;         /* in rt->ready */
+    lahja_link_t wait;          /* in the awaited primitive's waiters */
+    lahja_link_t joiners;       /* tasks in lahja_task_join on this */
+    lahja_link_t pool;          /* in rt->pool, or rt->all */
+    struct lahja_scope root;    /* outermost scope: lahja_task_cancel */
+    struct lahja_scope *scope;  /* innermost open scope */
+    struct lahja_nursery *nursery; /* NULL for root tasks */
+    lahja_link_t sibling;       /* in nursery->children */
+    uv_timer_t timer;           /* armed while waiting with a deadline */
+    lahja_stack_t stack;
+#ifdef LAHJA_ASAN
+    void *asan_fake;            /* ASan fake stack saved across switches */
+#endif
+    char name[64];
+};
+
+struct lahja_nursery {
+    struct lahja_scope scope;   /* sits in the opener's scope stack */
+    struct lahja_rt *rt;
+    lahja_link_t children;      /* every child task object */
+    size_t nchildren;           /* children spawned */
+    size_t live;                /* children not finished */
+    lahja_link_t joinq;         /* the opener, while in join */
+    lahja_failure_t *failures;
+    size_t nfailures, capfailures;
+    int joined;
+};
+
+struct lahja_rt {
+    uv_loop_t *loop;
+    uv_idle_t idle;             /* active while tasks are ready: the loop
+                                   then polls without blocking */
+    uv_check_t check;           /* runs tasks woken by I/O callbacks in
+                                   the same loop iteration */
+    lahja_ctx_t sched_ctx;      /* the loop's own stack */
+    lahja_link_t ready;
+    lahja_link_t pool;          /* finished task objects for reuse */
+    size_t npool, pool_max;
+    size_t stack_size;          /* default */
+    size_t ntasks;              /* started and not finished */
+    size_t nobjects;            /* task objects allocated, pooled ones too */
+    size_t nclosing;            /* handles whose close callback is pending */
+    struct lahja_scope root;    /* parent of every root task's scope */
+    pthread_t thread;           /* owner */
+    int in_sched;
+    int closing;
+#ifdef LAHJA_ASAN
+    const void *main_lo;        /* the loop stack's bounds, for ASan */
+    size_t main_size;
+#endif
+};
+
+/* The calling thread's runtime and running task (NULL outside a task). */
+extern __thread struct lahja_rt *lahja_tls_rt;
+extern __thread struct lahja_task *lahja_tls_task;
+
+/* Non-zero if the caller is not the runtime's owner thread. */
+int lahja_rt_wrong_thread(const struct lahja_rt *rt);
+
+/*
+ * The core of every suspending call.  Suspends the calling task, linked
+ * into `waiters` (may be NULL) at its tail, until lahja_wake() is called
+ * on it, which returns the value given to lahja_wake(), or until the
+ * effective deadline passes or (unless LAHJA_WAIT_NOCANCEL) the task is
+ * cancelled.  Returns then -ECANCELED, -ETIMEDOUT (a scope's deadline),
+ * or LAHJA_WAIT_EXPIRED (the call's own deadline).  Cancellation and
+ * deadlines are checked before suspending: a checkpoint.  On any return
+ * the task is no longer linked in `waiters`.  Task context only.
+ */
+int lahja_wait(lahja_link_t *waiters, lahja_time_t deadline, unsigned flags);
+
+/*
+ * Wakes a task suspended in lahja_wait: unlinks it from its waiters list
+ * and makes lahja_wait return `result`.  The caller must know the task is
+ * waiting (it found it in a waiters list).
+ */
+void lahja_wake(struct lahja_task *t, int result);
+
+/* Wakes the first task in `waiters` with `result`; returns it or NULL. */
+struct lahja_task *lahja_wake_first(lahja_link_t *waiters, int result);
+
+/* Makes a suspended, cancellable task re-evaluate its scopes. */
+void lahja_task_recheck(struct lahja_task *t);
+
+/* Appends a task to the ready queue and makes sure the loop will run it. */
+void lahja_ready_push(struct lahja_task *t);
+
+/*
+ * The cancellation status of `s` and the scopes around it: -ECANCELED or
+ * -ETIMEDOUT for the innermost cancelled scope before a shield, else 0.
+ * A scope whose deadline has passed is cancelled here, as timed out.
+ * If `deadline` is non-NULL, it is lowered to the earliest scope deadline
+ * on the way.
+ */
+int lahja_scope_status(struct lahja_scope *s, lahja_time_t now, lahja_time_t *deadline);
+
+/* Links a scope in as the innermost of task `t` (t may be NULL with an
+ * explicit parent for the runtime root). */
+void lahja_scope_init(struct lahja_scope *s, struct lahja_scope *parent,
+                      struct lahja_task *t, lahja_time_t deadline, unsigned flags);
+
+/* Unlinks a scope from its parent. */
+void lahja_scope_unlink(struct lahja_scope *s);
+
+/* Cancels a scope and wakes every task inside it. */
+void lahja_scope_cancel_as(struct lahja_scope *s, int timed_out);
+
+/* Pushes/pops a scope on the calling task's stack of scopes. */
+void lahja_scope_push(struct lahja_task *t, struct lahja_scope *s, lahja_time_t deadline,
+                      unsigned flags);
+void lahja_scope_pop(struct lahja_task *t, struct lahja_scope *s);
+
+/*
+ * Creates a task object (from the pool if it can) running fn(arg) under
+ * `parent` scope, queued to run.  Counts one runner reference.
+ */
+int lahja_task_create(struct lahja_rt *rt, lahja_task_fn fn, void *arg,
+                      const lahja_task_options_t *opts, struct lahja_scope *parent,
+                      struct lahja_task **out);
+
+/* Drops one reference; the object is recycled at zero. */
+void lahja_task_unref(struct lahja_task *t);
+
+/* Called on the task's own stack when its function has returned. */
+void lahja_nursery_child_done(struct lahja_nursery *n, struct lahja_task *t, int failed);
+
+/* Switches from task `t` to the scheduler; `dying` on the last switch. */
+void lahja_switch_to_sched(struct lahja_task *t, int dying);
+
+/* Called first thing on a new task's stack. */
+void lahja_task_started(struct lahja_task *t);
+
+/* Returns every pooled task object's memory (closing their timers). */
+void lahja_task_pool_drain(struct lahja_rt *rt);
+
+/* A task object's memory was released: a closed runtime may be freed. */
+void lahja_rt_object_freed(struct lahja_rt *rt);
+
+/* Usable stack bounds of a task (for the guard page test). */
+void lahja_task_stack_bounds(const struct lahja_task *t, void **lo, size_t *size);
+
+#pragma GCC visibility pop
+
+#endif /* LAHJA_RT_H */
