@@ -4,8 +4,8 @@
  * scope has for parent the scope of the nursery it was spawned into (or
  * the runtime's root scope).  A task is cancelled when a scope on its
  * path to the root, below the first shield, is cancelled: a walk up at
- * each checkpoint.  Cancelling walks the subtree down, waking the tasks
- * that own scopes in it so that they re-evaluate.
+ * each checkpoint.  Cancelling walks the subtree, waking the tasks that
+ * own scopes in it so that they re-evaluate.
  */
 #include <assert.h>
 #include <errno.h>
@@ -59,25 +59,33 @@ static struct lahja_scope *next_unshielded(struct lahja_scope *p, lahja_link_t *
     return NULL;
 }
 
+/* The deepest first-unshielded descendant of `s` (s itself if none). */
+static struct lahja_scope *descend(struct lahja_scope *s)
+{
+    struct lahja_scope *c;
+    while ((c = next_unshielded(s, s->children.next)) != NULL)
+        s = c;
+    return s;
+}
+
 /*
  * Wakes every task owning a scope in the subtree of `top`, not entering
- * shielded scopes.  Iterative (parent pointers) so that deep trees cannot
- * overflow the stack of the task doing the cancelling.
+ * shielded scopes.  Post-order, so tasks are queued leaves first: a child
+ * task runs its cancellation before the task that spawned it.  Iterative
+ * (parent pointers), so that a deep tree cannot overflow the stack of the
+ * task doing the cancelling.  Only queues tasks; the tree does not change
+ * under the walk.
  */
 static void wake_inside(struct lahja_scope *top)
 {
-    struct lahja_scope *s = top;
+    struct lahja_scope *s = descend(top);
     for (;;) {
         if (s->task != NULL)
             lahja_task_recheck(s->task);
-        struct lahja_scope *next = next_unshielded(s, s->children.next);
-        while (next == NULL && s != top) {
-            next = next_unshielded(s->parent, s->sibling.next);
-            s = s->parent;
-        }
-        if (next == NULL)
+        if (s == top)
             return;
-        s = next;
+        struct lahja_scope *sib = next_unshielded(s->parent, s->sibling.next);
+        s = sib != NULL ? descend(sib) : s->parent;
     }
 }
 
