@@ -1,0 +1,11 @@
+#!/bin/sh
+# Builds lahja and runs every test.  Usage: scripts/test.sh [build-dir [cmake options...]]
+# With no arguments: build/ with the default configuration, warnings as errors.
+set -eu
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+dir=${1:-build}
+[ $# -gt 0 ] && shift
+cmake -S . -B "$dir" -DBUILD_TESTING=ON -DLAHJA_WERROR=ON "$@" >/dev/null
+cmake --build "$dir" -j"$(nproc)"
+ctest --test-dir "$dir" --output-on-failure -j"$(nproc)"
