@@ -24,6 +24,9 @@
  * thread that created the runtime.  Functions called from another thread
  * return LAHJA_EWRONGTHREAD where they can detect it; the others are
  * documented as loop-thread only, like libuv's.  One runtime per thread.
+ * After fork(), the child must not use its parent's runtime (its loop
+ * shares kernel objects with the parent's); it may start its own with
+ * lahja_rt_new() or lahja_run(), also from inside a task it inherited.
  *
  * Errors: negative codes, see lahja/error.h.  Output parameters are set
  * only on success.

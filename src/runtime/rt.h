@@ -14,6 +14,7 @@
 #define LAHJA_RT_H
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -125,6 +126,8 @@ struct lahja_rt {
     size_t nclosing;            /* handles whose close callback is pending */
     struct lahja_scope root;    /* parent of every root task's scope */
     pthread_t thread;           /* owner */
+    pid_t pid;                  /* process that created it: a forked child
+                                   must not use its parent's loop */
     int in_sched;
     int closing;
 #ifdef LAHJA_ASAN
@@ -136,6 +139,12 @@ struct lahja_rt {
 /* The calling thread's runtime and running task (NULL outside a task). */
 extern __thread struct lahja_rt *lahja_tls_rt;
 extern __thread struct lahja_task *lahja_tls_task;
+
+/*
+ * Forgets a runtime inherited through fork(): its loop shares kernel
+ * objects with the parent, so the child must start its own.
+ */
+void lahja_forget_inherited(void);
 
 /* Non-zero if the caller is not the runtime's owner thread. */
 int lahja_rt_wrong_thread(const struct lahja_rt *rt);

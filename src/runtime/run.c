@@ -48,6 +48,7 @@ int lahja_run(lahja_task_fn fn, void *arg, const lahja_task_options_t *opts)
 {
     if (fn == NULL)
         return -EINVAL;
+    lahja_forget_inherited();
     if (lahja_tls_rt != NULL)
         return -EBUSY;
     uv_loop_t loop;

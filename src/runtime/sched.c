@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rt.h"
 
@@ -27,6 +28,14 @@ __thread struct lahja_task *lahja_tls_task;
 /* How many tasks one scheduler pass may resume before the loop gets to
  * poll for I/O again: tasks that keep yielding cannot starve I/O. */
 #define SCHED_BUDGET 4096
+
+void lahja_forget_inherited(void)
+{
+    if (lahja_tls_rt != NULL && lahja_tls_rt->pid != getpid()) {
+        lahja_tls_rt = NULL;
+        lahja_tls_task = NULL;
+    }
+}
 
 int lahja_rt_wrong_thread(const struct lahja_rt *rt)
 {
@@ -237,6 +246,7 @@ int lahja_rt_new(uv_loop_t *loop, const lahja_rt_options_t *opts, lahja_rt_t **o
 {
     if (loop == NULL || out == NULL)
         return -EINVAL;
+    lahja_forget_inherited();
     if (lahja_tls_rt != NULL)
         return -EBUSY;
     struct lahja_rt *rt = calloc(1, sizeof *rt);
@@ -244,6 +254,7 @@ int lahja_rt_new(uv_loop_t *loop, const lahja_rt_options_t *opts, lahja_rt_t **o
         return -ENOMEM;
     rt->loop = loop;
     rt->thread = pthread_self();
+    rt->pid = getpid();
     rt->stack_size = opts && opts->stack_size ? opts->stack_size : 256 * 1024;
     size_t page = lahja_page_size();
     rt->stack_size = (rt->stack_size + page - 1) & ~(page - 1);
