@@ -255,7 +255,7 @@ int lahja_scope_close(lahja_scope_t *s);
 
 /* A child that failed, as recorded by its nursery. */
 typedef struct lahja_failure {
-    const char *task_name; /* valid until the nursery is freed */
+    const char *task_name; /* a copy, valid until the nursery is freed */
     int code;              /* the child's non-zero result */
 } lahja_failure_t;
 
@@ -274,6 +274,8 @@ int lahja_nursery_open(lahja_nursery_t **out);
  * cancelled nursery starts cancelled.  If `out` is non-NULL, *out is a
  * handle valid until the nursery is freed (no release needed); joining
  * it is allowed and does not change how the nursery treats the result.
+ * Without a handle, a child's memory is recycled as soon as it finishes:
+ * a long-lived nursery costs memory for its live children only.
  * Errors: -EINVAL, -ENOMEM, LAHJA_ELIFECYCLE (the nursery has been
  * joined), LAHJA_EWRONGTHREAD.
  */
@@ -297,7 +299,8 @@ int lahja_nursery_join(lahja_nursery_t *n);
 /* Number of failed children, in the order they failed. */
 size_t lahja_nursery_nfailures(const lahja_nursery_t *n);
 
-/* The i-th failure, or NULL if i is out of range. */
+/* The i-th failure, or NULL if i is out of range.  The pointer is valid
+ * until the next spawn into the nursery or its free. */
 const lahja_failure_t *lahja_nursery_failure(const lahja_nursery_t *n, size_t i);
 
 /*

@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "rt.h"
 
@@ -19,21 +20,25 @@ int lahja_nursery_open(lahja_nursery_t **out)
     if (n == NULL)
         return -ENOMEM;
     n->rt = t->rt;
-    lahja_list_init(&n->children);
+    lahja_list_init(&n->handles);
     lahja_list_init(&n->joinq);
     lahja_scope_push(t, &n->scope, LAHJA_FOREVER, 0);
     *out = n;
     return 0;
 }
 
-/* Room for one failure per child is made at spawn, where -ENOMEM can
- * still be returned, so that recording a failure never fails. */
-static int reserve_failure(struct lahja_nursery *n, size_t nchildren)
+/* Only live children can fail, so room for nfailures + live failures is
+ * made at spawn, where -ENOMEM can still be returned: recording a
+ * failure then never fails. */
+static int reserve_failure(struct lahja_nursery *n)
 {
-    if (nchildren <= n->capfailures)
+    size_t need = n->nfailures + n->live + 1;
+    if (need <= n->capfailures)
         return 0;
     size_t cap = n->capfailures ? n->capfailures * 2 : 4;
-    lahja_failure_t *f = realloc(n->failures, cap * sizeof *f);
+    while (cap < need)
+        cap *= 2;
+    struct lahja_failure_rec *f = realloc(n->failures, cap * sizeof *f);
     if (f == NULL)
         return -ENOMEM;
     n->failures = f;
@@ -41,8 +46,8 @@ static int reserve_failure(struct lahja_nursery *n, size_t nchildren)
     return 0;
 }
 
-int lahja_nursery_spawn(lahja_nursery_t *n, lahja_task_fn fn, void *arg,
-                        const lahja_task_options_t *opts, lahja_task_t **out)
+int lahja_nursery_spawn_weak(struct lahja_nursery *n, lahja_task_fn fn, void *arg,
+                             const lahja_task_options_t *opts, struct lahja_task **out)
 {
     if (n == NULL || fn == NULL)
         return -EINVAL;
@@ -50,7 +55,7 @@ int lahja_nursery_spawn(lahja_nursery_t *n, lahja_task_fn fn, void *arg,
         return LAHJA_EWRONGTHREAD;
     if (n->joined)
         return LAHJA_ELIFECYCLE;
-    int rc = reserve_failure(n, n->nchildren + 1);
+    int rc = reserve_failure(n);
     if (rc != 0)
         return rc;
     struct lahja_task *t;
@@ -58,23 +63,34 @@ int lahja_nursery_spawn(lahja_nursery_t *n, lahja_task_fn fn, void *arg,
     if (rc != 0)
         return rc;
     t->nursery = n;
-    t->refs++;
-    lahja_list_push_back(&n->children, &t->sibling);
-    n->nchildren++;
     n->live++;
     if (out != NULL)
         *out = t;
     return 0;
 }
 
+int lahja_nursery_spawn(lahja_nursery_t *n, lahja_task_fn fn, void *arg,
+                        const lahja_task_options_t *opts, lahja_task_t **out)
+{
+    struct lahja_task *t;
+    int rc = lahja_nursery_spawn_weak(n, fn, arg, opts, &t);
+    if (rc != 0 || out == NULL)
+        return rc;
+    t->refs++;
+    lahja_list_push_back(&n->handles, &t->sibling);
+    *out = t;
+    return 0;
+}
+
 void lahja_nursery_child_done(struct lahja_nursery *n, struct lahja_task *t, int failed)
 {
     if (failed) {
-        lahja_failure_t *f = &n->failures[n->nfailures++];
-        f->task_name = t->name;
-        f->code = t->result;
+        struct lahja_failure_rec *f = &n->failures[n->nfailures++];
+        memcpy(f->name, t->name, sizeof f->name);
+        f->pub.code = t->result;
         lahja_scope_cancel_as(&n->scope, 0);
     }
+    t->nursery = NULL;
     if (--n->live == 0)
         lahja_wake_first(&n->joinq, 0);
 }
@@ -100,7 +116,7 @@ int lahja_nursery_join(lahja_nursery_t *n)
     n->joined = 1;
     lahja_scope_pop(t, &n->scope);
     if (n->nfailures > 0)
-        return n->failures[0].code;
+        return n->failures[0].pub.code;
     return lahja_scope_status(t->scope, uv_now(t->rt->loop), NULL);
 }
 
@@ -111,7 +127,13 @@ size_t lahja_nursery_nfailures(const lahja_nursery_t *n)
 
 const lahja_failure_t *lahja_nursery_failure(const lahja_nursery_t *n, size_t i)
 {
-    return i < n->nfailures ? &n->failures[i] : NULL;
+    if (i >= n->nfailures)
+        return NULL;
+    /* The records move when the array grows: point the name at its
+     * copy now, when it is handed out. */
+    struct lahja_failure_rec *f = &((struct lahja_nursery *)n)->failures[i];
+    f->pub.task_name = f->name;
+    return &f->pub;
 }
 
 void lahja_nursery_free(lahja_nursery_t *n)
@@ -120,7 +142,7 @@ void lahja_nursery_free(lahja_nursery_t *n)
         return;
     assert(n->joined && "nursery freed before join");
     lahja_link_t *l;
-    while ((l = lahja_list_pop_front(&n->children)) != NULL)
+    while ((l = lahja_list_pop_front(&n->handles)) != NULL)
         lahja_task_unref(lahja_container_of(l, struct lahja_task, sibling));
     free(n->failures);
     free(n);

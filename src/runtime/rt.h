@@ -85,27 +85,41 @@ struct lahja_task {
     lahja_link_t ready;         /* in rt->ready */
     lahja_link_t wait;          /* in the awaited primitive's waiters */
     lahja_link_t joiners;       /* tasks in lahja_task_join on this */
-    lahja_link_t pool;          /* in rt->pool, or rt->all */
+    lahja_link_t pool;          /* in rt->pool */
     struct lahja_scope root;    /* outermost scope: lahja_task_cancel */
     struct lahja_scope *scope;  /* innermost open scope */
-    struct lahja_nursery *nursery; /* NULL for root tasks */
-    lahja_link_t sibling;       /* in nursery->children */
+    struct lahja_nursery *nursery; /* until finished; NULL for root tasks */
+    lahja_link_t sibling;       /* in nursery->handles */
     uv_timer_t timer;           /* armed while waiting with a deadline */
     lahja_stack_t stack;
 #ifdef LAHJA_ASAN
     void *asan_fake;            /* ASan fake stack saved across switches */
 #endif
+    void *local;                /* owned by the layer that set it: the
+                                   service task this task runs */
     char name[64];
 };
 
+/* A failure as a nursery keeps it: the name is copied, so that the
+ * failed task's object can be recycled at once. */
+struct lahja_failure_rec {
+    lahja_failure_t pub;        /* pub.task_name is set when handed out */
+    char name[64];
+};
+
+/*
+ * A nursery holds a reference only to the children whose handle was
+ * asked for (they stay valid until lahja_nursery_free); the others are
+ * recycled as soon as they finish, so that a long-lived nursery costs
+ * memory for its live children only.
+ */
 struct lahja_nursery {
     struct lahja_scope scope;   /* sits in the opener's scope stack */
     struct lahja_rt *rt;
-    lahja_link_t children;      /* every child task object */
-    size_t nchildren;           /* children spawned */
+    lahja_link_t handles;       /* children spawned with a handle */
     size_t live;                /* children not finished */
     lahja_link_t joinq;         /* the opener, while in join */
-    lahja_failure_t *failures;
+    struct lahja_failure_rec *failures;
     size_t nfailures, capfailures;
     int joined;
 };
@@ -212,6 +226,14 @@ int lahja_task_create(struct lahja_rt *rt, lahja_task_fn fn, void *arg,
 
 /* Drops one reference; the object is recycled at zero. */
 void lahja_task_unref(struct lahja_task *t);
+
+/*
+ * lahja_nursery_spawn without a handle, for the layers above: *out is
+ * valid only until the task finishes (its runner holds the only
+ * reference).  Errors as lahja_nursery_spawn.
+ */
+int lahja_nursery_spawn_weak(struct lahja_nursery *n, lahja_task_fn fn, void *arg,
+                             const lahja_task_options_t *opts, struct lahja_task **out);
 
 /* Called on the task's own stack when its function has returned. */
 void lahja_nursery_child_done(struct lahja_nursery *n, struct lahja_task *t, int failed);

@@ -129,6 +129,7 @@ int lahja_task_create(struct lahja_rt *rt, lahja_task_fn fn, void *arg,
     t->sibling.prev = t->sibling.next = NULL;
     lahja_list_init(&t->joiners);
     t->nursery = NULL;
+    t->local = NULL;
     const char *name = opts && opts->name ? opts->name : "task";
     size_t n = strnlen(name, sizeof t->name - 1);
     memcpy(t->name, name, n);
