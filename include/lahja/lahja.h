@@ -6,5 +6,6 @@
 
 #include "lahja/error.h"
 #include "lahja/runtime.h"
+#include "lahja/service.h"
 
 #endif /* LAHJA_LAHJA_H */

@@ -54,6 +54,8 @@ typedef struct lahja_service {
     lahja_service_fn run;
     void *user;
     lahja_manager_t *manager;  /* private: the manager that took it */
+    lahja_task_fn plain_fn;    /* private: lahja_as_service */
+    void *plain_arg;           /* private: lahja_as_service */
 } lahja_service_t;
 
 /* Fills in a service.  Needed only when not using a designated initializer. */
@@ -202,6 +204,20 @@ int lahja_manager_describe(const lahja_manager_t *m, char *buf, size_t len);
  */
 const char *lahja_manager_last_message(const lahja_manager_t *m);
 
+/*
+ * Records a message for the calling service task's failure and returns
+ * `code`, so that a task can end with
+ *     return lahja_service_fail(-EIO, "peer %s went away", name);
+ * The message (printf format, truncated to 255 bytes) becomes the error's
+ * message; without it the message is lahja_strerror(code).  Outside a
+ * service task it only returns `code`.
+ */
+int lahja_service_fail(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 /* ----------------------------------------------- external calls (S17) */
 
 /*
@@ -225,16 +241,13 @@ int lahja_manager_call(lahja_manager_t *m, lahja_task_fn fn, void *arg);
 int lahja_background_start(lahja_service_t *svc, lahja_manager_t **out);
 
 /*
- * Stops a background service, waits until it has finished and frees its
- * manager.  Returns 0 if it recorded no error, else its first error's
- * code; when `errors` is non-NULL, the caller gets the count in *nerrors
- * and a malloc'ed copy of the errors in *errors (free with
- * lahja_service_errors_free).  Accepts NULL (returns 0).
+ * Ends the scope of a background service: stops it (cancel, then wait,
+ * not cancellable, until it has finished) and reaps its task.  Returns 0
+ * if it recorded no error, else its first error's code; the manager stays
+ * valid for inspection (flags, stats, errors) until lahja_manager_free.
+ * Errors: -EINVAL, -EPERM (not in a task).
  */
-int lahja_background_end(lahja_manager_t *m, lahja_service_error_t **errors, size_t *nerrors);
-
-/* Frees what lahja_background_end returned. */
-void lahja_service_errors_free(lahja_service_error_t *errors, size_t n);
+int lahja_background_end(lahja_manager_t *m);
 
 #ifdef __cplusplus
 }
