@@ -12,12 +12,14 @@
 #define LAHJA_CTX_H
 
 #include <stddef.h>
+#ifdef LAHJA_CTX_UCONTEXT
+#include <ucontext.h> /* outside the pragma: libc's symbols stay default */
+#endif
 
 /* Internal: never exported from the shared library. */
 #pragma GCC visibility push(hidden)
 
 #ifdef LAHJA_CTX_UCONTEXT
-#include <ucontext.h>
 typedef struct lahja_ctx {
     ucontext_t uc;
 } lahja_ctx_t;
