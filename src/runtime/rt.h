@@ -142,7 +142,13 @@ struct lahja_rt {
     pthread_t thread;           /* owner */
     pid_t pid;                  /* process that created it: a forked child
                                    must not use its parent's loop */
-    int in_sched;
+    int in_sched;               /* a scheduler pass is under way */
+    int from_sched;             /* the task being entered comes from the
+                                   scheduler's stack (ASan bookkeeping) */
+    int idle_on;                /* the idle handle is started */
+    unsigned budget;            /* resumptions left in this pass */
+    struct lahja_task *dead;    /* finished, its stack just left: the
+                                   next to run drops its runner ref */
     int closing;
 #ifdef LAHJA_ASAN
     const void *main_lo;        /* the loop stack's bounds, for ASan */
@@ -238,8 +244,12 @@ int lahja_nursery_spawn_weak(struct lahja_nursery *n, lahja_task_fn fn, void *ar
 /* Called on the task's own stack when its function has returned. */
 void lahja_nursery_child_done(struct lahja_nursery *n, struct lahja_task *t, int failed);
 
-/* Switches from task `t` to the scheduler; `dying` on the last switch. */
-void lahja_switch_to_sched(struct lahja_task *t, int dying);
+/*
+ * Leaves the running task `t` (suspended, queued, or finished if `dying`)
+ * for the next ready task, or the scheduler; returns when `t` is resumed
+ * (never if dying).
+ */
+void lahja_switch_away(struct lahja_task *t, int dying);
 
 /* Called first thing on a new task's stack. */
 void lahja_task_started(struct lahja_task *t);

@@ -39,46 +39,118 @@ void lahja_forget_inherited(void)
 
 int lahja_rt_wrong_thread(const struct lahja_rt *rt)
 {
-    return !pthread_equal(rt->thread, pthread_self());
+    /* The owner thread has it in its TLS: the common case costs no call. */
+    return rt != lahja_tls_rt && !pthread_equal(rt->thread, pthread_self());
 }
 
 /* -------------------------------------------------------- switching */
 
+/*
+ * A suspending task switches straight to the next ready task when there
+ * is one, and to the scheduler (the loop's stack) only when none is ready
+ * or the pass's budget is spent: half the switches of going through the
+ * scheduler every time.  A finished task cannot release its own stack
+ * while running on it, so it leaves itself in rt->dead, and whoever runs
+ * next drops its runner reference (reap_dead).
+ *
+ * AddressSanitizer must be told of every stack change: the side leaving
+ * names the stack it goes to, the side arriving confirms.  The loop
+ * stack's bounds are learnt when a task is entered from the scheduler
+ * (rt->from_sched tells the arriving side that this was the case).
+ */
+
+static void reap_dead(struct lahja_rt *rt)
+{
+    struct lahja_task *d = rt->dead;
+    if (d != NULL) {
+        rt->dead = NULL;
+        lahja_task_unref(d);
+    }
+}
+
+static void asan_leave(struct lahja_task *t, int dying, const void *lo, size_t size)
+{
+#ifdef LAHJA_ASAN
+    __sanitizer_start_switch_fiber(dying ? NULL : &t->asan_fake, lo, size);
+#endif
+    (void)t, (void)dying, (void)lo, (void)size;
+}
+
+/* On arrival on a task's stack; `fake` is what it saved when leaving. */
+static void asan_arrive(struct lahja_rt *rt, void *fake)
+{
+#ifdef LAHJA_ASAN
+    const void *lo;
+    size_t size;
+    __sanitizer_finish_switch_fiber(fake, &lo, &size);
+    if (rt->from_sched) {
+        rt->main_lo = lo;
+        rt->main_size = size;
+    }
+#endif
+    (void)fake;
+    rt->from_sched = 0;
+}
+
+/* The scheduler's side: runs `t` until some task switches back here. */
 static void switch_to_task(struct lahja_rt *rt, struct lahja_task *t)
 {
 #ifdef LAHJA_ASAN
     void *fake = NULL;
     __sanitizer_start_switch_fiber(&fake, t->stack.lo, t->stack.size);
 #endif
+    rt->from_sched = 1;
     lahja_ctx_switch(&rt->sched_ctx, &t->ctx);
 #ifdef LAHJA_ASAN
     __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
-    (void)rt;
 }
 
-/* Leaves a task's stack for the scheduler's; `dying` when it never
- * comes back (ASan then frees the task's fake stack). */
-void lahja_switch_to_sched(struct lahja_task *t, int dying)
+/* Pops the next ready task within the pass's budget, or NULL. */
+static struct lahja_task *next_ready(struct lahja_rt *rt)
+{
+    if (rt->budget == 0)
+        return NULL;
+    lahja_link_t *l = lahja_list_pop_front(&rt->ready);
+    if (l == NULL)
+        return NULL;
+    rt->budget--;
+    struct lahja_task *t = lahja_container_of(l, struct lahja_task, ready);
+    t->state = LAHJA_TASK_RUNNING;
+    return t;
+}
+
+void lahja_switch_away(struct lahja_task *t, int dying)
 {
     struct lahja_rt *rt = t->rt;
+    struct lahja_task *next = rt->in_sched ? next_ready(rt) : NULL;
+    if (next == t)
+        return; /* a yield with nothing else ready */
+    if (dying)
+        rt->dead = t;
+    if (next != NULL) {
+        lahja_tls_task = next;
+        asan_leave(t, dying, next->stack.lo, next->stack.size);
+        lahja_ctx_switch(&t->ctx, &next->ctx);
+    } else {
+        lahja_tls_task = NULL;
 #ifdef LAHJA_ASAN
-    __sanitizer_start_switch_fiber(dying ? NULL : &t->asan_fake, rt->main_lo, rt->main_size);
+        asan_leave(t, dying, rt->main_lo, rt->main_size);
 #endif
-    (void)dying;
-    lahja_ctx_switch(&t->ctx, &rt->sched_ctx);
+        lahja_ctx_switch(&t->ctx, &rt->sched_ctx);
+    }
 #ifdef LAHJA_ASAN
-    __sanitizer_finish_switch_fiber(t->asan_fake, &rt->main_lo, &rt->main_size);
+    asan_arrive(rt, t->asan_fake);
+#else
+    rt->from_sched = 0;
 #endif
+    reap_dead(rt);
 }
 
-/* First code on a new task's stack, after its first switch. */
 void lahja_task_started(struct lahja_task *t)
 {
-#ifdef LAHJA_ASAN
-    __sanitizer_finish_switch_fiber(NULL, &t->rt->main_lo, &t->rt->main_size);
-#endif
-    (void)t;
+    asan_arrive(t->rt, NULL);
+    reap_dead(t->rt);
 }
 
 /* -------------------------------------------------------- scheduling */
@@ -88,21 +160,19 @@ static void run_ready(struct lahja_rt *rt)
     if (rt->in_sched || lahja_tls_task != NULL)
         return;
     rt->in_sched = 1;
-    for (unsigned budget = SCHED_BUDGET; budget > 0; budget--) {
-        lahja_link_t *l = lahja_list_pop_front(&rt->ready);
-        if (l == NULL)
-            break;
-        struct lahja_task *t = lahja_container_of(l, struct lahja_task, ready);
-        t->state = LAHJA_TASK_RUNNING;
+    rt->budget = SCHED_BUDGET;
+    struct lahja_task *t;
+    while ((t = next_ready(rt)) != NULL) {
         lahja_tls_task = t;
         switch_to_task(rt, t);
         lahja_tls_task = NULL;
-        if (t->state == LAHJA_TASK_DONE)
-            lahja_task_unref(t); /* the runner's reference: off its stack now */
+        reap_dead(rt);
     }
     rt->in_sched = 0;
-    if (lahja_list_empty(&rt->ready))
+    if (lahja_list_empty(&rt->ready)) {
         uv_idle_stop(&rt->idle);
+        rt->idle_on = 0;
+    }
 }
 
 static void on_idle(uv_idle_t *h)
@@ -120,8 +190,10 @@ void lahja_ready_push(struct lahja_task *t)
     struct lahja_rt *rt = t->rt;
     t->state = LAHJA_TASK_READY;
     lahja_list_push_back(&rt->ready, &t->ready);
-    if (!uv_is_active((uv_handle_t *)&rt->idle))
+    if (!rt->idle_on) {
         uv_idle_start(&rt->idle, on_idle);
+        rt->idle_on = 1;
+    }
 }
 
 /* ------------------------------------------------------ suspend/wake */
@@ -160,7 +232,7 @@ int lahja_wait(lahja_link_t *waiters, lahja_time_t deadline, unsigned flags)
         t->wake = LAHJA_WAKE_NONE;
         t->cancellable = (uint8_t)cancellable;
         t->state = LAHJA_TASK_SUSPENDED;
-        lahja_switch_to_sched(t, 0);
+        lahja_switch_away(t, 0);
         if (eff != LAHJA_FOREVER)
             uv_timer_stop(&t->timer);
         if (t->wake == LAHJA_WAKE_RESULT) {
@@ -211,8 +283,9 @@ int lahja_yield(void)
     if (rc != 0)
         return rc;
     lahja_ready_push(t);
-    lahja_switch_to_sched(t, 0);
-    return 0;
+    lahja_switch_away(t, 0);
+    /* Cancelled while queued: the call it was in reports it. */
+    return lahja_scope_status(t->scope, uv_now(t->rt->loop), NULL);
 }
 
 int lahja_checkpoint(void)

@@ -31,7 +31,7 @@ static void task_entry(void *arg)
         ;
     if (t->nursery != NULL)
         lahja_nursery_child_done(t->nursery, t, failed);
-    lahja_switch_to_sched(t, 1);
+    lahja_switch_away(t, 1);
     abort(); /* a finished task is never resumed */
 }
 
@@ -105,11 +105,13 @@ int lahja_task_create(struct lahja_rt *rt, lahja_task_fn fn, void *arg,
                       const lahja_task_options_t *opts, struct lahja_scope *parent,
                       struct lahja_task **out)
 {
-    size_t page = lahja_page_size();
-    size_t stack_size = opts && opts->stack_size ? opts->stack_size : rt->stack_size;
-    if (stack_size > ((size_t)1 << 40))
-        return -EINVAL;
-    stack_size = (stack_size + page - 1) & ~(page - 1);
+    size_t stack_size = rt->stack_size; /* already whole pages */
+    if (opts != NULL && opts->stack_size != 0) {
+        size_t page = lahja_page_size();
+        if (opts->stack_size > ((size_t)1 << 40))
+            return -EINVAL;
+        stack_size = (opts->stack_size + page - 1) & ~(page - 1);
+    }
     int err;
     struct lahja_task *t = task_alloc(rt, stack_size, &err);
     if (t == NULL)
@@ -130,10 +132,13 @@ int lahja_task_create(struct lahja_rt *rt, lahja_task_fn fn, void *arg,
     lahja_list_init(&t->joiners);
     t->nursery = NULL;
     t->local = NULL;
-    const char *name = opts && opts->name ? opts->name : "task";
-    size_t n = strnlen(name, sizeof t->name - 1);
-    memcpy(t->name, name, n);
-    t->name[n] = '\0';
+    if (opts != NULL && opts->name != NULL) {
+        size_t n = strnlen(opts->name, sizeof t->name - 1);
+        memcpy(t->name, opts->name, n);
+        t->name[n] = '\0';
+    } else {
+        memcpy(t->name, "task", sizeof "task");
+    }
     lahja_scope_init(&t->root, parent, t, LAHJA_FOREVER, 0);
     t->scope = &t->root;
     lahja_ctx_make(&t->ctx, t->stack.lo, t->stack.size, task_entry, t);
@@ -173,8 +178,11 @@ int lahja_task_join(lahja_task_t *t, lahja_time_t deadline, int *result)
         return -EPERM;
     if (t == self)
         return -EDEADLK;
+    int rc = lahja_checkpoint(); /* a checkpoint even when t is done */
+    if (rc != 0)
+        return rc;
     while (t->state != LAHJA_TASK_DONE) {
-        int rc = lahja_wait(&t->joiners, deadline, 0);
+        rc = lahja_wait(&t->joiners, deadline, 0);
         if (rc == LAHJA_WAIT_EXPIRED)
             return -ETIMEDOUT;
         if (rc != 0)
