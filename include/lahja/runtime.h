@@ -142,6 +142,9 @@ size_t lahja_rt_ntasks(const lahja_rt_t *rt);
  * Returns the main task's result, or LAHJA_EDEADLOCK when every task was
  * blocked and nothing could ever wake one (the tasks are then cancelled
  * and awaited before returning), or -ENOMEM/-EBUSY if setting up failed.
+ * Handles the tasks never released are released here.  If a task stays
+ * blocked even after cancellation (a shielded wait nothing can end), its
+ * memory cannot be freed: LAHJA_EDEADLOCK, and the runtime is leaked.
  */
 int lahja_run(lahja_task_fn fn, void *arg, const lahja_task_options_t *opts);
 

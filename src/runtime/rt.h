@@ -86,6 +86,7 @@ struct lahja_task {
     lahja_link_t wait;          /* in the awaited primitive's waiters */
     lahja_link_t joiners;       /* tasks in lahja_task_join on this */
     lahja_link_t pool;          /* in rt->pool */
+    lahja_link_t obj;           /* in rt->objects, while allocated */
     struct lahja_scope root;    /* outermost scope: lahja_task_cancel */
     struct lahja_scope *scope;  /* innermost open scope */
     struct lahja_nursery *nursery; /* until finished; NULL for root tasks */
@@ -133,6 +134,7 @@ struct lahja_rt {
     lahja_ctx_t sched_ctx;      /* the loop's own stack */
     lahja_link_t ready;
     lahja_link_t pool;          /* finished task objects for reuse */
+    lahja_link_t objects;       /* every task object allocated */
     size_t npool, pool_max;
     size_t stack_size;          /* default */
     size_t ntasks;              /* started and not finished */
@@ -253,6 +255,12 @@ void lahja_switch_away(struct lahja_task *t, int dying);
 
 /* Called first thing on a new task's stack. */
 void lahja_task_started(struct lahja_task *t);
+
+/*
+ * Frees the finished task objects still held by handles the application
+ * never released (lahja_run owns everything it created).
+ */
+void lahja_task_release_all(struct lahja_rt *rt);
 
 /* Returns every pooled task object's memory (closing their timers). */
 void lahja_task_pool_drain(struct lahja_rt *rt);

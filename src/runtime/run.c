@@ -70,9 +70,14 @@ int lahja_run(lahja_task_fn fn, void *arg, const lahja_task_options_t *opts)
         rc = m.done ? m.result : LAHJA_EDEADLOCK;
         lahja_rt_cancel(rt);
         drain_tasks(rt, &loop);
-        if (lahja_rt_ntasks(rt) > 0)
-            return LAHJA_EDEADLOCK; /* a shielded wait that nothing ends:
-                                       its stack cannot be freed */
+        if (lahja_rt_ntasks(rt) > 0) {
+            /* A shielded wait that nothing ends: its stack cannot be
+             * freed, so the runtime is leaked, but the thread is free to
+             * start another. */
+            lahja_tls_rt = NULL;
+            return LAHJA_EDEADLOCK;
+        }
+        lahja_task_release_all(rt);
     }
     lahja_rt_close(rt);
     uv_walk(&loop, close_any, NULL);

@@ -334,6 +334,7 @@ int lahja_rt_new(uv_loop_t *loop, const lahja_rt_options_t *opts, lahja_rt_t **o
     rt->pool_max = opts && opts->pool_size ? opts->pool_size : 64;
     lahja_list_init(&rt->ready);
     lahja_list_init(&rt->pool);
+    lahja_list_init(&rt->objects);
     lahja_scope_init(&rt->root, NULL, NULL, LAHJA_FOREVER, 0);
     uv_idle_init(loop, &rt->idle);
     rt->idle.data = rt;

@@ -39,6 +39,7 @@ static void on_timer_closed(uv_handle_t *h)
 {
     struct lahja_task *t = h->data;
     struct lahja_rt *rt = t->rt;
+    lahja_list_remove(&t->obj);
     lahja_stack_free(&t->stack);
     free(t);
     rt->nobjects--;
@@ -50,6 +51,20 @@ static void task_destroy(struct lahja_task *t)
 {
     t->rt->nclosing++;
     uv_close((uv_handle_t *)&t->timer, on_timer_closed);
+}
+
+void lahja_task_release_all(struct lahja_rt *rt)
+{
+    lahja_link_t *l, *tmp;
+    lahja_list_foreach_safe(l, tmp, &rt->objects) {
+        struct lahja_task *t = lahja_container_of(l, struct lahja_task, obj);
+        if (t->state != LAHJA_TASK_DONE || t->refs == 0 || lahja_link_linked(&t->pool))
+            continue;
+        lahja_list_remove(&t->sibling); /* from a nursery never freed */
+        t->has_handle = 0;
+        t->refs = 1;
+        lahja_task_unref(t);
+    }
 }
 
 void lahja_task_pool_drain(struct lahja_rt *rt)
@@ -97,6 +112,7 @@ static struct lahja_task *task_alloc(struct lahja_rt *rt, size_t stack_size, int
     t->rt = rt;
     uv_timer_init(rt->loop, &t->timer);
     t->timer.data = t;
+    lahja_list_push_back(&rt->objects, &t->obj);
     rt->nobjects++;
     return t;
 }
