@@ -4,5 +4,5 @@ set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh build
 cmake -S . -B build -DBUILD_TESTING=OFF >/dev/null
-cmake --build build -j"$(nproc)" --target runtime_demo >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
 exec build/examples/runtime_demo
