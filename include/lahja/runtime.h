@@ -121,7 +121,8 @@ int lahja_rt_close(lahja_rt_t *rt);
 /*
  * Cancels every root task of the runtime (those started with
  * lahja_spawn), and through them all their descendants.  Typically
- * called from a signal watcher.  Loop thread only.
+ * called from a signal watcher.  It is permanent: root tasks spawned
+ * afterwards start cancelled.  Loop thread only.
  */
 void lahja_rt_cancel(lahja_rt_t *rt);
 
@@ -247,10 +248,13 @@ void lahja_scope_set_deadline(lahja_scope_t *s, lahja_time_t deadline);
 void lahja_scope_set_shield(lahja_scope_t *s, int shield);
 
 /*
- * Closes and frees the innermost scope of the calling task.  Returns 0
- * if the scope itself was not cancelled, -ECANCELED if it was cancelled,
- * -ETIMEDOUT if its deadline passed: what a caller needs to tell "my own
- * timeout fired" from success.  Does not suspend.
+ * Closes and frees the innermost scope of the calling task.  Returns
+ * -ECANCELED if the scope was cancelled, -ETIMEDOUT if it was cancelled
+ * by its deadline, else 0: what a caller needs to tell "my own timeout
+ * fired" from success.  A deadline counts once a checkpoint inside the
+ * scope has seen it pass (as trio's cancelled_caught): a deadline that
+ * passed while the task never reached a checkpoint under it gives 0.
+ * Does not suspend.
  */
 int lahja_scope_close(lahja_scope_t *s);
 
