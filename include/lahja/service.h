@@ -130,7 +130,9 @@ int lahja_manager_run_daemon_task(lahja_manager_t *m, lahja_task_fn fn, void *ar
  * non-NULL; owned by this manager, valid until it is freed).  The child's
  * errors fail that task as one error.  With LAHJA_DAEMON the child
  * finishing is an error.  A child that already has a manager is
- * LAHJA_ELIFECYCLE.  Other errors as lahja_manager_run_task.
+ * LAHJA_ELIFECYCLE.  While this service is being cancelled the child is
+ * dropped: 0 is returned, *out is NULL, and the child may still be run
+ * elsewhere.  Other errors as lahja_manager_run_task.
  */
 int lahja_manager_run_child_service(lahja_manager_t *m, lahja_service_t *child, unsigned flags,
                                     const char *name, lahja_manager_t **out);

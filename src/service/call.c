@@ -113,5 +113,5 @@ int lahja_background_end(lahja_manager_t *m)
     lahja_manager_stop(m);
     reap(m->bg);
     m->bg = NULL;
-    return m->nerrors > 0 ? m->errors[0].code : 0;
+    return m->nerrors > 0 ? m->errors->pub.code : 0;
 }

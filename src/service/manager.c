@@ -52,6 +52,7 @@ int lahja_manager_new(lahja_service_t *svc, lahja_manager_t **out)
     m->svc = svc;
     lahja_list_init(&m->roots);
     lahja_list_init(&m->owned);
+    m->errors_tail = &m->errors;
     lahja_event_init(&m->started_ev);
     lahja_event_init(&m->cancel_ev);
     lahja_event_init(&m->finished_ev);
@@ -70,11 +71,13 @@ int lahja_manager_free(lahja_manager_t *m)
     while ((l = lahja_list_pop_front(&m->owned)) != NULL)
         lahja_manager_free(lahja_container_of(l, struct lahja_manager, owned_link));
     lahja_list_remove(&m->owned_link);
-    for (size_t i = 0; i < m->nerrors; i++) {
-        free((char *)m->errors[i].task_name);
-        free((char *)m->errors[i].message);
+    struct svc_error *e = m->errors;
+    while (e != NULL) {
+        struct svc_error *next = e->next;
+        if (e->allocated)
+            free(e);
+        e = next;
     }
-    free(m->errors);
     m->svc->manager = &retired;
     free(m);
     return 0;
@@ -147,7 +150,7 @@ int lahja_manager_run(lahja_manager_t *m)
     m->tasks = NULL;
     m->finished = 1;
     lahja_event_set(&m->finished_ev);
-    return m->nerrors > 0 ? m->errors[0].code : 0;
+    return m->nerrors > 0 ? m->errors->pub.code : 0;
 }
 
 int lahja_service_run(lahja_service_t *svc)
@@ -187,6 +190,8 @@ int lahja_manager_run_daemon_task(lahja_manager_t *m, lahja_task_fn fn, void *ar
 int lahja_manager_run_child_service(lahja_manager_t *m, lahja_service_t *child, unsigned flags,
                                     const char *name, lahja_manager_t **out)
 {
+    if (out != NULL)
+        *out = NULL;
     if (m == NULL || child == NULL)
         return -EINVAL;
     if (!m->started || m->finishing)
@@ -305,16 +310,10 @@ size_t lahja_manager_nerrors(const lahja_manager_t *m)
 
 const lahja_service_error_t *lahja_manager_error(const lahja_manager_t *m, size_t i)
 {
-    if (i >= m->nerrors)
-        return NULL;
-    const lahja_service_error_t *e = &m->errors[i];
-    if (e->task_name != NULL && e->message != NULL)
-        return e;
-    /* Recorded while out of memory, without its strings. */
-    struct lahja_manager *mm = (struct lahja_manager *)m;
-    mm->scratch = (lahja_service_error_t){ e->task_name ? e->task_name : "?", e->code,
-                                           e->message ? e->message : lahja_strerror(e->code) };
-    return &mm->scratch;
+    const struct svc_error *e = m->errors;
+    while (e != NULL && i-- > 0)
+        e = e->next;
+    return e != NULL ? &e->pub : NULL;
 }
 
 int lahja_manager_describe(const lahja_manager_t *m, char *buf, size_t len)

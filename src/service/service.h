@@ -49,6 +49,14 @@ struct svc_task {
     char name[64];
 };
 
+/* A recorded error.  Entries never move (a pointer handed out stays
+ * valid until the manager is freed); the strings live in the same block. */
+struct svc_error {
+    lahja_service_error_t pub;
+    struct svc_error *next;
+    int allocated;              /* 0 for the manager's out-of-memory entry */
+};
+
 struct lahja_manager {
     lahja_service_t *svc;
     struct lahja_manager *parent; /* the manager running this one as a
@@ -59,12 +67,14 @@ struct lahja_manager {
     lahja_event_t started_ev, cancel_ev, finished_ev;
     uint8_t started, cancelled, finishing, finished;
     size_t total, ndone;          /* stats (S15) */
-    lahja_service_error_t *errors;
-    size_t nerrors, caperrors;
+    struct svc_error *errors;     /* in the order they happened */
+    struct svc_error **errors_tail;
+    size_t nerrors;
+    struct svc_error oom;         /* recorded when an entry cannot be
+                                     allocated: the failure still counts */
     lahja_link_t owned;           /* child managers made by this one */
     lahja_link_t owned_link;      /* in parent->owned */
     struct lahja_task *bg;        /* lahja_background_start's runner */
-    lahja_service_error_t scratch; /* lahja_manager_error's fallback */
     char last_msg[512];
 };
 

@@ -41,25 +41,25 @@ static lahja_link_t *children_of(struct lahja_manager *m, struct svc_task *paren
 void lahja_svc_record(struct lahja_manager *m, const char *task_name, int code,
                       const char *message)
 {
-    char *name = strdup(task_name);
-    char *msg = strdup(message);
-    if (m->nerrors == m->caperrors) {
-        size_t cap = m->caperrors ? m->caperrors * 2 : 4;
-        lahja_service_error_t *e = realloc(m->errors, cap * sizeof *e);
-        if (e != NULL) {
-            m->errors = e;
-            m->caperrors = cap;
-        }
+    size_t nlen = strlen(task_name) + 1, mlen = strlen(message) + 1;
+    struct svc_error *e = malloc(sizeof *e + nlen + mlen);
+    if (e != NULL) {
+        char *name = (char *)(e + 1);
+        memcpy(name, task_name, nlen);
+        memcpy(name + nlen, message, mlen);
+        e->pub = (lahja_service_error_t){ name, code, name + nlen };
+        e->allocated = 1;
+    } else if (!m->oom.pub.message) {
+        /* Out of memory: the failure still counts, with static strings. */
+        e = &m->oom;
+        e->pub = (lahja_service_error_t){ "?", code, lahja_strerror(code) };
+        e->allocated = 0;
     }
-    if (m->nerrors < m->caperrors && name != NULL && msg != NULL) {
-        m->errors[m->nerrors++] = (lahja_service_error_t){ name, code, msg };
-    } else {
-        /* Out of memory: the failure still cancels the service and still
-         * counts as an error, with static strings. */
-        free(name);
-        free(msg);
-        if (m->nerrors < m->caperrors)
-            m->errors[m->nerrors++] = (lahja_service_error_t){ NULL, code, NULL };
+    if (e != NULL) {
+        e->next = NULL;
+        *m->errors_tail = e;
+        m->errors_tail = &e->next;
+        m->nerrors++;
     }
     lahja_manager_cancel(m);
 }
