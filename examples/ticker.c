@@ -5,9 +5,9 @@
 
 static int ticker(void *arg)
 {
-    lahja_event_t *stop = arg;
+    lahja_latch_t *stop = arg;
     for (int i = 1;; i++) {
-        int rc = lahja_event_wait(stop, lahja_deadline_in(100));
+        int rc = lahja_latch_wait(stop, lahja_deadline_in(100));
         if (rc == 0)
             return 0;                 /* asked to stop */
         if (rc != -ETIMEDOUT)
@@ -25,8 +25,8 @@ static int slow(void *arg)
 static int main_task(void *arg)
 {
     (void)arg;
-    lahja_event_t stop;
-    lahja_event_init(&stop);
+    lahja_latch_t stop;
+    lahja_latch_init(&stop);
 
     lahja_nursery_t *n;
     lahja_nursery_open(&n);
@@ -40,7 +40,7 @@ static int main_task(void *arg)
     lahja_nursery_close(inner);
     printf("slow: %s\n", lahja_scope_close(s) == -ETIMEDOUT ? "timed out" : "done");
 
-    lahja_event_set(&stop);
+    lahja_latch_set(&stop);
     return lahja_nursery_close(n);    /* ticker returns 0 */
 }
 

@@ -328,27 +328,28 @@ struct lahja__link {
 };
 
 /*
- * A one-shot event: once set it stays set, and every wait returns at
- * once.  Plain struct, to embed; needs no destruction, but must not be
- * freed while tasks wait on it.
+ * A latch: a one-shot event (trio's Event); once set it stays set, and
+ * every wait returns at once.  Plain struct, to embed; needs no
+ * destruction, but must not be freed while tasks wait on it.  (Named
+ * latch so as not to be confused with the events of the bus.)
  */
-typedef struct lahja_event {
+typedef struct lahja_latch {
     struct lahja__link waiters; /* private */
     int set;                    /* private */
-} lahja_event_t;
+} lahja_latch_t;
 
-void lahja_event_init(lahja_event_t *e);
+void lahja_latch_init(lahja_latch_t *e);
 
-/* Sets the event and wakes every waiter.  Errors: LAHJA_EWRONGTHREAD. */
-int lahja_event_set(lahja_event_t *e);
+/* Sets the latch and wakes every waiter.  Errors: LAHJA_EWRONGTHREAD. */
+int lahja_latch_set(lahja_latch_t *e);
 
-int lahja_event_is_set(const lahja_event_t *e);
+int lahja_latch_is_set(const lahja_latch_t *e);
 
 /*
- * Suspends until the event is set (0 at once if it already is; this is
+ * Suspends until the latch is set (0 at once if it already is; this is
  * still a checkpoint).  Suspending; errors: -ECANCELED, -ETIMEDOUT, -EPERM.
  */
-int lahja_event_wait(lahja_event_t *e, lahja_time_t deadline);
+int lahja_latch_wait(lahja_latch_t *e, lahja_time_t deadline);
 
 /*
  * A condition: tasks wait for a notification.  There is no mutex, since

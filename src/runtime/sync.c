@@ -42,13 +42,13 @@ static int check_waker(const lahja_link_t *waiters)
 
 /* ------------------------------------------------------------ event */
 
-void lahja_event_init(lahja_event_t *e)
+void lahja_latch_init(lahja_latch_t *e)
 {
     lahja_list_init(&e->waiters);
     e->set = 0;
 }
 
-int lahja_event_set(lahja_event_t *e)
+int lahja_latch_set(lahja_latch_t *e)
 {
     int rc = check_waker(&e->waiters);
     if (rc != 0)
@@ -59,12 +59,12 @@ int lahja_event_set(lahja_event_t *e)
     return 0;
 }
 
-int lahja_event_is_set(const lahja_event_t *e)
+int lahja_latch_is_set(const lahja_latch_t *e)
 {
     return e->set;
 }
 
-int lahja_event_wait(lahja_event_t *e, lahja_time_t deadline)
+int lahja_latch_wait(lahja_latch_t *e, lahja_time_t deadline)
 {
     if (lahja_tls_task == NULL)
         return -EPERM;

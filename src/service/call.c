@@ -26,7 +26,7 @@ static int call_body(void *arg)
 static int call_watch(void *arg)
 {
     struct call *c = arg;
-    if (lahja_event_wait(&c->m->finished_ev, LAHJA_FOREVER) == 0) {
+    if (lahja_latch_wait(&c->m->finished_ev, LAHJA_FOREVER) == 0) {
         c->service_finished = 1;
         lahja_nursery_cancel(c->n);
     }

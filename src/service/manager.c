@@ -53,9 +53,9 @@ int lahja_manager_new(lahja_service_t *svc, lahja_manager_t **out)
     lahja_list_init(&m->roots);
     lahja_list_init(&m->owned);
     m->errors_tail = &m->errors;
-    lahja_event_init(&m->started_ev);
-    lahja_event_init(&m->cancel_ev);
-    lahja_event_init(&m->finished_ev);
+    lahja_latch_init(&m->started_ev);
+    lahja_latch_init(&m->cancel_ev);
+    lahja_latch_init(&m->finished_ev);
     svc->manager = m;
     *out = m;
     return 0;
@@ -90,7 +90,7 @@ int lahja_manager_free(lahja_manager_t *m)
 static int cancel_handler(void *arg)
 {
     struct lahja_manager *m = arg;
-    if (lahja_event_wait(&m->cancel_ev, LAHJA_FOREVER) != 0) {
+    if (lahja_latch_wait(&m->cancel_ev, LAHJA_FOREVER) != 0) {
         if (m->finishing)
             return 0;
         m->cancelled = 1; /* the runner's caller was cancelled */
@@ -139,7 +139,7 @@ int lahja_manager_run(lahja_manager_t *m)
     m->tasks->scope.shield = 1;
 
     m->started = 1;
-    lahja_event_set(&m->started_ev);
+    lahja_latch_set(&m->started_ev);
     service_run_task(m);
     lahja_nursery_join(m->tasks);
 
@@ -149,7 +149,7 @@ int lahja_manager_run(lahja_manager_t *m)
     lahja_nursery_free(m->tasks);
     m->tasks = NULL;
     m->finished = 1;
-    lahja_event_set(&m->finished_ev);
+    lahja_latch_set(&m->finished_ev);
     return m->nerrors > 0 ? m->errors->pub.code : 0;
 }
 
@@ -233,7 +233,7 @@ int lahja_manager_cancel(lahja_manager_t *m)
     if (m->finished || m->cancelled)
         return 0;
     m->cancelled = 1;
-    lahja_event_set(&m->cancel_ev);
+    lahja_latch_set(&m->cancel_ev);
     return 0;
 }
 
@@ -263,12 +263,12 @@ int lahja_manager_stop(lahja_manager_t *m)
 
 int lahja_manager_wait_started(lahja_manager_t *m, lahja_time_t deadline)
 {
-    return lahja_event_wait(&m->started_ev, deadline);
+    return lahja_latch_wait(&m->started_ev, deadline);
 }
 
 int lahja_manager_wait_finished(lahja_manager_t *m, lahja_time_t deadline)
 {
-    return lahja_event_wait(&m->finished_ev, deadline);
+    return lahja_latch_wait(&m->finished_ev, deadline);
 }
 
 int lahja_manager_is_started(const lahja_manager_t *m)

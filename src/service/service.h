@@ -39,7 +39,7 @@ struct svc_task {
     lahja_task_fn fn;
     void *arg;
     struct lahja_manager *child; /* SVC_CHILD */
-    lahja_event_t done;         /* set when finished */
+    lahja_latch_t done;         /* set when finished */
     int refs;                   /* the running task's, and the cancel
                                    handler's while it works on this one */
     uint8_t kind;               /* enum svc_kind */
@@ -64,7 +64,7 @@ struct lahja_manager {
     struct lahja_nursery *tasks;  /* every service task, while running */
     lahja_link_t roots;           /* root svc_tasks */
     size_t nroots;
-    lahja_event_t started_ev, cancel_ev, finished_ev;
+    lahja_latch_t started_ev, cancel_ev, finished_ev;
     uint8_t started, cancelled, finishing, finished;
     size_t total, ndone;          /* stats (S15) */
     struct svc_error *errors;     /* in the order they happened */
@@ -97,7 +97,7 @@ struct svc_task *lahja_svc_current(void);
 
 /* Waits, not cancellable, until `e` is set, without touching `e` after
  * it was set (its owner may free it at once).  Task context. */
-void lahja_svc_wait_set(lahja_event_t *e);
+void lahja_svc_wait_set(lahja_latch_t *e);
 
 #pragma GCC visibility pop
 

@@ -17,7 +17,7 @@ struct svc_task *lahja_svc_current(void)
     return t != NULL ? t->local : NULL;
 }
 
-void lahja_svc_wait_set(lahja_event_t *e)
+void lahja_svc_wait_set(lahja_latch_t *e)
 {
     /* One wait, no re-check: an uncancellable wait without deadline ends
      * only by the event's set, and the event may be freed by then. */
@@ -126,7 +126,7 @@ static void wait_children(struct svc_task *st)
 {
     while (!lahja_list_empty(&st->children)) {
         struct svc_task *c = lahja_container_of(st->children.next, struct svc_task, sibling);
-        if (lahja_event_wait(&c->done, LAHJA_FOREVER) != 0)
+        if (lahja_latch_wait(&c->done, LAHJA_FOREVER) != 0)
             return;
     }
 }
@@ -167,7 +167,7 @@ static void finish(struct svc_task *st)
         m->ndone++;
     lahja_tls_task->local = NULL;
     st->finished = 1;
-    lahja_event_set(&st->done);
+    lahja_latch_set(&st->done);
     svc_task_unref(st);
 }
 
@@ -271,7 +271,7 @@ int lahja_svc_schedule(struct lahja_manager *m, enum svc_kind kind, lahja_task_f
     st->kind = (uint8_t)kind;
     st->daemon = (flags & LAHJA_DAEMON) != 0;
     st->refs = 1;
-    lahja_event_init(&st->done);
+    lahja_latch_init(&st->done);
     snprintf(st->name, sizeof st->name, "%s", name != NULL ? name : "task");
     lahja_task_options_t opts = { .name = st->name };
     int rc = lahja_nursery_spawn_weak(m->tasks, svc_task_main, st, &opts, &st->task);

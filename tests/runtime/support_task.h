@@ -30,14 +30,14 @@
 
 /* Counts tasks arriving at a point; the event fires when `want` have. */
 struct gate {
-    lahja_event_t all_in;
+    lahja_latch_t all_in;
     int in;
     int want;
 };
 
 static inline void gate_init(struct gate *g, int want)
 {
-    lahja_event_init(&g->all_in);
+    lahja_latch_init(&g->all_in);
     g->in = 0;
     g->want = want;
 }
@@ -47,12 +47,12 @@ static inline void gate_init(struct gate *g, int want)
 static inline void gate_arrive(struct gate *g)
 {
     if (++g->in == g->want)
-        assert_int_equal(lahja_event_set(&g->all_in), 0);
+        assert_int_equal(lahja_latch_set(&g->all_in), 0);
 }
 
 static inline void gate_wait(struct gate *g)
 {
-    assert_int_equal(lahja_event_wait(&g->all_in, lahja_deadline_in(GUARD_MS)), 0);
+    assert_int_equal(lahja_latch_wait(&g->all_in, lahja_deadline_in(GUARD_MS)), 0);
 }
 
 /* Time `t` is at or after deadline `d`: timers never fire early, but on

@@ -12,7 +12,7 @@
 /* Children that block on an event after telling a gate. */
 struct blockers {
     struct gate gate;
-    lahja_event_t ev;
+    lahja_latch_t ev;
     int rc[4];
     int n;
     int done;
@@ -21,7 +21,7 @@ struct blockers {
 static void blockers_init(struct blockers *b, int want)
 {
     gate_init(&b->gate, want);
-    lahja_event_init(&b->ev);
+    lahja_latch_init(&b->ev);
     for (int i = 0; i < 4; i++)
         b->rc[i] = PENDING;
     b->n = 0;
@@ -33,7 +33,7 @@ static int block_on_event(void *arg)
     struct blockers *b = arg;
     int i = b->n++;
     gate_arrive(&b->gate);
-    b->rc[i] = lahja_event_wait(&b->ev, LAHJA_FOREVER);
+    b->rc[i] = lahja_latch_wait(&b->ev, LAHJA_FOREVER);
     b->done++;
     return b->rc[i];
 }
@@ -46,7 +46,7 @@ static int release_blockers(void *arg)
     gate_wait(&b->gate);
     for (int i = 0; i < 3; i++)
         assert_int_equal(lahja_yield(), 0);
-    return lahja_event_set(&b->ev);
+    return lahja_latch_set(&b->ev);
 }
 
 static int main_waits_for_all_children(void *unused)
@@ -77,14 +77,14 @@ MAIN_TEST(waits_for_all_children)
 
 struct first_failure {
     struct gate gate;       /* b and c blocked */
-    lahja_event_t go, never;
+    lahja_latch_t go, never;
     int rc_b, rc_c, rc_body;
 };
 
 static int fail_on_go(void *arg)
 {
     struct first_failure *f = arg;
-    assert_int_equal(lahja_event_wait(&f->go, LAHJA_FOREVER), 0);
+    assert_int_equal(lahja_latch_wait(&f->go, LAHJA_FOREVER), 0);
     return -EIO;
 }
 
@@ -92,7 +92,7 @@ static int cancelled_quietly(void *arg)
 {
     struct first_failure *f = arg;
     gate_arrive(&f->gate);
-    f->rc_b = lahja_event_wait(&f->never, LAHJA_FOREVER);
+    f->rc_b = lahja_latch_wait(&f->never, LAHJA_FOREVER);
     return f->rc_b;
 }
 
@@ -101,7 +101,7 @@ static int fails_when_cancelled(void *arg)
 {
     struct first_failure *f = arg;
     gate_arrive(&f->gate);
-    f->rc_c = lahja_event_wait(&f->never, LAHJA_FOREVER);
+    f->rc_c = lahja_latch_wait(&f->never, LAHJA_FOREVER);
     return -EPIPE;
 }
 
@@ -118,8 +118,8 @@ static int main_first_failure_cancels_rest(void *unused)
     (void)unused;
     struct first_failure f = { .rc_b = PENDING, .rc_c = PENDING };
     gate_init(&f.gate, 2);
-    lahja_event_init(&f.go);
-    lahja_event_init(&f.never);
+    lahja_latch_init(&f.go);
+    lahja_latch_init(&f.never);
     lahja_nursery_t *n;
     assert_int_equal(lahja_nursery_open(&n), 0);
     assert_int_equal(lahja_nursery_spawn(n, fail_on_go, &f, NAMED("a"), NULL), 0);
@@ -127,7 +127,7 @@ static int main_first_failure_cancels_rest(void *unused)
     assert_int_equal(lahja_nursery_spawn(n, fails_when_cancelled, &f, NAMED("c"), NULL), 0);
     gate_wait(&f.gate);
 
-    assert_int_equal(lahja_event_set(&f.go), 0);
+    assert_int_equal(lahja_latch_set(&f.go), 0);
     /* The body is cancelled by a's failure too. */
     f.rc_body = lahja_sleep(GUARD_MS);
     assert_int_equal(f.rc_body, -ECANCELED);
@@ -187,10 +187,10 @@ static int return_ecanceled(void *arg)
 
 static int own_deadline_expires(void *arg)
 {
-    lahja_event_t never;
-    lahja_event_init(&never);
+    lahja_latch_t never;
+    lahja_latch_init(&never);
     (void)arg;
-    return lahja_event_wait(&never, lahja_deadline_in(1));
+    return lahja_latch_wait(&never, lahja_deadline_in(1));
 }
 
 /* -ECANCELED and -ETIMEDOUT are failures when nothing cancelled the
@@ -230,7 +230,7 @@ static int main_cancelled_child_not_failure(void *unused)
     assert_int_equal(lahja_task_join(h[0], LAHJA_FOREVER, NULL), 0);
     assert_int_equal(b.rc[0], -ECANCELED);
     assert_int_equal(b.rc[1], PENDING);
-    assert_int_equal(lahja_event_set(&b.ev), 0);
+    assert_int_equal(lahja_latch_set(&b.ev), 0);
     assert_int_equal(lahja_nursery_join(n), 0);
     assert_int_equal(b.rc[1], 0);
     assert_int_equal(lahja_nursery_nfailures(n), 0);
@@ -267,7 +267,7 @@ MAIN_TEST(nursery_cancel)
  * and the join waits for the one whose cleanup takes a while. */
 struct outer_cancel {
     struct gate blocked;
-    lahja_event_t never, in_cleanup, finish_cleanup;
+    lahja_latch_t never, in_cleanup, finish_cleanup;
     int rc_fast, rc_slow, slow_done;
     int join_rc, join_returned, slow_done_at_join;
     size_t nfailures;
@@ -277,7 +277,7 @@ static int fast_child(void *arg)
 {
     struct outer_cancel *o = arg;
     gate_arrive(&o->blocked);
-    o->rc_fast = lahja_event_wait(&o->never, LAHJA_FOREVER);
+    o->rc_fast = lahja_latch_wait(&o->never, LAHJA_FOREVER);
     return o->rc_fast;
 }
 
@@ -285,11 +285,11 @@ static int slow_child(void *arg)
 {
     struct outer_cancel *o = arg;
     gate_arrive(&o->blocked);
-    o->rc_slow = lahja_event_wait(&o->never, LAHJA_FOREVER);
+    o->rc_slow = lahja_latch_wait(&o->never, LAHJA_FOREVER);
     lahja_scope_t *shield;
     assert_int_equal(lahja_scope_open(LAHJA_FOREVER, LAHJA_SCOPE_SHIELD, &shield), 0);
-    assert_int_equal(lahja_event_set(&o->in_cleanup), 0);
-    assert_int_equal(lahja_event_wait(&o->finish_cleanup, lahja_deadline_in(GUARD_MS)), 0);
+    assert_int_equal(lahja_latch_set(&o->in_cleanup), 0);
+    assert_int_equal(lahja_latch_wait(&o->finish_cleanup, lahja_deadline_in(GUARD_MS)), 0);
     assert_int_equal(lahja_scope_close(shield), 0);
     o->slow_done = 1;
     return o->rc_slow;
@@ -315,19 +315,19 @@ static int main_outer_cancel_during_join(void *unused)
     (void)unused;
     struct outer_cancel o = { .rc_fast = PENDING, .rc_slow = PENDING, .join_rc = PENDING };
     gate_init(&o.blocked, 2);
-    lahja_event_init(&o.never);
-    lahja_event_init(&o.in_cleanup);
-    lahja_event_init(&o.finish_cleanup);
+    lahja_latch_init(&o.never);
+    lahja_latch_init(&o.in_cleanup);
+    lahja_latch_init(&o.finish_cleanup);
     lahja_task_t *p;
     assert_int_equal(lahja_spawn(lahja_rt_current(), joining_parent, &o, NULL, &p), 0);
     gate_wait(&o.blocked);
 
     lahja_task_cancel(p);
-    assert_int_equal(lahja_event_wait(&o.in_cleanup, lahja_deadline_in(GUARD_MS)), 0);
+    assert_int_equal(lahja_latch_wait(&o.in_cleanup, lahja_deadline_in(GUARD_MS)), 0);
     assert_int_equal(o.rc_fast, -ECANCELED);
     assert_int_equal(o.join_returned, 0); /* still waiting for slow_child */
 
-    assert_int_equal(lahja_event_set(&o.finish_cleanup), 0);
+    assert_int_equal(lahja_latch_set(&o.finish_cleanup), 0);
     int res = PENDING;
     assert_int_equal(lahja_task_join(p, LAHJA_FOREVER, &res), 0);
     assert_int_equal(res, -ECANCELED);
@@ -343,7 +343,7 @@ MAIN_TEST(outer_cancel_during_join)
  * outside: join reports the failure, which says more than -ECANCELED. */
 struct fail_in_cleanup {
     struct gate blocked;
-    lahja_event_t never;
+    lahja_latch_t never;
     int join_rc;
 };
 
@@ -351,7 +351,7 @@ static int fails_on_cancel(void *arg)
 {
     struct fail_in_cleanup *f = arg;
     gate_arrive(&f->blocked);
-    int rc = lahja_event_wait(&f->never, LAHJA_FOREVER);
+    int rc = lahja_latch_wait(&f->never, LAHJA_FOREVER);
     return rc == -ECANCELED ? -EPIPE : -EINVAL;
 }
 
@@ -373,7 +373,7 @@ static int main_failure_beats_outer_cancel(void *unused)
     (void)unused;
     struct fail_in_cleanup f = { .join_rc = PENDING };
     gate_init(&f.blocked, 1);
-    lahja_event_init(&f.never);
+    lahja_latch_init(&f.never);
     lahja_task_t *p;
     assert_int_equal(lahja_spawn(lahja_rt_current(), joins_failing_child, &f, NULL, &p), 0);
     gate_wait(&f.blocked);
@@ -441,7 +441,7 @@ static int set_flag(void *arg)
  * the newcomer too. */
 struct late_spawn {
     lahja_nursery_t *n;
-    lahja_event_t last_done;
+    lahja_latch_t last_done;
     int late_ran, late_ran_at_join, spawn_rc;
 };
 
@@ -458,13 +458,13 @@ static int late_task(void *arg)
 static int last_child(void *arg)
 {
     struct late_spawn *l = arg;
-    return lahja_event_set(&l->last_done);
+    return lahja_latch_set(&l->last_done);
 }
 
 static int outside_spawner(void *arg)
 {
     struct late_spawn *l = arg;
-    assert_int_equal(lahja_event_wait(&l->last_done, LAHJA_FOREVER), 0);
+    assert_int_equal(lahja_latch_wait(&l->last_done, LAHJA_FOREVER), 0);
     l->spawn_rc = lahja_nursery_spawn(l->n, late_task, l, NULL, NULL);
     return 0;
 }
@@ -473,7 +473,7 @@ static int main_spawn_while_join_finishing(void *unused)
 {
     (void)unused;
     struct late_spawn l = { .spawn_rc = PENDING };
-    lahja_event_init(&l.last_done);
+    lahja_latch_init(&l.last_done);
     lahja_task_t *sp;
     assert_int_equal(lahja_spawn(lahja_rt_current(), outside_spawner, &l, NULL, &sp), 0);
     assert_int_equal(lahja_yield(), 0); /* the spawner waits first */
@@ -507,7 +507,7 @@ static int main_spawn_after_join(void *unused)
 MAIN_TEST(spawn_after_join)
 
 struct handles {
-    lahja_event_t ok_go, bad_go;
+    lahja_latch_t ok_go, bad_go;
     lahja_task_t *bad;
     int observer_rc, observer_res;
 };
@@ -515,13 +515,13 @@ struct handles {
 static int ok_child(void *arg)
 {
     struct handles *h = arg;
-    return lahja_event_wait(&h->ok_go, LAHJA_FOREVER);
+    return lahja_latch_wait(&h->ok_go, LAHJA_FOREVER);
 }
 
 static int bad_child(void *arg)
 {
     struct handles *h = arg;
-    assert_int_equal(lahja_event_wait(&h->bad_go, LAHJA_FOREVER), 0);
+    assert_int_equal(lahja_latch_wait(&h->bad_go, LAHJA_FOREVER), 0);
     return -EIO;
 }
 
@@ -537,8 +537,8 @@ static int main_child_handles(void *unused)
 {
     (void)unused;
     struct handles h = { .observer_rc = PENDING, .observer_res = PENDING };
-    lahja_event_init(&h.ok_go);
-    lahja_event_init(&h.bad_go);
+    lahja_latch_init(&h.ok_go);
+    lahja_latch_init(&h.bad_go);
     lahja_nursery_t *n;
     lahja_task_t *ok, *obs;
     assert_int_equal(lahja_nursery_open(&n), 0);
@@ -546,13 +546,13 @@ static int main_child_handles(void *unused)
     assert_int_equal(lahja_nursery_spawn(n, bad_child, &h, NAMED("bad"), &h.bad), 0);
     assert_int_equal(lahja_spawn(lahja_rt_current(), observer, &h, NULL, &obs), 0);
 
-    assert_int_equal(lahja_event_set(&h.ok_go), 0);
+    assert_int_equal(lahja_latch_set(&h.ok_go), 0);
     int res = PENDING;
     assert_int_equal(lahja_task_join(ok, LAHJA_FOREVER, &res), 0);
     assert_int_equal(res, 0);
     assert_int_equal(lahja_task_join(ok, LAHJA_FOREVER, &res), 0); /* still valid */
 
-    assert_int_equal(lahja_event_set(&h.bad_go), 0);
+    assert_int_equal(lahja_latch_set(&h.bad_go), 0);
     /* Joined by the observer, the failure still counts for the nursery. */
     assert_int_equal(lahja_nursery_join(n), -EIO);
     assert_int_equal(lahja_nursery_nfailures(n), 1);
@@ -725,7 +725,7 @@ MAIN_TEST(nested_cancel_leaves_first)
 /* A failure two levels down reaches the outer nursery through the
  * parent's return value. */
 struct upward {
-    lahja_event_t never;
+    lahja_latch_t never;
     int rc_inner, rc_sibling;
     size_t inner_nfailures;
     char inner_name[64];
@@ -758,7 +758,7 @@ static int failing_parent(void *arg)
 static int waiting_sibling(void *arg)
 {
     struct upward *u = arg;
-    u->rc_sibling = lahja_event_wait(&u->never, LAHJA_FOREVER);
+    u->rc_sibling = lahja_latch_wait(&u->never, LAHJA_FOREVER);
     return u->rc_sibling;
 }
 
@@ -766,7 +766,7 @@ static int main_failure_propagates_upward(void *unused)
 {
     (void)unused;
     struct upward u = { .rc_inner = PENDING, .rc_sibling = PENDING };
-    lahja_event_init(&u.never);
+    lahja_latch_init(&u.never);
     lahja_nursery_t *n;
     assert_int_equal(lahja_nursery_open(&n), 0);
     assert_int_equal(lahja_nursery_spawn(n, waiting_sibling, &u, NAMED("sibling"), NULL), 0);

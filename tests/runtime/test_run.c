@@ -260,10 +260,10 @@ static int stuck_other(void *arg)
 static int stuck_main(void *arg)
 {
     struct stuck *s = arg;
-    lahja_event_t never;
-    lahja_event_init(&never);
+    lahja_latch_t never;
+    lahja_latch_init(&never);
     lahja_spawn(lahja_rt_current(), stuck_other, s, NULL, NULL);
-    s->rc = lahja_event_wait(&never, LAHJA_FOREVER);
+    s->rc = lahja_latch_wait(&never, LAHJA_FOREVER);
     s->finished = 1;
     return s->rc;
 }
@@ -282,9 +282,9 @@ static void test_deadlock_is_reported(void **state)
 static int stuck_child(void *arg)
 {
     struct stuck *s = arg;
-    lahja_event_t never;
-    lahja_event_init(&never);
-    s->other_rc = lahja_event_wait(&never, LAHJA_FOREVER);
+    lahja_latch_t never;
+    lahja_latch_init(&never);
+    s->other_rc = lahja_latch_wait(&never, LAHJA_FOREVER);
     return s->other_rc;
 }
 
@@ -371,14 +371,14 @@ static void test_open_user_handles_do_not_block_return(void **state)
 /* Every suspending call refuses, with -EPERM, a caller that is no task. */
 static void expect_eperm_outside_task(lahja_task_t *some_task)
 {
-    lahja_event_t ev;
+    lahja_latch_t ev;
     lahja_cond_t cond;
     lahja_completion_t comp;
     lahja_queue_t *q;
     lahja_nursery_t *n = NULL;
     lahja_scope_t *s = NULL;
     void *item = NULL;
-    lahja_event_init(&ev);
+    lahja_latch_init(&ev);
     lahja_cond_init(&cond);
     lahja_completion_init(&comp);
     assert_int_equal(lahja_queue_new(1, &q), 0);
@@ -386,7 +386,7 @@ static void expect_eperm_outside_task(lahja_task_t *some_task)
     assert_null(lahja_task_current());
     assert_int_equal(lahja_sleep(1), -EPERM);
     assert_int_equal(lahja_sleep_until(LAHJA_FOREVER), -EPERM);
-    assert_int_equal(lahja_event_wait(&ev, LAHJA_FOREVER), -EPERM);
+    assert_int_equal(lahja_latch_wait(&ev, LAHJA_FOREVER), -EPERM);
     assert_int_equal(lahja_cond_wait(&cond, LAHJA_FOREVER), -EPERM);
     assert_int_equal(lahja_queue_recv(q, &item, LAHJA_FOREVER), -EPERM);
     assert_int_equal(lahja_queue_send(q, ITEM(1), LAHJA_FOREVER), -EPERM);
@@ -411,7 +411,7 @@ static void test_suspending_calls_without_runtime(void **state)
 }
 
 struct from_callback {
-    lahja_event_t checked;
+    lahja_latch_t checked;
     lahja_task_t *task;
     int ran;
 };
@@ -422,19 +422,19 @@ static void on_check_timer(uv_timer_t *h)
     struct from_callback *fc = h->data;
     expect_eperm_outside_task(fc->task);
     fc->ran = 1;
-    lahja_event_set(&fc->checked);
+    lahja_latch_set(&fc->checked);
 }
 
 static int callback_main(void *arg)
 {
     struct from_callback *fc = arg;
-    lahja_event_init(&fc->checked);
+    lahja_latch_init(&fc->checked);
     fc->task = lahja_task_current();
     uv_timer_t timer;
     uv_timer_init(lahja_rt_loop(lahja_rt_current()), &timer);
     timer.data = fc;
     uv_timer_start(&timer, on_check_timer, 0, 0);
-    int rc = lahja_event_wait(&fc->checked, LAHJA_FOREVER);
+    int rc = lahja_latch_wait(&fc->checked, LAHJA_FOREVER);
     lahja_uv_close((uv_handle_t *)&timer);
     return rc;
 }

@@ -9,7 +9,7 @@
 
 static int wait_event(void *arg)
 {
-    return lahja_event_wait(arg, LAHJA_FOREVER);
+    return lahja_latch_wait(arg, LAHJA_FOREVER);
 }
 
 static int set_flag(void *arg)
@@ -24,10 +24,10 @@ static int set_flag(void *arg)
  * once and keeps failing: none of them blocks (which would deadlock). */
 static void expect_all_cancelled(lahja_task_t *blocked, int code)
 {
-    lahja_event_t unset, set;
-    lahja_event_init(&unset);
-    lahja_event_init(&set);
-    assert_int_equal(lahja_event_set(&set), 0);
+    lahja_latch_t unset, set;
+    lahja_latch_init(&unset);
+    lahja_latch_init(&set);
+    assert_int_equal(lahja_latch_set(&set), 0);
     lahja_cond_t cond;
     lahja_cond_init(&cond);
     lahja_queue_t *q;
@@ -39,8 +39,8 @@ static void expect_all_cancelled(lahja_task_t *blocked, int code)
         assert_int_equal(lahja_sleep(GUARD_MS), code);
         assert_int_equal(lahja_sleep_until(0), code); /* even if already due */
         assert_int_equal(lahja_yield(), code);
-        assert_int_equal(lahja_event_wait(&unset, LAHJA_FOREVER), code);
-        assert_int_equal(lahja_event_wait(&set, LAHJA_FOREVER), code); /* a checkpoint */
+        assert_int_equal(lahja_latch_wait(&unset, LAHJA_FOREVER), code);
+        assert_int_equal(lahja_latch_wait(&set, LAHJA_FOREVER), code); /* a checkpoint */
         assert_int_equal(lahja_cond_wait(&cond, LAHJA_FOREVER), code);
         assert_int_equal(lahja_queue_recv(q, &item, LAHJA_FOREVER), code);
         assert_int_equal(lahja_task_join(blocked, LAHJA_FOREVER, NULL), code);
@@ -54,8 +54,8 @@ static void expect_all_cancelled(lahja_task_t *blocked, int code)
 static int main_cancel_is_level_triggered(void *unused)
 {
     (void)unused;
-    lahja_event_t ev;
-    lahja_event_init(&ev);
+    lahja_latch_t ev;
+    lahja_latch_init(&ev);
     lahja_task_t *blocked;
     assert_int_equal(lahja_spawn(lahja_rt_current(), wait_event, &ev, NULL, &blocked), 0);
 
@@ -71,7 +71,7 @@ static int main_cancel_is_level_triggered(void *unused)
     assert_int_equal(lahja_checkpoint(), 0);
     assert_int_equal(lahja_yield(), 0);
     assert_int_equal(lahja_sleep(1), 0);
-    assert_int_equal(lahja_event_set(&ev), 0);
+    assert_int_equal(lahja_latch_set(&ev), 0);
     int res = PENDING;
     assert_int_equal(lahja_task_join(blocked, LAHJA_FOREVER, &res), 0);
     assert_int_equal(res, 0);
@@ -82,7 +82,7 @@ MAIN_TEST(cancel_is_level_triggered)
 /* A scope cancelled by another task while its owner is blocked. */
 struct victim {
     struct gate gate;
-    lahja_event_t never;
+    lahja_latch_t never;
     lahja_scope_t *scope;
     int rc_wait, rc_again, rc_close, rc_after;
 };
@@ -90,7 +90,7 @@ struct victim {
 static void victim_init(struct victim *v)
 {
     gate_init(&v->gate, 1);
-    lahja_event_init(&v->never);
+    lahja_latch_init(&v->never);
     v->scope = NULL;
     v->rc_wait = v->rc_again = v->rc_close = v->rc_after = PENDING;
 }
@@ -100,7 +100,7 @@ static int victim_in_scope(void *arg)
     struct victim *v = arg;
     assert_int_equal(lahja_scope_open(LAHJA_FOREVER, 0, &v->scope), 0);
     gate_arrive(&v->gate);
-    v->rc_wait = lahja_event_wait(&v->never, LAHJA_FOREVER);
+    v->rc_wait = lahja_latch_wait(&v->never, LAHJA_FOREVER);
     v->rc_again = lahja_sleep(GUARD_MS);
     v->rc_close = lahja_scope_close(v->scope);
     v->rc_after = lahja_checkpoint();
@@ -130,7 +130,7 @@ MAIN_TEST(cancel_wakes_blocked_call)
 
 /* A finished task's join is a suspending call like any other: inside a
  * cancelled scope it reports the cancellation (header: "every call
- * documented as suspending is a checkpoint"; lahja_event_wait on a set
+ * documented as suspending is a checkpoint"; lahja_latch_wait on a set
  * event does the same). */
 struct join_done {
     int rc_join;
@@ -170,12 +170,12 @@ static void test_join_finished_in_cancelled_scope(void **state)
 static int main_scope_deadline(void *unused)
 {
     (void)unused;
-    lahja_event_t never;
-    lahja_event_init(&never);
+    lahja_latch_t never;
+    lahja_latch_init(&never);
     lahja_scope_t *s;
     lahja_time_t d = lahja_deadline_in(20);
     assert_int_equal(lahja_scope_open(d, 0, &s), 0);
-    assert_int_equal(lahja_event_wait(&never, LAHJA_FOREVER), -ETIMEDOUT);
+    assert_int_equal(lahja_latch_wait(&never, LAHJA_FOREVER), -ETIMEDOUT);
     assert_not_before(lahja_now(), d);
     /* Level-triggered like a cancellation. */
     assert_int_equal(lahja_checkpoint(), -ETIMEDOUT);
@@ -218,12 +218,12 @@ MAIN_TEST(scope_close_codes)
 static int main_call_deadline_before_scope_deadline(void *unused)
 {
     (void)unused;
-    lahja_event_t never;
-    lahja_event_init(&never);
+    lahja_latch_t never;
+    lahja_latch_init(&never);
     lahja_scope_t *s;
     assert_int_equal(lahja_scope_open(lahja_deadline_in(GUARD_MS), 0, &s), 0);
     lahja_time_t d = lahja_deadline_in(20);
-    assert_int_equal(lahja_event_wait(&never, d), -ETIMEDOUT);
+    assert_int_equal(lahja_latch_wait(&never, d), -ETIMEDOUT);
     assert_not_before(lahja_now(), d);
     assert_int_equal(lahja_checkpoint(), 0);
     /* For sleep, reaching its own deadline is success. */
@@ -239,15 +239,15 @@ MAIN_TEST(call_deadline_before_scope_deadline)
 static int main_scope_deadline_before_call_deadline(void *unused)
 {
     (void)unused;
-    lahja_event_t never;
-    lahja_event_init(&never);
+    lahja_latch_t never;
+    lahja_latch_init(&never);
     lahja_scope_t *s;
     lahja_time_t d = lahja_deadline_in(20);
     assert_int_equal(lahja_scope_open(d, 0, &s), 0);
     lahja_time_t guard = lahja_deadline_in(GUARD_MS);
     assert_int_equal(lahja_sleep_until(guard), -ETIMEDOUT);
     assert_in_range(lahja_now(), d, guard - 1);
-    assert_int_equal(lahja_event_wait(&never, lahja_deadline_in(GUARD_MS)), -ETIMEDOUT);
+    assert_int_equal(lahja_latch_wait(&never, lahja_deadline_in(GUARD_MS)), -ETIMEDOUT);
     assert_int_equal(lahja_scope_close(s), -ETIMEDOUT);
     return 0;
 }
@@ -257,7 +257,7 @@ MAIN_TEST(scope_deadline_before_call_deadline)
 
 struct nested {
     struct gate gate;
-    lahja_event_t never;
+    lahja_latch_t never;
     lahja_scope_t *outer;
     int rc_wait, rc_inner_call, rc_inner_close, rc_between, rc_outer_close, rc_after;
 };
@@ -269,7 +269,7 @@ static int nested_victim(void *arg)
     assert_int_equal(lahja_scope_open(LAHJA_FOREVER, 0, &v->outer), 0);
     assert_int_equal(lahja_scope_open(LAHJA_FOREVER, 0, &inner), 0);
     gate_arrive(&v->gate);
-    v->rc_wait = lahja_event_wait(&v->never, LAHJA_FOREVER);
+    v->rc_wait = lahja_latch_wait(&v->never, LAHJA_FOREVER);
     v->rc_inner_call = lahja_yield();
     v->rc_inner_close = lahja_scope_close(inner);
     v->rc_between = lahja_sleep(GUARD_MS);
@@ -283,7 +283,7 @@ static int main_nested_outer_cancelled(void *unused)
     (void)unused;
     struct nested v = { .rc_wait = PENDING };
     gate_init(&v.gate, 1);
-    lahja_event_init(&v.never);
+    lahja_latch_init(&v.never);
     lahja_task_t *t;
     assert_int_equal(lahja_spawn(lahja_rt_current(), nested_victim, &v, NULL, &t), 0);
     gate_wait(&v.gate);
@@ -321,7 +321,7 @@ MAIN_TEST(nested_inner_cancelled)
 struct cleanup {
     struct gate gate;
     lahja_queue_t *to_main, *from_main;
-    lahja_event_t ev;
+    lahja_latch_t ev;
     int rc_cancelled, rc_sleep, rc_send, rc_wait, rc_recv, rc_shield_close, rc_after;
     void *reply;
 };
@@ -335,7 +335,7 @@ static int cancelled_cleanup(void *arg)
     assert_int_equal(lahja_scope_open(LAHJA_FOREVER, LAHJA_SCOPE_SHIELD, &shield), 0);
     c->rc_sleep = lahja_sleep(2);
     c->rc_send = lahja_queue_send(c->to_main, c, LAHJA_FOREVER);
-    c->rc_wait = lahja_event_wait(&c->ev, lahja_deadline_in(GUARD_MS));
+    c->rc_wait = lahja_latch_wait(&c->ev, lahja_deadline_in(GUARD_MS));
     c->rc_recv = lahja_queue_recv(c->from_main, &c->reply, lahja_deadline_in(GUARD_MS));
     c->rc_shield_close = lahja_scope_close(shield);
     c->rc_after = lahja_checkpoint();
@@ -347,7 +347,7 @@ static int main_shield_cleanup_suspends(void *unused)
     (void)unused;
     struct cleanup c = { .reply = NULL };
     gate_init(&c.gate, 1);
-    lahja_event_init(&c.ev);
+    lahja_latch_init(&c.ev);
     assert_int_equal(lahja_queue_new(1, &c.to_main), 0);
     assert_int_equal(lahja_queue_new(1, &c.from_main), 0);
     lahja_nursery_t *n;
@@ -360,7 +360,7 @@ static int main_shield_cleanup_suspends(void *unused)
     void *item = NULL;
     assert_int_equal(lahja_queue_recv(c.to_main, &item, lahja_deadline_in(GUARD_MS)), 0);
     assert_ptr_equal(item, &c);
-    assert_int_equal(lahja_event_set(&c.ev), 0);
+    assert_int_equal(lahja_latch_set(&c.ev), 0);
     assert_int_equal(lahja_queue_send(c.from_main, &item, LAHJA_FOREVER), 0);
     assert_int_equal(lahja_nursery_join(n), 0);
     assert_int_equal(lahja_nursery_nfailures(n), 0); /* cancelled, not failed */
@@ -388,12 +388,12 @@ static int main_shield_own_deadline(void *unused)
     lahja_scope_cancel(outer);
     assert_int_equal(lahja_checkpoint(), -ECANCELED);
 
-    lahja_event_t never;
-    lahja_event_init(&never);
+    lahja_latch_t never;
+    lahja_latch_init(&never);
     lahja_time_t d = lahja_deadline_in(20);
     assert_int_equal(lahja_scope_open(d, LAHJA_SCOPE_SHIELD, &shield), 0);
     assert_int_equal(lahja_checkpoint(), 0);
-    assert_int_equal(lahja_event_wait(&never, LAHJA_FOREVER), -ETIMEDOUT);
+    assert_int_equal(lahja_latch_wait(&never, LAHJA_FOREVER), -ETIMEDOUT);
     assert_not_before(lahja_now(), d);
     assert_int_equal(lahja_scope_close(shield), -ETIMEDOUT);
     assert_int_equal(lahja_checkpoint(), -ECANCELED);
@@ -422,7 +422,7 @@ MAIN_TEST(shield_hides_outer_deadline)
 
 struct unshield {
     struct gate gate;
-    lahja_event_t never;
+    lahja_latch_t never;
     lahja_scope_t *shield;
     int rc_wait, rc_close, rc_after;
     lahja_time_t guard, woke;
@@ -434,7 +434,7 @@ static int shielded_waiter(void *arg)
     assert_int_equal(lahja_scope_open(LAHJA_FOREVER, LAHJA_SCOPE_SHIELD, &u->shield), 0);
     gate_arrive(&u->gate);
     u->guard = lahja_deadline_in(GUARD_MS);
-    u->rc_wait = lahja_event_wait(&u->never, u->guard);
+    u->rc_wait = lahja_latch_wait(&u->never, u->guard);
     u->woke = lahja_now();
     u->rc_close = lahja_scope_close(u->shield);
     u->rc_after = lahja_checkpoint();
@@ -446,7 +446,7 @@ static int main_shield_off_wakes(void *unused)
     (void)unused;
     struct unshield u = { .rc_wait = PENDING };
     gate_init(&u.gate, 1);
-    lahja_event_init(&u.never);
+    lahja_latch_init(&u.never);
     lahja_task_t *t;
     assert_int_equal(lahja_spawn(lahja_rt_current(), shielded_waiter, &u, NULL, &t), 0);
     gate_wait(&u.gate);
@@ -537,7 +537,7 @@ MAIN_TEST(set_deadline_past)
 /* ------------------------------------- deadlines reaching nurseries */
 
 struct reach {
-    lahja_event_t never;
+    lahja_latch_t never;
     int rc_child[2], rc_grandchild, rc_inner_close;
     lahja_time_t woke[2];
 };
@@ -545,14 +545,14 @@ struct reach {
 static int reach_grandchild(void *arg)
 {
     struct reach *r = arg;
-    r->rc_grandchild = lahja_event_wait(&r->never, LAHJA_FOREVER);
+    r->rc_grandchild = lahja_latch_wait(&r->never, LAHJA_FOREVER);
     return r->rc_grandchild;
 }
 
 static int reach_child0(void *arg)
 {
     struct reach *r = arg;
-    r->rc_child[0] = lahja_event_wait(&r->never, LAHJA_FOREVER);
+    r->rc_child[0] = lahja_latch_wait(&r->never, LAHJA_FOREVER);
     r->woke[0] = lahja_now();
     return r->rc_child[0];
 }
@@ -574,7 +574,7 @@ static int main_deadline_reaches_nursery(void *unused)
 {
     (void)unused;
     struct reach r = { .rc_grandchild = PENDING };
-    lahja_event_init(&r.never);
+    lahja_latch_init(&r.never);
     lahja_scope_t *s;
     lahja_time_t d = lahja_deadline_in(20);
     assert_int_equal(lahja_scope_open(d, 0, &s), 0);

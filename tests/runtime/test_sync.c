@@ -1,5 +1,5 @@
 /*
- * One-shot events, conditions, sleep, and how every blocking primitive
+ * Latches (one-shot events), conditions, sleep, and how every blocking primitive
  * ends on cancellation, on its own deadline and on a scope's deadline
  * (S2, S3).
  */
@@ -25,7 +25,7 @@ static int waiters_empty(const struct lahja__link *head)
 }
 
 struct ev_waiters {
-    lahja_event_t ev;
+    lahja_latch_t ev;
     counter_t waiting;
     int rc[3];
 };
@@ -35,7 +35,7 @@ static int ev_waiter(void *arg)
     struct ev_waiters *w = arg;
     int id = w->waiting.n;
     counter_bump(&w->waiting);
-    w->rc[id] = lahja_event_wait(&w->ev, LAHJA_FOREVER);
+    w->rc[id] = lahja_latch_wait(&w->ev, LAHJA_FOREVER);
     return 0;
 }
 
@@ -52,7 +52,7 @@ static lahja_nursery_t *start_ev_waiters(struct ev_waiters *w, int n)
 
 static void ev_waiters_init(struct ev_waiters *w)
 {
-    lahja_event_init(&w->ev);
+    lahja_latch_init(&w->ev);
     counter_init(&w->waiting);
     for (int i = 0; i < 3; i++)
         w->rc[i] = 1; /* not yet returned */
@@ -66,8 +66,8 @@ static int main_event_wait_before_set(void *arg)
     lahja_nursery_t *nur = start_ev_waiters(&w, 1);
     /* The waiter is blocked: nothing returned yet. */
     assert_int_equal(w.rc[0], 1);
-    assert_false(lahja_event_is_set(&w.ev));
-    assert_int_equal(lahja_event_set(&w.ev), 0);
+    assert_false(lahja_latch_is_set(&w.ev));
+    assert_int_equal(lahja_latch_set(&w.ev), 0);
     assert_int_equal(lahja_nursery_close(nur), 0);
     assert_int_equal(w.rc[0], 0);
     return 0;
@@ -82,16 +82,16 @@ static void test_event_wait_before_set(void **state)
 static int main_event_wait_after_set(void *arg)
 {
     (void)arg;
-    lahja_event_t ev;
-    lahja_event_init(&ev);
-    assert_int_equal(lahja_event_set(&ev), 0);
-    assert_true(lahja_event_is_set(&ev));
-    assert_int_equal(lahja_event_wait(&ev, LAHJA_FOREVER), 0);
+    lahja_latch_t ev;
+    lahja_latch_init(&ev);
+    assert_int_equal(lahja_latch_set(&ev), 0);
+    assert_true(lahja_latch_is_set(&ev));
+    assert_int_equal(lahja_latch_wait(&ev, LAHJA_FOREVER), 0);
     /* It stays set: later waits, and setting again, change nothing. */
-    assert_int_equal(lahja_event_wait(&ev, LAHJA_FOREVER), 0);
-    assert_int_equal(lahja_event_set(&ev), 0);
-    assert_true(lahja_event_is_set(&ev));
-    assert_int_equal(lahja_event_wait(&ev, lahja_deadline_in(SHORT_MS)), 0);
+    assert_int_equal(lahja_latch_wait(&ev, LAHJA_FOREVER), 0);
+    assert_int_equal(lahja_latch_set(&ev), 0);
+    assert_true(lahja_latch_is_set(&ev));
+    assert_int_equal(lahja_latch_wait(&ev, lahja_deadline_in(SHORT_MS)), 0);
     return 0;
 }
 
@@ -107,7 +107,7 @@ static int main_event_set_wakes_all(void *arg)
     struct ev_waiters w;
     ev_waiters_init(&w);
     lahja_nursery_t *nur = start_ev_waiters(&w, 3);
-    assert_int_equal(lahja_event_set(&w.ev), 0);
+    assert_int_equal(lahja_latch_set(&w.ev), 0);
     assert_int_equal(lahja_nursery_close(nur), 0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(w.rc[i], 0);
@@ -123,14 +123,14 @@ static void test_event_set_wakes_all_waiters(void **state)
 static int main_event_set_cancelled(void *arg)
 {
     (void)arg;
-    lahja_event_t ev;
-    lahja_event_init(&ev);
-    lahja_event_set(&ev);
+    lahja_latch_t ev;
+    lahja_latch_init(&ev);
+    lahja_latch_set(&ev);
     lahja_scope_t *s;
     assert_int_equal(lahja_scope_open(LAHJA_FOREVER, 0, &s), 0);
     lahja_scope_cancel(s);
     /* Waiting on a set event is still a checkpoint. */
-    assert_int_equal(lahja_event_wait(&ev, LAHJA_FOREVER), -ECANCELED);
+    assert_int_equal(lahja_latch_wait(&ev, LAHJA_FOREVER), -ECANCELED);
     assert_int_equal(lahja_scope_close(s), -ECANCELED);
     return 0;
 }
@@ -138,11 +138,11 @@ static int main_event_set_cancelled(void *arg)
 static int main_event_past_deadline(void *arg)
 {
     (void)arg;
-    lahja_event_t ev;
-    lahja_event_init(&ev);
+    lahja_latch_t ev;
+    lahja_latch_init(&ev);
     lahja_time_t t0 = lahja_now();
-    assert_int_equal(lahja_event_wait(&ev, 0), -ETIMEDOUT);
-    assert_int_equal(lahja_event_wait(&ev, t0), -ETIMEDOUT);
+    assert_int_equal(lahja_latch_wait(&ev, 0), -ETIMEDOUT);
+    assert_int_equal(lahja_latch_wait(&ev, t0), -ETIMEDOUT);
     assert_true(elapsed_since(t0) < 1000);
     assert_true(waiters_empty(&ev.waiters));
     return 0;
@@ -162,19 +162,19 @@ static void test_event_wait_on_set_event_is_checkpoint(void **state)
 
 static void set_event_cb(uv_timer_t *h)
 {
-    lahja_event_set(h->data);
+    lahja_latch_set(h->data);
 }
 
 static int main_event_set_from_callback(void *arg)
 {
     (void)arg;
-    lahja_event_t ev;
-    lahja_event_init(&ev);
+    lahja_latch_t ev;
+    lahja_latch_init(&ev);
     uv_timer_t timer;
     uv_timer_init(lahja_rt_loop(lahja_rt_current()), &timer);
     timer.data = &ev;
     uv_timer_start(&timer, set_event_cb, 1, 0);
-    int rc = lahja_event_wait(&ev, LAHJA_FOREVER);
+    int rc = lahja_latch_wait(&ev, LAHJA_FOREVER);
     lahja_uv_close((uv_handle_t *)&timer);
     assert_int_equal(rc, 0);
     return 0;
@@ -188,7 +188,7 @@ static void test_event_set_from_libuv_callback(void **state)
 
 /* Results of waking calls made from a thread that has no runtime. */
 struct foreign {
-    lahja_event_t ev;
+    lahja_latch_t ev;
     lahja_cond_t cond;
     int ev_rc, signal_rc, broadcast_rc;
 };
@@ -196,7 +196,7 @@ struct foreign {
 static void foreign_thread(void *arg)
 {
     struct foreign *f = arg;
-    f->ev_rc = lahja_event_set(&f->ev);
+    f->ev_rc = lahja_latch_set(&f->ev);
     f->signal_rc = lahja_cond_signal(&f->cond);
     f->broadcast_rc = lahja_cond_broadcast(&f->cond);
 }
@@ -205,7 +205,7 @@ static void test_wakers_refuse_other_threads(void **state)
 {
     (void)state;
     struct foreign f;
-    lahja_event_init(&f.ev);
+    lahja_latch_init(&f.ev);
     lahja_cond_init(&f.cond);
     uv_thread_t th;
     assert_int_equal(uv_thread_create(&th, foreign_thread, &f), 0);
@@ -213,7 +213,7 @@ static void test_wakers_refuse_other_threads(void **state)
     assert_int_equal(f.ev_rc, LAHJA_EWRONGTHREAD);
     assert_int_equal(f.signal_rc, LAHJA_EWRONGTHREAD);
     assert_int_equal(f.broadcast_rc, LAHJA_EWRONGTHREAD);
-    assert_false(lahja_event_is_set(&f.ev));
+    assert_false(lahja_latch_is_set(&f.ev));
 }
 
 /* --------------------------------------------------------- conditions */
@@ -550,12 +550,12 @@ enum how { BY_CANCEL, BY_CALL_DEADLINE, BY_SCOPE_DEADLINE };
 /* What a blocking primitive needs: set up in the main task, blocked in
  * by a runner task. */
 struct prim_ctx {
-    lahja_event_t ev;
+    lahja_latch_t ev;
     lahja_cond_t cond;
     lahja_queue_t *q;
     lahja_completion_t comp;
     lahja_task_t *joinee;
-    lahja_event_t release; /* ends the joinee */
+    lahja_latch_t release; /* ends the joinee */
 };
 
 struct prim {
@@ -587,18 +587,18 @@ static int block_sleep(struct prim_ctx *c, lahja_time_t deadline)
 
 static void setup_event(struct prim_ctx *c)
 {
-    lahja_event_init(&c->ev);
+    lahja_latch_init(&c->ev);
 }
 
 static int block_event(struct prim_ctx *c, lahja_time_t deadline)
 {
-    return lahja_event_wait(&c->ev, deadline);
+    return lahja_latch_wait(&c->ev, deadline);
 }
 
 static void check_event(struct prim_ctx *c)
 {
     assert_true(waiters_empty(&c->ev.waiters));
-    assert_false(lahja_event_is_set(&c->ev));
+    assert_false(lahja_latch_is_set(&c->ev));
 }
 
 static void setup_cond(struct prim_ctx *c)
@@ -663,12 +663,12 @@ static void check_recv(struct prim_ctx *c)
 static int joinee(void *arg)
 {
     struct prim_ctx *c = arg;
-    return lahja_event_wait(&c->release, LAHJA_FOREVER) == 0 ? 7 : -1;
+    return lahja_latch_wait(&c->release, LAHJA_FOREVER) == 0 ? 7 : -1;
 }
 
 static void setup_join(struct prim_ctx *c)
 {
-    lahja_event_init(&c->release);
+    lahja_latch_init(&c->release);
     assert_int_equal(lahja_spawn(lahja_rt_current(), joinee, c, NULL, &c->joinee), 0);
 }
 
@@ -683,7 +683,7 @@ static void check_join(struct prim_ctx *c)
     /* The failed join left the handle valid: it can be joined now. */
     assert_false(lahja_task_done(c->joinee));
     assert_true(waiters_empty(&c->joinee->joiners));
-    lahja_event_set(&c->release);
+    lahja_latch_set(&c->release);
     int result = 0;
     assert_int_equal(lahja_task_join(c->joinee, LAHJA_FOREVER, &result), 0);
     assert_int_equal(result, 7);
@@ -729,7 +729,7 @@ struct prim_case {
 struct runner {
     const struct prim_case *pc;
     struct prim_ctx ctx;
-    lahja_event_t blocking; /* set right before the runner blocks */
+    lahja_latch_t blocking; /* set right before the runner blocks */
     lahja_time_t start, end;
     int rc, scope_rc;
 };
@@ -744,7 +744,7 @@ static int runner(void *arg)
         deadline = r->start + SHORT_MS;
     if (r->pc->how == BY_SCOPE_DEADLINE && lahja_scope_open(r->start + SHORT_MS, 0, &s) != 0)
         return -ENOMEM;
-    lahja_event_set(&r->blocking);
+    lahja_latch_set(&r->blocking);
     r->rc = r->pc->p->block(&r->ctx, deadline);
     r->end = lahja_now();
     if (s != NULL)
@@ -756,10 +756,10 @@ static int main_blocked(void *arg)
 {
     struct runner *r = arg;
     r->pc->p->setup(&r->ctx);
-    lahja_event_init(&r->blocking);
+    lahja_latch_init(&r->blocking);
     lahja_task_t *t;
     assert_int_equal(lahja_spawn(lahja_rt_current(), runner, r, NULL, &t), 0);
-    assert_int_equal(lahja_event_wait(&r->blocking, LAHJA_FOREVER), 0);
+    assert_int_equal(lahja_latch_wait(&r->blocking, LAHJA_FOREVER), 0);
     /* The runner set the event and then suspended in the primitive. */
     assert_false(lahja_task_done(t));
     if (r->pc->how == BY_CANCEL)

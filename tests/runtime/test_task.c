@@ -26,7 +26,7 @@ static int run_and_return(void *arg)
 
 static int wait_event(void *arg)
 {
-    return lahja_event_wait(arg, LAHJA_FOREVER);
+    return lahja_latch_wait(arg, LAHJA_FOREVER);
 }
 
 static int set_flag(void *arg)
@@ -68,8 +68,8 @@ MAIN_TEST(spawn_join_result)
 static int main_join_deadline(void *unused)
 {
     (void)unused;
-    lahja_event_t ev;
-    lahja_event_init(&ev);
+    lahja_latch_t ev;
+    lahja_latch_init(&ev);
     lahja_task_t *t;
     assert_int_equal(lahja_spawn(lahja_rt_current(), wait_event, &ev, NULL, &t), 0);
 
@@ -81,7 +81,7 @@ static int main_join_deadline(void *unused)
     /* A failed join leaves the handle to the caller. */
     assert_int_equal(lahja_task_done(t), 0);
 
-    assert_int_equal(lahja_event_set(&ev), 0);
+    assert_int_equal(lahja_latch_set(&ev), 0);
     assert_int_equal(lahja_task_join(t, LAHJA_FOREVER, &res), 0);
     assert_int_equal(res, 0);
     return 0;
@@ -106,7 +106,7 @@ static int join_target(void *arg)
 /* Spawns tasks into `n` that would be given `t`'s object had its handle
  * been released, and checks `t` is still the finished task `name`. */
 static void assert_not_recycled(lahja_task_t *t, const char *name, lahja_nursery_t *n,
-                                lahja_event_t *hold)
+                                lahja_latch_t *hold)
 {
     for (int i = 0; i < 4; i++)
         assert_int_equal(lahja_nursery_spawn(n, wait_event, hold, NAMED("reuser"), NULL), 0);
@@ -118,8 +118,8 @@ static int main_cancelled_join_keeps_handle(void *unused)
 {
     (void)unused;
     lahja_rt_t *rt = lahja_rt_current();
-    lahja_event_t ev;
-    lahja_event_init(&ev);
+    lahja_latch_t ev;
+    lahja_latch_init(&ev);
     lahja_task_t *target, *jt;
     assert_int_equal(lahja_spawn(rt, wait_event, &ev, NAMED("target"), &target), 0);
     struct gate g;
@@ -136,17 +136,17 @@ static int main_cancelled_join_keeps_handle(void *unused)
 
     /* The cancelled join did not release the target's handle. */
     assert_int_equal(lahja_task_done(target), 0);
-    assert_int_equal(lahja_event_set(&ev), 0);
+    assert_int_equal(lahja_latch_set(&ev), 0);
     assert_int_equal(lahja_yield(), 0); /* the target finishes */
-    lahja_event_t hold;
-    lahja_event_init(&hold);
+    lahja_latch_t hold;
+    lahja_latch_init(&hold);
     lahja_nursery_t *n;
     assert_int_equal(lahja_nursery_open(&n), 0);
     assert_not_recycled(target, "target", n, &hold);
     res = PENDING;
     assert_int_equal(lahja_task_join(target, LAHJA_FOREVER, &res), 0);
     assert_int_equal(res, 0);
-    assert_int_equal(lahja_event_set(&hold), 0);
+    assert_int_equal(lahja_latch_set(&hold), 0);
     assert_int_equal(lahja_nursery_close(n), 0);
     return 0;
 }
@@ -222,7 +222,7 @@ static void test_join_outside_task(void **state)
 /* Spawns a task from a libuv callback, outside any task. */
 struct from_callback {
     lahja_rt_t *rt;
-    lahja_event_t ev;
+    lahja_latch_t ev;
     int spawn_rc;
     int cb_in_task;
     int waiter_rc;
@@ -230,7 +230,7 @@ struct from_callback {
 
 static int set_event_task(void *arg)
 {
-    return lahja_event_set(arg);
+    return lahja_latch_set(arg);
 }
 
 static void on_timer_spawn(uv_timer_t *h)
@@ -244,7 +244,7 @@ static void on_timer_spawn(uv_timer_t *h)
 static int wait_event_record(void *arg)
 {
     struct from_callback *c = arg;
-    c->waiter_rc = lahja_event_wait(&c->ev, LAHJA_FOREVER);
+    c->waiter_rc = lahja_latch_wait(&c->ev, LAHJA_FOREVER);
     return c->waiter_rc;
 }
 
@@ -260,7 +260,7 @@ static void test_rt_on_caller_loop(void **state)
 
     struct from_callback c = { .rt = rt, .spawn_rc = PENDING, .cb_in_task = PENDING,
                                .waiter_rc = PENDING };
-    lahja_event_init(&c.ev);
+    lahja_latch_init(&c.ev);
     assert_int_equal(lahja_spawn(rt, wait_event_record, &c, NULL, NULL), 0);
     assert_int_equal(lahja_rt_ntasks(rt), 1);
     uv_timer_t timer;
@@ -281,8 +281,8 @@ static void test_rt_close_busy(void **state)
     (void)state;
     uv_loop_t loop;
     lahja_rt_t *rt = open_runtime(&loop, NULL);
-    lahja_event_t ev;
-    lahja_event_init(&ev);
+    lahja_latch_t ev;
+    lahja_latch_init(&ev);
     assert_int_equal(lahja_spawn(rt, wait_event, &ev, NULL, NULL), 0);
     /* The task blocks on an event nothing in the loop can set: uv_run
      * returns with the task alive. */
@@ -293,7 +293,7 @@ static void test_rt_close_busy(void **state)
     assert_ptr_equal(lahja_rt_current(), rt); /* nothing was done */
 
     /* The owner thread may wake tasks from outside any task. */
-    assert_int_equal(lahja_event_set(&ev), 0);
+    assert_int_equal(lahja_latch_set(&ev), 0);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(lahja_rt_ntasks(rt), 0);
     close_runtime(rt, &loop);
@@ -339,7 +339,7 @@ MAIN_TEST(one_runtime_per_task_thread)
 struct rt_cancel {
     lahja_rt_t *rt;
     uv_async_t async;
-    lahja_event_t never;
+    lahja_latch_t never;
     int blocked;
     int rc_event, rc_sleep, rc_child, rc_nursery;
 };
@@ -361,7 +361,7 @@ static int rtc_event(void *arg)
 {
     struct rt_cancel *c = arg;
     arrive_blocked(c);
-    c->rc_event = lahja_event_wait(&c->never, LAHJA_FOREVER);
+    c->rc_event = lahja_latch_wait(&c->never, LAHJA_FOREVER);
     return c->rc_event;
 }
 
@@ -377,7 +377,7 @@ static int rtc_child(void *arg)
 {
     struct rt_cancel *c = arg;
     arrive_blocked(c);
-    c->rc_child = lahja_event_wait(&c->never, LAHJA_FOREVER);
+    c->rc_child = lahja_latch_wait(&c->never, LAHJA_FOREVER);
     return c->rc_child;
 }
 
@@ -398,7 +398,7 @@ static void test_rt_cancel(void **state)
     struct rt_cancel c = { .rc_event = PENDING, .rc_sleep = PENDING,
                            .rc_child = PENDING, .rc_nursery = PENDING };
     c.rt = open_runtime(&loop, NULL);
-    lahja_event_init(&c.never);
+    lahja_latch_init(&c.never);
     assert_int_equal(uv_async_init(&loop, &c.async, on_async_cancel), 0);
     c.async.data = &c;
     assert_int_equal(lahja_spawn(c.rt, rtc_event, &c, NULL, NULL), 0);
@@ -418,14 +418,14 @@ static void test_rt_cancel(void **state)
 /* ------------------------------------------------------------ detach */
 
 struct detached {
-    lahja_event_t go;
+    lahja_latch_t go;
     int ran;
 };
 
 static int detached_body(void *arg)
 {
     struct detached *d = arg;
-    int rc = lahja_event_wait(&d->go, LAHJA_FOREVER);
+    int rc = lahja_latch_wait(&d->go, LAHJA_FOREVER);
     d->ran = rc == 0;
     return rc;
 }
@@ -438,7 +438,7 @@ static void test_detach(void **state)
     uv_loop_t loop;
     lahja_rt_t *rt = open_runtime(&loop, NULL);
     struct detached d = { .ran = 0 };
-    lahja_event_init(&d.go);
+    lahja_latch_init(&d.go);
     lahja_task_t *t;
     assert_int_equal(lahja_spawn(rt, detached_body, &d, NULL, &t), 0);
     lahja_task_detach(t); /* before it even started */
@@ -447,7 +447,7 @@ static void test_detach(void **state)
     assert_int_equal(d.ran, 0);
 
     /* Released, the task still runs to its end. */
-    assert_int_equal(lahja_event_set(&d.go), 0);
+    assert_int_equal(lahja_latch_set(&d.go), 0);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(d.ran, 1);
     assert_int_equal(lahja_rt_ntasks(rt), 0);
@@ -469,7 +469,7 @@ enum block_kind { BLOCK_SLEEP, BLOCK_EVENT, BLOCK_JOIN };
 
 struct blocker {
     enum block_kind kind;
-    lahja_event_t never;
+    lahja_latch_t never;
     lahja_task_t *other; /* joined by BLOCK_JOIN */
     struct gate gate;
     int rc_first, rc_again;
@@ -481,7 +481,7 @@ static int block_once(struct blocker *b)
     case BLOCK_SLEEP:
         return lahja_sleep_until(LAHJA_FOREVER);
     case BLOCK_EVENT:
-        return lahja_event_wait(&b->never, LAHJA_FOREVER);
+        return lahja_latch_wait(&b->never, LAHJA_FOREVER);
     case BLOCK_JOIN:
         return lahja_task_join(b->other, LAHJA_FOREVER, NULL);
     }
@@ -503,7 +503,7 @@ static int main_cancel_blocked(void *arg)
     lahja_rt_t *rt = lahja_rt_current();
     struct blocker b = { .kind = *(enum block_kind *)arg, .other = NULL,
                          .rc_first = PENDING, .rc_again = PENDING };
-    lahja_event_init(&b.never);
+    lahja_latch_init(&b.never);
     gate_init(&b.gate, 1);
     if (b.kind == BLOCK_JOIN)
         assert_int_equal(lahja_spawn(rt, wait_event, &b.never, NULL, &b.other), 0);
@@ -764,7 +764,7 @@ static void test_checkpoint(void **state)
 struct foreign {
     lahja_rt_t *rt;
     lahja_nursery_t *n;
-    lahja_event_t with_waiter, without_waiter;
+    lahja_latch_t with_waiter, without_waiter;
     int flag;
     int rc_spawn, rc_set_waiter, rc_set_nowaiter, rc_nspawn, rc_close;
 };
@@ -773,7 +773,7 @@ struct foreign {
 static void refused_calls(struct foreign *f)
 {
     f->rc_spawn = lahja_spawn(f->rt, set_flag, &f->flag, NULL, NULL);
-    f->rc_set_waiter = lahja_event_set(&f->with_waiter);
+    f->rc_set_waiter = lahja_latch_set(&f->with_waiter);
     f->rc_nspawn = lahja_nursery_spawn(f->n, set_flag, &f->flag, NULL, NULL);
     f->rc_close = lahja_rt_close(f->rt);
 }
@@ -784,7 +784,7 @@ static void *foreign_calls(void *arg)
     refused_calls(f);
     /* Without waiters the event belongs to no runtime, but a thread
      * without a runtime cannot own one. */
-    f->rc_set_nowaiter = lahja_event_set(&f->without_waiter);
+    f->rc_set_nowaiter = lahja_latch_set(&f->without_waiter);
     return NULL;
 }
 
@@ -810,7 +810,7 @@ struct foreign_case {
 };
 
 struct waiter {
-    lahja_event_t *ev;
+    lahja_latch_t *ev;
     struct gate *gate;
 };
 
@@ -818,15 +818,15 @@ static int gated_wait(void *arg)
 {
     struct waiter *w = arg;
     gate_arrive(w->gate);
-    return lahja_event_wait(w->ev, LAHJA_FOREVER);
+    return lahja_latch_wait(w->ev, LAHJA_FOREVER);
 }
 
 static int main_foreign_thread(void *arg)
 {
     const struct foreign_case *fc = arg;
     struct foreign f = { .rt = lahja_rt_current(), .rc_set_nowaiter = PENDING };
-    lahja_event_init(&f.with_waiter);
-    lahja_event_init(&f.without_waiter);
+    lahja_latch_init(&f.with_waiter);
+    lahja_latch_init(&f.without_waiter);
     assert_int_equal(lahja_nursery_open(&f.n), 0);
     struct gate g;
     gate_init(&g, 1);
@@ -849,14 +849,14 @@ static int main_foreign_thread(void *arg)
     assert_int_equal(f.rc_close, LAHJA_EWRONGTHREAD);
 
     /* Nothing was done on their behalf. */
-    assert_int_equal(lahja_event_is_set(&f.with_waiter), 0);
-    assert_int_equal(lahja_event_is_set(&f.without_waiter), 0);
+    assert_int_equal(lahja_latch_is_set(&f.with_waiter), 0);
+    assert_int_equal(lahja_latch_is_set(&f.without_waiter), 0);
     assert_int_equal(lahja_rt_ntasks(f.rt), ntasks);
     assert_int_equal(lahja_yield(), 0);
     assert_int_equal(f.flag, 0);
     assert_int_equal(lahja_task_done(wt), 0);
 
-    assert_int_equal(lahja_event_set(&f.with_waiter), 0);
+    assert_int_equal(lahja_latch_set(&f.with_waiter), 0);
     assert_int_equal(lahja_nursery_close(f.n), 0);
     return 0;
 }
@@ -910,7 +910,7 @@ static void test_rt_close_foreign_thread(void **state)
 #define NMANY 10000
 
 struct many {
-    lahja_event_t release;
+    lahja_latch_t release;
     struct gate gate;
     int finished;
 };
@@ -919,7 +919,7 @@ static int many_body(void *arg)
 {
     struct many *m = arg;
     gate_arrive(&m->gate);
-    int rc = lahja_event_wait(&m->release, LAHJA_FOREVER);
+    int rc = lahja_latch_wait(&m->release, LAHJA_FOREVER);
     if (rc == 0)
         m->finished++;
     return rc;
@@ -930,7 +930,7 @@ static int main_ten_thousand_tasks(void *unused)
     (void)unused;
     lahja_rt_t *rt = lahja_rt_current();
     struct many m;
-    lahja_event_init(&m.release);
+    lahja_latch_init(&m.release);
     gate_init(&m.gate, NMANY);
     m.finished = 0;
     /* Small stacks: 10,000 default ones are fine too, but cost more
@@ -945,7 +945,7 @@ static int main_ten_thousand_tasks(void *unused)
     /* All alive and blocked at once, plus this task. */
     assert_int_equal(lahja_rt_ntasks(rt), NMANY + 1);
     assert_int_equal(m.finished, 0);
-    assert_int_equal(lahja_event_set(&m.release), 0);
+    assert_int_equal(lahja_latch_set(&m.release), 0);
     assert_int_equal(lahja_nursery_close(n), 0);
     assert_int_equal(m.finished, NMANY);
     assert_int_equal(lahja_rt_ntasks(rt), 1);

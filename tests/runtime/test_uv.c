@@ -211,17 +211,17 @@ static void test_queue_work_awaited(void **state)
  * loop that its work has started. */
 struct started {
     uv_async_t async;
-    lahja_event_t ev;
+    lahja_latch_t ev;
 };
 
 static void on_started(uv_async_t *h)
 {
-    lahja_event_set(h->data);
+    lahja_latch_set(h->data);
 }
 
 static void started_init(struct started *s)
 {
-    lahja_event_init(&s->ev);
+    lahja_latch_init(&s->ev);
     assert_int_equal(uv_async_init(loop_here(), &s->async, on_started), 0);
     s->async.data = &s->ev;
 }
@@ -230,7 +230,7 @@ static void started_init(struct started *s)
 struct work_waiter {
     struct work *w;
     lahja_time_t deadline;
-    lahja_event_t blocking; /* set right before it waits */
+    lahja_latch_t blocking; /* set right before it waits */
     lahja_time_t start, end;
     int rc;
     int after_ran_at_return; /* after_work had run when the wait returned */
@@ -243,7 +243,7 @@ static int work_waiter(void *arg)
     if (rc != 0)
         return rc;
     ww->start = lahja_now();
-    lahja_event_set(&ww->blocking);
+    lahja_latch_set(&ww->blocking);
     ww->rc = lahja_uv_req_wait((uv_req_t *)&ww->w->req, &ww->w->c, ww->deadline);
     ww->after_ran_at_return = ww->w->after_ran;
     ww->end = lahja_now();
@@ -257,10 +257,10 @@ static lahja_task_t *start_work_waiter(struct work_waiter *ww, struct work *w,
     ww->deadline = deadline;
     ww->rc = 1;
     ww->after_ran_at_return = 0;
-    lahja_event_init(&ww->blocking);
+    lahja_latch_init(&ww->blocking);
     lahja_task_t *t;
     assert_int_equal(lahja_spawn(lahja_rt_current(), work_waiter, ww, NULL, &t), 0);
-    assert_int_equal(lahja_event_wait(&ww->blocking, LAHJA_FOREVER), 0);
+    assert_int_equal(lahja_latch_wait(&ww->blocking, LAHJA_FOREVER), 0);
     assert_false(lahja_task_done(t));
     return t;
 }
@@ -288,7 +288,7 @@ static void block_pool(struct pool_blocked *pb)
     started_init(&pb->started);
     work_init(&pb->blocker, &pb->release, &pb->started.async);
     assert_int_equal(work_submit(&pb->blocker), 0);
-    assert_int_equal(lahja_event_wait(&pb->started.ev, LAHJA_FOREVER), 0);
+    assert_int_equal(lahja_latch_wait(&pb->started.ev, LAHJA_FOREVER), 0);
 }
 
 static void unblock_pool(struct pool_blocked *pb)
@@ -370,7 +370,7 @@ static int main_cancel_running_work(void *arg)
     work_init(&victim, &release, &started.async);
     struct work_waiter ww;
     lahja_task_t *t = start_work_waiter(&ww, &victim, LAHJA_FOREVER);
-    assert_int_equal(lahja_event_wait(&started.ev, LAHJA_FOREVER), 0);
+    assert_int_equal(lahja_latch_wait(&started.ev, LAHJA_FOREVER), 0);
 
     /* The work is running: uv_cancel() cannot stop it, so the waiter
      * must keep waiting for after_work, cancelled or not. */

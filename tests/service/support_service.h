@@ -32,21 +32,21 @@
 #define PENDING 12345
 
 /* Waits for `e`, failing the test if it is not set within GUARD_MS. */
-static inline void wait_event(lahja_event_t *e)
+static inline void wait_event(lahja_latch_t *e)
 {
-    assert_int_equal(lahja_event_wait(e, lahja_deadline_in(GUARD_MS)), 0);
+    assert_int_equal(lahja_latch_wait(e, lahja_deadline_in(GUARD_MS)), 0);
 }
 
 /* Counts tasks arriving at a point; the event fires when `want` have. */
 struct gate {
-    lahja_event_t all_in;
+    lahja_latch_t all_in;
     int in;
     int want;
 };
 
 static inline void gate_init(struct gate *g, int want)
 {
-    lahja_event_init(&g->all_in);
+    lahja_latch_init(&g->all_in);
     g->in = 0;
     g->want = want;
 }
@@ -54,7 +54,7 @@ static inline void gate_init(struct gate *g, int want)
 static inline void gate_arrive(struct gate *g)
 {
     if (++g->in == g->want)
-        lahja_event_set(&g->all_in);
+        lahja_latch_set(&g->all_in);
 }
 
 static inline void gate_wait(struct gate *g)

@@ -33,7 +33,7 @@ struct tree {
     lahja_manager_t *m;
     struct node nodes[NNODES];
     struct gate gate;       /* every node has started its children */
-    lahja_event_t go;       /* lets the failing leaf fail */
+    lahja_latch_t go;       /* lets the failing leaf fail */
     int fail_leaf;          /* that leaf, or -1 */
     int run_alive;
     int alive[NNODES];
@@ -57,7 +57,7 @@ static void tree_init(struct tree *t, int fail_leaf)
         t->rc[i] = PENDING;
     }
     gate_init(&t->gate, NNODES);
-    lahja_event_init(&t->go);
+    lahja_latch_init(&t->go);
     t->fail_leaf = fail_leaf;
     t->run_rc = t->left_for_run = PENDING;
 }
@@ -111,7 +111,7 @@ static int node_main(void *arg)
     }
     gate_arrive(&t->gate);
     if (n->id == t->fail_leaf) {
-        t->rc[n->id] = lahja_event_wait(&t->go, LAHJA_FOREVER);
+        t->rc[n->id] = lahja_latch_wait(&t->go, LAHJA_FOREVER);
         node_release(t, n->id);
         return t->rc[n->id] == 0 ? -EIO : t->rc[n->id];
     }
@@ -218,7 +218,7 @@ static int main_tree_leaf_fails(void *arg)
     struct runner r;
     tree_start(&t, &svc, &r);
 
-    lahja_event_set(&t.go);
+    lahja_latch_set(&t.go);
     assert_int_equal(runner_join(&r), -EIO);
     assert_int_equal(t.rc[13], 0);
     assert_int_equal(t.order[0], 13);
@@ -235,7 +235,7 @@ MAIN_TEST(tree_leaf_fails)
 
 struct cleanup {
     lahja_manager_t *m;
-    lahja_event_t ready;
+    lahja_latch_t ready;
     int rc;                 /* the blocking call's result */
     int after_rc;           /* the suspending call in cleanup */
     int cleaned;            /* cleanup reached its end */
@@ -246,7 +246,7 @@ struct cleanup {
 static int worker_plain_cleanup(void *arg)
 {
     struct cleanup *c = arg;
-    lahja_event_set(&c->ready);
+    lahja_latch_set(&c->ready);
     c->rc = lahja_sleep_until(LAHJA_FOREVER);
     c->cleaned = 1;
     c->finished_in_cleanup = lahja_manager_is_finished(c->m);
@@ -256,7 +256,7 @@ static int worker_plain_cleanup(void *arg)
 static int worker_shielded_cleanup(void *arg)
 {
     struct cleanup *c = arg;
-    lahja_event_set(&c->ready);
+    lahja_latch_set(&c->ready);
     c->rc = lahja_sleep_until(LAHJA_FOREVER);
     lahja_scope_t *shield;
     if (lahja_scope_open(LAHJA_FOREVER, LAHJA_SCOPE_SHIELD, &shield) != 0)
@@ -271,7 +271,7 @@ static int worker_shielded_cleanup(void *arg)
 static int worker_unshielded_cleanup(void *arg)
 {
     struct cleanup *c = arg;
-    lahja_event_set(&c->ready);
+    lahja_latch_set(&c->ready);
     c->rc = lahja_sleep_until(LAHJA_FOREVER);
     lahja_time_t start = lahja_now();
     c->after_rc = lahja_sleep(GUARD_MS);
@@ -297,7 +297,7 @@ static int run_cleanup_worker(lahja_manager_t *m, void *user)
 static void cancel_worker(struct cleanup *c, lahja_task_fn worker)
 {
     memset(c, 0, sizeof *c);
-    lahja_event_init(&c->ready);
+    lahja_latch_init(&c->ready);
     c->rc = c->after_rc = c->finished_in_cleanup = PENDING;
     struct cleanup_run cr = { c, worker };
     lahja_service_t svc;
@@ -357,7 +357,7 @@ MAIN_TEST(cleanup_suspends_unshielded)
 
 struct daemon {
     lahja_manager_t *m;
-    lahja_event_t ready;
+    lahja_latch_t ready;
     int rc;
     int loops;
 };
@@ -366,7 +366,7 @@ struct daemon {
 static int daemon_sleepy(void *arg)
 {
     struct daemon *d = arg;
-    lahja_event_set(&d->ready);
+    lahja_latch_set(&d->ready);
     d->rc = lahja_sleep(GUARD_MS);
     return d->rc;
 }
@@ -377,7 +377,7 @@ static int daemon_looper(void *arg)
     struct daemon *d = arg;
     while (lahja_manager_is_running(d->m)) {
         if (++d->loops == 10)
-            lahja_event_set(&d->ready);
+            lahja_latch_set(&d->ready);
         d->rc = lahja_yield();
         if (d->rc != 0)
             return d->rc;
@@ -389,7 +389,7 @@ static int daemon_looper(void *arg)
 static int daemon_graceful(void *arg)
 {
     struct daemon *d = arg;
-    lahja_event_set(&d->ready);
+    lahja_latch_set(&d->ready);
     d->rc = lahja_sleep_until(LAHJA_FOREVER);
     return 0;
 }
@@ -409,7 +409,7 @@ static int run_daemon(lahja_manager_t *m, void *user)
 static void cancel_daemon(struct daemon *d, lahja_task_fn fn)
 {
     memset(d, 0, sizeof *d);
-    lahja_event_init(&d->ready);
+    lahja_latch_init(&d->ready);
     d->rc = PENDING;
     struct daemon_run dr = { d, fn };
     lahja_service_t svc;
@@ -461,7 +461,7 @@ MAIN_TEST(daemon_returns_zero_when_cancelled)
 
 struct late {
     lahja_manager_t *m;
-    lahja_event_t ready;
+    lahja_latch_t ready;
     int ran;
     int held_rc;
     int rc_cleanup;       /* scheduling from the last task's cleanup */
@@ -470,7 +470,7 @@ struct late {
 static int task_held(void *arg)
 {
     struct late *l = arg;
-    lahja_event_set(&l->ready);
+    lahja_latch_set(&l->ready);
     l->held_rc = lahja_sleep_until(LAHJA_FOREVER);
     l->rc_cleanup = lahja_manager_run_task(l->m, task_immediate, &l->ran, 0, "from-cleanup");
     return l->held_rc;
@@ -485,7 +485,7 @@ static int main_schedule_after_cancel_dropped(void *arg)
 {
     (void)arg;
     struct late l = { .held_rc = PENDING, .rc_cleanup = PENDING };
-    lahja_event_init(&l.ready);
+    lahja_latch_init(&l.ready);
     int child_runs = 0;
     lahja_service_t svc, child;
     lahja_service_init(&svc, "Late", run_held, &l);
@@ -568,7 +568,7 @@ MAIN_TEST(schedule_after_finish)
 struct finishing {
     lahja_manager_t *m;
     lahja_service_t *child;
-    lahja_event_t last;
+    lahja_latch_t last;
     int rc_task, rc_daemon, rc_child;
     int finished_then, running_then;
     int ran;
@@ -578,14 +578,14 @@ static int run_wakes_probe(lahja_manager_t *m, void *user)
 {
     (void)m;
     struct finishing *f = user;
-    lahja_event_set(&f->last);
+    lahja_latch_set(&f->last);
     return 0;
 }
 
 static int probe_finishing(void *arg)
 {
     struct finishing *f = arg;
-    int rc = lahja_event_wait(&f->last, LAHJA_FOREVER);
+    int rc = lahja_latch_wait(&f->last, LAHJA_FOREVER);
     if (rc == 0)
         rc = lahja_yield();
     if (rc != 0)
@@ -608,7 +608,7 @@ static int main_schedule_while_finishing(void *arg)
     struct finishing f = { .child = &child, .rc_task = PENDING, .rc_daemon = PENDING,
                            .rc_child = PENDING, .finished_then = PENDING,
                            .running_then = PENDING };
-    lahja_event_init(&f.last);
+    lahja_latch_init(&f.last);
     lahja_service_init(&svc, "Finishing", run_wakes_probe, &f);
     assert_int_equal(lahja_manager_new(&svc, &f.m), 0);
     lahja_task_t *probe;
@@ -639,14 +639,14 @@ MAIN_TEST(schedule_while_finishing)
 struct from_cb {
     lahja_manager_t *m;
     uv_idle_t idle;
-    lahja_event_t called, task_ran;
+    lahja_latch_t called, task_ran;
     int rc;
 };
 
 static int task_signal(void *arg)
 {
     struct from_cb *f = arg;
-    return lahja_event_set(&f->task_ran);
+    return lahja_latch_set(&f->task_ran);
 }
 
 static void on_idle_schedule(uv_idle_t *h)
@@ -654,13 +654,13 @@ static void on_idle_schedule(uv_idle_t *h)
     struct from_cb *f = h->data;
     uv_idle_stop(h);
     f->rc = lahja_manager_run_task(f->m, task_signal, f, 0, "from-callback");
-    lahja_event_set(&f->called);
+    lahja_latch_set(&f->called);
 }
 
 /* Schedules from the next loop iteration's idle callback; waits for it. */
 static int schedule_from_callback(struct from_cb *f)
 {
-    lahja_event_init(&f->called);
+    lahja_latch_init(&f->called);
     f->rc = PENDING;
     assert_int_equal(uv_idle_init(lahja_rt_loop(lahja_rt_current()), &f->idle), 0);
     f->idle.data = f;
@@ -681,7 +681,7 @@ static int main_schedule_from_callback(void *arg)
     (void)arg;
     struct from_cb f;
     memset(&f, 0, sizeof f);
-    lahja_event_init(&f.task_ran);
+    lahja_latch_init(&f.task_ran);
     lahja_service_t svc;
     lahja_service_init(&svc, "Callbacks", run_blocks, &f);
     assert_int_equal(lahja_manager_new(&svc, &f.m), 0);
@@ -694,10 +694,10 @@ static int main_schedule_from_callback(void *arg)
     assert_int_equal(lahja_manager_stop(f.m), 0);
     assert_int_equal(runner_join(&r), 0);
 
-    lahja_event_init(&f.task_ran);
+    lahja_latch_init(&f.task_ran);
     assert_int_equal(schedule_from_callback(&f), LAHJA_ELIFECYCLE);
     assert_int_equal(lahja_yield(), 0);
-    assert_int_equal(lahja_event_is_set(&f.task_ran), 0);
+    assert_int_equal(lahja_latch_is_set(&f.task_ran), 0);
     expect_stats(f.m, 1, 1, 0);
     assert_int_equal(lahja_manager_nerrors(f.m), 0);
     assert_int_equal(lahja_manager_free(f.m), 0);

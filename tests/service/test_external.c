@@ -8,15 +8,15 @@
 /* A service whose run function blocks until `release` or cancellation. */
 struct svc_state {
     lahja_manager_t *m;
-    lahja_event_t in_run, release;
+    lahja_latch_t in_run, release;
     int run_rc;
 };
 
 static void state_init(struct svc_state *s)
 {
     memset(s, 0, sizeof *s);
-    lahja_event_init(&s->in_run);
-    lahja_event_init(&s->release);
+    lahja_latch_init(&s->in_run);
+    lahja_latch_init(&s->release);
     s->run_rc = PENDING;
 }
 
@@ -24,8 +24,8 @@ static int run_until_release(lahja_manager_t *m, void *user)
 {
     (void)m;
     struct svc_state *s = user;
-    lahja_event_set(&s->in_run);
-    s->run_rc = lahja_event_wait(&s->release, LAHJA_FOREVER);
+    lahja_latch_set(&s->in_run);
+    s->run_rc = lahja_latch_wait(&s->release, LAHJA_FOREVER);
     return s->run_rc;
 }
 
@@ -98,7 +98,7 @@ static int main_call_while_running(void *arg)
     expect_flags(s.m, "SRcfe");
     assert_int_equal(lahja_manager_nerrors(s.m), 0);
 
-    lahja_event_set(&s.release);
+    lahja_latch_set(&s.release);
     assert_int_equal(runner_join(&r), 0);
     expect_flags(s.m, "SrcFe");
     assert_int_equal(lahja_manager_free(s.m), 0);
@@ -109,7 +109,7 @@ MAIN_TEST(call_while_running)
 /* A call blocked when the service finishes by itself. */
 struct mid_call {
     struct svc_state *s;
-    lahja_event_t in_call, never;
+    lahja_latch_t in_call, never;
     int fn_rc;          /* what the blocked call saw */
     int call_rc;        /* what lahja_manager_call returned */
     int cleanup_rc;     /* scheduling from the call's cleanup */
@@ -119,8 +119,8 @@ struct mid_call {
 static int call_blocks(void *arg)
 {
     struct mid_call *mc = arg;
-    lahja_event_set(&mc->in_call);
-    mc->fn_rc = lahja_event_wait(&mc->never, LAHJA_FOREVER);
+    lahja_latch_set(&mc->in_call);
+    mc->fn_rc = lahja_latch_wait(&mc->never, LAHJA_FOREVER);
     mc->cleanup_rc = lahja_manager_run_task(mc->s->m, task_immediate, &mc->cleanup_ran, 0,
                                             "from-cleanup");
     return mc->fn_rc;
@@ -137,8 +137,8 @@ static void mid_call_start(struct mid_call *mc, struct svc_state *s, lahja_task_
 {
     memset(mc, 0, sizeof *mc);
     mc->s = s;
-    lahja_event_init(&mc->in_call);
-    lahja_event_init(&mc->never);
+    lahja_latch_init(&mc->in_call);
+    lahja_latch_init(&mc->never);
     mc->fn_rc = mc->call_rc = mc->cleanup_rc = PENDING;
     lahja_task_options_t opts = { .name = "caller" };
     assert_int_equal(lahja_spawn(lahja_rt_current(), caller, mc, &opts, task), 0);
@@ -165,7 +165,7 @@ static int main_call_service_finishes(void *arg)
     mid_call_start(&mc, &s, &task);
 
     /* The service finishes cleanly while the call is under way. */
-    lahja_event_set(&s.release);
+    lahja_latch_set(&s.release);
     assert_int_equal(runner_join(&r), 0);
     join_caller(task);
     assert_int_equal(mc.fn_rc, -ECANCELED);
@@ -205,7 +205,7 @@ static int main_call_caller_cancelled(void *arg)
     assert_int_equal(mc.cleanup_ran, 1);
     expect_stats(s.m, 1, 1, 0);
 
-    lahja_event_set(&s.release);
+    lahja_latch_set(&s.release);
     assert_int_equal(runner_join(&r), 0);
     assert_int_equal(lahja_manager_nerrors(s.m), 0);
     assert_int_equal(lahja_manager_free(s.m), 0);
@@ -221,7 +221,7 @@ static int main_call_after_finish(void *arg)
     lahja_service_t svc;
     struct runner r;
     start_service(&s, &svc, &r);
-    lahja_event_set(&s.release);
+    lahja_latch_set(&s.release);
     assert_int_equal(runner_join(&r), 0);
 
     int calls = 0;
@@ -235,7 +235,7 @@ MAIN_TEST(call_after_finish)
 /* A call that schedules a task: a root task of the service. */
 struct from_call {
     struct svc_state *s;
-    lahja_event_t started, go;
+    lahja_latch_t started, go;
     int rc;
     lahja_manager_t *current;
     int is_root;
@@ -248,8 +248,8 @@ static int task_from_call(void *arg)
     struct svc_task *self = lahja_svc_current();
     fc->current = lahja_manager_current();
     fc->is_root = self != NULL && self->parent == NULL;
-    lahja_event_set(&fc->started);
-    fc->rc = lahja_event_wait(&fc->go, LAHJA_FOREVER);
+    lahja_latch_set(&fc->started);
+    fc->rc = lahja_latch_wait(&fc->go, LAHJA_FOREVER);
     fc->ran = 1;
     return fc->rc;
 }
@@ -269,8 +269,8 @@ static int main_call_schedules_task(void *arg)
     struct runner r;
     start_service(&s, &svc, &r);
     struct from_call fc = { .s = &s, .rc = PENDING, .is_root = PENDING };
-    lahja_event_init(&fc.started);
-    lahja_event_init(&fc.go);
+    lahja_latch_init(&fc.started);
+    lahja_latch_init(&fc.go);
 
     assert_int_equal(lahja_manager_call(s.m, call_schedules, &fc), 0);
     wait_event(&fc.started);
@@ -279,13 +279,13 @@ static int main_call_schedules_task(void *arg)
     expect_stats(s.m, 1, 0, 1);
 
     /* The run function returns; the root task keeps the service up. */
-    lahja_event_set(&s.release);
+    lahja_latch_set(&s.release);
     for (int i = 0; i < 5; i++)
         assert_int_equal(lahja_yield(), 0);
     assert_int_equal(s.run_rc, 0);
     expect_flags(s.m, "SRcfe");
 
-    lahja_event_set(&fc.go);
+    lahja_latch_set(&fc.go);
     assert_int_equal(runner_join(&r), 0);
     assert_int_equal(fc.ran, 1);
     assert_int_equal(fc.rc, 0);
@@ -345,7 +345,7 @@ static int main_background_failure(void *arg)
     assert_int_equal(lahja_background_start(&svc, &m), 0);
     wait_event(&s.in_run);
 
-    lahja_event_set(&s.release);
+    lahja_latch_set(&s.release);
     assert_int_equal(lahja_manager_wait_finished(m, lahja_deadline_in(GUARD_MS)), 0);
     expect_flags(m, "SrCFE");
     assert_int_equal(lahja_background_end(m), -EIO);

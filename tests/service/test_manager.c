@@ -95,7 +95,7 @@ MAIN_TEST(clean_exit)
 /* A run function that blocks until cancelled, with its cleanup. */
 struct blocked {
     lahja_manager_t *m;
-    lahja_event_t in_run;
+    lahja_latch_t in_run;
     int rc;
     int cleaned;
     int finished_in_cleanup;
@@ -104,7 +104,7 @@ struct blocked {
 static void blocked_init(struct blocked *b)
 {
     memset(b, 0, sizeof *b);
-    lahja_event_init(&b->in_run);
+    lahja_latch_init(&b->in_run);
     b->rc = PENDING;
     b->finished_in_cleanup = PENDING;
 }
@@ -112,7 +112,7 @@ static void blocked_init(struct blocked *b)
 static int run_blocked(lahja_manager_t *m, void *user)
 {
     struct blocked *b = user;
-    lahja_event_set(&b->in_run);
+    lahja_latch_set(&b->in_run);
     b->rc = lahja_sleep_until(LAHJA_FOREVER);
     b->cleaned = 1;
     b->finished_in_cleanup = lahja_manager_is_finished(m);
@@ -380,7 +380,7 @@ MAIN_TEST(schedule_before_start)
  */
 struct timeline {
     lahja_manager_t *m;
-    lahja_event_t sibling_in, go;
+    lahja_latch_t sibling_in, go;
     int in_run;                                 /* did_error in the run fn */
     int in_cleanup, finished_in_cleanup, cancelled_in_cleanup;
     int after_yield;                            /* did_error after suspending */
@@ -390,7 +390,7 @@ struct timeline {
 static int timeline_sibling(void *arg)
 {
     struct timeline *t = arg;
-    lahja_event_set(&t->sibling_in);
+    lahja_latch_set(&t->sibling_in);
     int rc = lahja_sleep_until(LAHJA_FOREVER);
     lahja_scope_t *shield;
     if (lahja_scope_open(LAHJA_FOREVER, LAHJA_SCOPE_SHIELD, &shield) != 0)
@@ -407,7 +407,7 @@ static int timeline_sibling(void *arg)
 static int timeline_failer(void *arg)
 {
     struct timeline *t = arg;
-    int rc = lahja_event_wait(&t->go, LAHJA_FOREVER);
+    int rc = lahja_latch_wait(&t->go, LAHJA_FOREVER);
     return rc != 0 ? rc : -EIO;
 }
 
@@ -429,8 +429,8 @@ static int main_did_error_timeline(void *arg)
     struct timeline t = { .in_run = PENDING, .in_cleanup = PENDING,
                           .finished_in_cleanup = PENDING, .cancelled_in_cleanup = PENDING,
                           .after_yield = PENDING, .cleanup_yield_rc = PENDING };
-    lahja_event_init(&t.sibling_in);
-    lahja_event_init(&t.go);
+    lahja_latch_init(&t.sibling_in);
+    lahja_latch_init(&t.go);
     lahja_service_t svc;
     lahja_service_init(&svc, "Timeline", run_timeline, &t);
     assert_int_equal(lahja_manager_new(&svc, &t.m), 0);
@@ -439,7 +439,7 @@ static int main_did_error_timeline(void *arg)
     wait_event(&t.sibling_in);
     assert_int_equal(lahja_manager_did_error(t.m), 0);
 
-    lahja_event_set(&t.go);
+    lahja_latch_set(&t.go);
     assert_int_equal(runner_join(&r), -EIO);
     assert_int_equal(t.in_run, 0);
     /* The error was visible while the sibling was still cleaning up. */
@@ -464,7 +464,7 @@ MAIN_TEST(did_error_timeline)
  * still to fail in their cleanup; the first entry must survive them.
  */
 struct many {
-    lahja_event_t fail_now, more;
+    lahja_latch_t fail_now, more;
     struct gate blocked;     /* the eight late tasks are in */
     struct gate cleaning;    /* one of them is in its cleanup */
 };
@@ -472,7 +472,7 @@ struct many {
 static int task_fail_on_event(void *arg)
 {
     struct many *x = arg;
-    int rc = lahja_event_wait(&x->fail_now, LAHJA_FOREVER);
+    int rc = lahja_latch_wait(&x->fail_now, LAHJA_FOREVER);
     return rc != 0 ? rc : -EIO;
 }
 
@@ -484,7 +484,7 @@ static int task_fail_in_cleanup(void *arg)
     lahja_scope_t *shield;
     if (lahja_scope_open(LAHJA_FOREVER, LAHJA_SCOPE_SHIELD, &shield) == 0) {
         gate_arrive(&x->cleaning);
-        lahja_event_wait(&x->more, LAHJA_FOREVER);
+        lahja_latch_wait(&x->more, LAHJA_FOREVER);
         lahja_scope_close(shield);
     }
     return -EPIPE;
@@ -514,8 +514,8 @@ static int main_error_pointers(void *arg)
 {
     struct many_seen *seen = arg;
     struct many x;
-    lahja_event_init(&x.fail_now);
-    lahja_event_init(&x.more);
+    lahja_latch_init(&x.fail_now);
+    lahja_latch_init(&x.more);
     gate_init(&x.blocked, 8);
     gate_init(&x.cleaning, 1);
     lahja_service_t svc;
@@ -526,12 +526,12 @@ static int main_error_pointers(void *arg)
     struct runner r;
     runner_start(&r, m);
     gate_wait(&x.blocked);
-    lahja_event_set(&x.fail_now);
+    lahja_latch_set(&x.fail_now);
     gate_wait(&x.cleaning);
 
     seen->before = lahja_manager_error(m, 0);
     seen->first_ok = seen->before != NULL && strcmp(seen->before->task_name, "first") == 0;
-    lahja_event_set(&x.more);
+    lahja_latch_set(&x.more);
     runner_join(&r);
     seen->nerrors = lahja_manager_nerrors(m);
     seen->after = lahja_manager_error(m, 0);

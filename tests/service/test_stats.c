@@ -107,7 +107,7 @@ static const char too_many_message[] =
 
 struct crowd {
     lahja_manager_t *m;
-    lahja_event_t full;
+    lahja_latch_t full;
     int accepted;
     int rc_over;
     char message[512];
@@ -142,7 +142,7 @@ static int run_crowd(lahja_manager_t *m, void *user)
     c->cancelled_after = lahja_manager_is_cancelled(m);
     c->error_after = lahja_manager_did_error(m);
     c->nerrors_after = lahja_manager_nerrors(m);
-    lahja_event_set(&c->full);
+    lahja_latch_set(&c->full);
     return lahja_sleep_until(LAHJA_FOREVER);
 }
 
@@ -152,7 +152,7 @@ static int main_too_many_children(void *arg)
     struct crowd c;
     memset(&c, 0, sizeof c);
     c.rc_over = PENDING;
-    lahja_event_init(&c.full);
+    lahja_latch_init(&c.full);
     gate_init(&c.in, MAX_CHILDREN);
     lahja_service_t svc;
     lahja_service_init(&svc, "Crowd", run_crowd, &c);

@@ -11,7 +11,7 @@
  * main task against the service's tasks, and what the tasks saw. */
 struct ctx {
     lahja_manager_t *m;
-    lahja_event_t ready, release, returned;
+    lahja_latch_t ready, release, returned;
     int run_rc, task_rc, child_rc;
     int run_cleanup_saw;   /* what the run function's cleanup checked */
     int task_runs;
@@ -20,9 +20,9 @@ struct ctx {
 static void ctx_init(struct ctx *c)
 {
     memset(c, 0, sizeof *c);
-    lahja_event_init(&c->ready);
-    lahja_event_init(&c->release);
-    lahja_event_init(&c->returned);
+    lahja_latch_init(&c->ready);
+    lahja_latch_init(&c->release);
+    lahja_latch_init(&c->returned);
     c->run_rc = c->task_rc = c->child_rc = PENDING;
     c->run_cleanup_saw = PENDING;
 }
@@ -196,8 +196,8 @@ MAIN_TEST(task_then_run_fail)
 static int task_wait_release(void *arg)
 {
     struct ctx *c = arg;
-    lahja_event_set(&c->ready);
-    c->task_rc = lahja_event_wait(&c->release, LAHJA_FOREVER);
+    lahja_latch_set(&c->ready);
+    c->task_rc = lahja_latch_wait(&c->release, LAHJA_FOREVER);
     return c->task_rc;
 }
 
@@ -206,7 +206,7 @@ static int run_start_then_return(lahja_manager_t *m, void *user)
     struct ctx *c = user;
     int rc = lahja_manager_run_task(m, task_wait_release, c, 0, "late");
     c->run_rc = rc;
-    lahja_event_set(&c->returned);
+    lahja_latch_set(&c->returned);
     return rc;
 }
 
@@ -227,7 +227,7 @@ static int main_task_outlives_run(void *arg)
     expect_flags(c.m, "SRcfe");
     expect_stats(c.m, 1, 0, 1);
 
-    lahja_event_set(&c.release);
+    lahja_latch_set(&c.release);
     assert_int_equal(runner_join(&r), 0);
     assert_int_equal(c.task_rc, 0);
     expect_flags(c.m, "SrcFe");
@@ -303,7 +303,7 @@ MAIN_TEST(run_daemon_then_fail)
 static int child_fails_after_sleep(void *arg)
 {
     struct ctx *c = arg;
-    lahja_event_set(&c->ready);
+    lahja_latch_set(&c->ready);
     c->child_rc = lahja_sleep(GUARD_MS);
     if (c->child_rc == 0)
         return lahja_service_fail(-EIO, "sleeper woke up");
@@ -318,7 +318,7 @@ static int daemon_spawn_and_return(void *arg)
     if (c->task_rc != 0)
         return c->task_rc;
     /* Return with the child alive and blocked. */
-    return lahja_event_wait(&c->ready, LAHJA_FOREVER);
+    return lahja_latch_wait(&c->ready, LAHJA_FOREVER);
 }
 
 static int run_forever_checking_child(lahja_manager_t *m, void *user)
@@ -386,7 +386,7 @@ static int failer_with_children(void *arg)
         if (rc != 0)
             return rc;
     }
-    int rc = lahja_event_wait(&o->gate.all_in, LAHJA_FOREVER);
+    int rc = lahja_latch_wait(&o->gate.all_in, LAHJA_FOREVER);
     return rc != 0 ? rc : -EIO; /* fails with both children alive */
 }
 
@@ -527,7 +527,7 @@ static int child_run_blocks(lahja_manager_t *m, void *user)
 {
     (void)m;
     struct ctx *c = user;
-    lahja_event_set(&c->ready);
+    lahja_latch_set(&c->ready);
     c->child_rc = lahja_sleep_until(LAHJA_FOREVER);
     return c->child_rc;
 }
@@ -765,8 +765,8 @@ static int child_waits_release(lahja_manager_t *m, void *user)
 {
     (void)m;
     struct ctx *c = user;
-    lahja_event_set(&c->ready);
-    c->child_rc = lahja_event_wait(&c->release, LAHJA_FOREVER);
+    lahja_latch_set(&c->ready);
+    c->child_rc = lahja_latch_wait(&c->release, LAHJA_FOREVER);
     return c->child_rc;
 }
 
@@ -796,7 +796,7 @@ static int main_child_starter_returns(void *arg)
     expect_flags(p.m, "SRcfe");
     expect_stats(p.m, 2, 0, 2);
 
-    lahja_event_set(&cc.release);
+    lahja_latch_set(&cc.release);
     assert_int_equal(runner_join(&r), 0);
     assert_int_equal(cc.child_rc, 0);
     expect_flags(p.cm, "SrcFe");
