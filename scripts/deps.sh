@@ -4,7 +4,7 @@
 # apt-get line and fails.  Usage: scripts/deps.sh [build|test|ci]
 set -eu
 
-need="build-essential cmake pkg-config libuv1-dev"
+need="build-essential cmake pkg-config libuv1-dev liblz4-dev"
 case "${1:-build}" in
     build) ;;
     test) need="$need libcmocka-dev" ;;

@@ -1,0 +1,1 @@
+/* The wire codec: see wire.h. */

@@ -1,0 +1,239 @@
+/*
+ * The wire protocol, sans I/O: pure functions and plain state over byte
+ * buffers.  No sockets, no loop, no globals; every length read from the
+ * wire is checked against a configured bound before anything is
+ * allocated.  docs/protocol.md describes the bytes; this header is the
+ * contract of the code that reads and writes them.
+ *
+ * A connection is a byte stream of frames, each an 8-byte header and a
+ * body:
+ *
+ *     u32 body length (little endian) | u8 kind | u8 flags | u16 reserved (0)
+ *
+ * The first frame each side sends is HELLO; after it, in any order,
+ * SUBS (the full set of event types the sender subscribes to), SUBS_ACK,
+ * TYPE (binds a small id to an event type name, for the sender's later
+ * EVENT frames on this connection) and EVENT.
+ *
+ * Receiving: a lahja_wire_rx_t per connection turns bytes into messages
+ * (lahja_wire_rx_next), parsing in place: a message's pointers point into
+ * the caller's buffer.  Sending: lahja_wire_tx_t interns type names per
+ * connection; the encoders write into caller-provided memory.
+ *
+ * Errors: -EAGAIN (not enough bytes yet; never for a complete frame),
+ * -EPROTO (malformed or out-of-order), -EPROTONOSUPPORT (a peer speaking
+ * another protocol version), -EMSGSIZE (over a configured bound),
+ * -ENOMEM.  After any error but -EAGAIN the connection is unusable.
+ */
+#ifndef LAHJA_WIRE_H
+#define LAHJA_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Internal: never exported from the shared library. */
+#pragma GCC visibility push(hidden)
+
+#define LAHJA_WIRE_VERSION 1
+#define LAHJA_WIRE_HEADER_SIZE 8
+#define LAHJA_WIRE_NAME_MAX 255      /* endpoint and event type names */
+#define LAHJA_WIRE_HELLO_MAX (LAHJA_WIRE_HEADER_SIZE + 5 + 1 + 4 + 4 + 1 + LAHJA_WIRE_NAME_MAX)
+/* The largest EVENT prefix: header, type id, request id, raw length. */
+#define LAHJA_WIRE_EVENT_PREFIX_MAX (LAHJA_WIRE_HEADER_SIZE + 4 + 8 + 4)
+
+enum lahja_wire_kind {
+    LAHJA_WIRE_HELLO = 1,
+    LAHJA_WIRE_SUBS = 2,
+    LAHJA_WIRE_SUBS_ACK = 3,
+    LAHJA_WIRE_TYPE = 4,
+    LAHJA_WIRE_EVENT = 5
+};
+
+/* EVENT flags */
+enum lahja_wire_event_flags {
+    LAHJA_WIRE_REQUEST = 1u << 0,  /* carries a request id; a response is awaited */
+    LAHJA_WIRE_RESPONSE = 1u << 1, /* carries the id of the request it answers */
+    LAHJA_WIRE_LZ4 = 1u << 2       /* payload is LZ4 (block format), raw length first */
+};
+
+/* HELLO feature bits */
+enum lahja_wire_features {
+    LAHJA_WIRE_FEAT_LZ4 = 1u << 0
+};
+
+/* ------------------------------------------------------------ names */
+
+/*
+ * Non-zero if name[0..len) is a valid endpoint name: 1..255 bytes,
+ * printable ASCII (0x20..0x7e), no '/'.
+ */
+int lahja_wire_name_valid(const char *name, size_t len);
+
+/* Non-zero if type[0..len) is a valid event type: 1..255 bytes, no NUL. */
+int lahja_wire_type_valid(const char *type, size_t len);
+
+/* ---------------------------------------------------------- encoding */
+
+/*
+ * Writes a HELLO frame into out (at least LAHJA_WIRE_HELLO_MAX bytes):
+ * our name, features and the largest frame body we accept.  Returns the
+ * frame's size, or 0 if the name is invalid.
+ */
+size_t lahja_wire_hello_encode(uint8_t *out, const char *name, size_t name_len,
+                               uint32_t features, uint32_t max_frame);
+
+/*
+ * The size of a SUBS frame for `n` types whose lengths add up to
+ * `total_len` bytes.
+ */
+size_t lahja_wire_subs_size(size_t n, size_t total_len);
+
+/*
+ * Writes a SUBS frame (the whole set of types, replacing the previous
+ * one) with sequence number `seq` into out, which has `cap` bytes.
+ * Returns the frame's size, or 0 if it does not fit or a type is invalid.
+ */
+size_t lahja_wire_subs_encode(uint8_t *out, size_t cap, uint32_t seq,
+                              const char *const *types, const size_t *lens, size_t n);
+
+/* Writes a SUBS_ACK frame (12 bytes) for `seq`.  Returns 12. */
+size_t lahja_wire_ack_encode(uint8_t out[12], uint32_t seq);
+
+/*
+ * Writes a TYPE frame binding `id` to the type name into out (at least
+ * LAHJA_WIRE_HEADER_SIZE + 5 + 255 bytes).  Returns its size, 0 if the
+ * type is invalid.
+ */
+size_t lahja_wire_type_encode(uint8_t *out, uint32_t id, const char *type, size_t len);
+
+/*
+ * Writes the part of an EVENT frame that comes before the payload: the
+ * header (whose length counts the payload), the type id, the request id
+ * if flags has REQUEST or RESPONSE, the raw length if flags has LZ4.
+ * The payload itself (payload_len bytes, compressed if LZ4) follows it on
+ * the wire, typically as a second iovec shared by every connection.
+ * Returns the prefix size (at most LAHJA_WIRE_EVENT_PREFIX_MAX), or 0 if
+ * the flags are invalid or the frame would exceed UINT32_MAX.
+ */
+size_t lahja_wire_event_prefix(uint8_t *out, uint32_t type_id, uint8_t flags, uint64_t id,
+                               uint32_t raw_len, size_t payload_len);
+
+/* --------------------------------------------------------- receiving */
+
+/* The peer's HELLO, as received. */
+typedef struct lahja_wire_hello {
+    uint8_t version;
+    uint32_t features;
+    uint32_t max_frame;
+    char name[LAHJA_WIRE_NAME_MAX + 1]; /* NUL-terminated copy */
+    size_t name_len;
+} lahja_wire_hello_t;
+
+/* A SUBS frame's types, walked with lahja_wire_subs_next. */
+typedef struct lahja_wire_subs {
+    uint32_t seq;
+    uint32_t count;
+    const uint8_t *p, *end; /* private cursor */
+} lahja_wire_subs_t;
+
+/* An EVENT frame: pointers into the caller's buffer. */
+typedef struct lahja_wire_event {
+    const char *type;       /* the interned name (owned by the rx state),
+                               NUL-terminated */
+    size_t type_len;
+    uint8_t flags;          /* LAHJA_WIRE_REQUEST / RESPONSE / LZ4 */
+    uint64_t id;            /* request id, 0 if neither flag */
+    const uint8_t *payload; /* as sent: compressed when flags has LZ4 */
+    size_t payload_len;
+    size_t raw_len;         /* uncompressed length (== payload_len without LZ4) */
+} lahja_wire_event_t;
+
+typedef struct lahja_wire_msg {
+    uint8_t kind;           /* enum lahja_wire_kind */
+    union {
+        lahja_wire_hello_t hello;
+        lahja_wire_subs_t subs;
+        uint32_t ack_seq;
+        lahja_wire_event_t event;
+    } u;                    /* TYPE frames fill nothing: the rx state keeps them */
+} lahja_wire_msg_t;
+
+/* Receive-side state of one connection. */
+typedef struct lahja_wire_rx {
+    uint32_t max_frame;     /* largest body accepted */
+    uint32_t max_payload;   /* largest uncompressed payload accepted */
+    uint32_t max_types;     /* most TYPE bindings accepted */
+    int hello_done;
+    char **types;           /* types[id - 1], NUL-terminated copies */
+    uint32_t ntypes, captypes;
+} lahja_wire_rx_t;
+
+void lahja_wire_rx_init(lahja_wire_rx_t *rx, uint32_t max_frame, uint32_t max_payload,
+                        uint32_t max_types);
+
+/* Frees the type table.  Accepts a zeroed or already freed state. */
+void lahja_wire_rx_free(lahja_wire_rx_t *rx);
+
+/*
+ * Reads the next message from buf[0..avail).  Returns the number of bytes
+ * the frame took (> 0) and fills *msg; or 0 if the frame is not complete
+ * yet, with *need set to the number of bytes the whole frame needs (the
+ * header's 8 until the header is in); or a negative error.  A frame that
+ * breaks the protocol is an error as soon as its header (or its body, for
+ * body checks) is in: the first frame must be HELLO and HELLO comes once;
+ * a TYPE must bind the next id (1, 2, ...) to a valid name, within
+ * max_types; an EVENT must use a bound id, consistent flags, and an LZ4
+ * raw length within max_payload; SUBS must hold exactly `count` valid
+ * types; unknown kinds, non-zero reserved bits and unknown flags are
+ * errors; a body over max_frame is -EMSGSIZE before it is read.
+ */
+ssize_t lahja_wire_rx_next(lahja_wire_rx_t *rx, const uint8_t *buf, size_t avail,
+                           lahja_wire_msg_t *msg, size_t *need);
+
+/*
+ * Next type of a SUBS message: returns 1 and sets *type (not
+ * NUL-terminated, points into the frame) and *len, or 0 at the end.
+ * The frame was validated whole by lahja_wire_rx_next.
+ */
+int lahja_wire_subs_next(lahja_wire_subs_t *it, const char **type, size_t *len);
+
+/* ------------------------------------------------------------ sending */
+
+/*
+ * Send-side state of one connection: the type names bound so far, in an
+ * open-addressing hash table (name -> id).
+ */
+typedef struct lahja_wire_tx {
+    struct lahja_wire_tx_slot *slots;
+    uint32_t nslots, ntypes;
+} lahja_wire_tx_t;
+
+void lahja_wire_tx_init(lahja_wire_tx_t *tx);
+void lahja_wire_tx_free(lahja_wire_tx_t *tx);
+
+/*
+ * The id bound to a type on this connection.  If it has none yet, binds
+ * the next id and sets *is_new: the caller must then send a TYPE frame
+ * (lahja_wire_type_encode) before the EVENT that uses it.
+ * Errors: -EINVAL (invalid type), -ENOMEM.
+ */
+int lahja_wire_tx_intern(lahja_wire_tx_t *tx, const char *type, size_t len, uint32_t *id,
+                         int *is_new);
+
+/* ------------------------------------------------------- compression */
+
+/*
+ * LZ4 (block format) for payloads.  lahja_wire_lz4_bound is the room
+ * compressing `len` bytes may need.  lahja_wire_lz4_compress returns the
+ * compressed size, or 0 if it did not fit or did not save anything.
+ * lahja_wire_lz4_decompress returns 0 when exactly raw_len bytes came
+ * out, -EPROTO otherwise (corrupt input never writes past dst+raw_len).
+ */
+size_t lahja_wire_lz4_bound(size_t len);
+size_t lahja_wire_lz4_compress(const void *src, size_t len, void *dst, size_t cap);
+int lahja_wire_lz4_decompress(const void *src, size_t len, void *dst, size_t raw_len);
+
+#pragma GCC visibility pop
+
+#endif /* LAHJA_WIRE_H */
