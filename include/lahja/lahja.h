@@ -7,5 +7,6 @@
 #include "lahja/error.h"
 #include "lahja/runtime.h"
 #include "lahja/service.h"
+#include "lahja/bus.h"
 
 #endif /* LAHJA_LAHJA_H */

@@ -1,0 +1,365 @@
+/*
+ * lahja/bus.h - endpoints: named, connected directly to each other over
+ * Unix sockets, exchanging typed events.
+ *
+ * An endpoint has a name and, while it runs, a set of connections.  It
+ * may serve (listen on <base>/<name>.ipc) or only connect out.  Each
+ * connection carries traffic both ways; each side tells the other which
+ * event types it subscribes to, so that a broadcast is serialized once
+ * and sent only to the peers that want its type.  Nothing is relayed: an
+ * endpoint delivers only what reaches it directly.
+ *
+ * Two kinds of calls:
+ *  - non-suspending (start, subscribe, broadcast_nowait, queries): from a
+ *    task or from any libuv callback on the endpoint's thread;
+ *  - suspending (connect, broadcast, stream_next, wait_for, request,
+ *    stop, the wait_until_* family): from a task (lahja/runtime.h); each
+ *    takes a deadline and is a cancellation checkpoint.
+ *
+ * Threads: an endpoint belongs to the thread whose runtime created it;
+ * calls from another thread return LAHJA_EWRONGTHREAD.
+ *
+ * Lifetimes: an endpoint is created stopped, started once, stopped once
+ * and freed.  Stopping closes every connection, ends every stream,
+ * subscription waiter and request with LAHJA_ELIFECYCLE, and releases the
+ * memory they held.  Events are reference counted.
+ */
+#ifndef LAHJA_BUS_H
+#define LAHJA_BUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lahja/runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lahja_endpoint lahja_endpoint_t;
+typedef struct lahja_event lahja_event_t;
+typedef struct lahja_subscription lahja_subscription_t;
+typedef struct lahja_stream lahja_stream_t;
+
+/* ---------------------------------------------------- connection configs */
+
+#define LAHJA_NAME_MAX 255
+#define LAHJA_PATH_MAX 107 /* what fits in sockaddr_un.sun_path */
+
+/* Where an endpoint listens: its name and its socket's path. */
+typedef struct lahja_conn_config {
+    char name[LAHJA_NAME_MAX + 1];
+    char path[LAHJA_PATH_MAX + 1];
+} lahja_conn_config_t;
+
+/*
+ * The config of endpoint `name` in `base_dir` (NULL: the default, see
+ * lahja_default_base_dir): path = <base_dir>/<name>.ipc.
+ * Errors: -EINVAL (name not 1..255 printable bytes without '/'),
+ * -ENAMETOOLONG (the path does not fit a Unix socket address).
+ */
+int lahja_conn_config_from_name(lahja_conn_config_t *cfg, const char *name, const char *base_dir);
+
+/* The config of endpoint `name` listening at an explicit `path`. */
+int lahja_conn_config_from_path(lahja_conn_config_t *cfg, const char *name, const char *path);
+
+/*
+ * Writes the default base directory into buf: $XDG_RUNTIME_DIR/lahja if
+ * that variable is set, else /tmp/lahja-<uid>.  Does not create it (an
+ * endpoint that serves there does, mode 0700).  Errors: -ENAMETOOLONG.
+ */
+int lahja_default_base_dir(char *buf, size_t len);
+
+/* -------------------------------------------------------------- events */
+
+/*
+ * A new event of type `type` (1..255 bytes, copied) with a copy of
+ * payload[0..len).  *out is the caller's reference.
+ * Errors: -EINVAL, -EMSGSIZE (len over 4 GiB), -ENOMEM.
+ */
+int lahja_event_new(const char *type, const void *payload, size_t len, lahja_event_t **out);
+
+/*
+ * A new request event: like lahja_event_new, and declares the type of
+ * the response it expects (B18).
+ */
+int lahja_request_new(const char *type, const char *response_type, const void *payload,
+                      size_t len, lahja_event_t **out);
+
+/*
+ * Takes a reference.  Returns the event to keep: `ev` itself, or, for an
+ * event lent to a subscription handler (valid only during the call), a
+ * new copy the caller owns.  NULL only if that copy cannot be allocated.
+ */
+lahja_event_t *lahja_event_ref(lahja_event_t *ev);
+
+/* Drops a reference; the event is freed with the last.  Accepts NULL. */
+void lahja_event_unref(lahja_event_t *ev);
+
+/* An unbound copy (no origin, no id): what can be broadcast again (B8). */
+int lahja_event_copy(const lahja_event_t *ev, lahja_event_t **out);
+
+const char *lahja_event_type(const lahja_event_t *ev);
+const void *lahja_event_payload(const lahja_event_t *ev, size_t *len);
+/* The sending endpoint's name once broadcast (or received), else NULL. */
+const char *lahja_event_origin(const lahja_event_t *ev);
+/* A request's id once broadcast, a response's request id; else 0. */
+uint64_t lahja_event_id(const lahja_event_t *ev);
+/* A request's expected response type, else NULL. */
+const char *lahja_event_response_type(const lahja_event_t *ev);
+
+/* ------------------------------------------------------------ endpoints */
+
+typedef enum lahja_log_level {
+    LAHJA_LOG_DEBUG,
+    LAHJA_LOG_INFO,
+    LAHJA_LOG_WARNING,
+    LAHJA_LOG_ERROR
+} lahja_log_level_t;
+
+/* Where an endpoint reports what it cannot return: a dropped peer and
+ * why, a failing handler.  Called on the endpoint's thread. */
+typedef void (*lahja_log_fn)(void *user, lahja_log_level_t level, const char *endpoint,
+                             const char *message);
+
+typedef struct lahja_endpoint_options {
+    /* Largest event payload accepted or sent; 0 gives 64 MiB. */
+    size_t max_payload;
+    /* Bytes queued for one peer above which lahja_broadcast suspends;
+     * 0 gives 4 MiB. */
+    size_t high_water;
+    /* Bytes queued for one peer above which lahja_broadcast_nowait fails
+     * with -EAGAIN; 0 gives 4 x high_water + max_payload. */
+    size_t hard_limit;
+    /* A peer that has not completed the handshake after this is dropped;
+     * 0 gives 5000 ms. */
+    uint32_t handshake_timeout_ms;
+    /* Payloads at least this large are LZ4-compressed for peers that
+     * support it, when that saves bytes; 0 gives 8 KiB; SIZE_MAX never. */
+    size_t compress_threshold;
+    /* Other users allowed to connect besides our own (B27). */
+    const uid_t *allowed_uids;
+    size_t n_allowed_uids;
+    /* Logging; NULL: nothing is printed. */
+    lahja_log_fn log;
+    void *log_user;
+} lahja_endpoint_options_t;
+
+/*
+ * Creates a stopped endpoint named `name` on the calling thread's
+ * runtime (lahja_rt_new or lahja_run).  `opts` may be NULL; it is copied
+ * (allowed_uids too).  Errors: -EINVAL (bad name), -EPERM (no runtime on
+ * this thread), -ENOMEM.
+ */
+int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
+                       lahja_endpoint_t **out);
+
+/*
+ * Starts the endpoint.  With `serve` non-NULL it also listens at
+ * serve->path (creating the default base directory 0700 if that is where
+ * it is); a stale socket file left by a dead process is replaced, a live
+ * endpoint there is left alone and -EADDRINUSE returned (B2).  The socket
+ * file is made 0600.  With `serve` NULL the endpoint only connects out.
+ * Errors: LAHJA_ELIFECYCLE (started before), -EADDRINUSE, -EINVAL (the
+ * config's name differs from the endpoint's), other -errno from the
+ * socket calls, LAHJA_EWRONGTHREAD.
+ */
+int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve);
+
+/*
+ * Stops the endpoint: stops listening and removes the socket file, closes
+ * every connection, ends every wait with LAHJA_ELIFECYCLE, and waits for
+ * libuv to release the handles.  Not cancellable (it is prompt).  Using a
+ * stopped endpoint afterwards is LAHJA_ELIFECYCLE.  Suspending (task
+ * context); stopping twice returns 0.
+ */
+int lahja_endpoint_stop(lahja_endpoint_t *ep);
+
+/* Frees a stopped (or never started) endpoint.  Accepts NULL.
+ * Errors: -EBUSY if it is running (nothing done). */
+int lahja_endpoint_free(lahja_endpoint_t *ep);
+
+const char *lahja_endpoint_name(const lahja_endpoint_t *ep);
+int lahja_endpoint_is_running(const lahja_endpoint_t *ep);
+int lahja_endpoint_is_serving(const lahja_endpoint_t *ep);
+
+/*
+ * Connects to each of the n endpoints and waits, until `deadline`, for
+ * every socket to exist and every handshake to complete (B4).  Connecting
+ * to itself, to the same name twice in one call, or to an endpoint
+ * already connected is LAHJA_ECONNREJECTED (nothing is done).  A peer
+ * that refuses us, or that turns out to carry another name than
+ * expected, fails the call.  Suspending; errors also -ETIMEDOUT,
+ * -ECANCELED, -EPROTO (handshake), -EACCES.
+ */
+int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n,
+                  lahja_time_t deadline);
+
+/* ---------------------------------------------------------- broadcasting */
+
+typedef struct lahja_broadcast_config {
+    /* Only this endpoint (by name) may receive it; NULL: any. */
+    const char *filter_endpoint;
+    /* A response to request `filter_event_id`: delivered to that
+     * request's waiter whatever the subscriptions; 0: not a response. */
+    uint64_t filter_event_id;
+    /* Deliver to this endpoint only (with filter_endpoint: -EINVAL). */
+    int internal;
+    /* Drop silently instead of failing with LAHJA_ENOSUBSCRIBERS when
+     * nobody subscribes (require_subscriber off). */
+    int allow_no_subscribers;
+} lahja_broadcast_config_t;
+
+/*
+ * Broadcasts `ev` to every endpoint, this one included, that subscribes
+ * to its type and that `cfg` (NULL: the default) allows.  The event is
+ * bound: its origin and id are set, and broadcasting it again is
+ * LAHJA_EBIND (broadcast a lahja_event_copy).  Returns once the event is
+ * handed to the kernel or queued under every receiving peer's high-water
+ * mark, suspending while a peer is over it (B13).  The caller keeps its
+ * reference.  Suspending; errors: LAHJA_ENOSUBSCRIBERS, LAHJA_EBIND,
+ * -EINVAL, -EMSGSIZE (over max_payload), LAHJA_ELIFECYCLE, -ECANCELED,
+ * -ETIMEDOUT.
+ */
+int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
+                    lahja_time_t deadline);
+
+/*
+ * As lahja_broadcast, never suspending: when a receiving peer's queue is
+ * over the hard limit, fails with -EAGAIN and queues nothing anywhere;
+ * lahja_endpoint_blocked_peer() then names that peer.
+ */
+int lahja_broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
+                           const lahja_broadcast_config_t *cfg);
+
+/* The peer that made the last lahja_broadcast_nowait fail with -EAGAIN
+ * ("" if none); valid until the next broadcast. */
+const char *lahja_endpoint_blocked_peer(const lahja_endpoint_t *ep);
+
+/* --------------------------------------------------------------- consuming */
+
+/*
+ * A subscription handler.  Called on the loop for every matching event,
+ * not in a task: it must not suspend (spawn a task for work that waits).
+ * `ev` is lent for the call; lahja_event_ref() keeps it.  A non-zero
+ * return is logged; the other handlers still run (B15).
+ */
+typedef int (*lahja_handler_fn)(lahja_endpoint_t *ep, lahja_event_t *ev, void *user);
+
+/*
+ * Calls handler(ep, ev, user) for every event of `type` until the
+ * subscription is cancelled.  Peers learn of the type (B19).  *out is
+ * owned by the endpoint; lahja_subscription_cancel ends it (stopping the
+ * endpoint does too, after which cancel is still allowed once).
+ * Errors: -EINVAL, -ENOMEM, LAHJA_ELIFECYCLE (stopped).
+ */
+int lahja_subscribe(lahja_endpoint_t *ep, const char *type, lahja_handler_fn handler, void *user,
+                    lahja_subscription_t **out);
+
+/* Ends a subscription and frees it.  Safe inside its own handler. */
+void lahja_subscription_cancel(lahja_subscription_t *s);
+
+/* What a stream does when an event arrives and its queue is full. */
+typedef enum lahja_stream_policy {
+    LAHJA_STREAM_DROP_OLDEST = 0, /* keep the newest events */
+    LAHJA_STREAM_DROP_NEWEST      /* keep the oldest events */
+} lahja_stream_policy_t;
+
+typedef struct lahja_stream_options {
+    size_t capacity;              /* queued events; 0 gives 1024 */
+    lahja_stream_policy_t policy; /* when full; dropped events are counted */
+} lahja_stream_options_t;
+
+/*
+ * Opens a stream of events of `type` (B16): pull them with
+ * lahja_stream_next.  It ends after `num_events` events (0: never), or
+ * when closed or the endpoint stops.  Its queue is its own: a slow reader
+ * delays nobody else; when it is full, `opts->policy` applies.
+ * Errors: -EINVAL, -ENOMEM, LAHJA_ELIFECYCLE.
+ */
+int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
+                      const lahja_stream_options_t *opts, lahja_stream_t **out);
+
+/*
+ * The next event (the caller owns the reference in *ev).  Suspending;
+ * errors: -EPIPE (the stream ended: num_events delivered, or closed),
+ * LAHJA_ELIFECYCLE (the endpoint stopped), -ECANCELED, -ETIMEDOUT.
+ */
+int lahja_stream_next(lahja_stream_t *s, lahja_time_t deadline, lahja_event_t **ev);
+
+/* Events dropped so far because the queue was full. */
+size_t lahja_stream_dropped(const lahja_stream_t *s);
+
+/* Closes the stream (unsubscribing) and frees it with what it queued.
+ * No task may be waiting in lahja_stream_next on it.  Accepts NULL. */
+void lahja_stream_close(lahja_stream_t *s);
+
+/*
+ * The next event of `type` (B17); *ev is the caller's reference.  The
+ * type is subscribed for the length of the wait.  Suspending; errors:
+ * LAHJA_ELIFECYCLE, -ECANCELED, -ETIMEDOUT.
+ */
+int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
+                   lahja_event_t **ev);
+
+/*
+ * Broadcasts the request `req` (made with lahja_request_new) and waits
+ * for the first response to it (B18).  *response is the caller's
+ * reference.  A response of another type than the request expects is
+ * LAHJA_EUNEXPECTEDRESPONSE; later responses are ignored.  If every peer
+ * the request went to disconnects before answering (and nobody local
+ * could), LAHJA_EREMOTEDISCONNECTED.  A deadline or cancellation removes
+ * the pending request.  Suspending; errors also those of broadcast.
+ */
+int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcast_config_t *cfg,
+                  lahja_time_t deadline, lahja_event_t **response);
+
+/*
+ * Answers `request` (received by a handler, stream or wait_for) with
+ * `response`: broadcast_nowait to the requester only, addressed to the
+ * request's id.  Errors as lahja_broadcast_nowait, and -EINVAL if
+ * `request` is not a request.
+ */
+int lahja_respond(lahja_endpoint_t *ep, const lahja_event_t *request, lahja_event_t *response);
+
+/* ---------------------------------------------------------------- queries */
+
+/* Non-zero if a connection to endpoint `name` is established. */
+int lahja_is_connected_to(const lahja_endpoint_t *ep, const char *name);
+
+/* Calls fn for every connected endpoint with its subscribed types. */
+typedef void (*lahja_peer_fn)(const char *name, const char *const *types, size_t ntypes,
+                              void *user);
+void lahja_foreach_peer(const lahja_endpoint_t *ep, lahja_peer_fn fn, void *user);
+
+/* The types this endpoint subscribes to: fills up to `max` pointers
+ * (valid until the subscriptions change) and returns how many there are. */
+size_t lahja_subscribed_types(const lahja_endpoint_t *ep, const char **types, size_t max);
+
+int lahja_is_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *name,
+                                    const char *type);
+/* Any connected endpoint, or this one (B22). */
+int lahja_is_any_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *type);
+/* Every connected endpoint, and this one unless include_self is 0. */
+int lahja_are_all_endpoints_subscribed_to(const lahja_endpoint_t *ep, const char *type,
+                                          int include_self);
+
+/* ------------------------------------------------------------------ waits */
+
+/* Each suspends until its condition holds (0 at once if it already does).
+ * Suspending; errors: LAHJA_ELIFECYCLE, -ECANCELED, -ETIMEDOUT. */
+int lahja_wait_until_connected_to(lahja_endpoint_t *ep, const char *name, lahja_time_t deadline);
+int lahja_wait_until_connections_change(lahja_endpoint_t *ep, lahja_time_t deadline);
+int lahja_wait_until_endpoint_subscriptions_change(lahja_endpoint_t *ep, lahja_time_t deadline);
+int lahja_wait_until_endpoint_subscribed_to(lahja_endpoint_t *ep, const char *name,
+                                            const char *type, lahja_time_t deadline);
+int lahja_wait_until_any_endpoint_subscribed_to(lahja_endpoint_t *ep, const char *type,
+                                                lahja_time_t deadline);
+int lahja_wait_until_all_endpoints_subscribed_to(lahja_endpoint_t *ep, const char *type,
+                                                 int include_self, lahja_time_t deadline);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LAHJA_BUS_H */

@@ -1,0 +1,638 @@
+/*
+ * Connections: handshake, reading and dispatching frames, and the write
+ * queue.  All of it runs in libuv callbacks.
+ *
+ * Writing: frames queued during a loop turn wait in the connection's
+ * outq; a prepare handle (before the loop polls again) hands each dirty
+ * connection's queue to libuv as one uv_write, an iovec per frame part:
+ * one writev for everything a turn produced, and an event's payload is
+ * never copied (it is the second iovec of each peer's frame).
+ */
+#define _GNU_SOURCE /* struct ucred */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "endpoint.h"
+
+#define WRITE_BATCH 256          /* items per uv_write */
+#define READ_CHUNK (64 * 1024)
+#define RETRY_MIN_MS 2
+#define RETRY_MAX_MS 100
+
+static void conn_fail(struct conn *c, int err, const char *why);
+
+/* ----------------------------------------------------------- lifetime */
+
+static struct conn *conn_new(lahja_endpoint_t *ep)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->ep = ep;
+    uv_pipe_init(ep->rt->loop, &c->pipe, 0);
+    uv_timer_init(ep->rt->loop, &c->timer);
+    c->pipe.data = c;
+    c->timer.data = c;
+    c->nopen = 2;
+    uint32_t max_frame = (uint32_t)(ep->opts.max_payload + LAHJA_WIRE_EVENT_PREFIX_MAX);
+    lahja_wire_rx_init(&c->rx, max_frame, (uint32_t)ep->opts.max_payload, 65535);
+    lahja_wire_tx_init(&c->tx);
+    lahja_list_init(&c->outq);
+    lahja_list_init(&c->inflight);
+    lahja_cond_init(&c->drained);
+    lahja_strmap_init(&c->subs);
+    lahja_list_push_back(&ep->conns, &c->link);
+    ep->nconns_open++;
+    return c;
+}
+
+static void item_release(lahja_endpoint_t *ep, struct out_item *it)
+{
+    lahja_event_unref(it->ev);
+    free(it->heap);
+    it->ev = NULL;
+    it->heap = NULL;
+    it->link.next = (lahja_link_t *)(void *)ep->free_items;
+    ep->free_items = it;
+}
+
+static void release_list(lahja_endpoint_t *ep, lahja_link_t *list)
+{
+    lahja_link_t *l;
+    while ((l = lahja_list_pop_front(list)) != NULL)
+        item_release(ep, lahja_container_of(l, struct out_item, link));
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (--c->nopen > 0)
+        return;
+    lahja_endpoint_t *ep = c->ep;
+    release_list(ep, &c->outq);
+    release_list(ep, &c->inflight);
+    lahja_wire_rx_free(&c->rx);
+    lahja_wire_tx_free(&c->tx);
+    lahja_strmap_free(&c->subs);
+    lahja_name_unref(c->peer);
+    free(c->rbuf);
+    free(c);
+    if (--ep->nconns_open == 0 && ep->nopen == 0 && ep->stopped)
+        lahja_complete(&ep->closed, 0);
+}
+
+/* Ends a connection, whatever its state: it leaves every table at once,
+ * its waiters are woken, and its memory goes when libuv has closed its
+ * handles. */
+static void conn_fail(struct conn *c, int err, const char *why)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    lahja_endpoint_t *ep = c->ep;
+    int was_ready = c->state == CONN_READY;
+    c->state = CONN_CLOSING;
+    if (c->peer != NULL || c->target[0] != '\0')
+        lahja_bus_log(ep, was_ready ? LAHJA_LOG_INFO : LAHJA_LOG_WARNING,
+                      "connection %s %s: %s", c->outbound ? "to" : "from",
+                      c->peer != NULL ? c->peer->s : c->target, why);
+    else
+        lahja_bus_log(ep, LAHJA_LOG_WARNING, "incoming connection dropped: %s", why);
+    lahja_list_remove(&c->link);
+    if (c->dirty) {
+        lahja_list_remove(&c->dirty_link);
+        c->dirty = 0;
+    }
+    if (c->op != NULL) {
+        if (c->op->error == 0)
+            c->op->error = err;
+        c->op->pending--;
+        lahja_cond_broadcast(&c->op->done);
+        c->op = NULL;
+    }
+    lahja_cond_broadcast(&c->drained);
+    if (was_ready) {
+        lahja_pending_peer_gone(ep, c);
+        lahja_ep_changed(ep, 1);
+    }
+    uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+}
+
+void lahja_conn_close(struct conn *c, const char *why)
+{
+    conn_fail(c, LAHJA_EREMOTEDISCONNECTED, why);
+}
+
+struct conn *lahja_conn_find(const lahja_endpoint_t *ep, const char *name)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        const char *n = c->peer != NULL ? c->peer->s : c->target;
+        if (strcmp(n, name) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* -------------------------------------------------------------- writing */
+
+static struct out_item *item_get(lahja_endpoint_t *ep)
+{
+    struct out_item *it = ep->free_items;
+    if (it != NULL) {
+        ep->free_items = (struct out_item *)(void *)it->link.next;
+        return it;
+    }
+    it = malloc(sizeof *it);
+    if (it != NULL) {
+        it->ev = NULL;
+        it->heap = NULL;
+    }
+    return it;
+}
+
+static void on_flush(uv_prepare_t *h)
+{
+    lahja_ep_flush(h->data);
+}
+
+static void flush_soon(lahja_endpoint_t *ep)
+{
+    if (!uv_is_active((uv_handle_t *)&ep->flusher))
+        uv_prepare_start(&ep->flusher, on_flush);
+}
+
+void lahja_ep_subs_dirty(lahja_endpoint_t *ep)
+{
+    ep->subs_dirty = 1;
+    flush_soon(ep);
+}
+
+static void mark_dirty(struct conn *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = 1;
+    lahja_list_push_back(&c->ep->dirty, &c->dirty_link);
+    flush_soon(c->ep);
+}
+
+static void enqueue(struct conn *c, struct out_item *it)
+{
+    lahja_list_push_back(&c->outq, &it->link);
+    c->queued += it->head_len + it->payload_len;
+    mark_dirty(c);
+}
+
+/* Queues a control frame (copied). */
+static int enqueue_frame(struct conn *c, const uint8_t *frame, size_t len)
+{
+    struct out_item *it = item_get(c->ep);
+    if (it == NULL)
+        return -ENOMEM;
+    it->payload = NULL;
+    it->payload_len = 0;
+    if (len <= sizeof it->head) {
+        memcpy(it->head, frame, len);
+        it->head_len = len;
+    } else {
+        it->heap = malloc(len);
+        if (it->heap == NULL) {
+            item_release(c->ep, it);
+            return -ENOMEM;
+        }
+        memcpy(it->heap, frame, len);
+        it->head_len = 0;
+        it->payload = it->heap;
+        it->payload_len = len;
+    }
+    enqueue(c, it);
+    return 0;
+}
+
+int lahja_conn_enqueue_event(struct conn *c, lahja_event_t *ev, uint8_t flags, uint64_t id)
+{
+    uint32_t tid;
+    int is_new;
+    int rc = lahja_wire_tx_intern(&c->tx, ev->type, ev->type_len, &tid, &is_new);
+    if (rc != 0)
+        return rc;
+    struct out_item *it = item_get(c->ep);
+    if (it == NULL)
+        return -ENOMEM;
+    if (is_new) {
+        /* The TYPE frame goes in the same item, before the event's prefix. */
+        it->head_len = lahja_wire_type_encode(it->head, tid, ev->type, ev->type_len);
+    } else {
+        it->head_len = 0;
+    }
+    const uint8_t *payload = ev->payload;
+    size_t plen = ev->len;
+    if (c->peer_lz4 && ev->lz4_len > 0) {
+        flags |= LAHJA_WIRE_LZ4;
+        payload = ev->lz4;
+        plen = ev->lz4_len;
+    }
+    it->head_len += lahja_wire_event_prefix(it->head + it->head_len, tid, flags, id,
+                                            (uint32_t)ev->len, plen);
+    it->ev = lahja_event_ref(ev);
+    it->payload = payload;
+    it->payload_len = plen;
+    enqueue(c, it);
+    return 0;
+}
+
+static void write_batch(struct conn *c);
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct conn *c = req->data;
+    lahja_endpoint_t *ep = c->ep;
+    c->writing = 0;
+    lahja_link_t *l;
+    while ((l = lahja_list_pop_front(&c->inflight)) != NULL) {
+        struct out_item *it = lahja_container_of(l, struct out_item, link);
+        c->queued -= it->head_len + it->payload_len;
+        item_release(ep, it);
+    }
+    if (status < 0) {
+        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(status));
+        return;
+    }
+    lahja_cond_broadcast(&c->drained);
+    if (c->state != CONN_CLOSING && !lahja_list_empty(&c->outq))
+        write_batch(c);
+}
+
+static void write_batch(struct conn *c)
+{
+    uv_buf_t bufs[2 * WRITE_BATCH];
+    unsigned n = 0, items = 0;
+    lahja_link_t *l;
+    while (items < WRITE_BATCH && (l = lahja_list_pop_front(&c->outq)) != NULL) {
+        struct out_item *it = lahja_container_of(l, struct out_item, link);
+        if (it->head_len > 0)
+            bufs[n++] = uv_buf_init((char *)it->head, (unsigned)it->head_len);
+        if (it->payload_len > 0)
+            bufs[n++] = uv_buf_init((char *)it->payload, (unsigned)it->payload_len);
+        lahja_list_push_back(&c->inflight, &it->link);
+        items++;
+    }
+    if (items == 0)
+        return;
+    c->write_req.data = c;
+    c->writing = 1;
+    int rc = uv_write(&c->write_req, (uv_stream_t *)&c->pipe, bufs, n, on_write);
+    if (rc != 0) {
+        c->writing = 0;
+        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(rc));
+    }
+}
+
+void lahja_ep_flush(lahja_endpoint_t *ep)
+{
+    if (ep->subs_dirty) {
+        ep->subs_dirty = 0;
+        lahja_link_t *l;
+        lahja_list_foreach(l, &ep->conns) {
+            struct conn *c = lahja_container_of(l, struct conn, link);
+            if (c->state == CONN_READY)
+                lahja_conn_send_subs(c);
+        }
+    }
+    lahja_link_t *l;
+    while ((l = lahja_list_pop_front(&ep->dirty)) != NULL) {
+        struct conn *c = lahja_container_of(l, struct conn, dirty_link);
+        c->dirty = 0;
+        if (!c->writing)
+            write_batch(c);
+    }
+    uv_prepare_stop(&ep->flusher);
+}
+
+/* ------------------------------------------------------- subscriptions */
+
+void lahja_conn_send_subs(struct conn *c)
+{
+    lahja_endpoint_t *ep = c->ep;
+    size_t n = 0, total = 0;
+    for (size_t i = 0; i < ep->types.nslots; i++) {
+        lahja_strmap_slot_t *s = &ep->types.slots[i];
+        if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0) {
+            n++;
+            total += s->len;
+        }
+    }
+    const char **types = malloc((n ? n : 1) * sizeof *types);
+    size_t *lens = malloc((n ? n : 1) * sizeof *lens);
+    size_t size = lahja_wire_subs_size(n, total);
+    uint8_t *frame = malloc(size);
+    if (types == NULL || lens == NULL || frame == NULL) {
+        conn_fail(c, -ENOMEM, "out of memory for a subscription update");
+    } else {
+        size_t k = 0;
+        for (size_t i = 0; i < ep->types.nslots; i++) {
+            lahja_strmap_slot_t *s = &ep->types.slots[i];
+            if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0) {
+                types[k] = s->key;
+                lens[k++] = s->len;
+            }
+        }
+        size_t len = lahja_wire_subs_encode(frame, size, ++c->subs_seq, types, lens, n);
+        if (len == 0 || enqueue_frame(c, frame, len) != 0)
+            conn_fail(c, -ENOMEM, "cannot queue a subscription update");
+    }
+    free(types);
+    free(lens);
+    free(frame);
+}
+
+/* Replaces the peer's subscription set with a SUBS frame's (B19). */
+static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
+{
+    lahja_strmap_t fresh;
+    lahja_strmap_init(&fresh);
+    const char *type;
+    size_t len;
+    int is_new;
+    while (lahja_wire_subs_next(it, &type, &len)) {
+        if (lahja_strmap_insert(&fresh, type, len, &is_new) == NULL) {
+            lahja_strmap_free(&fresh);
+            return -ENOMEM;
+        }
+    }
+    lahja_strmap_free(&c->subs);
+    c->subs = fresh;
+    uint8_t ack[12];
+    size_t n = lahja_wire_ack_encode(ack, it->seq);
+    int rc = enqueue_frame(c, ack, n);
+    lahja_ep_changed(c->ep, 0);
+    return rc;
+}
+
+/* ------------------------------------------------------------ handshake */
+
+static int send_hello(struct conn *c)
+{
+    lahja_endpoint_t *ep = c->ep;
+    uint8_t hello[LAHJA_WIRE_HELLO_MAX];
+    uint32_t features = ep->opts.compress_threshold != SIZE_MAX ? LAHJA_WIRE_FEAT_LZ4 : 0;
+    size_t n = lahja_wire_hello_encode(hello, ep->name->s, ep->name->len, features,
+                                       c->rx.max_frame);
+    return enqueue_frame(c, hello, n);
+}
+
+static int on_hello(struct conn *c, const lahja_wire_hello_t *h)
+{
+    lahja_endpoint_t *ep = c->ep;
+    if (strcmp(h->name, ep->name->s) == 0)
+        return LAHJA_ECONNREJECTED; /* ourselves, under our own name */
+    if (c->outbound && strcmp(h->name, c->target) != 0)
+        return LAHJA_ECONNREJECTED;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *o = lahja_container_of(l, struct conn, link);
+        if (o != c && o->state == CONN_READY && strcmp(o->peer->s, h->name) == 0)
+            return LAHJA_ECONNREJECTED; /* already connected */
+    }
+    c->peer = lahja_name_new(h->name, h->name_len);
+    if (c->peer == NULL)
+        return -ENOMEM;
+    c->peer_lz4 = (h->features & LAHJA_WIRE_FEAT_LZ4) && ep->opts.compress_threshold != SIZE_MAX;
+    c->peer_max = h->max_frame;
+    c->state = CONN_READY;
+    uv_timer_stop(&c->timer);
+    lahja_conn_send_subs(c);
+    if (c->op != NULL) {
+        c->op->pending--;
+        lahja_cond_broadcast(&c->op->done);
+        c->op = NULL;
+    }
+    lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connected %s %s", c->outbound ? "to" : "from", h->name);
+    lahja_ep_changed(ep, 1);
+    return 0;
+}
+
+/* --------------------------------------------------------------- reading */
+
+static int on_event(struct conn *c, const lahja_wire_event_t *w)
+{
+    lahja_endpoint_t *ep = c->ep;
+    const uint8_t *payload = w->payload;
+    if (w->flags & LAHJA_WIRE_LZ4) {
+        if (ep->scratch_cap < w->raw_len) {
+            uint8_t *p = realloc(ep->scratch, w->raw_len);
+            if (p == NULL)
+                return -ENOMEM;
+            ep->scratch = p;
+            ep->scratch_cap = w->raw_len;
+        }
+        if (lahja_wire_lz4_decompress(w->payload, w->payload_len, ep->scratch, w->raw_len) != 0)
+            return -EPROTO;
+        payload = ep->scratch;
+    }
+    lahja_event_t ev = {
+        .refs = 1, .bound = 1, .borrowed = 1,
+        .is_request = (w->flags & LAHJA_WIRE_REQUEST) != 0,
+        .id = w->id, .origin = c->peer,
+        .type = w->type, .type_len = w->type_len,
+        .payload = payload, .len = w->raw_len,
+    };
+    if (w->flags & LAHJA_WIRE_RESPONSE)
+        lahja_deliver_response(ep, &ev);
+    else
+        lahja_dispatch(ep, &ev);
+    return 0;
+}
+
+static int on_message(struct conn *c, lahja_wire_msg_t *m)
+{
+    switch (m->kind) {
+    case LAHJA_WIRE_HELLO:
+        return on_hello(c, &m->u.hello);
+    case LAHJA_WIRE_SUBS:
+        return peer_subs(c, &m->u.subs);
+    case LAHJA_WIRE_SUBS_ACK:
+        c->subs_acked = m->u.ack_seq;
+        return 0;
+    case LAHJA_WIRE_EVENT:
+        return on_event(c, &m->u.event);
+    default:
+        return 0; /* TYPE: kept by the rx state */
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct conn *c = h->data;
+    if (c->rcap - c->rlen < READ_CHUNK) {
+        size_t cap = c->rcap ? c->rcap : READ_CHUNK;
+        while (cap - c->rlen < READ_CHUNK)
+            cap *= 2;
+        uint8_t *p = realloc(c->rbuf, cap);
+        if (p == NULL) {
+            *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+            return;
+        }
+        c->rbuf = p;
+        c->rcap = cap;
+    }
+    *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    struct conn *c = s->data;
+    if (nread < 0) {
+        conn_fail(c, LAHJA_EREMOTEDISCONNECTED,
+                  nread == UV_EOF ? "closed by peer" : uv_strerror((int)nread));
+        return;
+    }
+    c->rlen += (size_t)nread;
+    size_t off = 0;
+    while (c->state != CONN_CLOSING) {
+        lahja_wire_msg_t m;
+        size_t need = 0;
+        ssize_t n = lahja_wire_rx_next(&c->rx, c->rbuf + off, c->rlen - off, &m, &need);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            conn_fail(c, (int)n, lahja_strerror((int)n));
+            return;
+        }
+        off += (size_t)n;
+        int rc = on_message(c, &m);
+        if (rc != 0) {
+            conn_fail(c, rc, lahja_strerror(rc));
+            return;
+        }
+    }
+    if (off > 0 && c->state != CONN_CLOSING) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+}
+
+static void on_handshake_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    conn_fail(c, -ETIMEDOUT, "no handshake in time");
+}
+
+/* B27: same user only, unless widened. */
+static int peer_allowed(struct conn *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
+        return 0;
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return 0;
+    if (cred.uid == geteuid())
+        return 1;
+    for (size_t i = 0; i < c->ep->opts.n_allowed_uids; i++)
+        if (c->ep->opts.allowed_uids[i] == cred.uid)
+            return 1;
+    lahja_bus_log(c->ep, LAHJA_LOG_WARNING, "refusing a process of uid %u", (unsigned)cred.uid);
+    return 0;
+}
+
+static void start_handshake(struct conn *c)
+{
+    if (!peer_allowed(c)) {
+        conn_fail(c, -EACCES, "peer's user not allowed");
+        return;
+    }
+    c->state = CONN_HANDSHAKE;
+    int rc = send_hello(c);
+    if (rc == 0)
+        rc = uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    if (rc == 0)
+        rc = uv_timer_start(&c->timer, on_handshake_timeout, c->ep->opts.handshake_timeout_ms, 0);
+    if (rc != 0)
+        conn_fail(c, rc, lahja_strerror(rc));
+}
+
+int lahja_conn_accept(lahja_endpoint_t *ep)
+{
+    struct conn *c = conn_new(ep);
+    if (c == NULL)
+        return -ENOMEM;
+    int rc = uv_accept((uv_stream_t *)&ep->server, (uv_stream_t *)&c->pipe);
+    if (rc != 0) {
+        conn_fail(c, rc, uv_strerror(rc));
+        return rc;
+    }
+    start_handshake(c);
+    return 0;
+}
+
+/* ----------------------------------------------------------- connecting */
+
+static void try_connect(struct conn *c);
+
+static void on_retry(uv_timer_t *t)
+{
+    try_connect(t->data);
+}
+
+/*
+ * Connects with a plain non-blocking socket, handed to libuv once
+ * connected: a Unix socket connect completes at once, and a socket that
+ * does not exist yet (B4 waits for it) or has a full backlog is retried
+ * with backoff without tearing down a libuv handle each time.
+ */
+static void try_connect(struct conn *c)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        conn_fail(c, -errno, "socket");
+        return;
+    }
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int err = errno;
+        close(fd);
+        if (err == ENOENT || err == ECONNREFUSED || err == EAGAIN) {
+            c->retry_ms = c->retry_ms ? c->retry_ms * 2 : RETRY_MIN_MS;
+            if (c->retry_ms > RETRY_MAX_MS)
+                c->retry_ms = RETRY_MAX_MS;
+            uv_timer_start(&c->timer, on_retry, c->retry_ms, 0);
+        } else {
+            conn_fail(c, -err, strerror(err));
+        }
+        return;
+    }
+    int rc = uv_pipe_open(&c->pipe, fd);
+    if (rc != 0) {
+        close(fd);
+        conn_fail(c, rc, uv_strerror(rc));
+        return;
+    }
+    start_handshake(c);
+}
+
+struct conn *lahja_conn_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
+                                struct connect_op *op)
+{
+    struct conn *c = conn_new(ep);
+    if (c == NULL)
+        return NULL;
+    c->outbound = 1;
+    c->state = CONN_CONNECTING;
+    memcpy(c->target, cfg->name, sizeof c->target);
+    memcpy(c->path, cfg->path, sizeof c->path);
+    c->op = op;
+    op->pending++;
+    try_connect(c);
+    return c;
+}

@@ -1,0 +1,612 @@
+/*
+ * Consuming: the types this endpoint subscribes to, the consumers behind
+ * them (handlers, streams, wait_for), dispatching an event to them,
+ * responses to pending requests, and the queries and waits of B20-B22.
+ *
+ * A handler may cancel subscriptions, its own included, while an event
+ * is being dispatched: a consumer removed then is only marked dead and
+ * unlinked (and freed, if its owner released it) by the sweep that ends
+ * the dispatch, so the walk never meets freed memory.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "endpoint.h"
+
+#define DEFAULT_STREAM_CAPACITY 1024
+
+/* ------------------------------------------------------------ registry */
+
+static struct type_entry *type_find(const lahja_endpoint_t *ep, const char *type, size_t len)
+{
+    lahja_strmap_slot_t *s = lahja_strmap_find(&ep->types, type, len);
+    return s != NULL ? s->value : NULL;
+}
+
+static struct type_entry *type_get(lahja_endpoint_t *ep, const char *type, size_t len)
+{
+    int is_new;
+    lahja_strmap_slot_t *s = lahja_strmap_insert(&ep->types, type, len, &is_new);
+    if (s == NULL)
+        return NULL;
+    if (is_new) {
+        struct type_entry *te = calloc(1, sizeof *te);
+        if (te == NULL) {
+            lahja_strmap_remove(&ep->types, s);
+            return NULL;
+        }
+        te->name = s->key;
+        lahja_list_init(&te->consumers);
+        s->value = te;
+    }
+    return s->value;
+}
+
+/* Forgets a type nobody consumes any more. */
+static void type_maybe_drop(lahja_endpoint_t *ep, struct type_entry *te)
+{
+    if (te->n > 0 || te->dispatching > 0 || !lahja_list_empty(&te->consumers))
+        return;
+    lahja_strmap_remove(&ep->types, lahja_strmap_find(&ep->types, te->name, strlen(te->name)));
+    free(te);
+}
+
+static int consumer_add(lahja_endpoint_t *ep, struct consumer *c, const char *type, uint8_t kind)
+{
+    size_t len = strlen(type);
+    if (!lahja_wire_type_valid(type, len))
+        return -EINVAL;
+    struct type_entry *te = type_get(ep, type, len);
+    if (te == NULL)
+        return -ENOMEM;
+    c->te = te;
+    c->kind = kind;
+    c->active = 1;
+    c->dead = 0;
+    c->free_on_sweep = 0;
+    lahja_list_push_back(&te->consumers, &c->link);
+    if (++te->n == 1) {
+        lahja_ep_subs_dirty(ep);
+        lahja_ep_changed(ep, 0);
+    }
+    return 0;
+}
+
+/* Stops a consumer counting; unlinks it unless a dispatch is walking. */
+static void consumer_remove(lahja_endpoint_t *ep, struct consumer *c)
+{
+    if (!c->active)
+        return;
+    struct type_entry *te = c->te;
+    c->active = 0;
+    if (te->dispatching > 0)
+        c->dead = 1;
+    else
+        lahja_list_remove(&c->link);
+    if (--te->n == 0) {
+        lahja_ep_subs_dirty(ep);
+        lahja_ep_changed(ep, 0);
+    }
+    type_maybe_drop(ep, te);
+}
+
+static void stream_free(struct lahja_stream *st);
+
+static void consumer_free(struct consumer *c)
+{
+    if (c->kind == CONSUMER_STREAM)
+        stream_free((struct lahja_stream *)c);
+    else
+        free(c);
+}
+
+/* Removes and frees an owned consumer now, or at the sweep. */
+static void consumer_release(lahja_endpoint_t *ep, struct consumer *c)
+{
+    consumer_remove(ep, c);
+    if (c->dead)
+        c->free_on_sweep = 1;
+    else
+        consumer_free(c);
+}
+
+static void sweep(lahja_endpoint_t *ep, struct type_entry *te)
+{
+    lahja_link_t *l, *tmp;
+    lahja_list_foreach_safe(l, tmp, &te->consumers) {
+        struct consumer *c = lahja_container_of(l, struct consumer, link);
+        if (!c->dead)
+            continue;
+        lahja_list_remove(&c->link);
+        c->dead = 0;
+        if (c->free_on_sweep)
+            consumer_free(c);
+    }
+    type_maybe_drop(ep, te);
+}
+
+int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type)
+{
+    struct type_entry *te = type_find(ep, type, strlen(type));
+    return te != NULL && te->n > 0;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static void stream_push(struct lahja_stream *st, lahja_event_t *ev);
+
+void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev)
+{
+    struct type_entry *te = type_find(ep, ev->type, ev->type_len);
+    if (te == NULL || te->n == 0)
+        return;
+    te->dispatching++;
+    lahja_event_t *owned = NULL; /* one copy shared by streams and waiters */
+    lahja_link_t *l, *next;
+    for (l = te->consumers.next; l != &te->consumers; l = next) {
+        next = l->next;
+        struct consumer *c = lahja_container_of(l, struct consumer, link);
+        if (!c->active)
+            continue;
+        if (c->kind == CONSUMER_HANDLER) {
+            lahja_subscription_t *s = (lahja_subscription_t *)c;
+            int rc = s->fn(ep, ev, s->user);
+            if (rc != 0)
+                lahja_bus_log(ep, LAHJA_LOG_ERROR, "handler for %s failed: %s", te->name,
+                              lahja_strerror(rc));
+            continue;
+        }
+        if (owned == NULL && (owned = lahja_event_ref(ev)) == NULL) {
+            lahja_bus_log(ep, LAHJA_LOG_ERROR, "out of memory delivering %s", te->name);
+            break;
+        }
+        if (c->kind == CONSUMER_STREAM) {
+            stream_push((struct lahja_stream *)c, owned);
+        } else {
+            struct waiter *w = (struct waiter *)c;
+            w->got = lahja_event_ref(owned);
+            consumer_remove(ep, c);
+            lahja_cond_signal(&w->ready);
+        }
+    }
+    lahja_event_unref(owned);
+    if (--te->dispatching == 0)
+        sweep(ep, te);
+}
+
+/* ------------------------------------------------------- subscriptions */
+
+int lahja_subscribe(lahja_endpoint_t *ep, const char *type, lahja_handler_fn handler, void *user,
+                    lahja_subscription_t **out)
+{
+    if (ep == NULL || type == NULL || handler == NULL || out == NULL)
+        return -EINVAL;
+    int rc = lahja_ep_check(ep);
+    if (rc != 0)
+        return rc;
+    lahja_subscription_t *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return -ENOMEM;
+    s->ep = ep;
+    s->fn = handler;
+    s->user = user;
+    rc = consumer_add(ep, &s->c, type, CONSUMER_HANDLER);
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void lahja_subscription_cancel(lahja_subscription_t *s)
+{
+    if (s != NULL)
+        consumer_release(s->ep, &s->c);
+}
+
+/* ------------------------------------------------------------- streams */
+
+static void stream_push(struct lahja_stream *st, lahja_event_t *ev)
+{
+    if (st->len == st->cap) {
+        st->dropped++;
+        if (st->policy == LAHJA_STREAM_DROP_NEWEST)
+            return;
+        lahja_event_unref(st->ring[st->head]);
+        st->head = (st->head + 1) % st->cap;
+        st->len--;
+    }
+    st->ring[(st->head + st->len) % st->cap] = lahja_event_ref(ev);
+    st->len++;
+    if (st->remaining != SIZE_MAX && --st->remaining == 0)
+        consumer_remove(st->ep, &st->c); /* num_events reached: unsubscribe */
+    lahja_cond_signal(&st->ready);
+}
+
+int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
+                      const lahja_stream_options_t *opts, lahja_stream_t **out)
+{
+    if (ep == NULL || type == NULL || out == NULL)
+        return -EINVAL;
+    int rc = lahja_ep_check(ep);
+    if (rc != 0)
+        return rc;
+    size_t cap = opts != NULL && opts->capacity ? opts->capacity : DEFAULT_STREAM_CAPACITY;
+    if (num_events != 0 && num_events < cap)
+        cap = num_events;
+    struct lahja_stream *st = calloc(1, sizeof *st);
+    lahja_event_t **ring = calloc(cap, sizeof *ring);
+    if (st == NULL || ring == NULL) {
+        free(st);
+        free(ring);
+        return -ENOMEM;
+    }
+    st->ep = ep;
+    st->ring = ring;
+    st->cap = cap;
+    st->remaining = num_events ? num_events : SIZE_MAX;
+    st->policy = opts != NULL ? opts->policy : LAHJA_STREAM_DROP_OLDEST;
+    lahja_cond_init(&st->ready);
+    rc = consumer_add(ep, &st->c, type, CONSUMER_STREAM);
+    if (rc != 0) {
+        stream_free(st);
+        return rc;
+    }
+    *out = st;
+    return 0;
+}
+
+int lahja_stream_next(lahja_stream_t *st, lahja_time_t deadline, lahja_event_t **ev)
+{
+    if (st == NULL || ev == NULL)
+        return -EINVAL;
+    for (;;) {
+        if (st->len > 0) {
+            int rc = lahja_checkpoint();
+            if (rc != 0)
+                return rc;
+            *ev = st->ring[st->head];
+            st->head = (st->head + 1) % st->cap;
+            st->len--;
+            return 0;
+        }
+        if (st->ended)
+            return LAHJA_ELIFECYCLE;
+        if (!st->c.active)
+            return -EPIPE;
+        int rc = lahja_cond_wait(&st->ready, deadline);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+size_t lahja_stream_dropped(const lahja_stream_t *st)
+{
+    return st->dropped;
+}
+
+static void stream_free(struct lahja_stream *st)
+{
+    while (st->len > 0) {
+        lahja_event_unref(st->ring[st->head]);
+        st->head = (st->head + 1) % st->cap;
+        st->len--;
+    }
+    free(st->ring);
+    free(st);
+}
+
+void lahja_stream_close(lahja_stream_t *st)
+{
+    if (st != NULL)
+        consumer_release(st->ep, &st->c);
+}
+
+/* ------------------------------------------------------------ wait_for */
+
+int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
+                   lahja_event_t **ev)
+{
+    if (ep == NULL || type == NULL || ev == NULL)
+        return -EINVAL;
+    int rc = lahja_ep_check(ep);
+    if (rc != 0)
+        return rc;
+    if (lahja_task_current() == NULL)
+        return -EPERM;
+    struct waiter w = { .got = NULL };
+    lahja_cond_init(&w.ready);
+    rc = consumer_add(ep, &w.c, type, CONSUMER_WAITER);
+    if (rc != 0)
+        return rc;
+    while (w.got == NULL && !ep->stopped) {
+        rc = lahja_cond_wait(&w.ready, deadline);
+        if (rc != 0)
+            break;
+    }
+    consumer_remove(ep, &w.c); /* no-op once delivered */
+    if (w.got != NULL) {
+        *ev = w.got; /* delivered: the event wins over a late cancellation */
+        return 0;
+    }
+    return rc != 0 ? rc : LAHJA_ELIFECYCLE;
+}
+
+/* ------------------------------------------------------------ requests */
+
+void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->pending) {
+        struct pending *p = lahja_container_of(l, struct pending, link);
+        if (p->id != ev->id)
+            continue;
+        if (p->response != NULL || p->error != 0)
+            return; /* answered already: later responses are ignored */
+        if (strcmp(ev->type, p->response_type) != 0) {
+            p->error = LAHJA_EUNEXPECTEDRESPONSE;
+        } else if ((p->response = lahja_event_ref(ev)) == NULL) {
+            p->error = -ENOMEM;
+        }
+        lahja_cond_signal(&p->ready);
+        return;
+    }
+}
+
+void lahja_pending_peer_gone(lahja_endpoint_t *ep, struct conn *c)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->pending) {
+        struct pending *p = lahja_container_of(l, struct pending, link);
+        for (size_t i = 0; i < p->ntargets; i++) {
+            if (p->targets[i] != c)
+                continue;
+            p->targets[i] = NULL;
+            if (--p->nlive == 0 && !p->local && p->response == NULL && p->error == 0) {
+                p->error = LAHJA_EREMOTEDISCONNECTED;
+                lahja_cond_signal(&p->ready);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- stop */
+
+void lahja_consumers_stop(lahja_endpoint_t *ep)
+{
+    for (size_t i = 0; i < ep->types.nslots; i++) {
+        lahja_strmap_slot_t *s = &ep->types.slots[i];
+        if (!lahja_strmap_live(s))
+            continue;
+        struct type_entry *te = s->value;
+        lahja_link_t *l;
+        lahja_list_foreach(l, &te->consumers) {
+            struct consumer *c = lahja_container_of(l, struct consumer, link);
+            if (c->kind == CONSUMER_STREAM) {
+                ((struct lahja_stream *)c)->ended = 1;
+                lahja_cond_broadcast(&((struct lahja_stream *)c)->ready);
+            } else if (c->kind == CONSUMER_WAITER) {
+                lahja_cond_broadcast(&((struct waiter *)c)->ready);
+            }
+        }
+    }
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->pending) {
+        struct pending *p = lahja_container_of(l, struct pending, link);
+        if (p->response == NULL && p->error == 0)
+            p->error = LAHJA_ELIFECYCLE;
+        lahja_cond_broadcast(&p->ready);
+    }
+}
+
+/* Frees what the application left subscribed when the endpoint is freed. */
+void lahja_consumers_free(lahja_endpoint_t *ep)
+{
+    for (size_t i = 0; i < ep->types.nslots; i++) {
+        lahja_strmap_slot_t *s = &ep->types.slots[i];
+        if (!lahja_strmap_live(s))
+            continue;
+        struct type_entry *te = s->value;
+        lahja_link_t *l;
+        while ((l = lahja_list_pop_front(&te->consumers)) != NULL) {
+            struct consumer *c = lahja_container_of(l, struct consumer, link);
+            if (c->kind != CONSUMER_WAITER)
+                consumer_free(c);
+        }
+        free(te);
+        s->value = NULL;
+    }
+}
+
+/* ------------------------------------------------------------- queries */
+
+void lahja_ep_changed(lahja_endpoint_t *ep, int connections)
+{
+    lahja_cond_broadcast(&ep->subs_changed);
+    if (connections)
+        lahja_cond_broadcast(&ep->conn_changed);
+}
+
+static struct conn *ready_conn(const lahja_endpoint_t *ep, const char *name)
+{
+    struct conn *c = lahja_conn_find(ep, name);
+    return c != NULL && c->state == CONN_READY ? c : NULL;
+}
+
+int lahja_is_connected_to(const lahja_endpoint_t *ep, const char *name)
+{
+    return name != NULL && ready_conn(ep, name) != NULL;
+}
+
+void lahja_foreach_peer(const lahja_endpoint_t *ep, lahja_peer_fn fn, void *user)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->state != CONN_READY)
+            continue;
+        const char **types = malloc((c->subs.count ? c->subs.count : 1) * sizeof *types);
+        if (types == NULL)
+            continue;
+        size_t k = 0;
+        for (size_t i = 0; i < c->subs.nslots; i++)
+            if (lahja_strmap_live(&c->subs.slots[i]))
+                types[k++] = c->subs.slots[i].key;
+        fn(c->peer->s, types, k, user);
+        free(types);
+    }
+}
+
+size_t lahja_subscribed_types(const lahja_endpoint_t *ep, const char **types, size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ep->types.nslots; i++) {
+        lahja_strmap_slot_t *s = &ep->types.slots[i];
+        if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0) {
+            if (k < max)
+                types[k] = s->key;
+            k++;
+        }
+    }
+    return k;
+}
+
+static int peer_has(const struct conn *c, const char *type)
+{
+    return lahja_strmap_find(&c->subs, type, strlen(type)) != NULL;
+}
+
+int lahja_is_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *name,
+                                    const char *type)
+{
+    if (name == NULL || type == NULL)
+        return 0;
+    if (strcmp(name, ep->name->s) == 0)
+        return lahja_has_consumers(ep, type);
+    struct conn *c = ready_conn(ep, name);
+    return c != NULL && peer_has(c, type);
+}
+
+int lahja_is_any_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *type)
+{
+    if (type == NULL)
+        return 0;
+    if (lahja_has_consumers(ep, type))
+        return 1;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->state == CONN_READY && peer_has(c, type))
+            return 1;
+    }
+    return 0;
+}
+
+int lahja_are_all_endpoints_subscribed_to(const lahja_endpoint_t *ep, const char *type,
+                                          int include_self)
+{
+    if (type == NULL)
+        return 0;
+    if (include_self && !lahja_has_consumers(ep, type))
+        return 0;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->state == CONN_READY && !peer_has(c, type))
+            return 0;
+    }
+    return 1;
+}
+
+/* --------------------------------------------------------------- waits */
+
+/* Waits on `cond` until pred(ep, a, b, flag) holds; `once`: one change. */
+typedef int (*pred_fn)(const lahja_endpoint_t *ep, const char *a, const char *b, int flag);
+
+static int wait_until(lahja_endpoint_t *ep, lahja_cond_t *cond, pred_fn pred, const char *a,
+                      const char *b, int flag, lahja_time_t deadline)
+{
+    if (ep == NULL)
+        return -EINVAL;
+    int rc = lahja_ep_check(ep);
+    if (rc != 0)
+        return rc;
+    for (;;) {
+        if (pred != NULL && pred(ep, a, b, flag))
+            return lahja_checkpoint();
+        rc = lahja_cond_wait(cond, deadline);
+        if (rc != 0)
+            return rc;
+        if (ep->stopped)
+            return LAHJA_ELIFECYCLE;
+        if (pred == NULL)
+            return 0;
+    }
+}
+
+static int p_connected(const lahja_endpoint_t *ep, const char *a, const char *b, int f)
+{
+    (void)b, (void)f;
+    return lahja_is_connected_to(ep, a);
+}
+
+static int p_endpoint(const lahja_endpoint_t *ep, const char *a, const char *b, int f)
+{
+    (void)f;
+    return lahja_is_endpoint_subscribed_to(ep, a, b);
+}
+
+static int p_any(const lahja_endpoint_t *ep, const char *a, const char *b, int f)
+{
+    (void)b, (void)f;
+    return lahja_is_any_endpoint_subscribed_to(ep, a);
+}
+
+static int p_all(const lahja_endpoint_t *ep, const char *a, const char *b, int f)
+{
+    (void)b;
+    return lahja_are_all_endpoints_subscribed_to(ep, a, f);
+}
+
+int lahja_wait_until_connected_to(lahja_endpoint_t *ep, const char *name, lahja_time_t deadline)
+{
+    if (name == NULL)
+        return -EINVAL;
+    return wait_until(ep, &ep->conn_changed, p_connected, name, NULL, 0, deadline);
+}
+
+int lahja_wait_until_connections_change(lahja_endpoint_t *ep, lahja_time_t deadline)
+{
+    return wait_until(ep, &ep->conn_changed, NULL, NULL, NULL, 0, deadline);
+}
+
+int lahja_wait_until_endpoint_subscriptions_change(lahja_endpoint_t *ep, lahja_time_t deadline)
+{
+    return wait_until(ep, &ep->subs_changed, NULL, NULL, NULL, 0, deadline);
+}
+
+int lahja_wait_until_endpoint_subscribed_to(lahja_endpoint_t *ep, const char *name,
+                                            const char *type, lahja_time_t deadline)
+{
+    if (name == NULL || type == NULL)
+        return -EINVAL;
+    return wait_until(ep, &ep->subs_changed, p_endpoint, name, type, 0, deadline);
+}
+
+int lahja_wait_until_any_endpoint_subscribed_to(lahja_endpoint_t *ep, const char *type,
+                                                lahja_time_t deadline)
+{
+    if (type == NULL)
+        return -EINVAL;
+    return wait_until(ep, &ep->subs_changed, p_any, type, NULL, 0, deadline);
+}
+
+int lahja_wait_until_all_endpoints_subscribed_to(lahja_endpoint_t *ep, const char *type,
+                                                 int include_self, lahja_time_t deadline)
+{
+    if (type == NULL)
+        return -EINVAL;
+    return wait_until(ep, &ep->subs_changed, p_all, type, NULL, include_self, deadline);
+}

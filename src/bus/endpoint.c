@@ -1,0 +1,274 @@
+/*
+ * Endpoints: creation, start (listening, B1-B3), stop (B23), logging.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "endpoint.h"
+
+#define DEFAULT_MAX_PAYLOAD ((size_t)64 << 20)
+#define DEFAULT_HIGH_WATER ((size_t)4 << 20)
+
+void lahja_bus_log(lahja_endpoint_t *ep, lahja_log_level_t level, const char *fmt, ...)
+{
+    if (ep->opts.log == NULL)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ep->opts.log(ep->opts.log_user, level, ep->name->s, msg);
+}
+
+int lahja_ep_check(const lahja_endpoint_t *ep)
+{
+    if (lahja_rt_wrong_thread(ep->rt))
+        return LAHJA_EWRONGTHREAD;
+    return ep->started && !ep->stopped ? 0 : LAHJA_ELIFECYCLE;
+}
+
+static void fill_defaults(lahja_endpoint_options_t *o)
+{
+    if (o->max_payload == 0 || o->max_payload > UINT32_MAX - 64)
+        o->max_payload = DEFAULT_MAX_PAYLOAD;
+    if (o->high_water == 0)
+        o->high_water = DEFAULT_HIGH_WATER;
+    if (o->hard_limit == 0)
+        o->hard_limit = 4 * o->high_water + o->max_payload;
+    if (o->handshake_timeout_ms == 0)
+        o->handshake_timeout_ms = 5000;
+    if (o->compress_threshold == 0)
+        o->compress_threshold = 8192;
+}
+
+int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
+                       lahja_endpoint_t **out)
+{
+    if (name == NULL || out == NULL || !lahja_wire_name_valid(name, strlen(name)))
+        return -EINVAL;
+    if (lahja_rt_current() == NULL)
+        return -EPERM;
+    lahja_endpoint_t *ep = calloc(1, sizeof *ep);
+    if (ep == NULL)
+        return -ENOMEM;
+    ep->name = lahja_name_new(name, strlen(name));
+    if (opts != NULL)
+        ep->opts = *opts;
+    fill_defaults(&ep->opts);
+    if (ep->opts.n_allowed_uids > 0) {
+        ep->allowed = malloc(ep->opts.n_allowed_uids * sizeof *ep->allowed);
+        if (ep->allowed != NULL)
+            memcpy(ep->allowed, ep->opts.allowed_uids,
+                   ep->opts.n_allowed_uids * sizeof *ep->allowed);
+    }
+    ep->opts.allowed_uids = ep->allowed;
+    if (ep->name == NULL || (ep->opts.n_allowed_uids > 0 && ep->allowed == NULL)) {
+        lahja_name_unref(ep->name);
+        free(ep->allowed);
+        free(ep);
+        return -ENOMEM;
+    }
+    ep->rt = lahja_rt_current();
+    lahja_list_init(&ep->conns);
+    lahja_list_init(&ep->dirty);
+    lahja_list_init(&ep->pending);
+    lahja_strmap_init(&ep->types);
+    lahja_cond_init(&ep->conn_changed);
+    lahja_cond_init(&ep->subs_changed);
+    *out = ep;
+    return 0;
+}
+
+const char *lahja_endpoint_name(const lahja_endpoint_t *ep)
+{
+    return ep->name->s;
+}
+
+int lahja_endpoint_is_running(const lahja_endpoint_t *ep)
+{
+    return ep->started && !ep->stopped;
+}
+
+int lahja_endpoint_is_serving(const lahja_endpoint_t *ep)
+{
+    return ep->serving && !ep->stopped;
+}
+
+/* ------------------------------------------------------------ serving */
+
+/* Creates the default base directory, 0700, or checks that an existing
+ * one is ours and private: a directory another user controls could
+ * swap our socket for theirs. */
+static int ensure_base_dir(const char *socket_path)
+{
+    char base[LAHJA_PATH_MAX + 1];
+    if (lahja_default_base_dir(base, sizeof base) != 0)
+        return 0;
+    size_t n = strlen(base);
+    if (strncmp(socket_path, base, n) != 0 || socket_path[n] != '/' ||
+        strchr(socket_path + n + 1, '/') != NULL)
+        return 0; /* an explicit path elsewhere: the caller's business */
+    if (mkdir(base, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    struct stat st;
+    if (lstat(base, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        return -EPERM;
+    if ((st.st_mode & 077) != 0 && chmod(base, 0700) != 0)
+        return -errno;
+    return 0;
+}
+
+/*
+ * B2: a socket file at `path` left by a crashed process is replaced; a
+ * live endpoint there is not.  A probe connect tells them apart: nobody
+ * listening answers ECONNREFUSED.  Anything but a socket is left alone.
+ */
+static int clear_stale_socket(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return -EEXIST;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    int err = errno;
+    close(fd);
+    if (rc == 0 || err == EAGAIN)
+        return -EADDRINUSE; /* alive (EAGAIN: alive, its backlog full) */
+    if (err != ECONNREFUSED && err != ENOENT)
+        return -err;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    lahja_endpoint_t *ep = server->data;
+    if (status < 0) {
+        lahja_bus_log(ep, LAHJA_LOG_WARNING, "accept: %s", uv_strerror(status));
+        return;
+    }
+    lahja_conn_accept(ep);
+}
+
+static void on_ep_handle_closed(uv_handle_t *h)
+{
+    lahja_endpoint_t *ep = h->data;
+    if (--ep->nopen == 0 && ep->nconns_open == 0)
+        lahja_complete(&ep->closed, 0);
+}
+
+static int listen_at(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg)
+{
+    int rc = ensure_base_dir(cfg->path);
+    if (rc == 0)
+        rc = clear_stale_socket(cfg->path);
+    if (rc != 0)
+        return rc;
+    uv_pipe_init(ep->rt->loop, &ep->server, 0);
+    ep->server.data = ep;
+    ep->nopen++;
+    rc = uv_pipe_bind(&ep->server, cfg->path);
+    if (rc == 0 && chmod(cfg->path, 0600) != 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&ep->server, 128, on_connection);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&ep->server, on_ep_handle_closed);
+        unlink(cfg->path);
+        return rc;
+    }
+    memcpy(ep->path, cfg->path, sizeof ep->path);
+    ep->serving = 1;
+    return 0;
+}
+
+int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
+{
+    if (ep == NULL)
+        return -EINVAL;
+    if (lahja_rt_wrong_thread(ep->rt))
+        return LAHJA_EWRONGTHREAD;
+    if (ep->started)
+        return LAHJA_ELIFECYCLE;
+    if (serve != NULL && strcmp(serve->name, ep->name->s) != 0)
+        return -EINVAL;
+    lahja_completion_init(&ep->closed);
+    if (serve != NULL) {
+        int rc = listen_at(ep, serve);
+        if (rc != 0)
+            return rc;
+    }
+    uv_prepare_init(ep->rt->loop, &ep->flusher);
+    ep->flusher.data = ep;
+    ep->nopen++;
+    ep->started = 1;
+    return 0;
+}
+
+int lahja_endpoint_stop(lahja_endpoint_t *ep)
+{
+    if (ep == NULL)
+        return -EINVAL;
+    if (lahja_rt_wrong_thread(ep->rt))
+        return LAHJA_EWRONGTHREAD;
+    if (!ep->started || ep->stopped)
+        return ep->stopped ? 0 : LAHJA_ELIFECYCLE;
+    if (lahja_task_current() == NULL)
+        return -EPERM;
+    ep->stopped = 1;
+    if (ep->serving) {
+        uv_close((uv_handle_t *)&ep->server, on_ep_handle_closed);
+        unlink(ep->path);
+    }
+    uv_close((uv_handle_t *)&ep->flusher, on_ep_handle_closed);
+    lahja_link_t *l, *tmp;
+    lahja_list_foreach_safe(l, tmp, &ep->conns)
+        lahja_conn_close(lahja_container_of(l, struct conn, link), "endpoint stopping");
+    lahja_consumers_stop(ep);
+    lahja_cond_broadcast(&ep->conn_changed);
+    lahja_cond_broadcast(&ep->subs_changed);
+    /* Not cancellable: the handles close within a loop turn. */
+    if (!ep->closed.done) {
+        ep->closed.task = lahja_tls_task;
+        lahja_wait(NULL, LAHJA_FOREVER, LAHJA_WAIT_NOCANCEL);
+    }
+    return 0;
+}
+
+int lahja_endpoint_free(lahja_endpoint_t *ep)
+{
+    if (ep == NULL)
+        return 0;
+    if (ep->started && !ep->stopped)
+        return -EBUSY;
+    struct out_item *it = ep->free_items;
+    while (it != NULL) {
+        struct out_item *next = (struct out_item *)(void *)it->link.next;
+        free(it);
+        it = next;
+    }
+    lahja_consumers_free(ep);
+    lahja_strmap_free(&ep->types);
+    lahja_name_unref(ep->name);
+    free(ep->scratch);
+    free(ep->allowed);
+    free(ep);
+    return 0;
+}

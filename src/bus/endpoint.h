@@ -1,0 +1,234 @@
+/*
+ * The bus core's internals.
+ *
+ * The core is driven by libuv callbacks: accept, connect, read (parse
+ * frames in place, dispatch), write (one writev per connection per loop
+ * turn, from a prepare handle).  The public calls that wait are thin
+ * suspending wrappers: they check a condition the callbacks maintain and
+ * sleep on a lahja_cond_t the callbacks signal.
+ */
+#ifndef LAHJA_BUS_ENDPOINT_H
+#define LAHJA_BUS_ENDPOINT_H
+
+#include <uv.h>
+
+#include "common/list.h"
+#include "common/strset.h"
+#include "lahja/bus.h"
+#include "runtime/rt.h"
+#include "wire/wire.h"
+
+/* Internal: never exported from the shared library. */
+#pragma GCC visibility push(hidden)
+
+/* A reference-counted name (an endpoint's, a peer's), so that events can
+ * name their origin after the connection that brought them is gone. */
+typedef struct lahja_name {
+    int refs;
+    size_t len;
+    char s[];
+} lahja_name_t;
+
+lahja_name_t *lahja_name_new(const char *s, size_t len);
+lahja_name_t *lahja_name_ref(lahja_name_t *n);
+void lahja_name_unref(lahja_name_t *n);
+
+struct lahja_event {
+    int refs;
+    uint8_t bound;        /* broadcast once: cannot be again (B8) */
+    uint8_t borrowed;     /* lent to handlers, lives on a stack frame */
+    uint8_t is_request;
+    uint64_t id;          /* request id / id of the request answered */
+    lahja_name_t *origin; /* NULL until bound or received */
+    const char *type;
+    size_t type_len;
+    const char *response_type; /* requests only */
+    const uint8_t *payload;
+    size_t len;
+    uint8_t *lz4;         /* compressed payload, made once per event */
+    size_t lz4_len;       /* 0: not made or did not pay */
+    /* type, response type and payload follow, for owned events */
+};
+
+/* Makes an owned event: type/response_type/payload copied. */
+int lahja_event_make(const char *type, size_t type_len, const char *response_type,
+                     const void *payload, size_t len, lahja_event_t **out);
+
+/* ------------------------------------------------------- connections */
+
+enum conn_state {
+    CONN_CONNECTING, /* outbound, socket connect under way or retrying */
+    CONN_HANDSHAKE,  /* HELLO sent, waiting for the peer's */
+    CONN_READY,
+    CONN_CLOSING
+};
+
+/* One frame (or an event's prefix and payload) waiting to be written. */
+struct out_item {
+    lahja_link_t link;
+    size_t head_len;
+    lahja_event_t *ev;       /* holds the payload alive, or NULL */
+    const uint8_t *payload;  /* second iovec, or NULL */
+    size_t payload_len;
+    uint8_t *heap;           /* a large control frame (SUBS), owned */
+    uint8_t head[LAHJA_WIRE_HEADER_SIZE + 5 + LAHJA_WIRE_NAME_MAX + LAHJA_WIRE_EVENT_PREFIX_MAX];
+};
+
+/* A lahja_connect call waiting for its connections' handshakes. */
+struct connect_op {
+    size_t pending;
+    int error;
+    lahja_cond_t done;
+};
+
+struct conn {
+    lahja_link_t link;           /* in ep->conns */
+    lahja_endpoint_t *ep;
+    uv_pipe_t pipe;
+    uv_timer_t timer;            /* handshake deadline; connect retries */
+    uv_write_t write_req;
+    int nopen;                   /* handles not yet closed */
+    uint8_t state;               /* enum conn_state */
+    uint8_t outbound;
+    uint8_t writing;             /* write_req in flight */
+    uint8_t dirty;               /* in ep->dirty */
+    uint8_t peer_lz4;            /* the peer reads LZ4 payloads */
+    uint32_t peer_max;           /* largest frame body the peer accepts */
+    uint32_t subs_acked;         /* the peer's last SUBS_ACK */
+    lahja_name_t *peer;          /* after the peer's HELLO */
+    char target[LAHJA_NAME_MAX + 1]; /* outbound: the name we expect */
+    char path[LAHJA_PATH_MAX + 1];   /* outbound: where */
+    struct connect_op *op;       /* the lahja_connect call waiting */
+    lahja_wire_rx_t rx;
+    lahja_wire_tx_t tx;
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+    lahja_link_t outq;           /* out_items not yet handed to libuv */
+    lahja_link_t inflight;       /* out_items of the write under way */
+    size_t queued;               /* bytes in outq and inflight */
+    lahja_link_t dirty_link;
+    lahja_cond_t drained;        /* broadcasters waiting under high water */
+    lahja_strmap_t subs;         /* types the peer subscribes to */
+    uint32_t subs_seq;           /* our last SUBS sent */
+    uint32_t retry_ms;
+};
+
+/* --------------------------------------------------------- consumers */
+
+enum consumer_kind { CONSUMER_HANDLER, CONSUMER_STREAM, CONSUMER_WAITER };
+
+/* Everything that makes this endpoint subscribe to a type. */
+struct consumer {
+    lahja_link_t link;           /* in its type_entry, while linked */
+    struct type_entry *te;
+    uint8_t kind;
+    uint8_t active;              /* counts as a subscriber */
+    uint8_t dead;                /* removed during a dispatch: unlinked by
+                                    the sweep after it */
+    uint8_t free_on_sweep;       /* released by its owner meanwhile */
+};
+
+struct type_entry {
+    char *name;                  /* the map's key copy (stable) */
+    lahja_link_t consumers;
+    size_t n;                    /* live consumers */
+    int dispatching;
+};
+
+struct lahja_subscription {
+    struct consumer c;
+    lahja_endpoint_t *ep;
+    lahja_handler_fn fn;
+    void *user;
+};
+
+struct lahja_stream {
+    struct consumer c;
+    lahja_endpoint_t *ep;
+    lahja_event_t **ring;
+    size_t cap, head, len;
+    size_t remaining;            /* events still to accept; SIZE_MAX: no end */
+    size_t dropped;
+    lahja_stream_policy_t policy;
+    int ended;                   /* num_events reached or endpoint stopped */
+    lahja_cond_t ready;
+};
+
+struct waiter {
+    struct consumer c;
+    lahja_event_t *got;
+    lahja_cond_t ready;
+};
+
+/* A request waiting for its response. */
+struct pending {
+    lahja_link_t link;           /* in ep->pending */
+    uint64_t id;
+    const char *response_type;
+    lahja_event_t *response;
+    int error;
+    int local;                   /* a local consumer may answer */
+    struct conn **targets;       /* peers it went to, NULLed when gone */
+    size_t ntargets, nlive;
+    lahja_cond_t ready;
+};
+
+struct lahja_endpoint {
+    lahja_name_t *name;
+    struct lahja_rt *rt;
+    lahja_endpoint_options_t opts;
+    uid_t *allowed;
+    uint8_t started, stopped, serving;
+    uv_pipe_t server;
+    uv_prepare_t flusher;        /* writes what the loop turn queued */
+    int nopen;                   /* handles of the endpoint not yet closed */
+    int nconns_open;             /* connections not yet freed */
+    lahja_completion_t closed;   /* stop waits for the last handle */
+    char path[LAHJA_PATH_MAX + 1];
+    lahja_link_t conns;
+    lahja_link_t dirty;          /* connections with queued output */
+    lahja_strmap_t types;        /* type -> struct type_entry */
+    int subs_dirty;              /* our set changed: send SUBS */
+    lahja_link_t pending;
+    uint64_t next_id;
+    lahja_cond_t conn_changed;
+    lahja_cond_t subs_changed;   /* also on connection changes */
+    struct out_item *free_items; /* recycled, chained through link.next */
+    uint8_t *scratch;            /* decompression buffer */
+    size_t scratch_cap;
+    char blocked[LAHJA_NAME_MAX + 1];
+};
+
+/* Logs through the application's hook, printf-style. */
+void lahja_bus_log(lahja_endpoint_t *ep, lahja_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* LAHJA_EWRONGTHREAD, LAHJA_ELIFECYCLE (not running), or 0. */
+int lahja_ep_check(const lahja_endpoint_t *ep);
+
+/* conn.c */
+int lahja_conn_accept(lahja_endpoint_t *ep);
+struct conn *lahja_conn_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
+                                struct connect_op *op);
+void lahja_conn_close(struct conn *c, const char *why);
+struct conn *lahja_conn_find(const lahja_endpoint_t *ep, const char *name);
+int lahja_conn_enqueue_event(struct conn *c, lahja_event_t *ev, uint8_t flags, uint64_t id);
+void lahja_conn_send_subs(struct conn *c);
+void lahja_ep_flush(lahja_endpoint_t *ep);
+/* Our subscription set changed: every peer gets a SUBS this loop turn. */
+void lahja_ep_subs_dirty(lahja_endpoint_t *ep);
+
+/* consume.c */
+void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev);
+void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev);
+int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type);
+void lahja_consumers_stop(lahja_endpoint_t *ep);
+void lahja_consumers_free(lahja_endpoint_t *ep);
+void lahja_pending_peer_gone(lahja_endpoint_t *ep, struct conn *c);
+
+/* Connection or subscription sets changed: wake the B21 waiters. */
+void lahja_ep_changed(lahja_endpoint_t *ep, int connections);
+
+#pragma GCC visibility pop
+
+#endif /* LAHJA_BUS_ENDPOINT_H */
