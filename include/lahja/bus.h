@@ -32,6 +32,7 @@
 #include <sys/types.h>
 
 #include "lahja/runtime.h"
+#include "lahja/service.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -179,6 +180,18 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep);
 /* Frees a stopped (or never started) endpoint.  Accepts NULL.
  * Errors: -EBUSY if it is running (nothing done). */
 int lahja_endpoint_free(lahja_endpoint_t *ep);
+
+/*
+ * Makes `svc` a service that runs the endpoint: starting it (serving at
+ * `serve`, copied, if non-NULL) when the service starts, and stopping it
+ * when the service is cancelled, so that stopping a service tree closes
+ * its endpoints with it.  Run it as a daemon child service
+ * (lahja_manager_run_daemon_child_service) or on its own.  If starting
+ * fails, the service fails with that error.  `svc` and `ep` must outlive
+ * the service's manager.
+ */
+void lahja_endpoint_service(lahja_service_t *svc, lahja_endpoint_t *ep,
+                            const lahja_conn_config_t *serve);
 
 const char *lahja_endpoint_name(const lahja_endpoint_t *ep);
 int lahja_endpoint_is_running(const lahja_endpoint_t *ep);

@@ -174,22 +174,53 @@ static void on_ep_handle_closed(uv_handle_t *h)
         lahja_complete(&ep->closed, 0);
 }
 
+/*
+ * Binds, restricts and listens with plain calls before libuv sees the
+ * socket: the file is 0600 before anyone can connect, and a failure
+ * leaves no libuv handle whose asynchronous close the endpoint would have
+ * to outlive.
+ */
+static int bind_socket(const char *path, int *out)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int rc = 0;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        rc = -errno;
+    else if (chmod(path, 0600) != 0 || listen(fd, 128) != 0)
+        rc = -errno;
+    if (rc != 0) {
+        if (rc != -EADDRINUSE)
+            unlink(path);
+        close(fd);
+        return rc;
+    }
+    *out = fd;
+    return 0;
+}
+
 static int listen_at(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg)
 {
+    int fd = -1;
     int rc = ensure_base_dir(cfg->path);
     if (rc == 0)
         rc = clear_stale_socket(cfg->path);
+    if (rc == 0)
+        rc = bind_socket(cfg->path, &fd);
     if (rc != 0)
         return rc;
     uv_pipe_init(ep->rt->loop, &ep->server, 0);
     ep->server.data = ep;
     ep->nopen++;
-    rc = uv_pipe_bind(&ep->server, cfg->path);
-    if (rc == 0 && chmod(cfg->path, 0600) != 0)
-        rc = -errno;
+    rc = uv_pipe_open(&ep->server, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&ep->server, 128, on_connection);
     if (rc != 0) {
+        /* Practically unreachable; lahja_endpoint_free reports -EBUSY
+         * until the close completes. */
         uv_close((uv_handle_t *)&ep->server, on_ep_handle_closed);
         unlink(cfg->path);
         return rc;
@@ -256,7 +287,7 @@ int lahja_endpoint_free(lahja_endpoint_t *ep)
 {
     if (ep == NULL)
         return 0;
-    if (ep->started && !ep->stopped)
+    if ((ep->started && !ep->stopped) || (!ep->started && ep->nopen > 0))
         return -EBUSY;
     struct out_item *it = ep->free_items;
     while (it != NULL) {

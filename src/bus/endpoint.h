@@ -197,6 +197,8 @@ struct lahja_endpoint {
     uint8_t *scratch;            /* decompression buffer */
     size_t scratch_cap;
     char blocked[LAHJA_NAME_MAX + 1];
+    lahja_conn_config_t service_serve; /* lahja_endpoint_service's config */
+    int service_serves;
 };
 
 /* Logs through the application's hook, printf-style. */
