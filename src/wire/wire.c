@@ -447,68 +447,16 @@ int lahja_wire_subs_next(lahja_wire_subs_t *it, const char **type, size_t *len)
 
 /* ------------------------------------------------------------ sending */
 
-struct lahja_wire_tx_slot {
-    char *name;    /* NULL: free slot */
-    uint32_t len;
-    uint32_t hash; /* kept, so that growing never rehashes a name */
-    uint32_t id;
-};
-
 void lahja_wire_tx_init(lahja_wire_tx_t *tx)
 {
-    *tx = (lahja_wire_tx_t){ 0 };
+    lahja_strmap_init(&tx->map);
+    tx->ntypes = 0;
 }
 
 void lahja_wire_tx_free(lahja_wire_tx_t *tx)
 {
-    for (uint32_t i = 0; i < tx->nslots; i++)
-        free(tx->slots[i].name);
-    free(tx->slots);
-    *tx = (lahja_wire_tx_t){ 0 };
-}
-
-/* FNV-1a, 32 bits: short names, no adversary (we hash our own types). */
-static uint32_t fnv1a(const char *s, size_t len)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
-/* The slot holding the name, or the free slot where it would go. */
-static struct lahja_wire_tx_slot *tx_find(const lahja_wire_tx_t *tx, const char *type,
-                                          size_t len, uint32_t h)
-{
-    uint32_t mask = tx->nslots - 1; /* nslots is a power of two */
-    for (uint32_t i = h & mask;; i = (i + 1) & mask) {
-        struct lahja_wire_tx_slot *s = &tx->slots[i];
-        if (s->name == NULL)
-            return s;
-        if (s->hash == h && s->len == len && memcmp(s->name, type, len) == 0)
-            return s;
-    }
-}
-
-static int tx_grow(lahja_wire_tx_t *tx)
-{
-    uint32_t n = tx->nslots ? tx->nslots * 2 : 16;
-    if (n < tx->nslots || exceeds(n, SIZE_MAX / sizeof *tx->slots))
-        return -ENOMEM;
-    lahja_wire_tx_t bigger = { .slots = calloc(n, sizeof *tx->slots), .nslots = n,
-                               .ntypes = tx->ntypes };
-    if (bigger.slots == NULL)
-        return -ENOMEM;
-    for (uint32_t i = 0; i < tx->nslots; i++) {
-        struct lahja_wire_tx_slot *s = &tx->slots[i];
-        if (s->name != NULL)
-            *tx_find(&bigger, s->name, s->len, s->hash) = *s;
-    }
-    free(tx->slots);
-    *tx = bigger;
-    return 0;
+    lahja_strmap_free(&tx->map);
+    tx->ntypes = 0;
 }
 
 int lahja_wire_tx_intern(lahja_wire_tx_t *tx, const char *type, size_t len, uint32_t *id,
@@ -516,31 +464,14 @@ int lahja_wire_tx_intern(lahja_wire_tx_t *tx, const char *type, size_t len, uint
 {
     if (!lahja_wire_type_valid(type, len))
         return -EINVAL;
-    uint32_t h = fnv1a(type, len);
-    struct lahja_wire_tx_slot *s = tx->nslots ? tx_find(tx, type, len, h) : NULL;
-    if (s != NULL && s->name != NULL) {
-        *id = s->id;
-        *is_new = 0;
-        return 0;
-    }
     if (tx->ntypes == UINT32_MAX)
         return -ENOMEM;
-    /* Keep the load at most 70%, so that probe sequences stay short. */
-    if ((uint64_t)(tx->ntypes + 1) * 10 > (uint64_t)tx->nslots * 7) {
-        int rc = tx_grow(tx);
-        if (rc < 0)
-            return rc;
-        s = tx_find(tx, type, len, h);
-    }
-    char *name = malloc(len + 1);
-    if (name == NULL)
+    lahja_strmap_slot_t *s = lahja_strmap_insert(&tx->map, type, len, is_new);
+    if (s == NULL)
         return -ENOMEM;
-    memcpy(name, type, len);
-    name[len] = '\0';
-    *s = (struct lahja_wire_tx_slot){ .name = name, .len = (uint32_t)len, .hash = h,
-                                      .id = ++tx->ntypes };
-    *id = s->id;
-    *is_new = 1;
+    if (*is_new)
+        s->value = (void *)(uintptr_t)++tx->ntypes; /* ids in binding order */
+    *id = (uint32_t)(uintptr_t)s->value;
     return 0;
 }
 

@@ -32,6 +32,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/strset.h"
+
 /* Internal: never exported from the shared library. */
 #pragma GCC visibility push(hidden)
 
@@ -201,12 +203,12 @@ int lahja_wire_subs_next(lahja_wire_subs_t *it, const char **type, size_t *len);
 /* ------------------------------------------------------------ sending */
 
 /*
- * Send-side state of one connection: the type names bound so far, in an
- * open-addressing hash table (name -> id).
+ * Send-side state of one connection: the type names bound so far
+ * (name -> id, in a lahja_strmap_t).
  */
 typedef struct lahja_wire_tx {
-    struct lahja_wire_tx_slot *slots;
-    uint32_t nslots, ntypes;
+    lahja_strmap_t map;
+    uint32_t ntypes;
 } lahja_wire_tx_t;
 
 void lahja_wire_tx_init(lahja_wire_tx_t *tx);

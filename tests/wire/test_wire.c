@@ -866,7 +866,7 @@ static void test_tx_intern(void **state)
             assert_int_equal(id, i + 1);
             assert_int_equal(is_new, round == 0);
             /* The load stays at or under 70%. */
-            assert_true((uint64_t)tx.ntypes * 10 <= (uint64_t)tx.nslots * 7);
+            assert_true((uint64_t)tx.map.used * 10 <= (uint64_t)tx.map.nslots * 7);
         }
     }
     assert_int_equal(tx.ntypes, N);
