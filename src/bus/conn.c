@@ -467,21 +467,53 @@ static int on_message(struct conn *c, lahja_wire_msg_t *m)
     }
 }
 
+/*
+ * The read buffer grows to what the frame being read needs (its size is
+ * known from its header, already checked against the largest frame), in
+ * steps of READ_CHUNK, and never beyond that frame plus one chunk: a peer
+ * cannot make us allocate more than the configured maximum (B26).  After a
+ * large frame it shrinks back.
+ */
+static int read_room(struct conn *c)
+{
+    size_t want = c->rlen + READ_CHUNK;
+    if (c->need > c->rlen && c->need - c->rlen > READ_CHUNK)
+        want = c->need;
+    if (want <= c->rcap)
+        return 0;
+    size_t cap = c->rcap ? c->rcap : READ_CHUNK;
+    while (cap < want)
+        cap *= 2;
+    size_t limit = (size_t)c->rx.max_frame + LAHJA_WIRE_HEADER_SIZE + READ_CHUNK;
+    if (cap > limit)
+        cap = want > limit ? want : limit;
+    uint8_t *p = realloc(c->rbuf, cap);
+    if (p == NULL)
+        return -ENOMEM;
+    c->rbuf = p;
+    c->rcap = cap;
+    return 0;
+}
+
+static void read_shrink(struct conn *c)
+{
+    if (c->rcap <= 4 * READ_CHUNK || c->rlen > c->rcap / 4)
+        return;
+    size_t cap = c->rlen > 2 * READ_CHUNK ? c->rlen : 2 * READ_CHUNK;
+    uint8_t *p = realloc(c->rbuf, cap);
+    if (p != NULL) {
+        c->rbuf = p;
+        c->rcap = cap;
+    }
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     struct conn *c = h->data;
-    if (c->rcap - c->rlen < READ_CHUNK) {
-        size_t cap = c->rcap ? c->rcap : READ_CHUNK;
-        while (cap - c->rlen < READ_CHUNK)
-            cap *= 2;
-        uint8_t *p = realloc(c->rbuf, cap);
-        if (p == NULL) {
-            *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
-            return;
-        }
-        c->rbuf = p;
-        c->rcap = cap;
+    if (read_room(c) != 0) {
+        *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+        return;
     }
     *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
 }
@@ -501,8 +533,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         lahja_wire_msg_t m;
         size_t need = 0;
         ssize_t n = lahja_wire_rx_next(&c->rx, c->rbuf + off, c->rlen - off, &m, &need);
-        if (n == 0)
+        if (n == 0) {
+            c->need = need;
             break;
+        }
         if (n < 0) {
             conn_fail(c, (int)n, lahja_strerror((int)n));
             return;
@@ -517,6 +551,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (off > 0 && c->state != CONN_CLOSING) {
         memmove(c->rbuf, c->rbuf + off, c->rlen - off);
         c->rlen -= off;
+        read_shrink(c);
     }
 }
 

@@ -103,6 +103,7 @@ struct conn {
     lahja_wire_tx_t tx;
     uint8_t *rbuf;
     size_t rlen, rcap;
+    size_t need;                 /* bytes the frame being read needs */
     lahja_link_t outq;           /* out_items not yet handed to libuv */
     lahja_link_t inflight;       /* out_items of the write under way */
     size_t queued;               /* bytes in outq and inflight */
