@@ -139,6 +139,9 @@ typedef struct lahja_endpoint_options {
     /* Payloads at least this large are LZ4-compressed for peers that
      * support it, when that saves bytes; 0 gives 8 KiB; SIZE_MAX never. */
     size_t compress_threshold;
+    /* How long lahja_endpoint_stop waits for queued output to reach the
+     * peers before closing; 0 gives 1000 ms. */
+    uint32_t linger_ms;
     /* Other users allowed to connect besides our own (B27). */
     const uid_t *allowed_uids;
     size_t n_allowed_uids;
@@ -169,15 +172,18 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
 int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve);
 
 /*
- * Stops the endpoint: stops listening and removes the socket file, closes
- * every connection, ends every wait with LAHJA_ELIFECYCLE, and waits for
- * libuv to release the handles.  Not cancellable (it is prompt).  Using a
+ * Stops the endpoint: stops listening and removes the socket file, gives
+ * the peers up to options.linger_ms to take the output already queued for
+ * them, closes every connection, ends every wait with LAHJA_ELIFECYCLE,
+ * and waits for libuv to release the handles.  Not cancellable (it is prompt).  Using a
  * stopped endpoint afterwards is LAHJA_ELIFECYCLE.  Suspending (task
  * context); stopping twice returns 0.
  */
 int lahja_endpoint_stop(lahja_endpoint_t *ep);
 
-/* Frees a stopped (or never started) endpoint.  Accepts NULL.
+/* Frees a stopped (or never started) endpoint, with the subscriptions
+ * and streams the application did not cancel or close (their handles
+ * become invalid).  Accepts NULL.
  * Errors: -EBUSY if it is running (nothing done). */
 int lahja_endpoint_free(lahja_endpoint_t *ep);
 
@@ -263,8 +269,9 @@ typedef int (*lahja_handler_fn)(lahja_endpoint_t *ep, lahja_event_t *ev, void *u
 /*
  * Calls handler(ep, ev, user) for every event of `type` until the
  * subscription is cancelled.  Peers learn of the type (B19).  *out is
- * owned by the endpoint; lahja_subscription_cancel ends it (stopping the
- * endpoint does too, after which cancel is still allowed once).
+ * the caller's until lahja_subscription_cancel (allowed also after the
+ * endpoint stopped, until it is freed); lahja_endpoint_free frees it
+ * otherwise.
  * Errors: -EINVAL, -ENOMEM, LAHJA_ELIFECYCLE (stopped).
  */
 int lahja_subscribe(lahja_endpoint_t *ep, const char *type, lahja_handler_fn handler, void *user,
@@ -304,8 +311,10 @@ int lahja_stream_next(lahja_stream_t *s, lahja_time_t deadline, lahja_event_t **
 /* Events dropped so far because the queue was full. */
 size_t lahja_stream_dropped(const lahja_stream_t *s);
 
-/* Closes the stream (unsubscribing) and frees it with what it queued.
- * No task may be waiting in lahja_stream_next on it.  Accepts NULL. */
+/* Closes the stream (unsubscribing) and frees it with what it queued,
+ * also once it has ended or the endpoint stopped, until the endpoint is
+ * freed (which frees the streams left open).  No task may be waiting in
+ * lahja_stream_next on it.  Accepts NULL. */
 void lahja_stream_close(lahja_stream_t *s);
 
 /*

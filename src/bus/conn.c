@@ -163,6 +163,8 @@ static void on_flush(uv_prepare_t *h)
 
 static void flush_soon(lahja_endpoint_t *ep)
 {
+    if (ep->flusher_closed)
+        return;
     if (!uv_is_active((uv_handle_t *)&ep->flusher))
         uv_prepare_start(&ep->flusher, on_flush);
 }

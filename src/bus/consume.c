@@ -62,6 +62,9 @@ static int consumer_add(lahja_endpoint_t *ep, struct consumer *c, const char *ty
         return -ENOMEM;
     c->te = te;
     c->kind = kind;
+    c->owned.prev = c->owned.next = NULL;
+    if (kind != CONSUMER_WAITER)
+        lahja_list_push_back(&ep->owned, &c->owned);
     c->active = 1;
     c->dead = 0;
     c->free_on_sweep = 0;
@@ -95,6 +98,7 @@ static void stream_free(struct lahja_stream *st);
 
 static void consumer_free(struct consumer *c)
 {
+    lahja_list_remove(&c->owned);
     if (c->kind == CONSUMER_STREAM)
         stream_free((struct lahja_stream *)c);
     else
@@ -409,15 +413,14 @@ void lahja_consumers_free(lahja_endpoint_t *ep)
         if (!lahja_strmap_live(s))
             continue;
         struct type_entry *te = s->value;
-        lahja_link_t *l;
-        while ((l = lahja_list_pop_front(&te->consumers)) != NULL) {
-            struct consumer *c = lahja_container_of(l, struct consumer, link);
-            if (c->kind != CONSUMER_WAITER)
-                consumer_free(c);
-        }
+        while (lahja_list_pop_front(&te->consumers) != NULL)
+            ;
         free(te);
         s->value = NULL;
     }
+    lahja_link_t *l;
+    while ((l = ep->owned.next) != &ep->owned)
+        consumer_free(lahja_container_of(l, struct consumer, owned));
 }
 
 /* ------------------------------------------------------------- queries */

@@ -47,6 +47,8 @@ static void fill_defaults(lahja_endpoint_options_t *o)
         o->handshake_timeout_ms = 5000;
     if (o->compress_threshold == 0)
         o->compress_threshold = 8192;
+    if (o->linger_ms == 0)
+        o->linger_ms = 1000;
 }
 
 int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
@@ -80,6 +82,7 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
     lahja_list_init(&ep->conns);
     lahja_list_init(&ep->dirty);
     lahja_list_init(&ep->pending);
+    lahja_list_init(&ep->owned);
     lahja_strmap_init(&ep->types);
     lahja_cond_init(&ep->conn_changed);
     lahja_cond_init(&ep->subs_changed);
@@ -253,6 +256,34 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
     return 0;
 }
 
+/* A connection that still has output for its peer, or NULL. */
+static struct conn *unflushed(lahja_endpoint_t *ep)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->state == CONN_READY && c->queued > 0)
+            return c;
+    }
+    return NULL;
+}
+
+/*
+ * What a broadcast reported as sent was only queued: before closing,
+ * give the peers up to linger_ms to take it, so that an endpoint that
+ * broadcasts and stops does not lose its last events.  A peer that does
+ * not read in that time loses them.
+ */
+static void linger(lahja_endpoint_t *ep)
+{
+    lahja_ep_flush(ep);
+    lahja_time_t deadline = lahja_deadline_in(ep->opts.linger_ms);
+    struct conn *c;
+    while ((c = unflushed(ep)) != NULL)
+        if (lahja_wait(&c->drained.waiters, deadline, LAHJA_WAIT_NOCANCEL) == LAHJA_WAIT_EXPIRED)
+            return;
+}
+
 int lahja_endpoint_stop(lahja_endpoint_t *ep)
 {
     if (ep == NULL)
@@ -263,11 +294,13 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep)
         return ep->stopped ? 0 : LAHJA_ELIFECYCLE;
     if (lahja_task_current() == NULL)
         return -EPERM;
-    ep->stopped = 1;
+    ep->stopped = 1; /* refuses new calls from here on */
     if (ep->serving) {
         uv_close((uv_handle_t *)&ep->server, on_ep_handle_closed);
         unlink(ep->path);
     }
+    linger(ep);
+    ep->flusher_closed = 1;
     uv_close((uv_handle_t *)&ep->flusher, on_ep_handle_closed);
     lahja_link_t *l, *tmp;
     lahja_list_foreach_safe(l, tmp, &ep->conns)

@@ -121,6 +121,9 @@ enum consumer_kind { CONSUMER_HANDLER, CONSUMER_STREAM, CONSUMER_WAITER };
 /* Everything that makes this endpoint subscribe to a type. */
 struct consumer {
     lahja_link_t link;           /* in its type_entry, while linked */
+    lahja_link_t owned;          /* in ep->owned until freed (handlers
+                                    and streams: the endpoint frees those
+                                    the application did not) */
     struct type_entry *te;
     uint8_t kind;
     uint8_t active;              /* counts as a subscriber */
@@ -182,6 +185,7 @@ struct lahja_endpoint {
     uint8_t started, stopped, serving;
     uv_pipe_t server;
     uv_prepare_t flusher;        /* writes what the loop turn queued */
+    uint8_t flusher_closed;
     int nopen;                   /* handles of the endpoint not yet closed */
     int nconns_open;             /* connections not yet freed */
     lahja_completion_t closed;   /* stop waits for the last handle */
@@ -191,6 +195,7 @@ struct lahja_endpoint {
     lahja_strmap_t types;        /* type -> struct type_entry */
     int subs_dirty;              /* our set changed: send SUBS */
     lahja_link_t pending;
+    lahja_link_t owned;          /* subscriptions and streams not freed */
     uint64_t next_id;
     lahja_cond_t conn_changed;
     lahja_cond_t subs_changed;   /* also on connection changes */
