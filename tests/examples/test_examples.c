@@ -1,7 +1,9 @@
 /*
  * The examples, run as a user runs them: a real process, its output read
- * through a pipe, signals sent to it.  Paths to the binaries come from
- * the command line (CTest passes them).
+ * through a pipe, signals sent to it.  The bus examples fork a pair of
+ * processes each; their lines are counted, since the two processes'
+ * lines interleave differently from run to run.  Paths to the binaries
+ * come from the command line (CTest passes them).
  */
 #include <errno.h>
 #include <poll.h>
@@ -23,6 +25,8 @@
 extern char **environ;
 
 static const char *services_bin;
+static const char *ping_pong_bin;
+static const char *request_api_bin;
 
 #define DEADLINE_MS 20000 /* generous: the machine may be loaded */
 
@@ -40,13 +44,17 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void start(struct child *c, char *const argv[])
+/* Starts argv with its stdout (and, with `with_stderr`, its stderr) into
+ * a pipe. */
+static void start_with(struct child *c, char *const argv[], int with_stderr)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+    if (with_stderr)
+        posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO);
     posix_spawn_file_actions_addclose(&fa, fds[0]);
     assert_int_equal(posix_spawn(&c->pid, argv[0], &fa, NULL, argv, environ), 0);
     posix_spawn_file_actions_destroy(&fa);
@@ -54,6 +62,11 @@ static void start(struct child *c, char *const argv[])
     c->out = fds[0];
     c->len = 0;
     c->buf[0] = '\0';
+}
+
+static void start(struct child *c, char *const argv[])
+{
+    start_with(c, argv, 0);
 }
 
 /* Reads output until `needle` appears (NULL: until EOF) or the deadline.
@@ -78,10 +91,15 @@ static int read_until(struct child *c, const char *needle)
     }
 }
 
+/* Reads the output to its end and returns the exit status.  A child
+ * still running at the deadline is killed (and the test fails) rather
+ * than waited for. */
 static int finish(struct child *c)
 {
     int ok = read_until(c, NULL);
     close(c->out);
+    if (!ok)
+        kill(c->pid, SIGKILL);
     int status;
     assert_int_equal(waitpid(c->pid, &status, 0), c->pid);
     assert_true(ok);
@@ -118,16 +136,144 @@ static void test_services_failure_cancels_everything(void **state)
     assert_non_null(strstr(c.buf, "error in failer: failing on demand after 2 ticks (EIO)"));
 }
 
+/* ------------------------------------------------------------- the bus */
+
+/* How many lines of c's output are exactly `line`. */
+static int count_lines(const struct child *c, const char *line)
+{
+    int n = 0;
+    size_t len = strlen(line);
+    for (const char *p = c->buf; (p = strstr(p, line)) != NULL; p += len) {
+        int starts = p == c->buf || p[-1] == '\n';
+        if (starts && p[len] == '\n')
+            n++;
+    }
+    return n;
+}
+
+static int count_all_lines(const struct child *c)
+{
+    int n = 0;
+    for (const char *p = c->buf; (p = strchr(p, '\n')) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* Runs argv to its end, its stderr with its stdout, and checks that it
+ * exits 0 before the deadline. */
+static void run_to_end(struct child *c, char *const argv[])
+{
+    int64_t t0 = now_ms();
+    start_with(c, argv, 1);
+    assert_int_equal(finish(c), 0);
+    assert_true(now_ms() - t0 < DEADLINE_MS);
+}
+
+/* Every round: a hello from each, and proc1's hit through proc2's
+ * subscription and stream, proc2's through proc1's subscription; and
+ * nothing else (no warning either). */
+static void assert_ping_pong(const struct child *c, int rounds)
+{
+    assert_int_equal(count_lines(c, "Hello from proc1"), rounds);
+    assert_int_equal(count_lines(c, "Hello from proc2"), rounds);
+    assert_int_equal(count_lines(c, "Received via SUBSCRIBE API in proc2: Hit from proc1"), rounds);
+    assert_int_equal(count_lines(c, "Received via STREAM API in proc2: Hit from proc1"), rounds);
+    assert_int_equal(count_lines(c, "Received via SUBSCRIBE API in proc1: Hit from proc2"), rounds);
+    assert_int_equal(count_all_lines(c), 5 * rounds);
+}
+
+/* A fresh directory for the example's own temporary files. */
+static void make_tmpdir(char *dir, size_t size)
+{
+    snprintf(dir, size, "/tmp/lahja-test-examples-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+}
+
+static void test_ping_pong_three_rounds_by_default(void **state)
+{
+    (void)state;
+    char tmpdir[64];
+    make_tmpdir(tmpdir, sizeof tmpdir);
+    assert_int_equal(setenv("TMPDIR", tmpdir, 1), 0);
+    struct child c;
+    char *argv[] = { (char *)ping_pong_bin, "--interval-ms", "20", NULL };
+    run_to_end(&c, argv);
+    unsetenv("TMPDIR");
+    assert_ping_pong(&c, 3);
+    /* Its temporary base directory is gone: ours is empty again. */
+    assert_int_equal(rmdir(tmpdir), 0);
+}
+
+static void test_ping_pong_rounds_and_base_dir(void **state)
+{
+    (void)state;
+    char dir[64], path[96];
+    make_tmpdir(dir, sizeof dir);
+    struct child c;
+    char *argv[] = { (char *)ping_pong_bin, "--rounds", "7", "--interval-ms", "0",
+                     "--base-dir", dir, NULL };
+    run_to_end(&c, argv);
+    assert_ping_pong(&c, 7);
+    /* Stopping removed both sockets; the directory given is left. */
+    snprintf(path, sizeof path, "%s/e1.ipc", dir);
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof path, "%s/e2.ipc", dir);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+static void test_ping_pong_rejects_bad_arguments(void **state)
+{
+    (void)state;
+    struct child c;
+    char *argv[] = { (char *)ping_pong_bin, "--rounds", "0", NULL };
+    start(&c, argv);
+    assert_int_equal(finish(&c), 2);
+}
+
+static void test_request_api_three_answers_by_default(void **state)
+{
+    (void)state;
+    struct child c;
+    char *argv[] = { (char *)request_api_bin, NULL };
+    run_to_end(&c, argv);
+    assert_int_equal(count_lines(&c, "Got answer: Yay"), 3);
+    assert_string_equal(c.buf, "Requesting\nGot answer: Yay\n"
+                               "Requesting\nGot answer: Yay\n"
+                               "Requesting\nGot answer: Yay\n");
+}
+
+static void test_request_api_count(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    struct child c;
+    char *argv[] = { (char *)request_api_bin, "--count", "10", "--base-dir", dir, NULL };
+    run_to_end(&c, argv);
+    assert_int_equal(count_lines(&c, "Requesting"), 10);
+    assert_int_equal(count_lines(&c, "Got answer: Yay"), 10);
+    assert_int_equal(count_all_lines(&c), 20);
+    assert_int_equal(rmdir(dir), 0); /* the responder removed its socket */
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s SERVICES_BINARY\n", argv[0]);
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s SERVICES PING_PONG REQUEST_API\n", argv[0]);
         return 2;
     }
     services_bin = argv[1];
+    ping_pong_bin = argv[2];
+    request_api_bin = argv[3];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_services_stops_cleanly_on_sigint),
         cmocka_unit_test(test_services_failure_cancels_everything),
+        cmocka_unit_test(test_ping_pong_three_rounds_by_default),
+        cmocka_unit_test(test_ping_pong_rounds_and_base_dir),
+        cmocka_unit_test(test_ping_pong_rejects_bad_arguments),
+        cmocka_unit_test(test_request_api_three_answers_by_default),
+        cmocka_unit_test(test_request_api_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
