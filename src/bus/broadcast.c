@@ -174,6 +174,14 @@ static int want_lz4(struct conn *c, void *arg)
 static int send_to(struct conn *c, void *arg)
 {
     struct send_arg *a = arg;
+    if (a->ev->len + LAHJA_WIRE_EVENT_PREFIX_MAX > c->peer_max &&
+        (c->peer_lz4 == 0 || a->ev->lz4_len == 0 ||
+         a->ev->lz4_len + LAHJA_WIRE_EVENT_PREFIX_MAX > c->peer_max)) {
+        /* Over what the peer said it accepts: it would drop us. */
+        lahja_bus_log(c->ep, LAHJA_LOG_WARNING, "%s not sent to %s: %zu bytes is over its limit",
+                      a->ev->type, c->peer->s, a->ev->len);
+        return 0;
+    }
     int rc = lahja_conn_enqueue_event(c, a->ev, a->flags, a->id);
     if (rc != 0)
         lahja_bus_log(c->ep, LAHJA_LOG_ERROR, "cannot queue %s for %s: %s", a->ev->type,

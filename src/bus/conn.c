@@ -389,6 +389,34 @@ static int send_hello(struct conn *c)
     return enqueue_frame(c, hello, n);
 }
 
+/*
+ * A second connection to a peer already connected.  If both endpoints
+ * connected to each other at the same moment, each side sees the other's
+ * connection as the duplicate: both keep the one initiated by the name
+ * that sorts first, so that the same connection survives on both sides
+ * (and a lahja_connect waiting on the other one succeeds).  A duplicate
+ * from the same initiator is refused (B4).
+ */
+static int resolve_duplicate(struct conn *c, struct conn *o, const char *peer)
+{
+    const char *self = c->ep->name->s;
+    const char *c_from = c->outbound ? self : peer;
+    const char *o_from = o->outbound ? self : peer;
+    int order = strcmp(c_from, o_from);
+    if (order == 0)
+        return LAHJA_ECONNREJECTED;
+    if (order > 0) {
+        if (c->op != NULL) { /* connected all the same */
+            c->op->pending--;
+            lahja_cond_broadcast(&c->op->done);
+            c->op = NULL;
+        }
+        return LAHJA_ECONNREJECTED;
+    }
+    conn_fail(o, LAHJA_ECONNREJECTED, "replaced by the simultaneous connection");
+    return 0;
+}
+
 static int on_hello(struct conn *c, const lahja_wire_hello_t *h)
 {
     lahja_endpoint_t *ep = c->ep;
@@ -399,8 +427,12 @@ static int on_hello(struct conn *c, const lahja_wire_hello_t *h)
     lahja_link_t *l;
     lahja_list_foreach(l, &ep->conns) {
         struct conn *o = lahja_container_of(l, struct conn, link);
-        if (o != c && o->state == CONN_READY && strcmp(o->peer->s, h->name) == 0)
-            return LAHJA_ECONNREJECTED; /* already connected */
+        if (o != c && o->state == CONN_READY && strcmp(o->peer->s, h->name) == 0) {
+            int rc = resolve_duplicate(c, o, h->name);
+            if (rc != 0)
+                return rc;
+            break; /* o is gone; c takes its place */
+        }
     }
     c->peer = lahja_name_new(h->name, h->name_len);
     if (c->peer == NULL)
