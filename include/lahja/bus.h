@@ -107,7 +107,9 @@ const void *lahja_event_payload(const lahja_event_t *ev, size_t *len);
 const char *lahja_event_origin(const lahja_event_t *ev);
 /* A request's id once broadcast, a response's request id; else 0. */
 uint64_t lahja_event_id(const lahja_event_t *ev);
-/* A request's expected response type, else NULL. */
+/* A request's expected response type, else NULL; also NULL for a
+ * request received from another endpoint (checking the response's type
+ * is the requester's business, and it is not sent). */
 const char *lahja_event_response_type(const lahja_event_t *ev);
 
 /* ------------------------------------------------------------ endpoints */
@@ -238,7 +240,8 @@ typedef struct lahja_broadcast_config {
  * handed to the kernel or queued under every receiving peer's high-water
  * mark, suspending while a peer is over it (B13).  The caller keeps its
  * reference.  Suspending; errors: LAHJA_ENOSUBSCRIBERS, LAHJA_EBIND,
- * -EINVAL, -EMSGSIZE (over max_payload), LAHJA_ELIFECYCLE, -ECANCELED,
+ * -EINVAL, -EMSGSIZE (over max_payload, or over what a receiving peer
+ * accepts: then nothing is sent anywhere), LAHJA_ELIFECYCLE, -ECANCELED,
  * -ETIMEDOUT.
  */
 int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,

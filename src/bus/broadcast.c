@@ -132,6 +132,29 @@ struct over {
     struct conn *who;
 };
 
+/* A receiving peer whose limit the event exceeds: it would drop us. */
+static int find_too_small(struct conn *c, void *arg)
+{
+    struct over *o = arg;
+    if (o->limit + LAHJA_WIRE_EVENT_PREFIX_MAX <= c->peer_max)
+        return 0;
+    o->who = c;
+    return 1;
+}
+
+/* The event is refused as a whole, before anything is queued, if one of
+ * its receivers does not accept payloads that large (its HELLO says). */
+static int check_peer_limits(lahja_endpoint_t *ep, const lahja_event_t *ev,
+                             const lahja_broadcast_config_t *cfg)
+{
+    struct over o = { ev->len, NULL };
+    if (foreach_target(ep, ev, cfg, find_too_small, &o) == 0)
+        return 0;
+    lahja_bus_log(ep, LAHJA_LOG_WARNING, "%s refused: %zu bytes is over what %s accepts",
+                  ev->type, ev->len, o.who->peer->s);
+    return -EMSGSIZE;
+}
+
 static int find_over(struct conn *c, void *arg)
 {
     struct over *o = arg;
@@ -174,14 +197,6 @@ static int want_lz4(struct conn *c, void *arg)
 static int send_to(struct conn *c, void *arg)
 {
     struct send_arg *a = arg;
-    if (a->ev->len + LAHJA_WIRE_EVENT_PREFIX_MAX > c->peer_max &&
-        (c->peer_lz4 == 0 || a->ev->lz4_len == 0 ||
-         a->ev->lz4_len + LAHJA_WIRE_EVENT_PREFIX_MAX > c->peer_max)) {
-        /* Over what the peer said it accepts: it would drop us. */
-        lahja_bus_log(c->ep, LAHJA_LOG_WARNING, "%s not sent to %s: %zu bytes is over its limit",
-                      a->ev->type, c->peer->s, a->ev->len);
-        return 0;
-    }
     int rc = lahja_conn_enqueue_event(c, a->ev, a->flags, a->id);
     if (rc != 0)
         lahja_bus_log(c->ep, LAHJA_LOG_ERROR, "cannot queue %s for %s: %s", a->ev->type,
@@ -194,6 +209,9 @@ static int send_to(struct conn *c, void *arg)
 static int deliver(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                    uint64_t request_id)
 {
+    /* A subscription change not sent yet goes first, so that a peer
+     * answering this event knows what we subscribe to (B19). */
+    lahja_ep_send_subs(ep);
     ev->bound = 1;
     ev->origin = lahja_name_ref(ep->name);
     struct send_arg a = { ev, 0, 0, 0 };
@@ -243,6 +261,9 @@ static int broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
     ep->blocked[0] = '\0';
     if (!has_receivers(ep, ev, cfg))
         return cfg->allow_no_subscribers ? 0 : LAHJA_ENOSUBSCRIBERS;
+    rc = check_peer_limits(ep, ev, cfg);
+    if (rc != 0)
+        return rc;
     struct over o = { ep->opts.hard_limit, NULL };
     if (foreach_target(ep, ev, cfg, find_over, &o) != 0) {
         memcpy(ep->blocked, o.who->peer->s, o.who->peer->len + 1);
@@ -288,9 +309,13 @@ static int broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadc
         return -EPERM;
     if (!has_receivers(ep, ev, cfg))
         return cfg->allow_no_subscribers ? 0 : LAHJA_ENOSUBSCRIBERS;
-    rc = wait_below_high_water(ep, ev, cfg, deadline);
+    rc = check_peer_limits(ep, ev, cfg);
+    if (rc == 0)
+        rc = wait_below_high_water(ep, ev, cfg, deadline);
     if (rc == 0)
         rc = validate(ep, ev, cfg); /* it may have been broadcast meanwhile */
+    if (rc == 0)
+        rc = check_peer_limits(ep, ev, cfg); /* the receivers may have changed */
     if (rc != 0)
         return rc;
     return deliver(ep, ev, cfg, request_id);

@@ -296,17 +296,22 @@ static void write_batch(struct conn *c)
     }
 }
 
+void lahja_ep_send_subs(lahja_endpoint_t *ep)
+{
+    if (!ep->subs_dirty)
+        return;
+    ep->subs_dirty = 0;
+    lahja_link_t *l, *tmp;
+    lahja_list_foreach_safe(l, tmp, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->state == CONN_READY)
+            lahja_conn_send_subs(c);
+    }
+}
+
 void lahja_ep_flush(lahja_endpoint_t *ep)
 {
-    if (ep->subs_dirty) {
-        ep->subs_dirty = 0;
-        lahja_link_t *l;
-        lahja_list_foreach(l, &ep->conns) {
-            struct conn *c = lahja_container_of(l, struct conn, link);
-            if (c->state == CONN_READY)
-                lahja_conn_send_subs(c);
-        }
-    }
+    lahja_ep_send_subs(ep);
     lahja_link_t *l;
     while ((l = lahja_list_pop_front(&ep->dirty)) != NULL) {
         struct conn *c = lahja_container_of(l, struct conn, dirty_link);

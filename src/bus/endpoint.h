@@ -225,6 +225,8 @@ void lahja_conn_send_subs(struct conn *c);
 void lahja_ep_flush(lahja_endpoint_t *ep);
 /* Our subscription set changed: every peer gets a SUBS this loop turn. */
 void lahja_ep_subs_dirty(lahja_endpoint_t *ep);
+/* Queues the pending SUBS for every peer now, ahead of what follows. */
+void lahja_ep_send_subs(lahja_endpoint_t *ep);
 
 /* consume.c */
 void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev);
