@@ -155,7 +155,9 @@ typedef struct lahja_endpoint_options {
 /*
  * Creates a stopped endpoint named `name` on the calling thread's
  * runtime (lahja_rt_new or lahja_run).  `opts` may be NULL; it is copied
- * (allowed_uids too).  Errors: -EINVAL (bad name), -EPERM (no runtime on
+ * (allowed_uids too).  If the process left SIGPIPE at its default action
+ * (terminate), it is set to ignored: a peer that goes away must not kill
+ * the process; a handler the application installed is kept.  Errors: -EINVAL (bad name), -EPERM (no runtime on
  * this thread), -ENOMEM.
  */
 int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,

@@ -2,6 +2,7 @@
  * Endpoints: creation, start (listening, B1-B3), stop (B23), logging.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,22 @@ static void fill_defaults(lahja_endpoint_options_t *o)
         o->linger_ms = 1000;
 }
 
+/*
+ * Writing to a socket whose peer has gone raises SIGPIPE, which kills the
+ * process by default; libuv writes with writev, which has no
+ * MSG_NOSIGNAL.  A process that left SIGPIPE at its default gets it
+ * ignored (the write then fails with EPIPE, and the peer is dropped);
+ * one that chose a handler keeps it.
+ */
+static void ignore_sigpipe(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
 int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
                        lahja_endpoint_t **out)
 {
@@ -79,6 +96,7 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
         return -ENOMEM;
     }
     ep->rt = lahja_rt_current();
+    ignore_sigpipe();
     lahja_list_init(&ep->conns);
     lahja_list_init(&ep->dirty);
     lahja_list_init(&ep->pending);
