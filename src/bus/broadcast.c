@@ -45,7 +45,7 @@ int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size
         lahja_list_foreach_safe(l, tmp, &ep->conns) {
             struct conn *c = lahja_container_of(l, struct conn, link);
             if (c->op == &op)
-                lahja_conn_close(c, lahja_strerror(op.error));
+                lahja_conn_close(c, op.error, lahja_strerror(op.error));
         }
     }
     return op.error;

@@ -85,6 +85,16 @@ static void on_conn_closed(uv_handle_t *h)
         lahja_complete(&ep->closed, 0);
 }
 
+/* A loop torn down under a running endpoint (lahja_run returning while
+ * it was never stopped) may have closed our handles already: then they
+ * are not closed twice, and the connection's memory is left to go with
+ * the process. */
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, on_conn_closed);
+}
+
 /* Ends a connection, whatever its state: it leaves every table at once,
  * its waiters are woken, and its memory goes when libuv has closed its
  * handles. */
@@ -118,13 +128,13 @@ static void conn_fail(struct conn *c, int err, const char *why)
         lahja_pending_peer_gone(ep, c);
         lahja_ep_changed(ep, 1);
     }
-    uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
-    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+    close_handle((uv_handle_t *)&c->pipe);
+    close_handle((uv_handle_t *)&c->timer);
 }
 
-void lahja_conn_close(struct conn *c, const char *why)
+void lahja_conn_close(struct conn *c, int err, const char *why)
 {
-    conn_fail(c, LAHJA_EREMOTEDISCONNECTED, why);
+    conn_fail(c, err, why);
 }
 
 struct conn *lahja_conn_find(const lahja_endpoint_t *ep, const char *name)

@@ -320,10 +320,13 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep)
     linger(ep);
     ep->flusher_closed = 1;
     uv_close((uv_handle_t *)&ep->flusher, on_ep_handle_closed);
+    /* The waits end for the stop (LAHJA_ELIFECYCLE) before the closing
+     * connections could end them for a disconnect. */
+    lahja_consumers_stop(ep);
     lahja_link_t *l, *tmp;
     lahja_list_foreach_safe(l, tmp, &ep->conns)
-        lahja_conn_close(lahja_container_of(l, struct conn, link), "endpoint stopping");
-    lahja_consumers_stop(ep);
+        lahja_conn_close(lahja_container_of(l, struct conn, link), LAHJA_ELIFECYCLE,
+                         "endpoint stopping");
     lahja_cond_broadcast(&ep->conn_changed);
     lahja_cond_broadcast(&ep->subs_changed);
     /* Not cancellable: the handles close within a loop turn. */

@@ -218,7 +218,8 @@ int lahja_ep_check(const lahja_endpoint_t *ep);
 int lahja_conn_accept(lahja_endpoint_t *ep);
 struct conn *lahja_conn_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
                                 struct connect_op *op);
-void lahja_conn_close(struct conn *c, const char *why);
+/* Ends a connection; a lahja_connect waiting on it fails with `err`. */
+void lahja_conn_close(struct conn *c, int err, const char *why);
 struct conn *lahja_conn_find(const lahja_endpoint_t *ep, const char *name);
 int lahja_conn_enqueue_event(struct conn *c, lahja_event_t *ev, uint8_t flags, uint64_t id);
 void lahja_conn_send_subs(struct conn *c);
