@@ -209,7 +209,9 @@ int lahja_endpoint_is_serving(const lahja_endpoint_t *ep);
 
 /*
  * Connects to each of the n endpoints and waits, until `deadline`, for
- * every socket to exist and every handshake to complete (B4).  Connecting
+ * every socket to exist and every handshake to complete (B4), the peer's
+ * subscriptions included: a broadcast right after reaches its
+ * subscribers.  Connecting
  * to itself, to the same name twice in one call, or to an endpoint
  * already connected is LAHJA_ECONNREJECTED (nothing is done).  A peer
  * that refuses us, or that turns out to carry another name than

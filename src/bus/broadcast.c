@@ -177,7 +177,11 @@ static void maybe_compress(lahja_endpoint_t *ep, lahja_event_t *ev)
     if (ev->lz4_len == 0) {
         free(ev->lz4);
         ev->lz4 = NULL;
+        return;
     }
+    uint8_t *fit = realloc(ev->lz4, ev->lz4_len); /* keep what it takes */
+    if (fit != NULL)
+        ev->lz4 = fit;
 }
 
 struct send_arg {

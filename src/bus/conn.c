@@ -105,8 +105,9 @@ static void conn_fail(struct conn *c, int err, const char *why)
     lahja_endpoint_t *ep = c->ep;
     int was_ready = c->state == CONN_READY;
     c->state = CONN_CLOSING;
+    int routine = was_ready && (err == LAHJA_EREMOTEDISCONNECTED || err == LAHJA_ELIFECYCLE);
     if (c->peer != NULL || c->target[0] != '\0')
-        lahja_bus_log(ep, was_ready ? LAHJA_LOG_INFO : LAHJA_LOG_WARNING,
+        lahja_bus_log(ep, routine ? LAHJA_LOG_INFO : LAHJA_LOG_WARNING,
                       "connection %s %s: %s", c->outbound ? "to" : "from",
                       c->peer != NULL ? c->peer->s : c->target, why);
     else
@@ -196,8 +197,13 @@ static void mark_dirty(struct conn *c)
 
 static void enqueue(struct conn *c, struct out_item *it)
 {
+    /* What the item keeps alive: a compressed event still holds its
+     * uncompressed payload, so that is what counts against the limits. */
+    it->cost = it->head_len + it->payload_len;
+    if (it->ev != NULL && it->ev->len > it->payload_len)
+        it->cost = it->head_len + it->ev->len;
     lahja_list_push_back(&c->outq, &it->link);
-    c->queued += it->head_len + it->payload_len;
+    c->queued += it->cost;
     mark_dirty(c);
 }
 
@@ -269,7 +275,7 @@ static void on_write(uv_write_t *req, int status)
     lahja_link_t *l;
     while ((l = lahja_list_pop_front(&c->inflight)) != NULL) {
         struct out_item *it = lahja_container_of(l, struct out_item, link);
-        c->queued -= it->head_len + it->payload_len;
+        c->queued -= it->cost;
         item_release(ep, it);
     }
     if (status < 0) {
@@ -385,6 +391,17 @@ static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
     }
     lahja_strmap_free(&c->subs);
     c->subs = fresh;
+    if (!c->got_subs) {
+        /* The peer sends its subscriptions right after its HELLO: a
+         * connect returns once they are known, so that a broadcast
+         * right after it reaches the peer's subscribers. */
+        c->got_subs = 1;
+        if (c->op != NULL) {
+            c->op->pending--;
+            lahja_cond_broadcast(&c->op->done);
+            c->op = NULL;
+        }
+    }
     uint8_t ack[12];
     size_t n = lahja_wire_ack_encode(ack, it->seq);
     int rc = enqueue_frame(c, ack, n);
@@ -405,8 +422,9 @@ static int send_hello(struct conn *c)
 }
 
 /*
- * A second connection to a peer already connected.  If both endpoints
- * connected to each other at the same moment, each side sees the other's
+ * A second connection to a peer already connected.  If it comes from the
+ * same process and both endpoints connected to each other at the same
+ * moment, each side sees the other's
  * connection as the duplicate: both keep the one initiated by the name
  * that sorts first, so that the same connection survives on both sides
  * (and a lahja_connect waiting on the other one succeeds).  A duplicate
@@ -414,6 +432,8 @@ static int send_hello(struct conn *c)
  */
 static int resolve_duplicate(struct conn *c, struct conn *o, const char *peer)
 {
+    if (c->peer_pid != o->peer_pid)
+        return LAHJA_ECONNREJECTED; /* another process using a connected name */
     const char *self = c->ep->name->s;
     const char *c_from = c->outbound ? self : peer;
     const char *o_from = o->outbound ? self : peer;
@@ -457,11 +477,6 @@ static int on_hello(struct conn *c, const lahja_wire_hello_t *h)
     c->state = CONN_READY;
     uv_timer_stop(&c->timer);
     lahja_conn_send_subs(c);
-    if (c->op != NULL) {
-        c->op->pending--;
-        lahja_cond_broadcast(&c->op->done);
-        c->op = NULL;
-    }
     lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connected %s %s", c->outbound ? "to" : "from", h->name);
     lahja_ep_changed(ep, 1);
     return 0;
@@ -572,8 +587,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     (void)buf;
     struct conn *c = s->data;
     if (nread < 0) {
-        conn_fail(c, LAHJA_EREMOTEDISCONNECTED,
-                  nread == UV_EOF ? "closed by peer" : uv_strerror((int)nread));
+        const char *why = nread != UV_EOF ? uv_strerror((int)nread)
+                          : c->rlen > 0   ? "closed by peer in the middle of a frame"
+                                          : "closed by peer";
+        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, why);
         return;
     }
     c->rlen += (size_t)nread;
@@ -620,6 +637,7 @@ static int peer_allowed(struct conn *c)
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
         return 0;
+    c->peer_pid = cred.pid;
     if (cred.uid == geteuid())
         return 1;
     for (size_t i = 0; i < c->ep->opts.n_allowed_uids; i++)

@@ -67,6 +67,7 @@ enum conn_state {
 struct out_item {
     lahja_link_t link;
     size_t head_len;
+    size_t cost;             /* memory it holds, for the queue limits */
     lahja_event_t *ev;       /* holds the payload alive, or NULL */
     const uint8_t *payload;  /* second iovec, or NULL */
     size_t payload_len;
@@ -95,6 +96,8 @@ struct conn {
     uint8_t peer_lz4;            /* the peer reads LZ4 payloads */
     uint32_t peer_max;           /* largest frame body the peer accepts */
     uint32_t subs_acked;         /* the peer's last SUBS_ACK */
+    uint8_t got_subs;            /* the peer's first SUBS arrived */
+    pid_t peer_pid;              /* from SO_PEERCRED */
     lahja_name_t *peer;          /* after the peer's HELLO */
     char target[LAHJA_NAME_MAX + 1]; /* outbound: the name we expect */
     char path[LAHJA_PATH_MAX + 1];   /* outbound: where */
@@ -106,7 +109,8 @@ struct conn {
     size_t need;                 /* bytes the frame being read needs */
     lahja_link_t outq;           /* out_items not yet handed to libuv */
     lahja_link_t inflight;       /* out_items of the write under way */
-    size_t queued;               /* bytes in outq and inflight */
+    size_t queued;               /* memory held by outq and inflight: an
+                                    event counts its uncompressed size */
     lahja_link_t dirty_link;
     lahja_cond_t drained;        /* broadcasters waiting under high water */
     lahja_strmap_t subs;         /* types the peer subscribes to */
