@@ -15,11 +15,9 @@ int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size
 {
     if (ep == NULL || (configs == NULL && n > 0))
         return -EINVAL;
-    int rc = lahja_ep_check(ep);
+    int rc = lahja_ep_check_task(ep);
     if (rc != 0)
         return rc;
-    if (lahja_task_current() == NULL)
-        return -EPERM;
     for (size_t i = 0; i < n; i++) {
         if (strcmp(configs[i].name, ep->name->s) == 0 || lahja_conn_find(ep, configs[i].name))
             return LAHJA_ECONNREJECTED; /* itself, or already connected */

@@ -315,11 +315,9 @@ int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline
 {
     if (ep == NULL || type == NULL || ev == NULL)
         return -EINVAL;
-    int rc = lahja_ep_check(ep);
+    int rc = lahja_ep_check_task(ep);
     if (rc != 0)
         return rc;
-    if (lahja_task_current() == NULL)
-        return -EPERM;
     struct waiter w = { .got = NULL };
     lahja_cond_init(&w.ready);
     rc = consumer_add(ep, &w.c, type, CONSUMER_WAITER);
@@ -533,7 +531,7 @@ static int wait_until(lahja_endpoint_t *ep, lahja_cond_t *cond, pred_fn pred, co
 {
     if (ep == NULL)
         return -EINVAL;
-    int rc = lahja_ep_check(ep);
+    int rc = lahja_ep_check_task(ep);
     if (rc != 0)
         return rc;
     for (;;) {

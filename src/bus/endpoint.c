@@ -36,6 +36,14 @@ int lahja_ep_check(const lahja_endpoint_t *ep)
     return ep->started && !ep->stopped ? 0 : LAHJA_ELIFECYCLE;
 }
 
+int lahja_ep_check_task(const lahja_endpoint_t *ep)
+{
+    int rc = lahja_ep_check(ep);
+    if (rc == 0 && lahja_task_current() == NULL)
+        rc = -EPERM;
+    return rc;
+}
+
 static void fill_defaults(lahja_endpoint_options_t *o)
 {
     if (o->max_payload == 0 || o->max_payload > UINT32_MAX - 64)

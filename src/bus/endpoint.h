@@ -217,6 +217,8 @@ void lahja_bus_log(lahja_endpoint_t *ep, lahja_log_level_t level, const char *fm
 
 /* LAHJA_EWRONGTHREAD, LAHJA_ELIFECYCLE (not running), or 0. */
 int lahja_ep_check(const lahja_endpoint_t *ep);
+/* The same, and -EPERM outside a task: for the suspending calls. */
+int lahja_ep_check_task(const lahja_endpoint_t *ep);
 
 /* conn.c */
 int lahja_conn_accept(lahja_endpoint_t *ep);
