@@ -414,11 +414,16 @@ static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
 static int send_hello(struct conn *c)
 {
     lahja_endpoint_t *ep = c->ep;
-    uint8_t hello[LAHJA_WIRE_HELLO_MAX];
+    struct out_item *it = item_get(ep);
+    if (it == NULL)
+        return -ENOMEM;
     uint32_t features = ep->opts.compress_threshold != SIZE_MAX ? LAHJA_WIRE_FEAT_LZ4 : 0;
-    size_t n = lahja_wire_hello_encode(hello, ep->name->s, ep->name->len, features,
-                                       c->rx.max_frame);
-    return enqueue_frame(c, hello, n);
+    it->head_len = lahja_wire_hello_encode(it->head, ep->name->s, ep->name->len, features,
+                                           c->rx.max_frame);
+    it->payload = NULL;
+    it->payload_len = 0;
+    enqueue(c, it);
+    return 0;
 }
 
 /*

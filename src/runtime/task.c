@@ -194,7 +194,9 @@ int lahja_task_join(lahja_task_t *t, lahja_time_t deadline, int *result)
         return -EPERM;
     if (t == self)
         return -EDEADLK;
-    int rc = lahja_checkpoint(); /* a checkpoint even when t is done */
+    int rc = 0;
+    if (t->state == LAHJA_TASK_DONE)
+        rc = lahja_checkpoint(); /* a checkpoint even when t is done */
     if (rc != 0)
         return rc;
     while (t->state != LAHJA_TASK_DONE) {

@@ -63,7 +63,8 @@ static void puppet_sub(lahja_endpoint_t *ep, struct puppet *p, const char *type)
     for (size_t i = 0; i < PUPPET_MAX; i++) {
         if (p->subs[i] == NULL) {
             CHILD_RC(lahja_subscribe(ep, type, on_ignore, NULL, &p->subs[i]), 0);
-            snprintf(p->types[i], sizeof p->types[i], "%s", type);
+            /* Types here are short test names; cut at the slot's size. */
+            snprintf(p->types[i], sizeof p->types[i], "%.*s", (int)sizeof p->types[i] - 1, type);
             return;
         }
     }

@@ -210,7 +210,7 @@ static int main_round_trip(void *arg)
     uint64_t last_id = 0;
     const char *payloads[] = { "one", "two", "three" };
     for (size_t i = 0; i < 3; i++) {
-        uint64_t id;
+        uint64_t id = 0;
         lahja_event_t *resp;
         char want[16];
         assert_int_equal(ask(ep, "Question", payloads[i], NULL, lahja_deadline_in(GUARD_MS), &id,
@@ -267,7 +267,7 @@ static int main_wrong_type(void *arg)
     assert_null(resp);
     assert_true(lahja_list_empty(&ep->pending));
     /* Nothing broken: the next request gets its answer. */
-    uint64_t id;
+    uint64_t id = 0;
     assert_int_equal(ask(ep, "Question", "y", NULL, lahja_deadline_in(GUARD_MS), &id, &resp), 0);
     expect_answer(resp, "b", id, "re:y");
     lahja_event_unref(resp);
@@ -326,7 +326,7 @@ static int main_give_up(void *arg)
     assert_true(lahja_is_connected_to(ep, "b"));
 
     /* The late answers were dropped, not kept for the next request. */
-    uint64_t id;
+    uint64_t id = 0;
     assert_int_equal(ask(ep, "Question", "3", NULL, lahja_deadline_in(GUARD_MS), &id, &resp), 0);
     expect_answer(resp, "b", id, "re:3");
     assert_true(id != timed_out_id && id != t.id);
@@ -358,7 +358,7 @@ static int main_two_peers(void *arg)
     assert_int_equal(wait_peer_state(ep, "c", RESPONDER_TYPES, NULL), 0);
 
     /* Both get it; b answers at once, c keeps it. */
-    uint64_t id;
+    uint64_t id = 0;
     lahja_event_t *resp;
     assert_int_equal(ask(ep, "Question", "x", NULL, lahja_deadline_in(GUARD_MS), &id, &resp), 0);
     expect_answer(resp, "b", id, "re:x");
@@ -374,7 +374,7 @@ static int main_two_peers(void *arg)
     lahja_event_unref(resp);
 
     lahja_broadcast_config_t to_b = { .filter_endpoint = "b" };
-    uint64_t id2;
+    uint64_t id2 = 0;
     assert_int_equal(ask(ep, "Question", "y", &to_b, lahja_deadline_in(GUARD_MS), &id2, &resp), 0);
     expect_answer(resp, "b", id2, "re:y");
     lahja_event_unref(resp);
@@ -421,7 +421,7 @@ static int main_local_two(void *arg)
     assert_int_equal(lahja_subscribe(ep, "Q", on_local_answer, &first, &s1), 0);
     assert_int_equal(lahja_subscribe(ep, "Q", on_local_answer, &second, &s2), 0);
     /* Both answer while the request is still pending: the first wins. */
-    uint64_t id;
+    uint64_t id = 0;
     lahja_event_t *resp;
     assert_int_equal(ask(ep, "Q", "?", NULL, lahja_deadline_in(GUARD_MS), &id, &resp), 0);
     expect_answer(resp, "a", id, "first");
