@@ -137,8 +137,8 @@ static int requester(void *arg)
     rc = lahja_endpoint_start(ep, NULL); /* connects out only */
     if (rc == 0)
         rc = lahja_connect(ep, &e1, 1, lahja_deadline_in(CONNECT_MS));
-    /* Connected is not yet subscribed: e1's subscriptions follow the
-     * handshake, and a request nobody subscribes to fails at once. */
+    /* A request nobody subscribes to fails at once: make sure e1 has
+     * subscribed (it may start after us and subscribe late). */
     if (rc == 0)
         rc = lahja_wait_until_any_endpoint_subscribed_to(ep, REQUEST,
                                                          lahja_deadline_in(CONNECT_MS));
