@@ -31,7 +31,7 @@ int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size
         if (lahja_conn_connect(ep, &configs[i], &op) == NULL)
             op.error = -ENOMEM;
     while (op.pending > 0 && op.error == 0) {
-        rc = lahja_cond_wait(&op.done, deadline);
+        rc = lahja_ep_wait(ep, &op.done, deadline);
         if (rc != 0) {
             op.error = rc;
             break;
@@ -290,7 +290,7 @@ static int wait_below_high_water(lahja_endpoint_t *ep, lahja_event_t *ev,
         struct over o = { ep->opts.high_water, NULL };
         if (foreach_target(ep, ev, cfg, find_over, &o) == 0)
             return 0;
-        int rc = lahja_cond_wait(&o.who->drained, deadline);
+        int rc = lahja_ep_wait(ep, &o.who->drained, deadline);
         if (rc != 0)
             return rc;
         rc = lahja_ep_check(ep);
@@ -367,7 +367,7 @@ int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcas
     lahja_list_push_back(&ep->pending, &p.link);
     rc = broadcast(ep, req, cfg, deadline, p.id);
     while (rc == 0 && p.response == NULL && p.error == 0)
-        rc = lahja_cond_wait(&p.ready, deadline);
+        rc = lahja_ep_wait(ep, &p.ready, deadline);
     lahja_list_remove(&p.link);
     free(p.targets);
     if (p.response != NULL) {

@@ -280,7 +280,7 @@ int lahja_stream_next(lahja_stream_t *st, lahja_time_t deadline, lahja_event_t *
             return LAHJA_ELIFECYCLE;
         if (!st->c.active)
             return -EPIPE;
-        int rc = lahja_cond_wait(&st->ready, deadline);
+        int rc = lahja_ep_wait(st->ep, &st->ready, deadline);
         if (rc != 0)
             return rc;
     }
@@ -324,7 +324,7 @@ int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline
     if (rc != 0)
         return rc;
     while (w.got == NULL && !ep->stopped) {
-        rc = lahja_cond_wait(&w.ready, deadline);
+        rc = lahja_ep_wait(ep, &w.ready, deadline);
         if (rc != 0)
             break;
     }
@@ -537,7 +537,7 @@ static int wait_until(lahja_endpoint_t *ep, lahja_cond_t *cond, pred_fn pred, co
     for (;;) {
         if (pred != NULL && pred(ep, a, b, flag))
             return lahja_checkpoint();
-        rc = lahja_cond_wait(cond, deadline);
+        rc = lahja_ep_wait(ep, cond, deadline);
         if (rc != 0)
             return rc;
         if (ep->stopped)

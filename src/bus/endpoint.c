@@ -36,6 +36,15 @@ int lahja_ep_check(const lahja_endpoint_t *ep)
     return ep->started && !ep->stopped ? 0 : LAHJA_ELIFECYCLE;
 }
 
+int lahja_ep_wait(lahja_endpoint_t *ep, lahja_cond_t *cond, lahja_time_t deadline)
+{
+    ep->busy++;
+    int rc = lahja_cond_wait(cond, deadline);
+    if (--ep->busy == 0 && ep->stopped)
+        lahja_cond_broadcast(&ep->idle);
+    return rc;
+}
+
 int lahja_ep_check_task(const lahja_endpoint_t *ep)
 {
     int rc = lahja_ep_check(ep);
@@ -110,6 +119,7 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
     lahja_list_init(&ep->pending);
     lahja_list_init(&ep->owned);
     lahja_strmap_init(&ep->types);
+    lahja_cond_init(&ep->idle);
     lahja_cond_init(&ep->conn_changed);
     lahja_cond_init(&ep->subs_changed);
     *out = ep;
@@ -337,11 +347,14 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep)
                          "endpoint stopping");
     lahja_cond_broadcast(&ep->conn_changed);
     lahja_cond_broadcast(&ep->subs_changed);
-    /* Not cancellable: the handles close within a loop turn. */
+    /* Not cancellable: the handles close within a loop turn, and the
+     * tasks woken above leave at their next turn. */
     if (!ep->closed.done) {
         ep->closed.task = lahja_tls_task;
         lahja_wait(NULL, LAHJA_FOREVER, LAHJA_WAIT_NOCANCEL);
     }
+    while (ep->busy > 0)
+        lahja_wait(&ep->idle.waiters, LAHJA_FOREVER, LAHJA_WAIT_NOCANCEL);
     return 0;
 }
 

@@ -201,6 +201,8 @@ struct lahja_endpoint {
     lahja_link_t pending;
     lahja_link_t owned;          /* subscriptions and streams not freed */
     uint64_t next_id;
+    int busy;                    /* tasks inside lahja_ep_wait */
+    lahja_cond_t idle;           /* busy fell to 0 after stop */
     lahja_cond_t conn_changed;
     lahja_cond_t subs_changed;   /* also on connection changes */
     struct out_item *free_items; /* recycled, chained through link.next */
@@ -219,6 +221,13 @@ void lahja_bus_log(lahja_endpoint_t *ep, lahja_log_level_t level, const char *fm
 int lahja_ep_check(const lahja_endpoint_t *ep);
 /* The same, and -EPERM outside a task: for the suspending calls. */
 int lahja_ep_check_task(const lahja_endpoint_t *ep);
+
+/*
+ * Every wait of the bus's suspending calls: lahja_cond_wait, counted, so
+ * that stop returns only once every task it woke has left the endpoint's
+ * calls, and freeing the endpoint right after stop is safe.
+ */
+int lahja_ep_wait(lahja_endpoint_t *ep, lahja_cond_t *cond, lahja_time_t deadline);
 
 /* conn.c */
 int lahja_conn_accept(lahja_endpoint_t *ep);
