@@ -28,32 +28,8 @@
 /* Sentinel for results not yet recorded. */
 #define PENDING 12345
 
-/* Counts tasks arriving at a point; the event fires when `want` have. */
-struct gate {
-    lahja_latch_t all_in;
-    int in;
-    int want;
-};
-
-static inline void gate_init(struct gate *g, int want)
-{
-    lahja_latch_init(&g->all_in);
-    g->in = 0;
-    g->want = want;
-}
-
-/* Called by a task just before it blocks: the waiter runs only once the
- * caller has suspended, since tasks never run at the same time. */
-static inline void gate_arrive(struct gate *g)
-{
-    if (++g->in == g->want)
-        assert_int_equal(lahja_latch_set(&g->all_in), 0);
-}
-
-static inline void gate_wait(struct gate *g)
-{
-    assert_int_equal(lahja_latch_wait(&g->all_in, lahja_deadline_in(GUARD_MS)), 0);
-}
+#define GATE_GUARD_MS GUARD_MS
+#include "support/gate.h"
 
 /* Time `t` is at or after deadline `d`: timers never fire early, but on
  * a loaded machine they may fire late, so only the lower bound is checked. */

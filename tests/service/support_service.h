@@ -37,30 +37,8 @@ static inline void wait_event(lahja_latch_t *e)
     assert_int_equal(lahja_latch_wait(e, lahja_deadline_in(GUARD_MS)), 0);
 }
 
-/* Counts tasks arriving at a point; the event fires when `want` have. */
-struct gate {
-    lahja_latch_t all_in;
-    int in;
-    int want;
-};
-
-static inline void gate_init(struct gate *g, int want)
-{
-    lahja_latch_init(&g->all_in);
-    g->in = 0;
-    g->want = want;
-}
-
-static inline void gate_arrive(struct gate *g)
-{
-    if (++g->in == g->want)
-        lahja_latch_set(&g->all_in);
-}
-
-static inline void gate_wait(struct gate *g)
-{
-    wait_event(&g->all_in);
-}
+#define GATE_GUARD_MS GUARD_MS
+#include "support/gate.h"
 
 /* A task that blocks until cancelled; returns the cancellation code. */
 static inline int task_forever(void *arg)
