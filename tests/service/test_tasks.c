@@ -575,16 +575,6 @@ MAIN_TEST(child_reported_cancelled)
 
 /* A daemon child service that finishes because its parent is cancelled
  * is no DaemonTaskExit. */
-static int run_daemon_child_blocks(lahja_manager_t *m, void *user)
-{
-    struct parent *p = user;
-    p->run_rc = lahja_manager_run_daemon_child_service(m, p->child, "kid", &p->cm);
-    if (p->run_rc != 0)
-        return p->run_rc;
-    p->wait_rc = lahja_sleep_until(LAHJA_FOREVER);
-    return p->wait_rc;
-}
-
 static int main_daemon_child_service_cancelled(void *arg)
 {
     (void)arg;
@@ -593,7 +583,7 @@ static int main_daemon_child_service_cancelled(void *arg)
     lahja_service_t child, svc;
     lahja_service_init(&child, "Child", child_run_blocks, &cc);
     struct parent p = { .child = &child, .run_rc = PENDING, .wait_rc = PENDING };
-    lahja_service_init(&svc, "Parent", run_daemon_child_blocks, &p);
+    lahja_service_init(&svc, "Parent", run_daemon_child, &p);
     assert_int_equal(lahja_manager_new(&svc, &p.m), 0);
     struct runner r;
     runner_start(&r, p.m);
