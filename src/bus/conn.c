@@ -2,11 +2,15 @@
  * Connections: handshake, reading and dispatching frames, and the write
  * queue.  All of it runs in libuv callbacks.
  *
- * Writing: frames queued during a loop turn wait in the connection's
- * outq; a prepare handle (before the loop polls again) hands each dirty
- * connection's queue to libuv as one uv_write, an iovec per frame part:
- * one writev for everything a turn produced, and an event's payload is
- * never copied (it is the second iovec of each peer's frame).
+ * Writing: small frames are copied one after another into 64 KiB
+ * chunks, so that thousands of events leave in one writev of a few
+ * iovecs; a large event's payload is not copied (its own iovec, shared by
+ * every peer it goes to).  Output is written when a connection has
+ * FLUSH_BYTES waiting, at once from the broadcasting call, so the reader
+ * works while the writer goes on, and at the latest before the loop polls
+ * again (a prepare handle).  A write tries the socket directly
+ * (uv_try_write); what the socket does not take goes to libuv as a
+ * uv_write, and the connection's later output waits for it.
  */
 #define _GNU_SOURCE /* struct ucred */
 #include <errno.h>
@@ -18,7 +22,11 @@
 
 #include "endpoint.h"
 
-#define WRITE_BATCH 256          /* items per uv_write */
+#define WRITE_IOV 256            /* iovecs per write */
+#define CHUNK_SIZE (64 * 1024)   /* a chunk of small frames */
+#define COPY_MAX 2048            /* payloads up to this go into chunks */
+#define FLUSH_BYTES (64 * 1024)  /* output written without waiting */
+#define FREE_CHUNKS 8            /* chunks an endpoint keeps for reuse */
 #define READ_CHUNK (64 * 1024)
 #define RETRY_MIN_MS 2
 #define RETRY_MAX_MS 100
@@ -53,9 +61,16 @@ static struct conn *conn_new(lahja_endpoint_t *ep)
 static void item_release(lahja_endpoint_t *ep, struct out_item *it)
 {
     lahja_event_unref(it->ev);
-    free(it->heap);
     it->ev = NULL;
+    if (it->cap == CHUNK_SIZE && ep->nfree_chunks < FREE_CHUNKS) {
+        it->link.next = (lahja_link_t *)(void *)ep->free_chunks;
+        ep->free_chunks = it;
+        ep->nfree_chunks++;
+        return;
+    }
+    free(it->heap);
     it->heap = NULL;
+    it->cap = 0;
     it->link.next = (lahja_link_t *)(void *)ep->free_items;
     ep->free_items = it;
 }
@@ -163,7 +178,35 @@ static struct out_item *item_get(lahja_endpoint_t *ep)
     if (it != NULL) {
         it->ev = NULL;
         it->heap = NULL;
+        it->cap = 0;
     }
+    return it;
+}
+
+/* An empty chunk of at least `need` bytes. */
+static struct out_item *chunk_get(lahja_endpoint_t *ep, size_t need)
+{
+    struct out_item *it;
+    if (need <= CHUNK_SIZE && ep->free_chunks != NULL) {
+        it = ep->free_chunks;
+        ep->free_chunks = (struct out_item *)(void *)it->link.next;
+        ep->nfree_chunks--;
+    } else {
+        it = item_get(ep);
+        if (it == NULL)
+            return NULL;
+        size_t cap = need > CHUNK_SIZE ? need : CHUNK_SIZE;
+        it->heap = malloc(cap);
+        if (it->heap == NULL) {
+            item_release(ep, it);
+            return NULL;
+        }
+        it->cap = cap;
+    }
+    it->head_len = 0;
+    it->payload = it->heap;
+    it->payload_len = 0;
+    it->cost = 0;
     return it;
 }
 
@@ -195,6 +238,18 @@ static void mark_dirty(struct conn *c)
     flush_soon(c->ep);
 }
 
+static void conn_write(struct conn *c);
+
+/* Accounts for output just queued; writes it if enough is waiting. */
+static void queued_more(struct conn *c, size_t bytes)
+{
+    c->queued += bytes;
+    c->unflushed += bytes;
+    mark_dirty(c);
+    if (c->unflushed >= FLUSH_BYTES)
+        conn_write(c);
+}
+
 static void enqueue(struct conn *c, struct out_item *it)
 {
     /* What the item keeps alive: a compressed event still holds its
@@ -203,52 +258,54 @@ static void enqueue(struct conn *c, struct out_item *it)
     if (it->ev != NULL && it->ev->len > it->payload_len)
         it->cost = it->head_len + it->ev->len;
     lahja_list_push_back(&c->outq, &it->link);
-    c->queued += it->cost;
-    mark_dirty(c);
+    queued_more(c, it->cost);
+}
+
+/* Copies a[0..alen) and b[0..blen) into the connection's last chunk, or
+ * a new one. */
+static int append(struct conn *c, const void *a, size_t alen, const void *b, size_t blen)
+{
+    size_t need = alen + blen;
+    struct out_item *it = NULL;
+    if (!lahja_list_empty(&c->outq)) {
+        it = lahja_container_of(c->outq.prev, struct out_item, link);
+        if (it->cap == 0 || it->cap - it->payload_len < need)
+            it = NULL;
+    }
+    if (it == NULL) {
+        it = chunk_get(c->ep, need);
+        if (it == NULL)
+            return -ENOMEM;
+        lahja_list_push_back(&c->outq, &it->link);
+    }
+    memcpy(it->heap + it->payload_len, a, alen);
+    if (blen > 0)
+        memcpy(it->heap + it->payload_len + alen, b, blen);
+    it->payload_len += need;
+    it->cost += need;
+    queued_more(c, need);
+    return 0;
 }
 
 /* Queues a control frame (copied). */
 static int enqueue_frame(struct conn *c, const uint8_t *frame, size_t len)
 {
-    struct out_item *it = item_get(c->ep);
-    if (it == NULL)
-        return -ENOMEM;
-    it->payload = NULL;
-    it->payload_len = 0;
-    if (len <= sizeof it->head) {
-        memcpy(it->head, frame, len);
-        it->head_len = len;
-    } else {
-        it->heap = malloc(len);
-        if (it->heap == NULL) {
-            item_release(c->ep, it);
-            return -ENOMEM;
-        }
-        memcpy(it->heap, frame, len);
-        it->head_len = 0;
-        it->payload = it->heap;
-        it->payload_len = len;
-    }
-    enqueue(c, it);
-    return 0;
+    return append(c, frame, len, NULL, 0);
 }
 
 int lahja_conn_enqueue_event(struct conn *c, lahja_event_t *ev, uint8_t flags, uint64_t id)
 {
+    if (c->state != CONN_READY)
+        return 0; /* failed during this broadcast: it is going */
     uint32_t tid;
     int is_new;
     int rc = lahja_wire_tx_intern(&c->tx, ev->type, ev->type_len, &tid, &is_new);
     if (rc != 0)
         return rc;
-    struct out_item *it = item_get(c->ep);
-    if (it == NULL)
-        return -ENOMEM;
-    if (is_new) {
-        /* The TYPE frame goes in the same item, before the event's prefix. */
-        it->head_len = lahja_wire_type_encode(it->head, tid, ev->type, ev->type_len);
-    } else {
-        it->head_len = 0;
-    }
+    uint8_t head[sizeof ((struct out_item *)0)->head];
+    size_t head_len = 0;
+    if (is_new) /* the TYPE frame goes first, with the event */
+        head_len = lahja_wire_type_encode(head, tid, ev->type, ev->type_len);
     const uint8_t *payload = ev->payload;
     size_t plen = ev->len;
     if (c->peer_lz4 && ev->lz4_len > 0) {
@@ -256,8 +313,14 @@ int lahja_conn_enqueue_event(struct conn *c, lahja_event_t *ev, uint8_t flags, u
         payload = ev->lz4;
         plen = ev->lz4_len;
     }
-    it->head_len += lahja_wire_event_prefix(it->head + it->head_len, tid, flags, id,
-                                            (uint32_t)ev->len, plen);
+    head_len += lahja_wire_event_prefix(head + head_len, tid, flags, id, (uint32_t)ev->len, plen);
+    if (plen <= COPY_MAX)
+        return append(c, head, head_len, payload, plen);
+    struct out_item *it = item_get(c->ep);
+    if (it == NULL)
+        return -ENOMEM;
+    memcpy(it->head, head, head_len);
+    it->head_len = head_len;
     it->ev = lahja_event_ref(ev);
     it->payload = payload;
     it->payload_len = plen;
@@ -265,7 +328,56 @@ int lahja_conn_enqueue_event(struct conn *c, lahja_event_t *ev, uint8_t flags, u
     return 0;
 }
 
-static void write_batch(struct conn *c);
+/* Fills bufs with outq's unwritten bytes, from the first item on.
+ * Returns the iovec count; *items and *bytes tell what they cover. */
+static unsigned gather(struct conn *c, uv_buf_t *bufs, unsigned max, size_t *items,
+                       size_t *bytes)
+{
+    unsigned n = 0;
+    size_t off = c->head_off;
+    *items = 0;
+    *bytes = 0;
+    lahja_link_t *l;
+    for (l = c->outq.next; l != &c->outq && n + 2 <= max; l = l->next) {
+        struct out_item *it = lahja_container_of(l, struct out_item, link);
+        if (off < it->head_len) {
+            bufs[n++] = uv_buf_init((char *)it->head + off, (unsigned)(it->head_len - off));
+            *bytes += it->head_len - off;
+            off = 0;
+        } else {
+            off -= it->head_len;
+        }
+        if (off < it->payload_len) {
+            bufs[n++] = uv_buf_init((char *)it->payload + off, (unsigned)(it->payload_len - off));
+            *bytes += it->payload_len - off;
+        }
+        off = 0;
+        (*items)++;
+    }
+    return n;
+}
+
+/* `n` bytes of outq went to the socket: the items they finish go. */
+static void consumed(struct conn *c, size_t n)
+{
+    int released = 0;
+    while (n > 0) {
+        struct out_item *it = lahja_container_of(c->outq.next, struct out_item, link);
+        size_t left = it->head_len + it->payload_len - c->head_off;
+        if (n < left) {
+            c->head_off += n;
+            break;
+        }
+        n -= left;
+        c->head_off = 0;
+        lahja_list_remove(&it->link);
+        c->queued -= it->cost;
+        item_release(c->ep, it);
+        released = 1;
+    }
+    if (released)
+        lahja_cond_broadcast(&c->drained);
+}
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -284,31 +396,56 @@ static void on_write(uv_write_t *req, int status)
     }
     lahja_cond_broadcast(&c->drained);
     if (c->state != CONN_CLOSING && !lahja_list_empty(&c->outq))
-        write_batch(c);
+        conn_write(c);
+    if (c->write_error != 0)
+        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(c->write_error));
 }
 
-static void write_batch(struct conn *c)
+/* What the socket did not take goes to libuv, which writes it when the
+ * socket has room; the connection's next write waits for on_write. */
+static int write_async(struct conn *c)
 {
-    uv_buf_t bufs[2 * WRITE_BATCH];
-    unsigned n = 0, items = 0;
-    lahja_link_t *l;
-    while (items < WRITE_BATCH && (l = lahja_list_pop_front(&c->outq)) != NULL) {
-        struct out_item *it = lahja_container_of(l, struct out_item, link);
-        if (it->head_len > 0)
-            bufs[n++] = uv_buf_init((char *)it->head, (unsigned)it->head_len);
-        if (it->payload_len > 0)
-            bufs[n++] = uv_buf_init((char *)it->payload, (unsigned)it->payload_len);
-        lahja_list_push_back(&c->inflight, &it->link);
-        items++;
-    }
-    if (items == 0)
-        return;
+    uv_buf_t bufs[WRITE_IOV];
+    size_t items, bytes;
+    unsigned n = gather(c, bufs, WRITE_IOV, &items, &bytes);
+    for (size_t i = 0; i < items; i++)
+        lahja_list_push_back(&c->inflight, lahja_list_pop_front(&c->outq));
+    c->head_off = 0;
     c->write_req.data = c;
     c->writing = 1;
     int rc = uv_write(&c->write_req, (uv_stream_t *)&c->pipe, bufs, n, on_write);
-    if (rc != 0) {
+    if (rc != 0)
         c->writing = 0;
-        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(rc));
+    return rc;
+}
+
+/* Writes what the connection has queued, as far as the socket takes it. */
+static void conn_write(struct conn *c)
+{
+    if (c->writing || c->state == CONN_CLOSING || c->write_error != 0)
+        return;
+    c->unflushed = 0;
+    while (!lahja_list_empty(&c->outq)) {
+        uv_buf_t bufs[WRITE_IOV];
+        size_t items, bytes;
+        unsigned n = gather(c, bufs, WRITE_IOV, &items, &bytes);
+        int w = uv_try_write((uv_stream_t *)&c->pipe, bufs, n);
+        if (w < 0 && w != UV_EAGAIN) {
+            /* Ended by the flusher, outside of whatever call queued it. */
+            c->write_error = w;
+            mark_dirty(c);
+            return;
+        }
+        size_t done = w > 0 ? (size_t)w : 0;
+        consumed(c, done);
+        if (done < bytes) {
+            int rc = write_async(c);
+            if (rc != 0) {
+                c->write_error = rc;
+                mark_dirty(c);
+            }
+            return;
+        }
     }
 }
 
@@ -332,8 +469,9 @@ void lahja_ep_flush(lahja_endpoint_t *ep)
     while ((l = lahja_list_pop_front(&ep->dirty)) != NULL) {
         struct conn *c = lahja_container_of(l, struct conn, dirty_link);
         c->dirty = 0;
-        if (!c->writing)
-            write_batch(c);
+        conn_write(c);
+        if (c->write_error != 0)
+            conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(c->write_error));
     }
     uv_prepare_stop(&ep->flusher);
 }

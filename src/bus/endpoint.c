@@ -370,6 +370,12 @@ int lahja_endpoint_free(lahja_endpoint_t *ep)
         free(it);
         it = next;
     }
+    for (it = ep->free_chunks; it != NULL;) {
+        struct out_item *next = (struct out_item *)(void *)it->link.next;
+        free(it->heap);
+        free(it);
+        it = next;
+    }
     lahja_consumers_free(ep);
     lahja_strmap_free(&ep->types);
     lahja_name_unref(ep->name);

@@ -63,15 +63,22 @@ enum conn_state {
     CONN_CLOSING
 };
 
-/* One frame (or an event's prefix and payload) waiting to be written. */
+/*
+ * Output waiting to be written.  Two kinds:
+ *  - a chunk: small frames copied one after another into `heap` (up to
+ *    `cap` bytes), so that many events go out as one contiguous iovec;
+ *  - a large event: its prefix in `head` and its payload, not copied, as
+ *    a second iovec (the item holds a reference to the event).
+ */
 struct out_item {
     lahja_link_t link;
     size_t head_len;
     size_t cost;             /* memory it holds, for the queue limits */
     lahja_event_t *ev;       /* holds the payload alive, or NULL */
     const uint8_t *payload;  /* second iovec, or NULL */
-    size_t payload_len;
-    uint8_t *heap;           /* a large control frame (SUBS), owned */
+    size_t payload_len;      /* for a chunk: the bytes used */
+    uint8_t *heap;           /* a chunk's buffer, owned */
+    size_t cap;              /* a chunk's capacity; 0: not a chunk */
     uint8_t head[LAHJA_WIRE_HEADER_SIZE + 5 + LAHJA_WIRE_NAME_MAX + LAHJA_WIRE_EVENT_PREFIX_MAX];
 };
 
@@ -108,6 +115,10 @@ struct conn {
     size_t rlen, rcap;
     size_t need;                 /* bytes the frame being read needs */
     lahja_link_t outq;           /* out_items not yet handed to libuv */
+    size_t head_off;             /* bytes of outq's first item written */
+    size_t unflushed;            /* bytes queued since the last write */
+    int write_error;             /* a write failed where it could not
+                                    be handled: the flusher will */
     lahja_link_t inflight;       /* out_items of the write under way */
     size_t queued;               /* memory held by outq and inflight: an
                                     event counts its uncompressed size */
@@ -206,6 +217,8 @@ struct lahja_endpoint {
     lahja_cond_t conn_changed;
     lahja_cond_t subs_changed;   /* also on connection changes */
     struct out_item *free_items; /* recycled, chained through link.next */
+    struct out_item *free_chunks; /* recycled chunks, with their buffers */
+    size_t nfree_chunks;
     uint8_t *scratch;            /* decompression buffer */
     size_t scratch_cap;
     char blocked[LAHJA_NAME_MAX + 1];
