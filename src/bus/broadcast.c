@@ -63,32 +63,51 @@ static int peer_wants(const struct conn *c, const lahja_event_t *ev,
         return 0;
     if (cfg->filter_event_id != 0)
         return 1; /* a response goes to the requester whatever it subscribes */
-    return lahja_strmap_find(&c->subs, ev->type, ev->type_len) != NULL;
+    return lahja_strmap_find_h(&c->subs, ev->type, ev->type_len, ev->hash) != NULL;
 }
 
-/* Visits every receiving peer; stops at the first non-zero return. */
-static int foreach_target(lahja_endpoint_t *ep, const lahja_event_t *ev,
-                          const lahja_broadcast_config_t *cfg,
-                          int (*fn)(struct conn *c, void *arg), void *arg)
+/* The peers an event goes to, found in one walk of the connections. */
+struct targets {
+    struct conn **v;
+    size_t n;
+    struct conn *small[16];
+};
+
+static void targets_free(struct targets *t)
 {
+    if (t->v != t->small)
+        free(t->v);
+    t->v = t->small;
+    t->n = 0;
+}
+
+static int targets_collect(lahja_endpoint_t *ep, const lahja_event_t *ev,
+                           const lahja_broadcast_config_t *cfg, struct targets *t)
+{
+    t->v = t->small;
+    t->n = 0;
     if (cfg->internal)
         return 0;
+    size_t cap = sizeof t->small / sizeof t->small[0];
     lahja_link_t *l;
     lahja_list_foreach(l, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
-        if (peer_wants(c, ev, cfg)) {
-            int rc = fn(c, arg);
-            if (rc != 0)
-                return rc;
+        if (!peer_wants(c, ev, cfg))
+            continue;
+        if (t->n == cap) {
+            struct conn **v = malloc(2 * cap * sizeof *v);
+            if (v == NULL) {
+                targets_free(t);
+                return -ENOMEM;
+            }
+            memcpy(v, t->v, t->n * sizeof *v);
+            if (t->v != t->small)
+                free(t->v);
+            t->v = v;
+            cap *= 2;
         }
+        t->v[t->n++] = c;
     }
-    return 0;
-}
-
-static int count_one(struct conn *c, void *arg)
-{
-    (void)c;
-    (*(size_t *)arg)++;
     return 0;
 }
 
@@ -105,7 +124,8 @@ static int local_wants(const lahja_endpoint_t *ep, const lahja_event_t *ev,
         }
         return 0;
     }
-    return lahja_has_consumers(ep, ev->type);
+    struct type_entry *te = lahja_type_find(ep, ev->type, ev->type_len, ev->hash);
+    return te != NULL && te->n > 0;
 }
 
 static int validate(lahja_endpoint_t *ep, const lahja_event_t *ev,
@@ -125,49 +145,60 @@ static int validate(lahja_endpoint_t *ep, const lahja_event_t *ev,
     return 0;
 }
 
-struct over {
-    size_t limit;
-    struct conn *who;
-};
-
-/* A receiving peer whose limit the event exceeds: it would drop us. */
-static int find_too_small(struct conn *c, void *arg)
-{
-    struct over *o = arg;
-    if (o->limit + LAHJA_WIRE_EVENT_PREFIX_MAX <= c->peer_max)
-        return 0;
-    o->who = c;
-    return 1;
-}
-
 /* The event is refused as a whole, before anything is queued, if one of
  * its receivers does not accept payloads that large (its HELLO says). */
 static int check_peer_limits(lahja_endpoint_t *ep, const lahja_event_t *ev,
-                             const lahja_broadcast_config_t *cfg)
+                             const struct targets *t)
 {
-    struct over o = { ev->len, NULL };
-    if (foreach_target(ep, ev, cfg, find_too_small, &o) == 0)
-        return 0;
-    lahja_bus_log(ep, LAHJA_LOG_WARNING, "%s refused: %zu bytes is over what %s accepts",
-                  ev->type, ev->len, o.who->peer->s);
-    return -EMSGSIZE;
+    for (size_t i = 0; i < t->n; i++) {
+        if (ev->len + LAHJA_WIRE_EVENT_PREFIX_MAX > t->v[i]->peer_max) {
+            lahja_bus_log(ep, LAHJA_LOG_WARNING, "%s refused: %zu bytes is over what %s accepts",
+                          ev->type, ev->len, t->v[i]->peer->s);
+            return -EMSGSIZE;
+        }
+    }
+    return 0;
 }
 
-static int find_over(struct conn *c, void *arg)
+/* A receiving peer with more than `limit` bytes queued, or NULL. */
+static struct conn *find_over(const struct targets *t, size_t limit)
 {
-    struct over *o = arg;
-    if (c->queued <= o->limit)
-        return 0;
-    o->who = c;
-    return 1;
+    for (size_t i = 0; i < t->n; i++)
+        if (t->v[i]->queued > limit)
+            return t->v[i];
+    return NULL;
+}
+
+#define SAMPLE_MIN (64 * 1024) /* payloads this large are sampled first */
+#define SAMPLE_LEN (8 * 1024)
+
+/*
+ * Whether a large payload is worth compressing: an 8 KiB sample from its
+ * middle must shrink by an eighth.  Compressing a megabyte of
+ * incompressible data costs more than sending it; the sample costs a
+ * hundredth of that.
+ */
+static int worth_compressing(const lahja_event_t *ev)
+{
+    if (ev->len < SAMPLE_MIN)
+        return 1;
+    uint8_t out[SAMPLE_LEN + SAMPLE_LEN / 255 + 16];
+    size_t n = lahja_wire_lz4_compress(ev->payload + ev->len / 2 - SAMPLE_LEN / 2, SAMPLE_LEN,
+                                       out, sizeof out);
+    return n != 0 && n < SAMPLE_LEN - SAMPLE_LEN / 8;
 }
 
 /* Compresses the payload once, if some receiving peer reads LZ4 and it
  * pays (B9).  Failure to compress just sends it plain. */
-static void maybe_compress(lahja_endpoint_t *ep, lahja_event_t *ev)
+static void maybe_compress(lahja_endpoint_t *ep, lahja_event_t *ev, const struct targets *t)
 {
     if (ev->len < ep->opts.compress_threshold || ev->lz4 != NULL)
         return;
+    size_t i;
+    for (i = 0; i < t->n && !t->v[i]->peer_lz4; i++)
+        ;
+    if (i == t->n || !worth_compressing(ev))
+        return; /* nobody reads it, or it would not pay */
     size_t cap = lahja_wire_lz4_bound(ev->len);
     ev->lz4 = malloc(cap);
     if (ev->lz4 != NULL)
@@ -182,55 +213,33 @@ static void maybe_compress(lahja_endpoint_t *ep, lahja_event_t *ev)
         ev->lz4 = fit;
 }
 
-struct send_arg {
-    lahja_event_t *ev;
-    uint8_t flags;
-    uint64_t id;
-    int lz4_wanted;
-};
-
-static int want_lz4(struct conn *c, void *arg)
-{
-    if (c->peer_lz4)
-        ((struct send_arg *)arg)->lz4_wanted = 1;
-    return 0;
-}
-
-static int send_to(struct conn *c, void *arg)
-{
-    struct send_arg *a = arg;
-    int rc = lahja_conn_enqueue_event(c, a->ev, a->flags, a->id);
-    if (rc != 0)
-        lahja_bus_log(c->ep, LAHJA_LOG_ERROR, "cannot queue %s for %s: %s", a->ev->type,
-                      c->peer->s, lahja_strerror(rc));
-    return 0; /* the others still get it */
-}
-
 /* Binds the event and hands it to every target: the peers' write queues
  * and this endpoint's consumers. */
 static int deliver(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
-                   uint64_t request_id)
+                   const struct targets *t, int local, uint64_t request_id)
 {
-    /* A subscription change not sent yet goes first, so that a peer
-     * answering this event knows what we subscribe to (B19). */
-    lahja_ep_send_subs(ep);
     ev->bound = 1;
     ev->origin = lahja_name_ref(ep->name);
-    struct send_arg a = { ev, 0, 0, 0 };
+    uint8_t flags = 0;
+    uint64_t id = 0;
     if (cfg->filter_event_id != 0) {
         ev->id = cfg->filter_event_id;
-        a.flags = LAHJA_WIRE_RESPONSE;
-        a.id = ev->id;
+        flags = LAHJA_WIRE_RESPONSE;
+        id = ev->id;
     } else if (ev->is_request) {
         ev->id = request_id;
-        a.flags = LAHJA_WIRE_REQUEST;
-        a.id = ev->id;
+        flags = LAHJA_WIRE_REQUEST;
+        id = ev->id;
     }
-    foreach_target(ep, ev, cfg, want_lz4, &a);
-    if (a.lz4_wanted)
-        maybe_compress(ep, ev);
-    foreach_target(ep, ev, cfg, send_to, &a);
-    if (local_wants(ep, ev, cfg)) {
+    maybe_compress(ep, ev, t);
+    for (size_t i = 0; i < t->n; i++) {
+        struct conn *c = t->v[i];
+        int rc = lahja_conn_enqueue_event(c, ev, flags, id);
+        if (rc != 0) /* the others still get it */
+            lahja_bus_log(ep, LAHJA_LOG_ERROR, "cannot queue %s for %s: %s", ev->type,
+                          c->peer->s, lahja_strerror(rc));
+    }
+    if (local) {
         if (cfg->filter_event_id != 0)
             lahja_deliver_response(ep, ev);
         else
@@ -241,15 +250,28 @@ static int deliver(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcas
 
 static const lahja_broadcast_config_t default_config;
 
-/* Checks that somebody receives the event (B12). */
-static int has_receivers(lahja_endpoint_t *ep, const lahja_event_t *ev,
-                         const lahja_broadcast_config_t *cfg)
+/*
+ * Finds the receivers: the peers in *t, this endpoint in *local.
+ * Returns 1 if there are some, 0 if none (B12), or an error.  A
+ * subscription change not sent yet goes out first, so that a peer
+ * answering this event knows what we subscribe to (B19).
+ */
+static int receivers(lahja_endpoint_t *ep, const lahja_event_t *ev,
+                     const lahja_broadcast_config_t *cfg, struct targets *t, int *local)
 {
-    size_t n = 0;
-    foreach_target(ep, ev, cfg, count_one, &n);
-    if (n > 0 || local_wants(ep, ev, cfg))
-        return 1;
-    return 0;
+    lahja_ep_send_subs(ep);
+    int rc = targets_collect(ep, ev, cfg, t);
+    if (rc != 0)
+        return rc;
+    *local = local_wants(ep, ev, cfg);
+    if (t->n == 0 && !*local)
+        return 0;
+    rc = check_peer_limits(ep, ev, t);
+    if (rc != 0) {
+        targets_free(t);
+        return rc;
+    }
+    return 1;
 }
 
 static int broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
@@ -261,17 +283,20 @@ static int broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
     if (rc != 0)
         return rc;
     ep->blocked[0] = '\0';
-    if (!has_receivers(ep, ev, cfg))
-        return cfg->allow_no_subscribers ? 0 : LAHJA_ENOSUBSCRIBERS;
-    rc = check_peer_limits(ep, ev, cfg);
-    if (rc != 0)
-        return rc;
-    struct over o = { ep->opts.hard_limit, NULL };
-    if (foreach_target(ep, ev, cfg, find_over, &o) != 0) {
-        memcpy(ep->blocked, o.who->peer->s, o.who->peer->len + 1);
-        return -EAGAIN;
+    struct targets t;
+    int local;
+    rc = receivers(ep, ev, cfg, &t, &local);
+    if (rc <= 0)
+        return rc < 0 ? rc : cfg->allow_no_subscribers ? 0 : LAHJA_ENOSUBSCRIBERS;
+    struct conn *over = find_over(&t, ep->opts.hard_limit);
+    if (over != NULL) {
+        memcpy(ep->blocked, over->peer->s, over->peer->len + 1);
+        rc = -EAGAIN;
+    } else {
+        rc = deliver(ep, ev, cfg, &t, local, request_id);
     }
-    return deliver(ep, ev, cfg, request_id);
+    targets_free(&t);
+    return rc;
 }
 
 int lahja_broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
@@ -282,23 +307,8 @@ int lahja_broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
     return broadcast_nowait(ep, ev, cfg, ev != NULL && ev->is_request ? ++ep->next_id : 0);
 }
 
-/* Suspends while a receiving peer is over its high-water mark (B13). */
-static int wait_below_high_water(lahja_endpoint_t *ep, lahja_event_t *ev,
-                                 const lahja_broadcast_config_t *cfg, lahja_time_t deadline)
-{
-    for (;;) {
-        struct over o = { ep->opts.high_water, NULL };
-        if (foreach_target(ep, ev, cfg, find_over, &o) == 0)
-            return 0;
-        int rc = lahja_ep_wait(ep, &o.who->drained, deadline);
-        if (rc != 0)
-            return rc;
-        rc = lahja_ep_check(ep);
-        if (rc != 0)
-            return rc;
-    }
-}
-
+/* Suspends while a receiving peer is over its high-water mark (B13);
+ * the receivers are found again after every wait. */
 static int broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                      lahja_time_t deadline, uint64_t request_id)
 {
@@ -309,18 +319,25 @@ static int broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadc
         return rc;
     if (lahja_task_current() == NULL)
         return -EPERM;
-    if (!has_receivers(ep, ev, cfg))
-        return cfg->allow_no_subscribers ? 0 : LAHJA_ENOSUBSCRIBERS;
-    rc = check_peer_limits(ep, ev, cfg);
-    if (rc == 0)
-        rc = wait_below_high_water(ep, ev, cfg, deadline);
-    if (rc == 0)
-        rc = validate(ep, ev, cfg); /* it may have been broadcast meanwhile */
-    if (rc == 0)
-        rc = check_peer_limits(ep, ev, cfg); /* the receivers may have changed */
-    if (rc != 0)
-        return rc;
-    return deliver(ep, ev, cfg, request_id);
+    for (;;) {
+        struct targets t;
+        int local;
+        rc = receivers(ep, ev, cfg, &t, &local);
+        if (rc <= 0)
+            return rc < 0 ? rc : cfg->allow_no_subscribers ? 0 : LAHJA_ENOSUBSCRIBERS;
+        struct conn *over = find_over(&t, ep->opts.high_water);
+        if (over == NULL) {
+            rc = deliver(ep, ev, cfg, &t, local, request_id);
+            targets_free(&t);
+            return rc;
+        }
+        targets_free(&t);
+        rc = lahja_ep_wait(ep, &over->drained, deadline);
+        if (rc == 0)
+            rc = validate(ep, ev, cfg); /* stopped, or broadcast meanwhile */
+        if (rc != 0)
+            return rc;
+    }
 }
 
 int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
@@ -332,14 +349,6 @@ int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadca
 }
 
 /* ------------------------------------------------------------ requests */
-
-static int collect(struct conn *c, void *arg)
-{
-    struct pending *p = arg;
-    if (p->ntargets < p->nlive)
-        p->targets[p->ntargets++] = c;
-    return 0;
-}
 
 int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcast_config_t *cfg,
                   lahja_time_t deadline, lahja_event_t **response)
@@ -355,15 +364,20 @@ int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcas
     lahja_cond_init(&p.ready);
     /* Registered before the broadcast: a local responder answers during
      * it.  The peers it goes to are remembered for B7. */
-    size_t n = 0;
-    foreach_target(ep, req, cfg, count_one, &n);
+    struct targets t;
+    rc = targets_collect(ep, req, cfg, &t);
+    if (rc != 0)
+        return rc;
     p.local = lahja_has_consumers(ep, req->type) && allowed(cfg, ep->name->s);
-    p.targets = n > 0 ? calloc(n, sizeof *p.targets) : NULL;
-    if (n > 0 && p.targets == NULL)
+    p.targets = t.n > 0 ? malloc(t.n * sizeof *p.targets) : NULL;
+    if (t.n > 0 && p.targets == NULL) {
+        targets_free(&t);
         return -ENOMEM;
-    p.nlive = n;
-    foreach_target(ep, req, cfg, collect, &p);
-    p.nlive = p.ntargets;
+    }
+    if (t.n > 0)
+        memcpy(p.targets, t.v, t.n * sizeof *p.targets);
+    p.ntargets = p.nlive = t.n;
+    targets_free(&t);
     lahja_list_push_back(&ep->pending, &p.link);
     rc = broadcast(ep, req, cfg, deadline, p.id);
     while (rc == 0 && p.response == NULL && p.error == 0)

@@ -28,6 +28,7 @@
 #define FLUSH_BYTES (64 * 1024)  /* output written without waiting */
 #define FREE_CHUNKS 8            /* chunks an endpoint keeps for reuse */
 #define READ_CHUNK (64 * 1024)
+#define SHRINK_READS 64
 #define RETRY_MIN_MS 2
 #define RETRY_MAX_MS 100
 
@@ -299,7 +300,7 @@ int lahja_conn_enqueue_event(struct conn *c, lahja_event_t *ev, uint8_t flags, u
         return 0; /* failed during this broadcast: it is going */
     uint32_t tid;
     int is_new;
-    int rc = lahja_wire_tx_intern(&c->tx, ev->type, ev->type_len, &tid, &is_new);
+    int rc = lahja_wire_tx_intern_h(&c->tx, ev->type, ev->type_len, ev->hash, &tid, &is_new);
     if (rc != 0)
         return rc;
     uint8_t head[sizeof ((struct out_item *)0)->head];
@@ -650,10 +651,18 @@ static int on_event(struct conn *c, const lahja_wire_event_t *w)
         .type = w->type, .type_len = w->type_len,
         .payload = payload, .len = w->raw_len,
     };
-    if (w->flags & LAHJA_WIRE_RESPONSE)
+    if (w->flags & LAHJA_WIRE_RESPONSE) {
         lahja_deliver_response(ep, &ev);
-    else
-        lahja_dispatch(ep, &ev);
+        return 0;
+    }
+    /* A run of events of one type looks its consumers up once. */
+    if (w->type != c->rx_type || c->rx_gen != ep->types_gen) {
+        c->rx_type = w->type;
+        c->rx_gen = ep->types_gen;
+        c->rx_te = lahja_type_find(ep, w->type, w->type_len,
+                                   lahja_strmap_hash(w->type, w->type_len));
+    }
+    lahja_dispatch_entry(ep, c->rx_te, &ev);
     return 0;
 }
 
@@ -702,10 +711,20 @@ static int read_room(struct conn *c)
     return 0;
 }
 
+/* A buffer grown for large frames is kept while they keep coming (giving
+ * it back and faulting it in again costs more than the copy), and
+ * shrunk after SHRINK_READS reads that did not need it. */
 static void read_shrink(struct conn *c)
 {
-    if (c->rcap <= 4 * READ_CHUNK || c->rlen > c->rcap / 4)
+    if (c->rcap <= 4 * READ_CHUNK)
         return;
+    if (c->rlen > c->rcap / 4 || c->need > 4 * READ_CHUNK) {
+        c->small_reads = 0;
+        return;
+    }
+    if (++c->small_reads < SHRINK_READS)
+        return;
+    c->small_reads = 0;
     size_t cap = c->rlen > 2 * READ_CHUNK ? c->rlen : 2 * READ_CHUNK;
     uint8_t *p = realloc(c->rbuf, cap);
     if (p != NULL) {

@@ -18,10 +18,16 @@
 
 /* ------------------------------------------------------------ registry */
 
+struct type_entry *lahja_type_find(const lahja_endpoint_t *ep, const char *type, size_t len,
+                                   uint64_t hash)
+{
+    lahja_strmap_slot_t *s = lahja_strmap_find_h(&ep->types, type, len, hash);
+    return s != NULL ? s->value : NULL;
+}
+
 static struct type_entry *type_find(const lahja_endpoint_t *ep, const char *type, size_t len)
 {
-    lahja_strmap_slot_t *s = lahja_strmap_find(&ep->types, type, len);
-    return s != NULL ? s->value : NULL;
+    return lahja_type_find(ep, type, len, lahja_strmap_hash(type, len));
 }
 
 static struct type_entry *type_get(lahja_endpoint_t *ep, const char *type, size_t len)
@@ -39,6 +45,7 @@ static struct type_entry *type_get(lahja_endpoint_t *ep, const char *type, size_
         te->name = s->key;
         lahja_list_init(&te->consumers);
         s->value = te;
+        ep->types_gen++;
     }
     return s->value;
 }
@@ -50,6 +57,7 @@ static void type_maybe_drop(lahja_endpoint_t *ep, struct type_entry *te)
         return;
     lahja_strmap_remove(&ep->types, lahja_strmap_find(&ep->types, te->name, strlen(te->name)));
     free(te);
+    ep->types_gen++;
 }
 
 static int consumer_add(lahja_endpoint_t *ep, struct consumer *c, const char *type, uint8_t kind)
@@ -142,7 +150,11 @@ static void stream_push(struct lahja_stream *st, lahja_event_t *ev);
 
 void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev)
 {
-    struct type_entry *te = type_find(ep, ev->type, ev->type_len);
+    lahja_dispatch_entry(ep, lahja_type_find(ep, ev->type, ev->type_len, ev->hash), ev);
+}
+
+void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev)
+{
     if (te == NULL || te->n == 0)
         return;
     te->dispatching++;

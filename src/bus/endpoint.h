@@ -42,6 +42,7 @@ struct lahja_event {
     lahja_name_t *origin; /* NULL until bound or received */
     const char *type;
     size_t type_len;
+    uint64_t hash;        /* lahja_strmap_hash of the type (owned events) */
     const char *response_type; /* requests only */
     const uint8_t *payload;
     size_t len;
@@ -114,6 +115,8 @@ struct conn {
     uint8_t *rbuf;
     size_t rlen, rcap;
     size_t need;                 /* bytes the frame being read needs */
+    uint32_t small_reads;        /* reads since the buffer was last needed
+                                    at its size */
     lahja_link_t outq;           /* out_items not yet handed to libuv */
     size_t head_off;             /* bytes of outq's first item written */
     size_t unflushed;            /* bytes queued since the last write */
@@ -125,6 +128,9 @@ struct conn {
     lahja_link_t dirty_link;
     lahja_cond_t drained;        /* broadcasters waiting under high water */
     lahja_strmap_t subs;         /* types the peer subscribes to */
+    const char *rx_type;         /* the type of the last event received, */
+    struct type_entry *rx_te;    /* its consumers, */
+    uint32_t rx_gen;             /* valid while ep->types_gen is this */
     uint32_t subs_seq;           /* our last SUBS sent */
     uint32_t retry_ms;
 };
@@ -208,6 +214,7 @@ struct lahja_endpoint {
     lahja_link_t conns;
     lahja_link_t dirty;          /* connections with queued output */
     lahja_strmap_t types;        /* type -> struct type_entry */
+    uint32_t types_gen;          /* bumped when an entry comes or goes */
     int subs_dirty;              /* our set changed: send SUBS */
     lahja_link_t pending;
     lahja_link_t owned;          /* subscriptions and streams not freed */
@@ -259,6 +266,11 @@ void lahja_ep_send_subs(lahja_endpoint_t *ep);
 
 /* consume.c */
 void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev);
+/* The consumers of type[0..len) (hash: its lahja_strmap_hash), or NULL. */
+struct type_entry *lahja_type_find(const lahja_endpoint_t *ep, const char *type, size_t len,
+                                   uint64_t hash);
+/* Dispatches ev to te's consumers (te may be NULL: nobody). */
+void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev);
 void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev);
 int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type);
 void lahja_consumers_stop(lahja_endpoint_t *ep);

@@ -6,7 +6,7 @@
 
 char lahja_strmap_tomb;
 
-static uint64_t fnv1a(const char *s, size_t len)
+uint64_t lahja_strmap_hash(const char *s, size_t len)
 {
     uint64_t h = 14695981039346656037ull;
     for (size_t i = 0; i < len; i++) {
@@ -53,13 +53,21 @@ static lahja_strmap_slot_t *probe(const lahja_strmap_t *m, const char *key, size
     }
 }
 
-lahja_strmap_slot_t *lahja_strmap_find(const lahja_strmap_t *m, const char *key, size_t len)
+lahja_strmap_slot_t *lahja_strmap_find_h(const lahja_strmap_t *m, const char *key, size_t len,
+                                         uint64_t hash)
 {
     if (m->count == 0)
         return NULL;
     int found;
-    lahja_strmap_slot_t *s = probe(m, key, len, fnv1a(key, len), &found);
+    lahja_strmap_slot_t *s = probe(m, key, len, hash, &found);
     return found ? s : NULL;
+}
+
+lahja_strmap_slot_t *lahja_strmap_find(const lahja_strmap_t *m, const char *key, size_t len)
+{
+    if (m->count == 0)
+        return NULL;
+    return lahja_strmap_find_h(m, key, len, lahja_strmap_hash(key, len));
 }
 
 static int grow(lahja_strmap_t *m)
@@ -89,9 +97,14 @@ static int grow(lahja_strmap_t *m)
 lahja_strmap_slot_t *lahja_strmap_insert(lahja_strmap_t *m, const char *key, size_t len,
                                          int *is_new)
 {
+    return lahja_strmap_insert_h(m, key, len, lahja_strmap_hash(key, len), is_new);
+}
+
+lahja_strmap_slot_t *lahja_strmap_insert_h(lahja_strmap_t *m, const char *key, size_t len,
+                                           uint64_t h, int *is_new)
+{
     if ((m->used + 1) * 10 > m->nslots * 7 && grow(m) != 0)
         return NULL;
-    uint64_t h = fnv1a(key, len);
     int found;
     lahja_strmap_slot_t *s = probe(m, key, len, h, &found);
     *is_new = !found;

@@ -36,8 +36,15 @@ void lahja_strmap_init(lahja_strmap_t *m);
  * zeroed map. */
 void lahja_strmap_free(lahja_strmap_t *m);
 
+/* The hash the map uses for key[0..len): computed once, it can be given
+ * to the _h variants for every map the same key is looked up in. */
+uint64_t lahja_strmap_hash(const char *key, size_t len);
+
 /* The slot of key[0..len), or NULL. */
 lahja_strmap_slot_t *lahja_strmap_find(const lahja_strmap_t *m, const char *key, size_t len);
+/* The same, with the key's lahja_strmap_hash. */
+lahja_strmap_slot_t *lahja_strmap_find_h(const lahja_strmap_t *m, const char *key, size_t len,
+                                         uint64_t hash);
 
 /*
  * The slot of key[0..len), inserted (value NULL, key copied and
@@ -46,6 +53,9 @@ lahja_strmap_slot_t *lahja_strmap_find(const lahja_strmap_t *m, const char *key,
  */
 lahja_strmap_slot_t *lahja_strmap_insert(lahja_strmap_t *m, const char *key, size_t len,
                                          int *is_new);
+/* The same, with the key's lahja_strmap_hash. */
+lahja_strmap_slot_t *lahja_strmap_insert_h(lahja_strmap_t *m, const char *key, size_t len,
+                                           uint64_t hash, int *is_new);
 
 /* Removes a slot found by find/insert. */
 void lahja_strmap_remove(lahja_strmap_t *m, lahja_strmap_slot_t *slot);

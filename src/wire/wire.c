@@ -462,11 +462,23 @@ void lahja_wire_tx_free(lahja_wire_tx_t *tx)
 int lahja_wire_tx_intern(lahja_wire_tx_t *tx, const char *type, size_t len, uint32_t *id,
                          int *is_new)
 {
+    return lahja_wire_tx_intern_h(tx, type, len, lahja_strmap_hash(type, len), id, is_new);
+}
+
+int lahja_wire_tx_intern_h(lahja_wire_tx_t *tx, const char *type, size_t len, uint64_t hash,
+                           uint32_t *id, int *is_new)
+{
+    lahja_strmap_slot_t *s = lahja_strmap_find_h(&tx->map, type, len, hash);
+    if (s != NULL) { /* bound before: checked then */
+        *is_new = 0;
+        *id = (uint32_t)(uintptr_t)s->value;
+        return 0;
+    }
     if (!lahja_wire_type_valid(type, len))
         return -EINVAL;
     if (tx->ntypes == UINT32_MAX)
         return -ENOMEM;
-    lahja_strmap_slot_t *s = lahja_strmap_insert(&tx->map, type, len, is_new);
+    s = lahja_strmap_insert_h(&tx->map, type, len, hash, is_new);
     if (s == NULL)
         return -ENOMEM;
     if (*is_new)

@@ -222,6 +222,10 @@ void lahja_wire_tx_free(lahja_wire_tx_t *tx);
  */
 int lahja_wire_tx_intern(lahja_wire_tx_t *tx, const char *type, size_t len, uint32_t *id,
                          int *is_new);
+/* The same, with the type's lahja_strmap_hash (one per event, whatever
+ * the number of connections it goes to). */
+int lahja_wire_tx_intern_h(lahja_wire_tx_t *tx, const char *type, size_t len, uint64_t hash,
+                           uint32_t *id, int *is_new);
 
 /* ------------------------------------------------------- compression */
 
