@@ -84,6 +84,7 @@ static lahja_endpoint_t *endpoint(const char *name, int serve,
     if (extra != NULL)
         o = *extra;
     o.log = log_problem;
+    o.busy_poll_us = (uint32_t)strtoul(env_or("LAHJA_BUSY_POLL_US", "0"), NULL, 10);
     lahja_endpoint_t *ep;
     lahja_conn_config_t cfg;
     int rc = lahja_conn_config_from_name(&cfg, name, dir);

@@ -144,6 +144,11 @@ typedef struct lahja_endpoint_options {
     /* How long lahja_endpoint_stop waits for queued output to reach the
      * peers before closing; 0 gives 1000 ms. */
     uint32_t linger_ms;
+    /* After receiving, keep polling the sockets this long (microseconds)
+     * before the loop sleeps: a reply that comes within it is read
+     * without the wake-up that sleeping costs (tens of microseconds on
+     * virtual machines), for a core spinning meanwhile.  0: off. */
+    uint32_t busy_poll_us;
     /* Other users allowed to connect besides our own (B27). */
     const uid_t *allowed_uids;
     size_t n_allowed_uids;

@@ -116,14 +116,8 @@ static int local_wants(const lahja_endpoint_t *ep, const lahja_event_t *ev,
 {
     if (!allowed(cfg, ep->name->s))
         return 0;
-    if (cfg->filter_event_id != 0) {
-        lahja_link_t *l;
-        lahja_list_foreach(l, &ep->pending) {
-            if (lahja_container_of(l, struct pending, link)->id == cfg->filter_event_id)
-                return 1;
-        }
-        return 0;
-    }
+    if (cfg->filter_event_id != 0)
+        return lahja_pending_find(ep, cfg->filter_event_id) != NULL;
     struct type_entry *te = lahja_type_find(ep, ev->type, ev->type_len, ev->hash);
     return te != NULL && te->n > 0;
 }
@@ -369,21 +363,23 @@ int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcas
     if (rc != 0)
         return rc;
     p.local = lahja_has_consumers(ep, req->type) && allowed(cfg, ep->name->s);
-    p.targets = t.n > 0 ? malloc(t.n * sizeof *p.targets) : NULL;
-    if (t.n > 0 && p.targets == NULL) {
+    p.targets = t.n <= sizeof p.few / sizeof p.few[0] ? p.few : malloc(t.n * sizeof *p.targets);
+    if (p.targets == NULL || lahja_pending_add(ep, &p) != 0) {
         targets_free(&t);
+        if (p.targets != p.few)
+            free(p.targets);
         return -ENOMEM;
     }
     if (t.n > 0)
         memcpy(p.targets, t.v, t.n * sizeof *p.targets);
     p.ntargets = p.nlive = t.n;
     targets_free(&t);
-    lahja_list_push_back(&ep->pending, &p.link);
     rc = broadcast(ep, req, cfg, deadline, p.id);
     while (rc == 0 && p.response == NULL && p.error == 0)
         rc = lahja_ep_wait(ep, &p.ready, deadline);
-    lahja_list_remove(&p.link);
-    free(p.targets);
+    lahja_pending_remove(ep, &p);
+    if (p.targets != p.few)
+        free(p.targets);
     if (p.response != NULL) {
         *response = p.response; /* an answer beats a late cancellation */
         return 0;

@@ -756,6 +756,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->rlen += (size_t)nread;
+    lahja_ep_busy_poll(c->ep);
     size_t off = 0;
     while (c->state != CONN_CLOSING) {
         lahja_wire_msg_t m;

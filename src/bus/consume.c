@@ -350,23 +350,87 @@ int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline
 
 /* ------------------------------------------------------------ requests */
 
+/*
+ * Pending requests by id: an open-addressing table of pointers, linear
+ * probing, kept at most half full, deletion by backward shift (no
+ * tombstones).  Ids are sequential, so a multiplicative hash spreads
+ * them well.
+ */
+static size_t pindex_slot(uint64_t id, size_t cap)
+{
+    return (size_t)((id * 0x9e3779b97f4a7c15u) >> 32) & (cap - 1);
+}
+
+static void pindex_put(struct pending **tab, size_t cap, struct pending *p)
+{
+    size_t i = pindex_slot(p->id, cap);
+    while (tab[i] != NULL)
+        i = (i + 1) & (cap - 1);
+    tab[i] = p;
+}
+
+int lahja_pending_add(lahja_endpoint_t *ep, struct pending *p)
+{
+    if ((ep->pindex_n + 1) * 2 > ep->pindex_cap) {
+        size_t cap = ep->pindex_cap ? ep->pindex_cap * 2 : 16;
+        struct pending **tab = calloc(cap, sizeof *tab);
+        if (tab == NULL)
+            return -ENOMEM;
+        for (size_t i = 0; i < ep->pindex_cap; i++)
+            if (ep->pindex[i] != NULL)
+                pindex_put(tab, cap, ep->pindex[i]);
+        free(ep->pindex);
+        ep->pindex = tab;
+        ep->pindex_cap = cap;
+    }
+    pindex_put(ep->pindex, ep->pindex_cap, p);
+    ep->pindex_n++;
+    lahja_list_push_back(&ep->pending, &p->link);
+    return 0;
+}
+
+void lahja_pending_remove(lahja_endpoint_t *ep, struct pending *p)
+{
+    lahja_list_remove(&p->link);
+    size_t mask = ep->pindex_cap - 1;
+    size_t i = pindex_slot(p->id, ep->pindex_cap);
+    while (ep->pindex[i] != p)
+        i = (i + 1) & mask;
+    /* Backward shift: later entries of the run move into the hole when
+     * their home slot allows it. */
+    for (size_t j = (i + 1) & mask; ep->pindex[j] != NULL; j = (j + 1) & mask) {
+        size_t home = pindex_slot(ep->pindex[j]->id, ep->pindex_cap);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            ep->pindex[i] = ep->pindex[j];
+            i = j;
+        }
+    }
+    ep->pindex[i] = NULL;
+    ep->pindex_n--;
+}
+
+struct pending *lahja_pending_find(const lahja_endpoint_t *ep, uint64_t id)
+{
+    if (ep->pindex_n == 0)
+        return NULL;
+    size_t mask = ep->pindex_cap - 1;
+    for (size_t i = pindex_slot(id, ep->pindex_cap); ep->pindex[i] != NULL; i = (i + 1) & mask)
+        if (ep->pindex[i]->id == id)
+            return ep->pindex[i];
+    return NULL;
+}
+
 void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev)
 {
-    lahja_link_t *l;
-    lahja_list_foreach(l, &ep->pending) {
-        struct pending *p = lahja_container_of(l, struct pending, link);
-        if (p->id != ev->id)
-            continue;
-        if (p->response != NULL || p->error != 0)
-            return; /* answered already: later responses are ignored */
-        if (strcmp(ev->type, p->response_type) != 0) {
-            p->error = LAHJA_EUNEXPECTEDRESPONSE;
-        } else if ((p->response = lahja_event_ref(ev)) == NULL) {
-            p->error = -ENOMEM;
-        }
-        lahja_cond_signal(&p->ready);
-        return;
+    struct pending *p = lahja_pending_find(ep, ev->id);
+    if (p == NULL || p->response != NULL || p->error != 0)
+        return; /* unknown, or answered already: later responses are ignored */
+    if (strcmp(ev->type, p->response_type) != 0) {
+        p->error = LAHJA_EUNEXPECTEDRESPONSE;
+    } else if ((p->response = lahja_event_ref(ev)) == NULL) {
+        p->error = -ENOMEM;
     }
+    lahja_cond_signal(&p->ready);
 }
 
 void lahja_pending_peer_gone(lahja_endpoint_t *ep, struct conn *c)

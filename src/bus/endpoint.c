@@ -287,9 +287,27 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
     }
     uv_prepare_init(ep->rt->loop, &ep->flusher);
     ep->flusher.data = ep;
-    ep->nopen++;
+    uv_idle_init(ep->rt->loop, &ep->poller);
+    ep->poller.data = ep;
+    ep->nopen += 2;
     ep->started = 1;
     return 0;
+}
+
+static void on_poll(uv_idle_t *h)
+{
+    lahja_endpoint_t *ep = h->data;
+    if (uv_hrtime() >= ep->poll_until)
+        uv_idle_stop(h);
+}
+
+void lahja_ep_busy_poll(lahja_endpoint_t *ep)
+{
+    if (ep->opts.busy_poll_us == 0 || ep->flusher_closed)
+        return;
+    ep->poll_until = uv_hrtime() + (uint64_t)ep->opts.busy_poll_us * 1000;
+    if (!uv_is_active((uv_handle_t *)&ep->poller))
+        uv_idle_start(&ep->poller, on_poll);
 }
 
 /* A connection that still has output for its peer, or NULL. */
@@ -338,6 +356,7 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep)
     linger(ep);
     ep->flusher_closed = 1;
     uv_close((uv_handle_t *)&ep->flusher, on_ep_handle_closed);
+    uv_close((uv_handle_t *)&ep->poller, on_ep_handle_closed);
     /* The waits end for the stop (LAHJA_ELIFECYCLE) before the closing
      * connections could end them for a disconnect. */
     lahja_consumers_stop(ep);
@@ -377,6 +396,7 @@ int lahja_endpoint_free(lahja_endpoint_t *ep)
         it = next;
     }
     lahja_consumers_free(ep);
+    free(ep->pindex);
     lahja_strmap_free(&ep->types);
     lahja_name_unref(ep->name);
     free(ep->scratch);

@@ -195,6 +195,7 @@ struct pending {
     int local;                   /* a local consumer may answer */
     struct conn **targets;       /* peers it went to, NULLed when gone */
     size_t ntargets, nlive;
+    struct conn *few[4];         /* targets, when they are this few */
     lahja_cond_t ready;
 };
 
@@ -207,6 +208,8 @@ struct lahja_endpoint {
     uv_pipe_t server;
     uv_prepare_t flusher;        /* writes what the loop turn queued */
     uint8_t flusher_closed;
+    uv_idle_t poller;            /* keeps the loop polling (busy_poll_us) */
+    uint64_t poll_until;         /* uv_hrtime() at which it stops */
     int nopen;                   /* handles of the endpoint not yet closed */
     int nconns_open;             /* connections not yet freed */
     lahja_completion_t closed;   /* stop waits for the last handle */
@@ -216,7 +219,9 @@ struct lahja_endpoint {
     lahja_strmap_t types;        /* type -> struct type_entry */
     uint32_t types_gen;          /* bumped when an entry comes or goes */
     int subs_dirty;              /* our set changed: send SUBS */
-    lahja_link_t pending;
+    lahja_link_t pending;        /* every pending request, */
+    struct pending **pindex;     /* and by id: open addressing */
+    size_t pindex_cap, pindex_n;
     lahja_link_t owned;          /* subscriptions and streams not freed */
     uint64_t next_id;
     int busy;                    /* tasks inside lahja_ep_wait */
@@ -236,6 +241,10 @@ struct lahja_endpoint {
 /* Logs through the application's hook, printf-style. */
 void lahja_bus_log(lahja_endpoint_t *ep, lahja_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Something arrived: with busy_poll_us set, the loop polls instead of
+ * sleeping for that long. */
+void lahja_ep_busy_poll(lahja_endpoint_t *ep);
 
 /* LAHJA_EWRONGTHREAD, LAHJA_ELIFECYCLE (not running), or 0. */
 int lahja_ep_check(const lahja_endpoint_t *ep);
@@ -276,6 +285,10 @@ int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type);
 void lahja_consumers_stop(lahja_endpoint_t *ep);
 void lahja_consumers_free(lahja_endpoint_t *ep);
 void lahja_pending_peer_gone(lahja_endpoint_t *ep, struct conn *c);
+/* Registers a pending request (its id set); -ENOMEM. */
+int lahja_pending_add(lahja_endpoint_t *ep, struct pending *p);
+void lahja_pending_remove(lahja_endpoint_t *ep, struct pending *p);
+struct pending *lahja_pending_find(const lahja_endpoint_t *ep, uint64_t id);
 
 /* Connection or subscription sets changed: wake the B21 waiters. */
 void lahja_ep_changed(lahja_endpoint_t *ep, int connections);
