@@ -635,7 +635,8 @@ static int consumer(void *arg)
     connect_to(ep, "driver");
     struct consumer_result r = { 0, UINT64_MAX, 0 };
     lahja_event_t *ev;
-    while ((rc = lahja_stream_next(s, lahja_deadline_in(RUN_MS), &ev)) == 0) {
+    lahja_time_t deadline = lahja_deadline_in(RUN_MS); /* for the whole run */
+    while ((rc = lahja_stream_next(s, deadline, &ev)) == 0) {
         struct perf_event pe;
         size_t len;
         const void *p = lahja_event_payload(ev, &len);
@@ -666,12 +667,13 @@ static int driver(void *arg)
         name_of(name, sizeof name, "consumer", i);
         wait_subscribed(ep, name, DATA);
     }
+    lahja_time_t deadline = lahja_deadline_in(RUN_MS); /* for the whole run */
     for (uint64_t i = 0; i < d->events; i++) {
         struct perf_event pe = { i, now_ns(), { 0 } };
         lahja_event_t *ev;
         int rc = lahja_event_new(DATA, &pe, sizeof pe, &ev);
         if (rc == 0)
-            rc = lahja_broadcast(ep, ev, NULL, lahja_deadline_in(RUN_MS));
+            rc = lahja_broadcast(ep, ev, NULL, deadline);
         lahja_event_unref(ev);
         if (rc != 0)
             die("broadcast", rc);

@@ -122,11 +122,16 @@ static int local_wants(const lahja_endpoint_t *ep, const lahja_event_t *ev,
     return te != NULL && te->n > 0;
 }
 
-static int validate(lahja_endpoint_t *ep, const lahja_event_t *ev,
-                    const lahja_broadcast_config_t *cfg)
+/* Checks that ev may be broadcast, and hashes its type for the lookups
+ * that follow. */
+static int validate(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg)
 {
     if (ev == NULL || ev->borrowed)
         return ev == NULL ? -EINVAL : LAHJA_EBIND;
+    if (!ev->hashed) {
+        ev->hash = lahja_strmap_hash(ev->type, ev->type_len);
+        ev->hashed = 1;
+    }
     int rc = lahja_ep_check(ep);
     if (rc != 0)
         return rc;

@@ -42,7 +42,8 @@ struct lahja_event {
     lahja_name_t *origin; /* NULL until bound or received */
     const char *type;
     size_t type_len;
-    uint64_t hash;        /* lahja_strmap_hash of the type (owned events) */
+    uint64_t hash;        /* lahja_strmap_hash of the type, once hashed */
+    uint8_t hashed;       /* set when first broadcast */
     const char *response_type; /* requests only */
     const uint8_t *payload;
     size_t len;

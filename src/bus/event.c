@@ -49,7 +49,6 @@ int lahja_event_make(const char *type, size_t type_len, const char *response_typ
     p[type_len] = '\0';
     ev->type = p;
     ev->type_len = type_len;
-    ev->hash = lahja_strmap_hash(p, type_len);
     p += type_len + 1;
     if (response_type != NULL) {
         memcpy(p, response_type, rlen + 1);
