@@ -230,13 +230,60 @@ static uint8_t *payload(size_t size)
     return buf;
 }
 
+/*
+ * Large payloads are not copied: they are handed over with
+ * lahja_event_wrap, in buffers recycled through this pool when the bus
+ * releases them (after writing them to every peer).
+ */
+#define WRAP_MIN (64 * 1024)
+#define POOL_MAX 64
+
+static struct {
+    uint8_t *free[POOL_MAX];
+    size_t n, size;
+} pool;
+
+static void pool_put(void *buf, void *user)
+{
+    (void)user;
+    if (pool.n < POOL_MAX)
+        pool.free[pool.n++] = buf;
+    else
+        free(buf);
+}
+
+static uint8_t *pool_get(const uint8_t *like, size_t size)
+{
+    if (pool.size != size) {
+        while (pool.n > 0)
+            free(pool.free[--pool.n]);
+        pool.size = size;
+    }
+    if (pool.n > 0)
+        return pool.free[--pool.n];
+    uint8_t *buf = malloc(size);
+    if (buf == NULL)
+        die("payload", -ENOMEM);
+    memcpy(buf, like, size); /* once per buffer: the contents stay random */
+    return buf;
+}
+
 /* Broadcasts one event of `type` carrying seq in its first 8 bytes. */
 static int send_seq(lahja_endpoint_t *ep, const char *type, uint8_t *buf, size_t size,
                     uint64_t seq, const lahja_broadcast_config_t *cfg, lahja_time_t deadline)
 {
-    memcpy(buf, &seq, sizeof seq);
     lahja_event_t *ev;
-    int rc = lahja_event_new(type, buf, size, &ev);
+    int rc;
+    if (size >= WRAP_MIN) {
+        uint8_t *own = pool_get(buf, size);
+        memcpy(own, &seq, sizeof seq);
+        rc = lahja_event_wrap(type, own, size, pool_put, NULL, &ev);
+        if (rc != 0)
+            pool_put(own, NULL);
+    } else {
+        memcpy(buf, &seq, sizeof seq);
+        rc = lahja_event_new(type, buf, size, &ev);
+    }
     if (rc != 0)
         return rc;
     rc = lahja_broadcast(ep, ev, cfg, deadline);

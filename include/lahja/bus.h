@@ -81,6 +81,23 @@ int lahja_default_base_dir(char *buf, size_t len);
  */
 int lahja_event_new(const char *type, const void *payload, size_t len, lahja_event_t **out);
 
+/* Releases a payload given to lahja_event_wrap. */
+typedef void (*lahja_free_fn)(void *payload, void *user);
+
+/*
+ * A new event of type `type` whose payload is payload[0..len) itself, not
+ * a copy: for large payloads, which are then written to every peer
+ * straight from the caller's buffer.  The event owns the buffer from a
+ * successful return: it calls free_fn(payload, user) (NULL: nothing is
+ * called) when its last reference goes, which is once the payload has
+ * been written to every peer it went to; until then the buffer must not
+ * change.  On error the buffer stays the caller's.  Called on the thread
+ * that drops the last reference.
+ * Errors: -EINVAL, -EMSGSIZE (len over 4 GiB), -ENOMEM.
+ */
+int lahja_event_wrap(const char *type, void *payload, size_t len, lahja_free_fn free_fn,
+                     void *user, lahja_event_t **out);
+
 /*
  * A new request event: like lahja_event_new, and declares the type of
  * the response it expects (B18).

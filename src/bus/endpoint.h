@@ -47,6 +47,8 @@ struct lahja_event {
     const char *response_type; /* requests only */
     const uint8_t *payload;
     size_t len;
+    lahja_free_fn free_fn; /* a wrapped payload's release, or NULL */
+    void *free_user;
     uint8_t *lz4;         /* compressed payload, made once per event */
     size_t lz4_len;       /* 0: not made or did not pay */
     /* type, response type and payload follow, for owned events */

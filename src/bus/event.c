@@ -75,6 +75,28 @@ int lahja_event_new(const char *type, const void *payload, size_t len, lahja_eve
     return lahja_event_make(type, tlen, NULL, payload, len, out);
 }
 
+int lahja_event_wrap(const char *type, void *payload, size_t len, lahja_free_fn free_fn,
+                     void *user, lahja_event_t **out)
+{
+    if (type == NULL || out == NULL || (payload == NULL && len > 0))
+        return -EINVAL;
+    size_t tlen = strlen(type);
+    if (!lahja_wire_type_valid(type, tlen))
+        return -EINVAL;
+    if (len > UINT32_MAX)
+        return -EMSGSIZE;
+    lahja_event_t *ev;
+    int rc = lahja_event_make(type, tlen, NULL, NULL, 0, &ev);
+    if (rc != 0)
+        return rc;
+    ev->payload = payload;
+    ev->len = len;
+    ev->free_fn = free_fn;
+    ev->free_user = user;
+    *out = ev;
+    return 0;
+}
+
 int lahja_request_new(const char *type, const char *response_type, const void *payload,
                       size_t len, lahja_event_t **out)
 {
@@ -116,6 +138,8 @@ void lahja_event_unref(lahja_event_t *ev)
         return;
     lahja_name_unref(ev->origin);
     free(ev->lz4);
+    if (ev->free_fn != NULL)
+        ev->free_fn((void *)ev->payload, ev->free_user);
     free(ev);
 }
 

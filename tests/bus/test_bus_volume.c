@@ -219,6 +219,62 @@ static void test_payload_1mib_intact_both_ways(void **state)
     fx_expect_exit(b);
 }
 
+/* lahja_event_wrap: the caller's buffer goes out as it is, and is given
+ * back exactly once, when the bus has written it and the last reference
+ * is gone. */
+struct wrapped {
+    int freed;
+    void *buf;
+};
+
+static void on_wrapped_free(void *payload, void *user)
+{
+    struct wrapped *w = user;
+    assert_ptr_equal(payload, w->buf);
+    w->freed++;
+}
+
+static int main_wrap(void *arg)
+{
+    (void)arg;
+    struct echo_parent p;
+    echo_parent_start(&p, NULL, TYPES("b"));
+    struct wrapped w = { 0, malloc(MIB) };
+    assert_non_null(w.buf);
+    fill_random(w.buf, MIB, 7);
+    lahja_event_t *ev;
+    assert_int_equal(lahja_event_wrap("Blob", w.buf, MIB, on_wrapped_free, &w, &ev), 0);
+    size_t len;
+    assert_ptr_equal(lahja_event_payload(ev, &len), w.buf); /* not a copy */
+    assert_int_equal(len, MIB);
+    assert_int_equal(lahja_broadcast(p.ep, ev, NULL, lahja_deadline_in(GUARD_MS)), 0);
+    struct blob_report r;
+    expect_echo(&p, ev, "b", &r); /* intact there and back */
+    assert_int_equal(w.freed, 0); /* ours still */
+    lahja_event_unref(ev);
+    assert_int_equal(w.freed, 1); /* written, echoed: the last reference */
+    free(w.buf);
+
+    /* A failed wrap leaves the buffer with the caller, unreleased. */
+    struct wrapped bad = { 0, NULL };
+    assert_int_equal(lahja_event_wrap("", &bad, 1, on_wrapped_free, &bad, &ev), -EINVAL);
+    assert_int_equal(lahja_event_wrap("Blob", NULL, 1, on_wrapped_free, &bad, &ev), -EINVAL);
+    assert_int_equal(bad.freed, 0);
+    /* NULL free_fn: nothing is called; an empty payload is allowed. */
+    assert_int_equal(lahja_event_wrap("Blob", NULL, 0, NULL, NULL, &ev), 0);
+    lahja_event_unref(ev);
+    echo_parent_end(&p);
+    return 0;
+}
+
+static void test_wrapped_payload_sent_as_is_and_released_once(void **state)
+{
+    (void)state;
+    pid_t b = fx_spawn(child_echo, (void *)&echo_b);
+    RUN_MAIN(main_wrap, NULL);
+    fx_expect_exit(b);
+}
+
 static int main_64mib(void *arg)
 {
     (void)arg;
@@ -733,6 +789,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         BUS_TEST(test_payload_1mib_intact_both_ways),
         BUS_TEST(test_payload_64mib_intact_both_ways),
+        BUS_TEST(test_wrapped_payload_sent_as_is_and_released_once),
         BUS_TEST(test_compressible_payload_compressed_and_intact),
         BUS_TEST(test_peer_without_compression_receives_intact),
         BUS_TEST(test_payload_over_max_payload_is_emsgsize),
