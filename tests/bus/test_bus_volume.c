@@ -795,8 +795,6 @@ int main(void)
         BUS_TEST(test_payload_over_max_payload_is_emsgsize),
         BUS_TEST(test_backpressure_bounds_queue_of_stopped_peer),
         BUS_TEST(test_order_of_100k_events),
-        /* Last: they fail today, and a failed test taints the children of
-         * later ones under valgrind (see RUN_MAIN). */
         BUS_TEST(test_payload_over_peer_max_keeps_connection),
         BUS_TEST(test_payload_over_peer_max_is_not_reported_sent),
     };
