@@ -26,9 +26,13 @@
  *       broadcaster's CPU per event with one subscriber and with all.
  *
  * PB_IMPL and PB_SCEN name the implementation and scenario in the output.
+ * PB_PIN=same puts every process on CPU 0, PB_PIN=split the parent on CPU
+ * 0 and the others on CPU 1 (as the peers' driver does).
+ * LAHJA_BUSY_POLL_US sets every endpoint's busy_poll_us.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +151,18 @@ static void finish(lahja_endpoint_t *ep)
     lahja_endpoint_free(ep);
 }
 
+static void pin(int child)
+{
+    const char *mode = env_or("PB_PIN", "");
+    if (!*mode)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(child && strcmp(mode, "split") == 0 ? 1 : 0, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0)
+        perror("sched_setaffinity");
+}
+
 /* Runs fn in a forked process with its own runtime; returns the pid. */
 static pid_t spawn_process(lahja_task_fn fn, void *arg)
 {
@@ -157,6 +173,7 @@ static pid_t spawn_process(lahja_task_fn fn, void *arg)
         exit(1);
     }
     if (pid == 0) {
+        pin(1);
         alarm(300); /* nothing here may outlive a stuck parent */
         int rc = lahja_run(fn, arg, NULL);
         _exit(rc == 0 ? 0 : 1);
@@ -1109,6 +1126,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    pin(0);
     alarm(600); /* a safety net: nothing here takes that long */
     const char *cmd = argc > 1 ? argv[1] : "";
     int rc = 2;

@@ -25,7 +25,8 @@
 #define WRITE_IOV 256            /* iovecs per write */
 #define CHUNK_SIZE (64 * 1024)   /* a chunk of small frames */
 #define COPY_MAX 2048            /* payloads up to this go into chunks */
-#define FLUSH_BYTES (64 * 1024)  /* output written without waiting */
+#define FLUSH_FIRST 4096         /* output written without waiting: at */
+#define FLUSH_BYTES (64 * 1024)  /* first, then doubling up to this */
 #define FREE_CHUNKS 8            /* chunks an endpoint keeps for reuse */
 #define READ_CHUNK (64 * 1024)
 #define SHRINK_READS 64
@@ -241,14 +242,25 @@ static void mark_dirty(struct conn *c)
 
 static void conn_write(struct conn *c);
 
-/* Accounts for output just queued; writes it if enough is waiting. */
+/*
+ * Accounts for output just queued; writes it if enough is waiting.  The
+ * first write of a burst goes out after FLUSH_FIRST bytes, so that the
+ * reader starts early, and each next one waits for twice as much, up to
+ * FLUSH_BYTES, so that a long burst is written in large pieces; the end
+ * of the loop turn starts the next burst small again.
+ */
 static void queued_more(struct conn *c, size_t bytes)
 {
     c->queued += bytes;
     c->unflushed += bytes;
     mark_dirty(c);
-    if (c->unflushed >= FLUSH_BYTES)
+    if (c->flush_at == 0)
+        c->flush_at = FLUSH_FIRST;
+    if (c->unflushed >= c->flush_at) {
         conn_write(c);
+        if (c->flush_at < FLUSH_BYTES)
+            c->flush_at *= 2;
+    }
 }
 
 static void enqueue(struct conn *c, struct out_item *it)
@@ -470,6 +482,7 @@ void lahja_ep_flush(lahja_endpoint_t *ep)
     while ((l = lahja_list_pop_front(&ep->dirty)) != NULL) {
         struct conn *c = lahja_container_of(l, struct conn, dirty_link);
         c->dirty = 0;
+        c->flush_at = FLUSH_FIRST;
         conn_write(c);
         if (c->write_error != 0)
             conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(c->write_error));

@@ -2,6 +2,7 @@
  * Endpoints: creation, start (listening, B1-B3), stop (B23), logging.
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -294,11 +295,15 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
     return 0;
 }
 
+/* Runs once per loop turn while polling.  Yielding the CPU lets a peer
+ * sharing it run: spinning would keep it waiting for our time slice. */
 static void on_poll(uv_idle_t *h)
 {
     lahja_endpoint_t *ep = h->data;
     if (uv_hrtime() >= ep->poll_until)
         uv_idle_stop(h);
+    else
+        sched_yield();
 }
 
 void lahja_ep_busy_poll(lahja_endpoint_t *ep)

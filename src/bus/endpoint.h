@@ -123,6 +123,7 @@ struct conn {
     lahja_link_t outq;           /* out_items not yet handed to libuv */
     size_t head_off;             /* bytes of outq's first item written */
     size_t unflushed;            /* bytes queued since the last write */
+    size_t flush_at;             /* unflushed bytes that start a write */
     int write_error;             /* a write failed where it could not
                                     be handled: the flusher will */
     lahja_link_t inflight;       /* out_items of the write under way */
