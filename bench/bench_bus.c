@@ -285,24 +285,24 @@ static uint8_t *pool_get(const uint8_t *like, size_t size)
     return buf;
 }
 
-/* Broadcasts one event of `type` carrying seq in its first 8 bytes. */
+/* Broadcasts one event of `type` carrying seq in its first 8 bytes: a
+ * copy of buf with lahja_broadcast_bytes, or a pooled buffer handed over
+ * with lahja_event_wrap for large ones. */
 static int send_seq(lahja_endpoint_t *ep, const char *type, uint8_t *buf, size_t size,
                     uint64_t seq, const lahja_broadcast_config_t *cfg, lahja_time_t deadline)
 {
-    lahja_event_t *ev;
-    int rc;
-    if (size >= WRAP_MIN) {
-        uint8_t *own = pool_get(buf, size);
-        memcpy(own, &seq, sizeof seq);
-        rc = lahja_event_wrap(type, own, size, pool_put, NULL, &ev);
-        if (rc != 0)
-            pool_put(own, NULL);
-    } else {
+    if (size < WRAP_MIN) {
         memcpy(buf, &seq, sizeof seq);
-        rc = lahja_event_new(type, buf, size, &ev);
+        return lahja_broadcast_bytes(ep, type, buf, size, cfg, deadline);
     }
-    if (rc != 0)
+    uint8_t *own = pool_get(buf, size);
+    memcpy(own, &seq, sizeof seq);
+    lahja_event_t *ev;
+    int rc = lahja_event_wrap(type, own, size, pool_put, NULL, &ev);
+    if (rc != 0) {
+        pool_put(own, NULL);
         return rc;
+    }
     rc = lahja_broadcast(ep, ev, cfg, deadline);
     lahja_event_unref(ev);
     return rc;

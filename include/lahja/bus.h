@@ -274,6 +274,18 @@ int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadca
                     lahja_time_t deadline);
 
 /*
+ * Broadcasts an event of type `type` carrying a copy of payload[0..len):
+ * lahja_event_new, lahja_broadcast and lahja_event_unref in one call,
+ * without allocating an event for small payloads (up to 2 KiB, which are
+ * copied straight into the peers' output).  Consumers that keep the
+ * event (streams, wait_for, lahja_event_ref in a handler) get their own
+ * copy.  Suspending, as lahja_broadcast; its errors, and -EINVAL for a
+ * bad type.
+ */
+int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *payload, size_t len,
+                          const lahja_broadcast_config_t *cfg, lahja_time_t deadline);
+
+/*
  * As lahja_broadcast, never suspending: when a receiving peer's queue is
  * over the hard limit, fails with -EAGAIN and queues nothing anywhere;
  * lahja_endpoint_blocked_peer() then names that peer.

@@ -347,6 +347,36 @@ int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadca
     return broadcast(ep, ev, cfg, deadline, ev != NULL && ev->is_request ? ++ep->next_id : 0);
 }
 
+#define BYTES_STACK_MAX 2048 /* what lahja_broadcast_bytes sends without an event */
+
+int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *payload, size_t len,
+                          const lahja_broadcast_config_t *cfg, lahja_time_t deadline)
+{
+    if (ep == NULL || type == NULL || (payload == NULL && len > 0))
+        return -EINVAL;
+    size_t tlen = strlen(type);
+    if (!lahja_wire_type_valid(type, tlen))
+        return -EINVAL;
+    if (len > BYTES_STACK_MAX) {
+        lahja_event_t *ev;
+        int rc = lahja_event_make(type, tlen, NULL, payload, len, &ev);
+        if (rc == 0)
+            rc = broadcast(ep, ev, cfg, deadline, 0);
+        lahja_event_unref(ev);
+        return rc;
+    }
+    /* Never referenced beyond this call: lahja_event_ref copies it. */
+    lahja_event_t ev = {
+        .refs = 1, .on_stack = 1,
+        .type = type, .type_len = tlen,
+        .payload = payload, .len = len,
+    };
+    int rc = broadcast(ep, &ev, cfg, deadline, 0);
+    lahja_name_unref(ev.origin);
+    free(ev.lz4);
+    return rc;
+}
+
 /* ------------------------------------------------------------ requests */
 
 int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcast_config_t *cfg,

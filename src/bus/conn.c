@@ -327,7 +327,7 @@ int lahja_conn_enqueue_event(struct conn *c, lahja_event_t *ev, uint8_t flags, u
         plen = ev->lz4_len;
     }
     head_len += lahja_wire_event_prefix(head + head_len, tid, flags, id, (uint32_t)ev->len, plen);
-    if (plen <= COPY_MAX)
+    if (plen <= COPY_MAX || ev->on_stack) /* a stack event cannot be kept */
         return append(c, head, head_len, payload, plen);
     struct out_item *it = item_get(c->ep);
     if (it == NULL)

@@ -37,6 +37,7 @@ struct lahja_event {
     int refs;
     uint8_t bound;        /* broadcast once: cannot be again (B8) */
     uint8_t borrowed;     /* lent to handlers, lives on a stack frame */
+    uint8_t on_stack;     /* lahja_broadcast_bytes's: refs copy it */
     uint8_t is_request;
     uint64_t id;          /* request id / id of the request answered */
     lahja_name_t *origin; /* NULL until bound or received */

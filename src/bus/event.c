@@ -126,7 +126,7 @@ lahja_event_t *lahja_event_ref(lahja_event_t *ev)
 {
     if (ev == NULL)
         return NULL;
-    if (ev->borrowed)
+    if (ev->borrowed || ev->on_stack)
         return clone(ev);
     ev->refs++;
     return ev;
@@ -134,7 +134,7 @@ lahja_event_t *lahja_event_ref(lahja_event_t *ev)
 
 void lahja_event_unref(lahja_event_t *ev)
 {
-    if (ev == NULL || ev->borrowed || --ev->refs > 0)
+    if (ev == NULL || ev->borrowed || ev->on_stack || --ev->refs > 0)
         return;
     lahja_name_unref(ev->origin);
     free(ev->lz4);

@@ -6,14 +6,30 @@
 
 char lahja_strmap_tomb;
 
+/*
+ * Eight bytes at a time, each word mixed in with a multiply and a
+ * shift (the finalizer of MurmurHash3's 64-bit variant): type names are
+ * hashed once per broadcast, so this is on the hot path.
+ */
+static uint64_t mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
 uint64_t lahja_strmap_hash(const char *s, size_t len)
 {
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ len;
+    uint64_t w;
+    for (; len >= 8; s += 8, len -= 8) {
+        memcpy(&w, s, 8);
+        h = mix(h ^ w) * 0xc4ceb9fe1a85ec53ull;
     }
-    return h;
+    w = 0;
+    memcpy(&w, s, len);
+    return mix(h ^ w);
 }
 
 void lahja_strmap_init(lahja_strmap_t *m)

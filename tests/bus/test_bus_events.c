@@ -88,6 +88,83 @@ static void test_event_accessors(void **state)
     RUN_MAIN(main_accessors, NULL);
 }
 
+/* lahja_broadcast_bytes: no event is made for a small payload, yet every
+ * consumer that keeps one gets a copy of its own that outlives the call
+ * and the caller's buffer. */
+static int on_keep_last(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    lahja_event_t **slot = user;
+    lahja_event_unref(*slot);
+    *slot = lahja_event_ref(ev);
+    return *slot != NULL ? 0 : -ENOMEM;
+}
+
+static int main_broadcast_bytes(void *arg)
+{
+    (void)arg;
+    lahja_endpoint_t *ep = ep_start("a", NULL);
+    assert_non_null(ep);
+    lahja_event_t *kept = NULL;
+    lahja_subscription_t *s;
+    assert_int_equal(lahja_subscribe(ep, "Bytes", on_keep_last, &kept, &s), 0);
+    lahja_stream_t *st;
+    assert_int_equal(lahja_stream_open(ep, "Bytes", 0, NULL, &st), 0);
+
+    char buf[5000];
+    memcpy(buf, "hello", 5);
+    assert_int_equal(lahja_broadcast_bytes(ep, "Bytes", buf, 5, NULL, lahja_deadline_in(GUARD_MS)), 0);
+    memset(buf, 'x', sizeof buf); /* the caller's buffer is its own again */
+    assert_non_null(kept);
+    assert_string_equal(lahja_event_type(kept), "Bytes");
+    assert_string_equal(lahja_event_origin(kept), "a");
+    size_t len;
+    const void *p = lahja_event_payload(kept, &len);
+    assert_int_equal(len, 5);
+    assert_memory_equal(p, "hello", 5);
+    lahja_event_t *ev;
+    assert_int_equal(lahja_stream_next(st, lahja_deadline_in(GUARD_MS), &ev), 0);
+    p = lahja_event_payload(ev, &len);
+    assert_int_equal(len, 5);
+    assert_memory_equal(p, "hello", 5);
+    lahja_event_unref(ev);
+
+    /* Larger than what is sent without an event: the same, through one. */
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (char)(i * 7);
+    assert_int_equal(lahja_broadcast_bytes(ep, "Bytes", buf, sizeof buf, NULL,
+                                           lahja_deadline_in(GUARD_MS)), 0);
+    assert_int_equal(lahja_stream_next(st, lahja_deadline_in(GUARD_MS), &ev), 0);
+    p = lahja_event_payload(ev, &len);
+    assert_int_equal(len, sizeof buf);
+    assert_memory_equal(p, buf, sizeof buf);
+    lahja_event_unref(ev);
+    p = lahja_event_payload(kept, &len);
+    assert_int_equal(len, sizeof buf);
+
+    /* Errors, and nothing delivered for them. */
+    assert_int_equal(lahja_broadcast_bytes(ep, "", buf, 1, NULL, LAHJA_FOREVER), -EINVAL);
+    assert_int_equal(lahja_broadcast_bytes(ep, "Bytes", NULL, 1, NULL, LAHJA_FOREVER), -EINVAL);
+    assert_int_equal(lahja_broadcast_bytes(NULL, "Bytes", buf, 1, NULL, LAHJA_FOREVER), -EINVAL);
+    assert_int_equal(lahja_broadcast_bytes(ep, "Nobody", buf, 1, NULL, LAHJA_FOREVER),
+                     LAHJA_ENOSUBSCRIBERS);
+    lahja_broadcast_config_t quiet = { .allow_no_subscribers = 1 };
+    assert_int_equal(lahja_broadcast_bytes(ep, "Nobody", buf, 1, &quiet, LAHJA_FOREVER), 0);
+    assert_int_equal(lahja_stream_next(st, lahja_deadline_in(10), &ev), -ETIMEDOUT);
+
+    lahja_event_unref(kept);
+    lahja_subscription_cancel(s);
+    lahja_stream_close(st);
+    ep_finish(ep);
+    return 0;
+}
+
+static void test_broadcast_bytes_copies_for_whoever_keeps_it(void **state)
+{
+    (void)state;
+    RUN_MAIN(main_broadcast_bytes, NULL);
+}
+
 static void test_event_new_rejects_bad_arguments(void **state)
 {
     (void)state;
@@ -621,6 +698,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         BUS_TEST(test_event_accessors),
         BUS_TEST(test_event_new_rejects_bad_arguments),
+        BUS_TEST(test_broadcast_bytes_copies_for_whoever_keeps_it),
         BUS_TEST(test_broadcast_twice_is_bind_error_copy_is_not),
         BUS_TEST(test_failed_broadcast_leaves_event_unbound),
         BUS_TEST(test_event_ref_in_handler_outlives_it),
