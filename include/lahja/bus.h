@@ -276,7 +276,7 @@ int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadca
 /*
  * Broadcasts an event of type `type` carrying a copy of payload[0..len):
  * lahja_event_new, lahja_broadcast and lahja_event_unref in one call,
- * without allocating an event for small payloads (up to 2 KiB, which are
+ * without allocating an event for payloads up to 64 KiB (which are
  * copied straight into the peers' output).  Consumers that keep the
  * event (streams, wait_for, lahja_event_ref in a handler) get their own
  * copy.  Suspending, as lahja_broadcast; its errors, and -EINVAL for a

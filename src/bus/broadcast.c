@@ -168,14 +168,14 @@ static struct conn *find_over(const struct targets *t, size_t limit)
     return NULL;
 }
 
-#define SAMPLE_MIN (64 * 1024) /* payloads this large are sampled first */
-#define SAMPLE_LEN (8 * 1024)
+#define SAMPLE_MIN (16 * 1024) /* payloads this large are sampled first */
+#define SAMPLE_LEN (4 * 1024)
 
 /*
- * Whether a large payload is worth compressing: an 8 KiB sample from its
- * middle must shrink by an eighth.  Compressing a megabyte of
- * incompressible data costs more than sending it; the sample costs a
- * hundredth of that.
+ * Whether a large payload is worth compressing: a 4 KiB sample from its
+ * middle must shrink by an eighth.  Compressing incompressible data
+ * costs more than sending it (a fifth of a sender's time at 16 KiB); the
+ * sample costs a fraction of that.
  */
 static int worth_compressing(const lahja_event_t *ev)
 {
@@ -347,7 +347,7 @@ int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadca
     return broadcast(ep, ev, cfg, deadline, ev != NULL && ev->is_request ? ++ep->next_id : 0);
 }
 
-#define BYTES_STACK_MAX 2048 /* what lahja_broadcast_bytes sends without an event */
+#define BYTES_STACK_MAX 65536 /* what lahja_broadcast_bytes sends without an event */
 
 int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *payload, size_t len,
                           const lahja_broadcast_config_t *cfg, lahja_time_t deadline)
