@@ -882,7 +882,7 @@ static int mem_stalled(void *arg)
     if (rc != 0)
         die("subscribe", rc);
     connect_to(ep, "mem");
-    lahja_sleep(100); /* the SUBS reaches "mem" */
+    lahja_sleep(1); /* a loop turn: our subscriptions are written */
     raise(SIGSTOP);
     return 0;
 }
@@ -906,6 +906,9 @@ static int mem_main(void *arg)
 
     m->stalled = spawn_process(mem_stalled, NULL);
     wait_subscribed(ep, "stalled", DATA);
+    int st;
+    if (waitpid(m->stalled, &st, WUNTRACED) != m->stalled || !WIFSTOPPED(st))
+        die("stalled peer", -ECHILD); /* it reads nothing from here on */
     m->high_water = 4u << 20; /* the default */
     uint8_t buf[MEM_EVENT] = { 0 };
     before = rss_kb();
