@@ -308,6 +308,9 @@ large_events() {
 lahja_only() {
     lahja inflight64 inflight 64 "$N_INFLIGHT" 64
     lahja_poll inflight64 inflight 64 "$N_INFLIGHT" 64
+    # The same, placed: what the scheduler chooses between.
+    lahja_as inflight64-same lahja PB_PIN=same -- inflight 64 "$N_INFLIGHT" 64
+    lahja_as inflight64-split lahja PB_PIN=split -- inflight 64 "$N_INFLIGHT" 64
     lahja seeds-stream seeds 3 10000
     lahja seeds-request seedsreq 3 1000
     lahja_poll seeds-request seedsreq 3 1000
