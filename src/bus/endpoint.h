@@ -2,8 +2,9 @@
  * The bus core's internals.
  *
  * The core is driven by libuv callbacks: accept, connect, read (parse
- * frames in place, dispatch), write (one writev per connection per loop
- * turn, from a prepare handle).  The public calls that wait are thin
+ * frames in place, dispatch), write (chunks of small frames and large
+ * payloads, from the broadcasting call once enough wait, or from a
+ * prepare handle at the end of the loop turn; see conn.c).  The public calls that wait are thin
  * suspending wrappers: they check a condition the callbacks maintain and
  * sleep on a lahja_cond_t the callbacks signal.
  */
