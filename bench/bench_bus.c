@@ -906,9 +906,17 @@ static int mem_main(void *arg)
 
     m->stalled = spawn_process(mem_stalled, NULL);
     wait_subscribed(ep, "stalled", DATA);
-    int st;
-    if (waitpid(m->stalled, &st, WUNTRACED) != m->stalled || !WIFSTOPPED(st))
-        die("stalled peer", -ECHILD); /* it reads nothing from here on */
+    /* Until it has stopped: it reads nothing from then on.  Polled, not
+     * waited for: the loop must run meanwhile, to finish its handshake. */
+    for (;;) {
+        int st;
+        pid_t w = waitpid(m->stalled, &st, WUNTRACED | WNOHANG);
+        if (w == m->stalled && WIFSTOPPED(st))
+            break;
+        if (w != 0)
+            die("stalled peer", -ECHILD);
+        lahja_sleep(1);
+    }
     m->high_water = 4u << 20; /* the default */
     uint8_t buf[MEM_EVENT] = { 0 };
     before = rss_kb();
