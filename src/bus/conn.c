@@ -633,7 +633,11 @@ static int on_hello(struct conn *c, const lahja_wire_hello_t *h)
     c->peer_max = h->max_frame;
     c->state = CONN_READY;
     uv_timer_stop(&c->timer);
+    /* Our subscriptions go out now, not at the end of the loop turn: the
+     * peer's lahja_connect waits for them, and a task woken by this
+     * connection may keep the loop busy before the turn ends. */
     lahja_conn_send_subs(c);
+    conn_write(c);
     lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connected %s %s", c->outbound ? "to" : "from", h->name);
     lahja_ep_changed(ep, 1);
     return 0;

@@ -8,6 +8,8 @@
  * parallel.
  */
 #define _GNU_SOURCE
+#include <poll.h>
+
 #include "support_bus.h"
 
 #define PENDING 12345
@@ -882,6 +884,85 @@ static int main_no_relaying(void *arg)
 }
 BUS_MAIN_TEST(no_relaying)
 
+/* ------------------------------------------- handshake, loop blocked */
+
+/*
+ * A raw client sends its HELLO and its SUBS in one write, then waits for
+ * the endpoint's SUBS and signals once it has it.  Both frames reach the
+ * endpoint in one read, which also wakes the task waiting for the
+ * subscription; if the endpoint's own SUBS were still queued when that
+ * task blocks the loop, the client would never get it.
+ */
+static int child_raw_subscriber(void *arg)
+{
+    int fd = raw_connect(arg);
+    if (fd < 0)
+        return 1;
+    static const char *const types[] = { "Ping" };
+    uint8_t buf[512];
+    uint8_t *p = raw_hello(buf, "raw");
+    p = raw_subs(p, 1, types, 1);
+    raw_send(fd, buf, (size_t)(p - buf));
+    /* Frames until a SUBS: header = u32 body length, u8 kind, 3 bytes. */
+    uint8_t in[4096];
+    size_t have = 0;
+    for (;;) {
+        while (have >= RAW_HDR) {
+            uint32_t len = (uint32_t)in[0] | (uint32_t)in[1] << 8 | (uint32_t)in[2] << 16 |
+                           (uint32_t)in[3] << 24;
+            if (in[4] == RAW_SUBS) {
+                bus_child_signal();
+                close(fd);
+                return 0;
+            }
+            if (RAW_HDR + (size_t)len > have)
+                break;
+            memmove(in, in + RAW_HDR + len, have - RAW_HDR - len);
+            have -= RAW_HDR + len;
+        }
+        ssize_t n = recv(fd, in + have, sizeof in - have, 0);
+        if (n <= 0)
+            return 2; /* the receive timeout (GUARD_MS): no SUBS came */
+        have += (size_t)n;
+    }
+}
+
+struct blocked_args {
+    char dir[BUS_DIR_MAX];
+};
+
+static int main_subs_out_before_waiters_run(void *arg)
+{
+    struct blocked_args *a = arg;
+    lahja_endpoint_options_t opts = bus_opts(NULL);
+    lahja_endpoint_t *ep = bus_serve(a->dir, "srv", &opts);
+    lahja_subscription_t *sub;
+    EXPECT_EQ(lahja_subscribe(ep, "Pong", bus_echo_handler, NULL, &sub), 0);
+    lahja_conn_config_t cfg = bus_cfg(a->dir, "srv");
+    bus_child_t c = bus_fork_plain(child_raw_subscriber, cfg.path);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "raw", "Ping",
+                                                      lahja_deadline_in(GUARD_MS)), 0);
+    /* The loop is blocked from here until the client has our SUBS. */
+    struct pollfd pfd = { c.fd, POLLIN, 0 };
+    EXPECT_EQ(poll(&pfd, 1, GUARD_MS), 1);
+    EXPECT_CHILD_OK(&c);
+    lahja_subscription_cancel(sub);
+    bus_close(ep);
+    return 0;
+}
+
+/* Our subscriptions are written as soon as the peer's HELLO is read, not
+ * at the end of the loop turn: a task woken by the handshake that then
+ * blocks the loop does not hold them back. */
+static void test_subs_written_before_waiters_run(void **state)
+{
+    (void)state;
+    struct blocked_args a;
+    bus_dir_make(a.dir);
+    bus_run_in_child(main_subs_out_before_waiters_run, &a);
+    bus_dir_remove(a.dir);
+}
+
 int main(void)
 {
     bus_filter_from_env();
@@ -905,6 +986,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_name_refused),
         cmocka_unit_test(test_connection_two_way),
         cmocka_unit_test(test_no_relaying),
+        cmocka_unit_test(test_subs_written_before_waiters_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
