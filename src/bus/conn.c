@@ -5,10 +5,11 @@
  * Writing: small frames are copied one after another into 64 KiB
  * chunks, so that thousands of events leave in one writev of a few
  * iovecs; a large event's payload is not copied (its own iovec, shared by
- * every peer it goes to).  Output is written when a connection has
- * FLUSH_BYTES waiting, at once from the broadcasting call, so the reader
- * works while the writer goes on, and at the latest before the loop polls
- * again (a prepare handle).  A write tries the socket directly
+ * every peer it goes to).  Output is written from the broadcasting call
+ * once enough waits (FLUSH_FIRST bytes, then twice as much each time up
+ * to FLUSH_BYTES: see queued_more), so the reader works while the writer
+ * goes on, and at the latest before the loop polls again (a prepare
+ * handle).  A write tries the socket directly
  * (uv_try_write); what the socket does not take goes to libuv as a
  * uv_write, and the connection's later output waits for it.
  */
@@ -48,6 +49,7 @@ static struct conn *conn_new(lahja_endpoint_t *ep)
     c->pipe.data = c;
     c->timer.data = c;
     c->nopen = 2;
+    c->flush_at = FLUSH_FIRST;
     uint32_t max_frame = (uint32_t)(ep->opts.max_payload + LAHJA_WIRE_EVENT_PREFIX_MAX);
     lahja_wire_rx_init(&c->rx, max_frame, (uint32_t)ep->opts.max_payload, 65535);
     lahja_wire_tx_init(&c->tx);
@@ -241,6 +243,7 @@ static void mark_dirty(struct conn *c)
 }
 
 static void conn_write(struct conn *c);
+static void conn_write_or_fail(struct conn *c);
 
 /*
  * Accounts for output just queued; writes it if enough is waiting.  The
@@ -254,8 +257,6 @@ static void queued_more(struct conn *c, size_t bytes)
     c->queued += bytes;
     c->unflushed += bytes;
     mark_dirty(c);
-    if (c->flush_at == 0)
-        c->flush_at = FLUSH_FIRST;
     if (c->unflushed >= c->flush_at) {
         conn_write(c);
         if (c->flush_at < FLUSH_BYTES)
@@ -408,10 +409,7 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     lahja_cond_broadcast(&c->drained);
-    if (c->state != CONN_CLOSING && !lahja_list_empty(&c->outq))
-        conn_write(c);
-    if (c->write_error != 0)
-        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(c->write_error));
+    conn_write_or_fail(c);
 }
 
 /* What the socket did not take goes to libuv, which writes it when the
@@ -444,7 +442,7 @@ static void conn_write(struct conn *c)
         unsigned n = gather(c, bufs, WRITE_IOV, &items, &bytes);
         int w = uv_try_write((uv_stream_t *)&c->pipe, bufs, n);
         if (w < 0 && w != UV_EAGAIN) {
-            /* Ended by the flusher, outside of whatever call queued it. */
+            /* Ended by conn_write_or_fail, outside whatever call queued it. */
             c->write_error = w;
             mark_dirty(c);
             return;
@@ -460,6 +458,15 @@ static void conn_write(struct conn *c)
             return;
         }
     }
+}
+
+/* conn_write, from a callback of the loop's own, where a connection
+ * whose write failed can be ended at once. */
+static void conn_write_or_fail(struct conn *c)
+{
+    conn_write(c);
+    if (c->write_error != 0)
+        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(c->write_error));
 }
 
 void lahja_ep_send_subs(lahja_endpoint_t *ep)
@@ -483,9 +490,7 @@ void lahja_ep_flush(lahja_endpoint_t *ep)
         struct conn *c = lahja_container_of(l, struct conn, dirty_link);
         c->dirty = 0;
         c->flush_at = FLUSH_FIRST;
-        conn_write(c);
-        if (c->write_error != 0)
-            conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(c->write_error));
+        conn_write_or_fail(c);
     }
     uv_prepare_stop(&ep->flusher);
 }
