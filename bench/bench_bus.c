@@ -468,11 +468,6 @@ static int cmd_thr(int nsubs, uint64_t n, size_t size, const char *label)
 
 /* ========================================================== responder */
 
-struct rep_ctx {
-    const char *name;
-    int readyfd; /* written once subscribed; -1: none */
-};
-
 static int answer(lahja_endpoint_t *ep, lahja_event_t *req, void *user)
 {
     (void)user;
@@ -487,11 +482,11 @@ static int answer(lahja_endpoint_t *ep, lahja_event_t *req, void *user)
     return rc;
 }
 
-/* Serves requests until its requester has come and gone. */
+/* Serves requests as endpoint `arg` (its name) until its requester has
+ * come and gone. */
 static int responder(void *arg)
 {
-    struct rep_ctx *r = arg;
-    lahja_endpoint_t *ep = endpoint(r->name, 1, NULL);
+    lahja_endpoint_t *ep = endpoint(arg, 1, NULL);
     lahja_subscription_t *sub;
     int rc = lahja_subscribe(ep, REQ, answer, NULL, &sub);
     if (rc != 0)
@@ -573,8 +568,7 @@ static int cmd_lat(uint64_t n, size_t size, const char *label)
 {
     if (n < 1 || size < 8)
         return 2;
-    struct rep_ctx r = { "rep", -1 };
-    pid_t pid = spawn_process(responder, &r);
+    pid_t pid = spawn_process(responder, (void *)"rep");
     struct lat_ctx l = { n, size, calloc(n, sizeof(uint64_t)) };
     int rc = lahja_run(lat_main, &l, NULL);
     if (rc != 0 || !reap(&pid, 1))
@@ -653,8 +647,7 @@ static int cmd_inflight(int tasks, uint64_t n, size_t size, const char *label)
 {
     if (tasks < 1 || n < 1 || size < 8)
         return 2;
-    struct rep_ctx r = { "rep", -1 };
-    pid_t pid = spawn_process(responder, &r);
+    pid_t pid = spawn_process(responder, (void *)"rep");
     struct inflight_ctx c = { tasks, n, size, 0 };
     int rc = lahja_run(inflight_main, &c, NULL);
     if (rc != 0 || !reap(&pid, 1))
@@ -823,11 +816,9 @@ static int cmd_seedsreq(int consumers, uint64_t requests, const char *label)
         return 2;
     pid_t pids[MAX_PROCS];
     char names[MAX_PROCS][32];
-    struct rep_ctx r[MAX_PROCS];
     for (int i = 0; i < consumers; i++) {
         name_of(names[i], sizeof names[i], "consumer", i);
-        r[i] = (struct rep_ctx){ names[i], -1 };
-        pids[i] = spawn_process(responder, &r[i]);
+        pids[i] = spawn_process(responder, names[i]);
     }
     struct seedsreq_ctx c = { consumers, requests, 0 };
     int rc = lahja_run(seedsreq_main, &c, NULL);
@@ -978,18 +969,13 @@ struct mesh_result {
     uint64_t one_cpu_ns, all_cpu_ns, one_wall_ns, all_wall_ns;
 };
 
-static void mesh_name(char *buf, int i)
-{
-    name_of(buf, 32, "m", i);
-}
-
 /* Everybody connects to everybody with a lower index. */
 static void mesh_connect(lahja_endpoint_t *ep, int idx, int n)
 {
     lahja_conn_config_t cfgs[MAX_PROCS];
     for (int j = 0; j < idx; j++) {
         char name[32];
-        mesh_name(name, j);
+        name_of(name, sizeof name, "m", j);
         lahja_conn_config_from_name(&cfgs[j], name, dir);
     }
     int rc = idx > 0 ? lahja_connect(ep, cfgs, (size_t)idx, lahja_deadline_in(SETUP_MS)) : 0;
@@ -1014,7 +1000,7 @@ static uint64_t mesh_phase(lahja_endpoint_t *ep, const char *type, int upto, uin
     }
     for (int j = 1; j <= upto; j++) {
         char name[32];
-        mesh_name(name, j);
+        name_of(name, sizeof name, "m", j);
         lahja_broadcast_config_t cfg = { .filter_endpoint = name };
         int rc = round_trip(ep, buf, sizeof buf, 0, &cfg);
         if (rc != 0)
@@ -1028,7 +1014,7 @@ static int mesh_member(void *arg)
 {
     struct mesh_ctx *m = arg;
     char name[32];
-    mesh_name(name, m->idx);
+    name_of(name, sizeof name, "m", m->idx);
     lahja_endpoint_t *ep = endpoint(name, 1, NULL);
     uint64_t got = 0;
     lahja_subscription_t *s[4];
@@ -1054,7 +1040,7 @@ static int mesh_member(void *arg)
     if (m->idx == 0) {
         char peer[32];
         for (int j = 1; j < m->n; j++) {
-            mesh_name(peer, j);
+            name_of(peer, sizeof peer, "m", j);
             wait_subscribed(ep, peer, MESH_ALL);
             wait_subscribed(ep, peer, REQ);
         }
