@@ -22,6 +22,8 @@
 #define SUBS_FIXED 8    /* seq, count */
 #define ACK_BODY 4      /* seq */
 #define TYPE_FIXED 5    /* id, name_len */
+#define RECEIPT_BODY 8  /* count */
+#define CLOSE_BODY 4    /* reason */
 #define EVENT_ID_FLAGS (LAHJA_WIRE_REQUEST | LAHJA_WIRE_RESPONSE)
 #define EVENT_FLAGS_ALL (EVENT_ID_FLAGS | LAHJA_WIRE_LZ4)
 
@@ -168,6 +170,20 @@ size_t lahja_wire_ack_encode(uint8_t out[12], uint32_t seq)
     return HDR + ACK_BODY;
 }
 
+size_t lahja_wire_receipt_encode(uint8_t out[LAHJA_WIRE_RECEIPT_SIZE], uint64_t count)
+{
+    put_header(out, RECEIPT_BODY, LAHJA_WIRE_RECEIPT, 0);
+    put_u64(out + HDR, count);
+    return HDR + RECEIPT_BODY;
+}
+
+size_t lahja_wire_close_encode(uint8_t out[LAHJA_WIRE_CLOSE_SIZE], uint32_t reason)
+{
+    put_header(out, CLOSE_BODY, LAHJA_WIRE_CLOSE, 0);
+    put_u32(out + HDR, reason);
+    return HDR + CLOSE_BODY;
+}
+
 size_t lahja_wire_type_encode(uint8_t *out, uint32_t id, const char *type, size_t len)
 {
     /* Id 0 is never bound: a receiver would refuse the frame. */
@@ -224,7 +240,15 @@ void lahja_wire_rx_init(lahja_wire_rx_t *rx, uint32_t max_frame, uint32_t max_pa
         .max_frame = max_frame,
         .max_payload = max_payload,
         .max_types = max_types,
+        .max_hello = max_frame,
+        .max_subs = UINT32_MAX,
     };
+}
+
+void lahja_wire_rx_limits(lahja_wire_rx_t *rx, uint32_t max_hello, uint32_t max_subs)
+{
+    rx->max_hello = max_hello;
+    rx->max_subs = max_subs;
 }
 
 void lahja_wire_rx_free(lahja_wire_rx_t *rx)
@@ -244,6 +268,8 @@ static size_t body_min(uint8_t kind, uint8_t flags)
     case LAHJA_WIRE_SUBS: return SUBS_FIXED;
     case LAHJA_WIRE_SUBS_ACK: return ACK_BODY;
     case LAHJA_WIRE_TYPE: return TYPE_FIXED + 1;
+    case LAHJA_WIRE_RECEIPT: return RECEIPT_BODY;
+    case LAHJA_WIRE_CLOSE: return CLOSE_BODY;
     default: return event_fixed_len(flags);
     }
 }
@@ -254,6 +280,8 @@ static size_t body_max(uint8_t kind)
     switch (kind) {
     case LAHJA_WIRE_SUBS_ACK: return ACK_BODY;
     case LAHJA_WIRE_TYPE: return TYPE_FIXED + LAHJA_WIRE_NAME_MAX;
+    case LAHJA_WIRE_RECEIPT: return RECEIPT_BODY;
+    case LAHJA_WIRE_CLOSE: return CLOSE_BODY;
     default: return UINT32_MAX;
     }
 }
@@ -262,18 +290,23 @@ static size_t body_max(uint8_t kind)
 static int check_header(const lahja_wire_rx_t *rx, uint32_t body_len, uint8_t kind,
                         uint8_t flags, uint16_t reserved)
 {
-    if (kind < LAHJA_WIRE_HELLO || kind > LAHJA_WIRE_EVENT || reserved != 0)
+    if (kind < LAHJA_WIRE_HELLO || kind > LAHJA_WIRE_CLOSE || reserved != 0)
         return -EPROTO;
     /* HELLO first, and only first. */
     if ((kind == LAHJA_WIRE_HELLO) == (rx->hello_done != 0))
         return -EPROTO;
     if (kind == LAHJA_WIRE_EVENT ? !event_flags_valid(flags) : flags != 0)
         return -EPROTO;
-    /* The frame's size must also fit the ssize_t we return. */
-    if (body_len > rx->max_frame || exceeds(body_len, (uint64_t)SSIZE_MAX - HDR))
+    /* The frame's size must also fit the ssize_t we return.  Before the
+     * handshake, only a HELLO can come: a few hundred bytes. */
+    if (body_len > (rx->hello_done ? rx->max_frame : rx->max_hello)
+        || exceeds(body_len, (uint64_t)SSIZE_MAX - HDR))
         return -EMSGSIZE;
     if (body_len < body_min(kind, flags) || body_len > body_max(kind))
         return -EPROTO;
+    /* A SUBS entry takes at most 256 bytes: more is over max_subs types. */
+    if (kind == LAHJA_WIRE_SUBS && (uint64_t)body_len - SUBS_FIXED > (uint64_t)rx->max_subs * 256)
+        return -EMSGSIZE;
     /* An uncompressed payload's size is known now; a compressed one's waits for raw_len. */
     if (kind == LAHJA_WIRE_EVENT && !(flags & LAHJA_WIRE_LZ4)
         && body_len - event_fixed_len(flags) > rx->max_payload)
@@ -304,10 +337,13 @@ static int parse_hello(lahja_wire_rx_t *rx, const uint8_t *b, size_t len,
     return 0;
 }
 
-static int parse_subs(const uint8_t *b, size_t len, lahja_wire_subs_t *s)
+static int parse_subs(const lahja_wire_rx_t *rx, const uint8_t *b, size_t len,
+                      lahja_wire_subs_t *s)
 {
     const uint8_t *p = b + SUBS_FIXED, *end = b + len;
     uint32_t count = get_u32(b + 4);
+    if (count > rx->max_subs)
+        return -EMSGSIZE;
     /* Each entry takes at least 2 bytes, so this loop is bounded by len. */
     for (uint32_t i = 0; i < count; i++) {
         if (p == end)
@@ -414,14 +450,20 @@ ssize_t lahja_wire_rx_next(lahja_wire_rx_t *rx, const uint8_t *buf, size_t avail
         return rc;
     size_t frame = HDR + (size_t)body_len;
     if (avail < frame) {
+        /* A SUBS's count is refused before the rest of it is read. */
+        if (kind == LAHJA_WIRE_SUBS && avail >= HDR + SUBS_FIXED
+            && get_u32(buf + HDR + 4) > rx->max_subs)
+            return -EMSGSIZE;
         *need = frame;
         return 0;
     }
     const uint8_t *body = buf + HDR;
     switch (kind) {
     case LAHJA_WIRE_HELLO: rc = parse_hello(rx, body, body_len, &msg->u.hello); break;
-    case LAHJA_WIRE_SUBS: rc = parse_subs(body, body_len, &msg->u.subs); break;
+    case LAHJA_WIRE_SUBS: rc = parse_subs(rx, body, body_len, &msg->u.subs); break;
     case LAHJA_WIRE_SUBS_ACK: msg->u.ack_seq = get_u32(body); break;
+    case LAHJA_WIRE_RECEIPT: msg->u.receipt = get_u64(body); break;
+    case LAHJA_WIRE_CLOSE: msg->u.close_reason = get_u32(body); break;
     case LAHJA_WIRE_TYPE: rc = parse_type(rx, body, body_len); break;
     default: rc = parse_event(rx, body, body_len, flags, &msg->u.event); break;
     }
@@ -485,6 +527,15 @@ int lahja_wire_tx_intern_h(lahja_wire_tx_t *tx, const char *type, size_t len, ui
         s->value = (void *)(uintptr_t)++tx->ntypes; /* ids in binding order */
     *id = (uint32_t)(uintptr_t)s->value;
     return 0;
+}
+
+void lahja_wire_tx_unbind(lahja_wire_tx_t *tx, const char *type, size_t len, uint64_t hash)
+{
+    lahja_strmap_slot_t *s = lahja_strmap_find_h(&tx->map, type, len, hash);
+    if (s != NULL && (uint32_t)(uintptr_t)s->value == tx->ntypes) {
+        lahja_strmap_remove(&tx->map, s);
+        tx->ntypes--;
+    }
 }
 
 /* -------------------------------------------------------- compression */

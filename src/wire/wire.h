@@ -49,7 +49,15 @@ enum lahja_wire_kind {
     LAHJA_WIRE_SUBS = 2,
     LAHJA_WIRE_SUBS_ACK = 3,
     LAHJA_WIRE_TYPE = 4,
-    LAHJA_WIRE_EVENT = 5
+    LAHJA_WIRE_EVENT = 5,
+    LAHJA_WIRE_RECEIPT = 6, /* feature RECEIPTS only */
+    LAHJA_WIRE_CLOSE = 7    /* feature RECEIPTS only */
+};
+
+/* CLOSE reasons */
+enum lahja_wire_close_reason {
+    LAHJA_WIRE_CLOSE_DUPLICATE = 1, /* the other connection between us is kept */
+    LAHJA_WIRE_CLOSE_REFUSED = 2    /* over one of the receiver's limits */
 };
 
 /* EVENT flags */
@@ -61,8 +69,13 @@ enum lahja_wire_event_flags {
 
 /* HELLO feature bits */
 enum lahja_wire_features {
-    LAHJA_WIRE_FEAT_LZ4 = 1u << 0
+    LAHJA_WIRE_FEAT_LZ4 = 1u << 0,
+    /* reads RECEIPT and CLOSE frames, and sends RECEIPTs */
+    LAHJA_WIRE_FEAT_RECEIPTS = 1u << 1
 };
+
+#define LAHJA_WIRE_RECEIPT_SIZE (LAHJA_WIRE_HEADER_SIZE + 8)
+#define LAHJA_WIRE_CLOSE_SIZE (LAHJA_WIRE_HEADER_SIZE + 4)
 
 /* ------------------------------------------------------------ names */
 
@@ -101,6 +114,14 @@ size_t lahja_wire_subs_encode(uint8_t *out, size_t cap, uint32_t seq,
 
 /* Writes a SUBS_ACK frame (12 bytes) for `seq`.  Returns 12. */
 size_t lahja_wire_ack_encode(uint8_t out[12], uint32_t seq);
+
+/* Writes a RECEIPT frame (LAHJA_WIRE_RECEIPT_SIZE bytes): `count` EVENT
+ * frames read on this connection so far.  Returns its size. */
+size_t lahja_wire_receipt_encode(uint8_t out[LAHJA_WIRE_RECEIPT_SIZE], uint64_t count);
+
+/* Writes a CLOSE frame (LAHJA_WIRE_CLOSE_SIZE bytes) giving `reason`.
+ * Returns its size. */
+size_t lahja_wire_close_encode(uint8_t out[LAHJA_WIRE_CLOSE_SIZE], uint32_t reason);
 
 /*
  * Writes a TYPE frame binding `id` to the type name into out (at least
@@ -157,6 +178,8 @@ typedef struct lahja_wire_msg {
         lahja_wire_hello_t hello;
         lahja_wire_subs_t subs;
         uint32_t ack_seq;
+        uint64_t receipt;   /* RECEIPT: events read so far */
+        uint32_t close_reason;
         lahja_wire_event_t event;
     } u;                    /* TYPE frames fill nothing: the rx state keeps them */
 } lahja_wire_msg_t;
@@ -166,6 +189,8 @@ typedef struct lahja_wire_rx {
     uint32_t max_frame;     /* largest body accepted */
     uint32_t max_payload;   /* largest uncompressed payload accepted */
     uint32_t max_types;     /* most TYPE bindings accepted */
+    uint32_t max_hello;     /* largest body accepted before HELLO */
+    uint32_t max_subs;      /* most types in one SUBS */
     int hello_done;
     char **types;           /* types[id - 1], NUL-terminated copies */
     uint32_t ntypes, captypes;
@@ -173,6 +198,12 @@ typedef struct lahja_wire_rx {
 
 void lahja_wire_rx_init(lahja_wire_rx_t *rx, uint32_t max_frame, uint32_t max_payload,
                         uint32_t max_types);
+
+/* Bounds before the handshake and on SUBS (rx_init sets them to
+ * max_frame and UINT32_MAX): a frame before HELLO whose body is over
+ * max_hello, and a SUBS announcing more than max_subs types, are
+ * -EMSGSIZE as soon as the field that tells is in. */
+void lahja_wire_rx_limits(lahja_wire_rx_t *rx, uint32_t max_hello, uint32_t max_subs);
 
 /* Frees the type table.  Accepts a zeroed or already freed state. */
 void lahja_wire_rx_free(lahja_wire_rx_t *rx);
@@ -226,6 +257,14 @@ int lahja_wire_tx_intern(lahja_wire_tx_t *tx, const char *type, size_t len, uint
  * the number of connections it goes to). */
 int lahja_wire_tx_intern_h(lahja_wire_tx_t *tx, const char *type, size_t len, uint64_t hash,
                            uint32_t *id, int *is_new);
+
+/*
+ * Undoes the binding lahja_wire_tx_intern_h just made (is_new set) when
+ * its TYPE frame could not be queued, so that the next event of the type
+ * binds it again rather than use an id the peer never learnt.  Only the
+ * most recent binding can be undone.
+ */
+void lahja_wire_tx_unbind(lahja_wire_tx_t *tx, const char *type, size_t len, uint64_t hash);
 
 /* ------------------------------------------------------- compression */
 

@@ -508,7 +508,7 @@ static void test_reject_second_hello(void **state)
 static void test_reject_unknown_kind(void **state)
 {
     (void)state;
-    static const uint8_t kinds[] = { 0, 6, 7, 0x80, 0xff };
+    static const uint8_t kinds[] = { 0, 8, 9, 0x80, 0xff };
     lahja_wire_rx_t rx;
     start(&rx);
     for (size_t i = 0; i < sizeof kinds; i++) {
@@ -905,6 +905,122 @@ static void test_tx_intern(void **state)
     lahja_wire_tx_free(&tx);
 }
 
+/* ------------------------------------------------- receipts and close */
+
+static void test_roundtrip_receipt_and_close(void **state)
+{
+    (void)state;
+    lahja_wire_rx_t rx;
+    start(&rx);
+    uint8_t buf[LAHJA_WIRE_RECEIPT_SIZE];
+    assert_int_equal(lahja_wire_receipt_encode(buf, 0x0102030405060708u), 16);
+    static const uint8_t receipt[16] = { 8, 0, 0, 0, 6, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1 };
+    assert_memory_equal(buf, receipt, 16);
+    lahja_wire_msg_t msg;
+    size_t need;
+    assert_int_equal(next(&rx, buf, 16, &msg, &need), 16);
+    assert_int_equal(msg.kind, LAHJA_WIRE_RECEIPT);
+    assert_true(msg.u.receipt == 0x0102030405060708u);
+
+    uint8_t close[LAHJA_WIRE_CLOSE_SIZE];
+    assert_int_equal(lahja_wire_close_encode(close, LAHJA_WIRE_CLOSE_DUPLICATE), 12);
+    static const uint8_t bytes[12] = { 4, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0 };
+    assert_memory_equal(close, bytes, 12);
+    assert_int_equal(next(&rx, close, 12, &msg, &need), 12);
+    assert_int_equal(msg.kind, LAHJA_WIRE_CLOSE);
+    assert_int_equal(msg.u.close_reason, LAHJA_WIRE_CLOSE_DUPLICATE);
+
+    /* Their sizes are fixed, and known from the header. */
+    uint8_t bad[24] = { 0 };
+    raw_frame(bad, 7, LAHJA_WIRE_RECEIPT, 0, 0, NULL, 0);
+    assert_int_equal(feed(&rx, bad, LAHJA_WIRE_HEADER_SIZE), -EPROTO);
+    raw_frame(bad, 9, LAHJA_WIRE_RECEIPT, 0, 0, NULL, 0);
+    assert_int_equal(feed(&rx, bad, LAHJA_WIRE_HEADER_SIZE), -EPROTO);
+    raw_frame(bad, 5, LAHJA_WIRE_CLOSE, 0, 0, NULL, 0);
+    assert_int_equal(feed(&rx, bad, LAHJA_WIRE_HEADER_SIZE), -EPROTO);
+    raw_frame(bad, 8, LAHJA_WIRE_RECEIPT, 1, 0, NULL, 0);
+    assert_int_equal(feed(&rx, bad, LAHJA_WIRE_HEADER_SIZE), -EPROTO); /* flags */
+    lahja_wire_rx_free(&rx);
+
+    /* Not before the handshake. */
+    lahja_wire_rx_init(&rx, MAX_FRAME, MAX_PAYLOAD, MAX_TYPES);
+    assert_int_equal(feed(&rx, buf, 16), -EPROTO);
+    lahja_wire_rx_free(&rx);
+}
+
+/* Before the HELLO, only a HELLO's worth is accepted: a header that
+ * claims more is refused before its body is read. */
+static void test_reject_large_frame_before_hello(void **state)
+{
+    (void)state;
+    lahja_wire_rx_t rx;
+    lahja_wire_rx_init(&rx, MAX_FRAME, MAX_PAYLOAD, MAX_TYPES);
+    lahja_wire_rx_limits(&rx, 300, UINT32_MAX);
+    uint8_t buf[LAHJA_WIRE_HELLO_MAX];
+    raw_frame(buf, 64u << 20, LAHJA_WIRE_HELLO, 0, 0, NULL, 0);
+    assert_int_equal(feed(&rx, buf, LAHJA_WIRE_HEADER_SIZE), -EMSGSIZE);
+    raw_frame(buf, 301, LAHJA_WIRE_HELLO, 0, 0, NULL, 0);
+    assert_int_equal(feed(&rx, buf, LAHJA_WIRE_HEADER_SIZE), -EMSGSIZE);
+    /* The largest HELLO passes; after it, max_frame applies again. */
+    char name[255];
+    memset(name, 'n', sizeof name);
+    size_t n = lahja_wire_hello_encode(buf, name, sizeof name, 0, MAX_FRAME);
+    assert_int_equal(n, LAHJA_WIRE_HELLO_MAX);
+    assert_int_equal(feed(&rx, buf, n), (ssize_t)n);
+    uint8_t ev[LAHJA_WIRE_HEADER_SIZE];
+    raw_frame(ev, 1000, LAHJA_WIRE_EVENT, 0, 0, NULL, 0);
+    assert_int_equal(feed(&rx, ev, LAHJA_WIRE_HEADER_SIZE), 0);
+    lahja_wire_rx_free(&rx);
+}
+
+/* A SUBS announcing more types than allowed is refused as soon as its
+ * count is in, or its header if its size alone says so. */
+static void test_reject_subs_over_max(void **state)
+{
+    (void)state;
+    lahja_wire_rx_t rx;
+    start(&rx);
+    lahja_wire_rx_limits(&rx, MAX_FRAME, 2);
+    const char *types[3] = { "a", "b", "c" };
+    size_t lens[3] = { 1, 1, 1 };
+    uint8_t buf[64];
+    size_t n = lahja_wire_subs_encode(buf, sizeof buf, 1, types, lens, 2);
+    assert_int_equal(feed(&rx, buf, n), (ssize_t)n);
+    n = lahja_wire_subs_encode(buf, sizeof buf, 2, types, lens, 3);
+    assert_int_equal(feed(&rx, buf, LAHJA_WIRE_HEADER_SIZE + 7), 0);
+    assert_int_equal(feed(&rx, buf, LAHJA_WIRE_HEADER_SIZE + 8), -EMSGSIZE);
+    assert_int_equal(feed(&rx, buf, n), -EMSGSIZE);
+    uint8_t big[LAHJA_WIRE_HEADER_SIZE];
+    raw_frame(big, 8 + 2 * 256 + 1, LAHJA_WIRE_SUBS, 0, 0, NULL, 0);
+    assert_int_equal(feed(&rx, big, sizeof big), -EMSGSIZE);
+    lahja_wire_rx_free(&rx);
+}
+
+/* A binding undone (its TYPE frame could not be queued) is made again,
+ * under the same id, by the next event of the type. */
+static void test_tx_unbind(void **state)
+{
+    (void)state;
+    lahja_wire_tx_t tx;
+    lahja_wire_tx_init(&tx);
+    uint32_t id;
+    int is_new;
+    assert_int_equal(lahja_wire_tx_intern(&tx, "a", 1, &id, &is_new), 0);
+    assert_int_equal(lahja_wire_tx_intern(&tx, "b", 1, &id, &is_new), 0);
+    assert_int_equal(id, 2);
+    lahja_wire_tx_unbind(&tx, "a", 1, lahja_strmap_hash("a", 1)); /* not the last: kept */
+    assert_int_equal(tx.ntypes, 2);
+    lahja_wire_tx_unbind(&tx, "b", 1, lahja_strmap_hash("b", 1));
+    assert_int_equal(tx.ntypes, 1);
+    assert_int_equal(lahja_wire_tx_intern(&tx, "b", 1, &id, &is_new), 0);
+    assert_int_equal(id, 2);
+    assert_int_equal(is_new, 1);
+    assert_int_equal(lahja_wire_tx_intern(&tx, "a", 1, &id, &is_new), 0);
+    assert_int_equal(id, 1);
+    assert_int_equal(is_new, 0);
+    lahja_wire_tx_free(&tx);
+}
+
 /* -------------------------------------------------------- compression */
 
 static uint64_t xorshift(uint64_t *s)
@@ -1079,6 +1195,10 @@ int main(void)
         cmocka_unit_test(test_reject_subs),
         cmocka_unit_test(test_reject_ack_size),
         cmocka_unit_test(test_tx_intern),
+        cmocka_unit_test(test_roundtrip_receipt_and_close),
+        cmocka_unit_test(test_reject_large_frame_before_hello),
+        cmocka_unit_test(test_reject_subs_over_max),
+        cmocka_unit_test(test_tx_unbind),
         cmocka_unit_test(test_lz4_roundtrip),
         cmocka_unit_test(test_lz4_incompressible),
         cmocka_unit_test(test_lz4_corrupt),
