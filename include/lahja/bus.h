@@ -17,7 +17,23 @@
  *    takes a deadline and is a cancellation checkpoint.
  *
  * Threads: an endpoint belongs to the thread whose runtime created it;
- * calls from another thread return LAHJA_EWRONGTHREAD.
+ * calls from another thread return LAHJA_EWRONGTHREAD.  The calls that
+ * cannot return it say what they do instead: the queries answer 0 (and
+ * lahja_foreach_peer calls nothing), lahja_subscription_cancel and
+ * lahja_stream_close do nothing.  lahja_endpoint_name,
+ * lahja_endpoint_is_running and lahja_endpoint_is_serving may be called
+ * from any thread.
+ *
+ * Delivery (B30): an event for which broadcast returned 0 reaches every
+ * peer it was sent to, or its loss is reported.  Receivers confirm what
+ * they have read with cumulative receipts; an endpoint counts, per peer,
+ * the events sent, confirmed, and lost with a connection that ended
+ * before confirming them (lahja_delivery_stats; a WARNING log line names
+ * the peer and the count).  What cannot be reported is the tail of a
+ * process that is killed itself: the events it had queued and not yet
+ * written go with it.  lahja_wait_until_delivered waits until every peer
+ * has confirmed everything sent so far; lahja_endpoint_stop does it, up
+ * to linger_ms, before closing.
  *
  * Lifetimes: an endpoint is created stopped, started once, stopped once
  * and freed.  Stopping closes every connection, ends every stream,
@@ -158,14 +174,35 @@ typedef struct lahja_endpoint_options {
     /* Payloads at least this large are LZ4-compressed for peers that
      * support it, when that saves bytes; 0 gives 8 KiB; SIZE_MAX never. */
     size_t compress_threshold;
-    /* How long lahja_endpoint_stop waits for queued output to reach the
-     * peers before closing; 0 gives 1000 ms. */
+    /* How long lahja_endpoint_stop waits for the peers to confirm the
+     * events sent to them before closing; 0 gives 1000 ms. */
     uint32_t linger_ms;
     /* After receiving, keep polling the sockets this long (microseconds)
      * before the loop sleeps: a reply that comes within it is read
      * without the wake-up that sleeping costs (tens of microseconds on
      * virtual machines), for a core spinning meanwhile.  0: off. */
     uint32_t busy_poll_us;
+    /* B31: bounds on what peers may make us hold; 0 gives the default.
+     * Every refusal is logged with its reason. */
+    /* Largest frame body accepted before the handshake completes (a
+     * HELLO is at most 270 bytes); 0 gives 4096. */
+    uint32_t max_hello;
+    /* Connections accepted and still in their handshake, at once; more
+     * are closed as they come.  0 gives 64. */
+    uint32_t max_incomplete;
+    /* Connections in all, inbound and outbound; more inbound ones are
+     * closed as they come.  0 gives 1024. */
+    uint32_t max_connections;
+    /* Event types one peer may subscribe to (announce in one SUBS); a
+     * peer announcing more is disconnected as soon as it says how many.
+     * 0 gives 16384. */
+    uint32_t max_peer_types;
+    /* A frame whose first bytes arrived must be complete within this
+     * (the clock restarts each time 64 KiB more of it arrives), or the
+     * peer is disconnected; 0 gives 10000 ms.  Also how long a
+     * connection whose writing failed is read for the rest of what its
+     * peer sent. */
+    uint32_t frame_timeout_ms;
     /* Other users allowed to connect besides our own (B27). */
     const uid_t *allowed_uids;
     size_t n_allowed_uids;
@@ -199,8 +236,9 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
 
 /*
  * Stops the endpoint: stops listening and removes the socket file, gives
- * the peers up to options.linger_ms to take the output already queued for
- * them, closes every connection, ends every wait with LAHJA_ELIFECYCLE,
+ * the peers up to options.linger_ms to read and confirm the events sent
+ * to them (what is not confirmed by then is reported lost, see
+ * lahja_delivery_stats), closes every connection, ends every wait with LAHJA_ELIFECYCLE,
  * and waits for libuv to release the handles.  Not cancellable (it is prompt).  Using a
  * stopped endpoint afterwards is LAHJA_ELIFECYCLE.  Suspending (task
  * context); stopping twice returns 0.
@@ -210,7 +248,7 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep);
 /* Frees a stopped (or never started) endpoint, with the subscriptions
  * and streams the application did not cancel or close (their handles
  * become invalid).  Accepts NULL.
- * Errors: -EBUSY if it is running (nothing done). */
+ * Errors: -EBUSY if it is running (nothing done), LAHJA_EWRONGTHREAD. */
 int lahja_endpoint_free(lahja_endpoint_t *ep);
 
 /*
@@ -225,7 +263,11 @@ int lahja_endpoint_free(lahja_endpoint_t *ep);
 void lahja_endpoint_service(lahja_service_t *svc, lahja_endpoint_t *ep,
                             const lahja_conn_config_t *serve);
 
+/* The endpoint's name; any thread. */
 const char *lahja_endpoint_name(const lahja_endpoint_t *ep);
+/* Whether it runs (started, not stopped) and serves.  They read flags
+ * only the endpoint's thread changes, and touch nothing else: true also
+ * after its runtime is gone; from another thread, a value of the past. */
 int lahja_endpoint_is_running(const lahja_endpoint_t *ep);
 int lahja_endpoint_is_serving(const lahja_endpoint_t *ep);
 
@@ -235,9 +277,11 @@ int lahja_endpoint_is_serving(const lahja_endpoint_t *ep);
  * subscriptions included: a broadcast right after reaches its
  * subscribers.  Connecting
  * to itself, to the same name twice in one call, or to an endpoint
- * already connected is LAHJA_ECONNREJECTED (nothing is done).  A peer
- * that refuses us, or that turns out to carry another name than
- * expected, fails the call.  Suspending; errors also -ETIMEDOUT,
+ * already connected is LAHJA_ECONNREJECTED (nothing is done).  Two
+ * endpoints connecting to each other at the same moment both succeed,
+ * with one connection between them, chosen before either carries an
+ * event.  A peer that refuses us, or that turns out to carry another
+ * name than expected, fails the call.  Suspending; errors also -ETIMEDOUT,
  * -ECANCELED, -EPROTO (handshake), -EACCES.
  */
 int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n,
@@ -264,11 +308,15 @@ typedef struct lahja_broadcast_config {
  * bound: its origin and id are set, and broadcasting it again is
  * LAHJA_EBIND (broadcast a lahja_event_copy).  Returns once the event is
  * handed to the kernel or queued under every receiving peer's high-water
- * mark, suspending while a peer is over it (B13).  The caller keeps its
- * reference.  Suspending; errors: LAHJA_ENOSUBSCRIBERS, LAHJA_EBIND,
- * -EINVAL, -EMSGSIZE (over max_payload, or over what a receiving peer
- * accepts: then nothing is sent anywhere), LAHJA_ELIFECYCLE, -ECANCELED,
- * -ETIMEDOUT.
+ * mark, suspending while a peer is over it (B13).  Success means the
+ * event is queued for every receiver: each then reads it, or its loss is
+ * reported (see Delivery above); it is not yet a confirmation
+ * (lahja_wait_until_delivered is).  The caller keeps its reference.
+ * Suspending; errors: LAHJA_ENOSUBSCRIBERS, LAHJA_EBIND, -EINVAL,
+ * -EMSGSIZE (over max_payload, or over what a receiving peer accepts),
+ * -ENOMEM (no memory to queue it for some receiver), LAHJA_ELIFECYCLE,
+ * -ECANCELED, -ETIMEDOUT; after any error it was queued for nobody and
+ * stays unbound.
  */
 int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                     lahja_time_t deadline);
@@ -288,13 +336,14 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
 /*
  * As lahja_broadcast, never suspending: when a receiving peer's queue is
  * over the hard limit, fails with -EAGAIN and queues nothing anywhere;
- * lahja_endpoint_blocked_peer() then names that peer.
+ * lahja_endpoint_blocked_peer() then names that peer.  Success means what
+ * it means for lahja_broadcast; -ENOMEM likewise queues nothing.
  */
 int lahja_broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
                            const lahja_broadcast_config_t *cfg);
 
 /* The peer that made the last lahja_broadcast_nowait fail with -EAGAIN
- * ("" if none); valid until the next broadcast. */
+ * ("" if none, or on another thread); valid until the next broadcast. */
 const char *lahja_endpoint_blocked_peer(const lahja_endpoint_t *ep);
 
 /* --------------------------------------------------------------- consuming */
@@ -318,7 +367,8 @@ typedef int (*lahja_handler_fn)(lahja_endpoint_t *ep, lahja_event_t *ev, void *u
 int lahja_subscribe(lahja_endpoint_t *ep, const char *type, lahja_handler_fn handler, void *user,
                     lahja_subscription_t **out);
 
-/* Ends a subscription and frees it.  Safe inside its own handler. */
+/* Ends a subscription and frees it.  Safe inside its own handler.
+ * On another thread than the endpoint's it does nothing. */
 void lahja_subscription_cancel(lahja_subscription_t *s);
 
 /* What a stream does when an event arrives and its queue is full. */
@@ -345,17 +395,19 @@ int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
 /*
  * The next event (the caller owns the reference in *ev).  Suspending;
  * errors: -EPIPE (the stream ended: num_events delivered, or closed),
- * LAHJA_ELIFECYCLE (the endpoint stopped), -ECANCELED, -ETIMEDOUT.
+ * LAHJA_ELIFECYCLE (the endpoint stopped), -ECANCELED, -ETIMEDOUT,
+ * LAHJA_EWRONGTHREAD.
  */
 int lahja_stream_next(lahja_stream_t *s, lahja_time_t deadline, lahja_event_t **ev);
 
-/* Events dropped so far because the queue was full. */
+/* Events dropped so far because the queue was full (0 on another thread). */
 size_t lahja_stream_dropped(const lahja_stream_t *s);
 
 /* Closes the stream (unsubscribing) and frees it with what it queued,
  * also once it has ended or the endpoint stopped, until the endpoint is
  * freed (which frees the streams left open).  No task may be waiting in
- * lahja_stream_next on it.  Accepts NULL. */
+ * lahja_stream_next on it.  Accepts NULL; on another thread than the
+ * endpoint's it does nothing. */
 void lahja_stream_close(lahja_stream_t *s);
 
 /*
@@ -385,6 +437,38 @@ int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcas
  * `request` is not a request.
  */
 int lahja_respond(lahja_endpoint_t *ep, const lahja_event_t *request, lahja_event_t *response);
+
+/* ---------------------------------------------------------------- delivery */
+
+/* What was sent to a peer and what became of it (B30). */
+typedef struct lahja_delivery {
+    uint64_t sent;      /* events (requests and responses too) queued for it */
+    uint64_t confirmed; /* of those, confirmed read by its receipts (a peer
+                           that sends none: written to its socket) */
+    uint64_t lost;      /* sent on connections that ended before confirming
+                           them: maybe read, maybe not, but not confirmed */
+} lahja_delivery_t;
+
+/*
+ * The counts of peer `name`, over every connection to it so far (NULL:
+ * the sums over all peers); sent - confirmed - lost are in flight.
+ * Non-suspending, also after stop, until the endpoint is freed.
+ * Errors: -EINVAL, -ENOENT (never connected to that name),
+ * LAHJA_EWRONGTHREAD.
+ */
+int lahja_delivery_stats(const lahja_endpoint_t *ep, const char *name, lahja_delivery_t *out);
+
+/*
+ * Waits until every peer has confirmed every event sent to it so far:
+ * what a program does before it exits, or tells a user "saved".  Output
+ * still queued is written at once.  Returns 0, or
+ * LAHJA_EREMOTEDISCONNECTED if a connection with events unconfirmed
+ * ended first (they are counted as lost); events lost with connections
+ * that had ended before the call are not its concern (see
+ * lahja_delivery_stats).  Suspending; errors also LAHJA_ELIFECYCLE,
+ * -ECANCELED, -ETIMEDOUT, -ENOMEM.
+ */
+int lahja_wait_until_delivered(lahja_endpoint_t *ep, lahja_time_t deadline);
 
 /* ---------------------------------------------------------------- queries */
 

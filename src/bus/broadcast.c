@@ -37,15 +37,8 @@ int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size
             break;
         }
     }
-    if (op.pending > 0) {
-        /* Failed or gave up: the connections still under way go. */
-        lahja_link_t *l, *tmp;
-        lahja_list_foreach_safe(l, tmp, &ep->conns) {
-            struct conn *c = lahja_container_of(l, struct conn, link);
-            if (c->op == &op)
-                lahja_conn_close(c, op.error, lahja_strerror(op.error));
-        }
-    }
+    if (op.pending > 0) /* failed or gave up: the connections under way go */
+        lahja_conn_forget_op(ep, &op);
     return op.error;
 }
 
@@ -212,39 +205,80 @@ static void maybe_compress(lahja_endpoint_t *ep, lahja_event_t *ev, const struct
         ev->lz4 = fit;
 }
 
-/* Binds the event and hands it to every target: the peers' write queues
- * and this endpoint's consumers. */
+/* A copy for this endpoint's consumers that keep events (streams,
+ * waiters), made before anything is queued, when the event cannot be
+ * referenced (a stack event): so that running out of memory fails the
+ * broadcast instead of losing the event for them. */
+static int local_copy(lahja_endpoint_t *ep, lahja_event_t *ev, lahja_event_t **copy)
+{
+    *copy = NULL;
+    if (!ev->on_stack)
+        return 0;
+    struct type_entry *te = lahja_type_find(ep, ev->type, ev->type_len, ev->hash);
+    if (te == NULL || !lahja_type_keeps(te))
+        return 0;
+    if ((*copy = lahja_event_ref(ev)) == NULL)
+        return -ENOMEM;
+    (*copy)->hash = ev->hash;
+    (*copy)->hashed = 1;
+    return 0;
+}
+
+/*
+ * Binds the event and hands it to every target: the peers' write queues
+ * and this endpoint's consumers.  All or nothing: the room for every
+ * peer is taken first, and if some cannot be, nothing is queued anywhere,
+ * the event stays unbound and -ENOMEM is returned (B30: a success is
+ * never returned for an event that was not queued).
+ */
 static int deliver(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                    const struct targets *t, int local, uint64_t request_id)
 {
-    ev->bound = 1;
-    ev->origin = lahja_name_ref(ep->name);
     uint8_t flags = 0;
     uint64_t id = 0;
     if (cfg->filter_event_id != 0) {
-        ev->id = cfg->filter_event_id;
         flags = LAHJA_WIRE_RESPONSE;
-        id = ev->id;
+        id = cfg->filter_event_id;
     } else if (ev->is_request) {
-        ev->id = request_id;
         flags = LAHJA_WIRE_REQUEST;
-        id = ev->id;
+        id = request_id;
     }
     maybe_compress(ep, ev, t);
-    for (size_t i = 0; i < t->n; i++) {
-        struct conn *c = t->v[i];
-        int rc = lahja_conn_enqueue_event(c, ev, flags, id);
-        if (rc != 0) /* the others still get it */
-            lahja_bus_log(ep, LAHJA_LOG_ERROR, "cannot queue %s for %s: %s", ev->type,
-                          c->peer->s, lahja_strerror(rc));
+    struct conn_slot few[16], *slots = few;
+    if (t->n > sizeof few / sizeof few[0] && (slots = malloc(t->n * sizeof *slots)) == NULL)
+        return -ENOMEM;
+    size_t i;
+    int rc = 0;
+    for (i = 0; i < t->n && rc == 0; i++)
+        rc = lahja_conn_reserve(t->v[i], ev, flags, id, &slots[i]);
+    if (rc != 0)
+        i--; /* the one that failed took nothing */
+    ev->bound = 1;
+    ev->origin = lahja_name_ref(ep->name);
+    ev->id = id;
+    lahja_event_t *copy = NULL;
+    if (rc == 0 && local)
+        rc = local_copy(ep, ev, &copy);
+    if (rc != 0) {
+        while (i-- > 0)
+            lahja_conn_cancel(t->v[i], ev, &slots[i]);
+        ev->bound = 0;
+        lahja_name_unref(ev->origin);
+        ev->origin = NULL;
+        ev->id = 0;
+        lahja_bus_log(ep, LAHJA_LOG_ERROR, "cannot queue %s: %s", ev->type, lahja_strerror(rc));
+    } else {
+        for (i = 0; i < t->n; i++)
+            lahja_conn_commit(t->v[i], ev, &slots[i], flags, id);
+        if (local && cfg->filter_event_id != 0)
+            lahja_deliver_response(ep, copy != NULL ? copy : ev);
+        else if (local)
+            lahja_dispatch(ep, copy != NULL ? copy : ev);
+        lahja_event_unref(copy);
     }
-    if (local) {
-        if (cfg->filter_event_id != 0)
-            lahja_deliver_response(ep, ev);
-        else
-            lahja_dispatch(ep, ev);
-    }
-    return 0;
+    if (slots != few)
+        free(slots);
+    return rc;
 }
 
 static const lahja_broadcast_config_t default_config;
@@ -437,5 +471,5 @@ int lahja_respond(lahja_endpoint_t *ep, const lahja_event_t *request, lahja_even
 
 const char *lahja_endpoint_blocked_peer(const lahja_endpoint_t *ep)
 {
-    return ep->blocked;
+    return lahja_rt_wrong_thread(ep->rt) ? "" : ep->blocked;
 }

@@ -1,6 +1,6 @@
 /*
- * Connections: handshake, reading and dispatching frames, and the write
- * queue.  All of it runs in libuv callbacks.
+ * Connections: handshake, reading and dispatching frames, the write
+ * queue and delivery receipts.  All of it runs in libuv callbacks.
  *
  * Writing: small frames are copied one after another into 64 KiB
  * chunks, so that thousands of events leave in one writev of a few
@@ -12,9 +12,18 @@
  * handle).  A write tries the socket directly
  * (uv_try_write); what the socket does not take goes to libuv as a
  * uv_write, and the connection's later output waits for it.
+ *
+ * Delivery (B30): a receiver counts the EVENT frames it reads and, at the
+ * end of each loop turn in which it read some, sends the count in a
+ * RECEIPT (peers that announced the feature).  A connection that ends
+ * with events sent and not confirmed reports them lost (delivery.c).  A
+ * failed write does not end a connection at once: it is read to its end
+ * first (CONN_DRAINING), so that what the peer sent before it went is
+ * still delivered.
  */
-#define _GNU_SOURCE /* struct ucred */
+#define _GNU_SOURCE /* struct ucred, POLLRDHUP */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -34,6 +43,7 @@
 #define RETRY_MIN_MS 2
 #define RETRY_MAX_MS 100
 
+static void conn_end(struct conn *c, int err, lahja_log_level_t level, const char *why);
 static void conn_fail(struct conn *c, int err, const char *why);
 
 /* ----------------------------------------------------------- lifetime */
@@ -52,6 +62,7 @@ static struct conn *conn_new(lahja_endpoint_t *ep)
     c->flush_at = FLUSH_FIRST;
     uint32_t max_frame = (uint32_t)(ep->opts.max_payload + LAHJA_WIRE_EVENT_PREFIX_MAX);
     lahja_wire_rx_init(&c->rx, max_frame, (uint32_t)ep->opts.max_payload, 65535);
+    lahja_wire_rx_limits(&c->rx, ep->opts.max_hello, ep->opts.max_peer_types);
     lahja_wire_tx_init(&c->tx);
     lahja_list_init(&c->outq);
     lahja_list_init(&c->inflight);
@@ -114,42 +125,66 @@ static void close_handle(uv_handle_t *h)
         uv_close(h, on_conn_closed);
 }
 
-/* Ends a connection, whatever its state: it leaves every table at once,
- * its waiters are woken, and its memory goes when libuv has closed its
- * handles. */
-static void conn_fail(struct conn *c, int err, const char *why)
+static const char *conn_name(const struct conn *c)
+{
+    return c->peer != NULL ? c->peer->s : c->target;
+}
+
+/* The lahja_connect call waiting on c is done with it. */
+static void op_release(struct conn *c, int err)
+{
+    struct connect_op *op = c->op;
+    if (op == NULL)
+        return;
+    if (err != 0 && op->error == 0)
+        op->error = err;
+    op->pending--;
+    lahja_cond_broadcast(&op->done);
+    c->op = NULL;
+}
+
+/*
+ * Ends a connection, whatever its state: it leaves every table at once,
+ * its waiters are woken, what it sent unconfirmed is reported, and its
+ * memory goes when libuv has closed its handles.  A lahja_connect
+ * waiting on it fails with `err` (0: it was handed to another
+ * connection before).
+ */
+static void conn_end(struct conn *c, int err, lahja_log_level_t level, const char *why)
 {
     if (c->state == CONN_CLOSING)
         return;
     lahja_endpoint_t *ep = c->ep;
-    int was_ready = c->state == CONN_READY;
+    int was_up = c->state == CONN_READY || c->state == CONN_DRAINING;
     c->state = CONN_CLOSING;
-    int routine = was_ready && (err == LAHJA_EREMOTEDISCONNECTED || err == LAHJA_ELIFECYCLE);
     if (c->peer != NULL || c->target[0] != '\0')
-        lahja_bus_log(ep, routine ? LAHJA_LOG_INFO : LAHJA_LOG_WARNING,
-                      "connection %s %s: %s", c->outbound ? "to" : "from",
-                      c->peer != NULL ? c->peer->s : c->target, why);
+        lahja_bus_log(ep, level, "connection %s %s: %s", c->outbound ? "to" : "from",
+                      conn_name(c), why);
     else
-        lahja_bus_log(ep, LAHJA_LOG_WARNING, "incoming connection dropped: %s", why);
+        lahja_bus_log(ep, level, "incoming connection dropped: %s", why);
     lahja_list_remove(&c->link);
     if (c->dirty) {
         lahja_list_remove(&c->dirty_link);
         c->dirty = 0;
     }
-    if (c->op != NULL) {
-        if (c->op->error == 0)
-            c->op->error = err;
-        c->op->pending--;
-        lahja_cond_broadcast(&c->op->done);
-        c->op = NULL;
-    }
+    op_release(c, err);
     lahja_cond_broadcast(&c->drained);
-    if (was_ready) {
+    if (was_up) {
+        lahja_delivery_conn_ended(ep, c);
         lahja_pending_peer_gone(ep, c);
         lahja_ep_changed(ep, 1);
     }
     close_handle((uv_handle_t *)&c->pipe);
     close_handle((uv_handle_t *)&c->timer);
+}
+
+/* conn_end, logged as a routine close (INFO) when a connected peer went
+ * or we stop, else as a WARNING. */
+static void conn_fail(struct conn *c, int err, const char *why)
+{
+    int routine = (c->state == CONN_READY || c->state == CONN_DRAINING)
+                  && (err == LAHJA_EREMOTEDISCONNECTED || err == LAHJA_ELIFECYCLE);
+    conn_end(c, err, routine ? LAHJA_LOG_INFO : LAHJA_LOG_WARNING, why);
 }
 
 void lahja_conn_close(struct conn *c, int err, const char *why)
@@ -162,8 +197,7 @@ struct conn *lahja_conn_find(const lahja_endpoint_t *ep, const char *name)
     lahja_link_t *l;
     lahja_list_foreach(l, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
-        const char *n = c->peer != NULL ? c->peer->s : c->target;
-        if (strcmp(n, name) == 0)
+        if (c->state != CONN_DRAINING && strcmp(conn_name(c), name) == 0)
             return c;
     }
     return NULL;
@@ -275,21 +309,23 @@ static void enqueue(struct conn *c, struct out_item *it)
     queued_more(c, it->cost);
 }
 
-/* Copies a[0..alen) and b[0..blen) into the connection's last chunk, or
- * a new one. */
-static int append(struct conn *c, const void *a, size_t alen, const void *b, size_t blen)
+/* The connection's last chunk if it has `need` bytes free, else NULL. */
+static struct out_item *last_chunk(struct conn *c, size_t need)
+{
+    if (lahja_list_empty(&c->outq))
+        return NULL;
+    struct out_item *it = lahja_container_of(c->outq.prev, struct out_item, link);
+    return it->cap != 0 && it->cap - it->payload_len >= need ? it : NULL;
+}
+
+/* Copies a[0..alen) and b[0..blen) into `it`, a chunk with room for
+ * them; a new one (not yet queued) is queued first. */
+static void copy_into(struct conn *c, struct out_item *it, int fresh, const void *a, size_t alen,
+                      const void *b, size_t blen, uint32_t nevents)
 {
     size_t need = alen + blen;
-    struct out_item *it = NULL;
-    if (!lahja_list_empty(&c->outq)) {
-        it = lahja_container_of(c->outq.prev, struct out_item, link);
-        if (it->cap == 0 || it->cap - it->payload_len < need)
-            it = NULL;
-    }
-    if (it == NULL) {
-        it = chunk_get(c->ep, need);
-        if (it == NULL)
-            return -ENOMEM;
+    if (fresh) {
+        it->nevents = 0;
         lahja_list_push_back(&c->outq, &it->link);
     }
     memcpy(it->heap + it->payload_len, a, alen);
@@ -297,49 +333,116 @@ static int append(struct conn *c, const void *a, size_t alen, const void *b, siz
         memcpy(it->heap + it->payload_len + alen, b, blen);
     it->payload_len += need;
     it->cost += need;
+    it->nevents += nevents;
     queued_more(c, need);
-    return 0;
 }
 
-/* Queues a control frame (copied). */
+/* Queues a control frame (copied).  -ENOMEM: nothing queued.  A
+ * connection that can no longer write takes nothing. */
 static int enqueue_frame(struct conn *c, const uint8_t *frame, size_t len)
 {
-    return append(c, frame, len, NULL, 0);
+    if (c->state == CONN_DRAINING || c->state == CONN_CLOSING)
+        return 0;
+    struct out_item *it = last_chunk(c, len);
+    int fresh = it == NULL;
+    if (fresh && (it = chunk_get(c->ep, len)) == NULL)
+        return -ENOMEM;
+    copy_into(c, it, fresh, frame, len, NULL, 0, 0);
+    return 0;
 }
 
-int lahja_conn_enqueue_event(struct conn *c, lahja_event_t *ev, uint8_t flags, uint64_t id)
+/* What of ev goes to c: the compressed form if the peer reads it. */
+static const uint8_t *wire_payload(const struct conn *c, const lahja_event_t *ev, uint8_t *flags,
+                                   size_t *len)
 {
-    if (c->state != CONN_READY)
-        return 0; /* failed during this broadcast: it is going */
-    uint32_t tid;
+    if (c->peer_lz4 && ev->lz4_len > 0) {
+        *flags |= LAHJA_WIRE_LZ4;
+        *len = ev->lz4_len;
+        return ev->lz4;
+    }
+    *len = ev->len;
+    return ev->payload;
+}
+
+/* Whether ev's frame is copied into a chunk (else it is an item of its
+ * own, the payload a second iovec). */
+static int copied(const lahja_event_t *ev, size_t plen)
+{
+    return plen <= COPY_MAX || ev->on_stack; /* a stack event cannot be kept */
+}
+
+int lahja_conn_reserve(struct conn *c, const lahja_event_t *ev, uint8_t flags, uint64_t id,
+                       struct conn_slot *slot)
+{
+    (void)id;
+    size_t plen;
+    wire_payload(c, ev, &flags, &plen);
     int is_new;
-    int rc = lahja_wire_tx_intern_h(&c->tx, ev->type, ev->type_len, ev->hash, &tid, &is_new);
+    int rc = lahja_wire_tx_intern_h(&c->tx, ev->type, ev->type_len, ev->hash, &slot->tid, &is_new);
     if (rc != 0)
         return rc;
+    slot->is_new = (uint8_t)is_new;
+    slot->item = NULL;
+    if (copied(ev, plen)) {
+        size_t need = (is_new ? LAHJA_WIRE_HEADER_SIZE + 5 + ev->type_len : 0)
+                      + LAHJA_WIRE_EVENT_PREFIX_MAX + plen;
+        if (last_chunk(c, need) == NULL)
+            slot->item = chunk_get(c->ep, need);
+        else
+            return 0;
+    } else {
+        slot->item = item_get(c->ep);
+    }
+    if (slot->item != NULL)
+        return 0;
+    /* The binding goes with its TYPE frame, or not at all: a binding
+     * whose frame never went would make the peer misread the next one. */
+    if (is_new)
+        lahja_wire_tx_unbind(&c->tx, ev->type, ev->type_len, ev->hash);
+    return -ENOMEM;
+}
+
+void lahja_conn_cancel(struct conn *c, const lahja_event_t *ev, struct conn_slot *slot)
+{
+    if (slot->item != NULL)
+        item_release(c->ep, slot->item);
+    if (slot->is_new)
+        lahja_wire_tx_unbind(&c->tx, ev->type, ev->type_len, ev->hash);
+}
+
+void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot, uint8_t flags,
+                       uint64_t id)
+{
+    size_t plen;
+    const uint8_t *payload = wire_payload(c, ev, &flags, &plen);
     uint8_t head[sizeof ((struct out_item *)0)->head];
     size_t head_len = 0;
-    if (is_new) /* the TYPE frame goes first, with the event */
-        head_len = lahja_wire_type_encode(head, tid, ev->type, ev->type_len);
-    const uint8_t *payload = ev->payload;
-    size_t plen = ev->len;
-    if (c->peer_lz4 && ev->lz4_len > 0) {
-        flags |= LAHJA_WIRE_LZ4;
-        payload = ev->lz4;
-        plen = ev->lz4_len;
+    if (slot->is_new) /* the TYPE frame goes first, with the event */
+        head_len = lahja_wire_type_encode(head, slot->tid, ev->type, ev->type_len);
+    head_len += lahja_wire_event_prefix(head + head_len, slot->tid, flags, id, (uint32_t)ev->len,
+                                        plen);
+    c->tx_events++;
+    if (copied(ev, plen)) {
+        struct out_item *it = slot->item;
+        int fresh = it != NULL;
+        if (!fresh)
+            it = last_chunk(c, head_len + plen);
+        copy_into(c, it, fresh, head, head_len, payload, plen, 1);
+        return;
     }
-    head_len += lahja_wire_event_prefix(head + head_len, tid, flags, id, (uint32_t)ev->len, plen);
-    if (plen <= COPY_MAX || ev->on_stack) /* a stack event cannot be kept */
-        return append(c, head, head_len, payload, plen);
-    struct out_item *it = item_get(c->ep);
-    if (it == NULL)
-        return -ENOMEM;
+    struct out_item *it = slot->item;
     memcpy(it->head, head, head_len);
     it->head_len = head_len;
-    it->ev = lahja_event_ref(ev);
+    it->ev = lahja_event_ref(ev); /* never a copy: stack events are copied above */
     it->payload = payload;
     it->payload_len = plen;
+    it->nevents = 1;
     enqueue(c, it);
-    return 0;
+}
+
+int lahja_conn_unconfirmed(const struct conn *c)
+{
+    return c->queued > 0 || c->confirmed < c->tx_events;
 }
 
 /* Fills bufs with outq's unwritten bytes, from the first item on.
@@ -371,6 +474,18 @@ static unsigned gather(struct conn *c, uv_buf_t *bufs, unsigned max, size_t *ite
     return n;
 }
 
+/* An item is written whole.  A peer that sends no receipts has only
+ * this to confirm: the events went to its socket. */
+static void item_written(struct conn *c, struct out_item *it)
+{
+    c->queued -= it->cost;
+    if (!c->peer_receipts && it->nevents > 0) {
+        c->confirmed += it->nevents;
+        lahja_delivery_progress(c->ep);
+    }
+    item_release(c->ep, it);
+}
+
 /* `n` bytes of outq went to the socket: the items they finish go. */
 static void consumed(struct conn *c, size_t n)
 {
@@ -385,27 +500,32 @@ static void consumed(struct conn *c, size_t n)
         n -= left;
         c->head_off = 0;
         lahja_list_remove(&it->link);
-        c->queued -= it->cost;
-        item_release(c->ep, it);
+        item_written(c, it);
         released = 1;
     }
     if (released)
         lahja_cond_broadcast(&c->drained);
 }
 
+static void conn_drain(struct conn *c, int uverr);
+
 static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
-    lahja_endpoint_t *ep = c->ep;
     c->writing = 0;
     lahja_link_t *l;
     while ((l = lahja_list_pop_front(&c->inflight)) != NULL) {
         struct out_item *it = lahja_container_of(l, struct out_item, link);
-        c->queued -= it->cost;
-        item_release(ep, it);
+        if (status < 0) {
+            c->queued -= it->cost;
+            item_release(c->ep, it);
+        } else {
+            item_written(c, it);
+        }
     }
     if (status < 0) {
-        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(status));
+        if (status != UV_ECANCELED)
+            conn_drain(c, status);
         return;
     }
     lahja_cond_broadcast(&c->drained);
@@ -433,7 +553,8 @@ static int write_async(struct conn *c)
 /* Writes what the connection has queued, as far as the socket takes it. */
 static void conn_write(struct conn *c)
 {
-    if (c->writing || c->state == CONN_CLOSING || c->write_error != 0)
+    if (c->writing || c->state == CONN_CLOSING || c->state == CONN_DRAINING
+        || c->write_error != 0)
         return;
     c->unflushed = 0;
     while (!lahja_list_empty(&c->outq)) {
@@ -460,26 +581,86 @@ static void conn_write(struct conn *c)
     }
 }
 
+/*
+ * A write failed: the peer has closed its end (EPIPE, ECONNRESET), but
+ * what it sent before may still wait in our socket.  The connection stops
+ * carrying anything, gives back its output (what was not written counts
+ * as unconfirmed), and is read to its end before it is closed; a peer
+ * that neither sends nor closes is dropped after frame_timeout_ms.
+ */
+static void on_drain_timeout(uv_timer_t *t)
+{
+    conn_fail(t->data, LAHJA_EREMOTEDISCONNECTED, "writing failed and the peer did not close");
+}
+
+static void conn_drain(struct conn *c, int uverr)
+{
+    if (c->state != CONN_READY) {
+        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(uverr));
+        return;
+    }
+    lahja_endpoint_t *ep = c->ep;
+    lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connection %s %s: %s; reading what it sent",
+                  c->outbound ? "to" : "from", conn_name(c), uv_strerror(uverr));
+    c->state = CONN_DRAINING;
+    if (c->dirty) {
+        lahja_list_remove(&c->dirty_link);
+        c->dirty = 0;
+    }
+    lahja_link_t *l;
+    while ((l = lahja_list_pop_front(&c->outq)) != NULL) {
+        struct out_item *it = lahja_container_of(l, struct out_item, link);
+        c->queued -= it->cost;
+        item_release(ep, it);
+    }
+    c->head_off = 0;
+    lahja_cond_broadcast(&c->drained);
+    lahja_ep_changed(ep, 1);
+    uv_timer_start(&c->timer, on_drain_timeout, ep->opts.frame_timeout_ms, 0);
+}
+
 /* conn_write, from a callback of the loop's own, where a connection
- * whose write failed can be ended at once. */
+ * whose write failed can be dealt with at once. */
 static void conn_write_or_fail(struct conn *c)
 {
+    if (c->state == CONN_DRAINING || c->state == CONN_CLOSING)
+        return;
     conn_write(c);
-    if (c->write_error != 0)
+    if (c->write_error != 0 && c->state == CONN_READY)
+        conn_drain(c, c->write_error);
+    else if (c->write_error != 0)
         conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(c->write_error));
+}
+
+/* Our subscriptions are due on connections past the peer's HELLO. */
+static int subs_wanted(const struct conn *c)
+{
+    return c->state == CONN_READY || c->state == CONN_CONFIRMING;
 }
 
 void lahja_ep_send_subs(lahja_endpoint_t *ep)
 {
-    if (!ep->subs_dirty)
+    if (!ep->subs_dirty && !ep->subs_retry)
         return;
-    ep->subs_dirty = 0;
+    int all = ep->subs_dirty;
+    ep->subs_dirty = ep->subs_retry = 0;
     lahja_link_t *l, *tmp;
     lahja_list_foreach_safe(l, tmp, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
-        if (c->state == CONN_READY)
+        if (subs_wanted(c) && (all || c->subs_due))
             lahja_conn_send_subs(c);
     }
+}
+
+/* Confirms the events read since the last receipt (B30). */
+static void send_receipt(struct conn *c)
+{
+    if (!c->peer_receipts || c->rx_events == c->rx_acked || c->state != CONN_READY)
+        return;
+    uint8_t frame[LAHJA_WIRE_RECEIPT_SIZE];
+    size_t n = lahja_wire_receipt_encode(frame, c->rx_events);
+    if (enqueue_frame(c, frame, n) == 0) /* else the next read retries */
+        c->rx_acked = c->rx_events;
 }
 
 void lahja_ep_flush(lahja_endpoint_t *ep)
@@ -490,6 +671,11 @@ void lahja_ep_flush(lahja_endpoint_t *ep)
         struct conn *c = lahja_container_of(l, struct conn, dirty_link);
         c->dirty = 0;
         c->flush_at = FLUSH_FIRST;
+        send_receipt(c);
+        if (c->dirty) { /* the receipt marked it again */
+            lahja_list_remove(&c->dirty_link);
+            c->dirty = 0;
+        }
         conn_write_or_fail(c);
     }
     uv_prepare_stop(&ep->flusher);
@@ -497,6 +683,8 @@ void lahja_ep_flush(lahja_endpoint_t *ep)
 
 /* ------------------------------------------------------- subscriptions */
 
+/* Queues our subscription set for c.  Lacking memory, it is retried at
+ * the end of the loop turn: the peer keeps the previous set meanwhile. */
 void lahja_conn_send_subs(struct conn *c)
 {
     lahja_endpoint_t *ep = c->ep;
@@ -512,9 +700,8 @@ void lahja_conn_send_subs(struct conn *c)
     size_t *lens = malloc((n ? n : 1) * sizeof *lens);
     size_t size = lahja_wire_subs_size(n, total);
     uint8_t *frame = malloc(size);
-    if (types == NULL || lens == NULL || frame == NULL) {
-        conn_fail(c, -ENOMEM, "out of memory for a subscription update");
-    } else {
+    int rc = -ENOMEM;
+    if (types != NULL && lens != NULL && frame != NULL) {
         size_t k = 0;
         for (size_t i = 0; i < ep->types.nslots; i++) {
             lahja_strmap_slot_t *s = &ep->types.slots[i];
@@ -523,18 +710,47 @@ void lahja_conn_send_subs(struct conn *c)
                 lens[k++] = s->len;
             }
         }
-        size_t len = lahja_wire_subs_encode(frame, size, ++c->subs_seq, types, lens, n);
-        if (len == 0 || enqueue_frame(c, frame, len) != 0)
-            conn_fail(c, -ENOMEM, "cannot queue a subscription update");
+        size_t len = lahja_wire_subs_encode(frame, size, c->subs_seq + 1, types, lens, n);
+        rc = len == 0 ? -EINVAL : enqueue_frame(c, frame, len);
     }
     free(types);
     free(lens);
     free(frame);
+    if (rc == 0) {
+        c->subs_seq++;
+        c->subs_due = 0;
+    } else {
+        c->subs_due = 1;
+        ep->subs_retry = 1;
+        flush_soon(ep);
+    }
 }
+
+/* c's lahja_connect call has what it waited for. */
+static void op_done(struct conn *c)
+{
+    op_release(c, 0);
+}
+
+/* Hands the lahja_connect call waiting on `from` to `to`, the
+ * connection that takes its place. */
+static void take_op(struct conn *to, struct conn *from)
+{
+    if (from->op == NULL || to->op != NULL)
+        return;
+    to->op = from->op;
+    from->op = NULL;
+    if (to->got_subs)
+        op_done(to);
+}
+
+static void conn_ready(struct conn *c);
 
 /* Replaces the peer's subscription set with a SUBS frame's (B19). */
 static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
 {
+    if (c->state == CONN_CONFIRMING)
+        conn_ready(c); /* the peer keeps this connection */
     lahja_strmap_t fresh;
     lahja_strmap_init(&fresh);
     const char *type;
@@ -553,17 +769,92 @@ static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
          * connect returns once they are known, so that a broadcast
          * right after it reaches the peer's subscribers. */
         c->got_subs = 1;
-        if (c->op != NULL) {
-            c->op->pending--;
-            lahja_cond_broadcast(&c->op->done);
-            c->op = NULL;
-        }
+        op_done(c);
     }
     uint8_t ack[12];
     size_t n = lahja_wire_ack_encode(ack, it->seq);
     int rc = enqueue_frame(c, ack, n);
     lahja_ep_changed(c->ep, 0);
     return rc;
+}
+
+/* --------------------------------------------------------- connect calls */
+
+/* A lahja_connect call whose connection the peer declined for the one it
+ * opened to us at the same moment: it waits for that one. */
+struct parked {
+    lahja_link_t link;
+    struct connect_op *op;
+    char name[LAHJA_NAME_MAX + 1];
+};
+
+/* c, outbound, is declined by the peer for its own connection to us. */
+static int park_op(struct conn *c)
+{
+    if (c->op == NULL)
+        return 0;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &c->ep->conns) {
+        struct conn *o = lahja_container_of(l, struct conn, link);
+        if (o != c && o->state == CONN_READY && strcmp(conn_name(o), conn_name(c)) == 0) {
+            take_op(o, c); /* its HELLO came first */
+            return 0;
+        }
+    }
+    struct parked *p = malloc(sizeof *p);
+    if (p == NULL)
+        return -ENOMEM;
+    p->op = c->op;
+    memcpy(p->name, c->target, sizeof p->name);
+    lahja_list_push_back(&c->ep->parked, &p->link);
+    c->op = NULL;
+    return 0;
+}
+
+/* An inbound connection from `c->peer` is accepted: a call parked for
+ * it waits on it now. */
+static void unpark_op(struct conn *c)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &c->ep->parked) {
+        struct parked *p = lahja_container_of(l, struct parked, link);
+        if (c->op == NULL && strcmp(p->name, c->peer->s) == 0) {
+            lahja_list_remove(&p->link);
+            c->op = p->op;
+            free(p);
+            return;
+        }
+    }
+}
+
+void lahja_conn_forget_op(lahja_endpoint_t *ep, struct connect_op *op)
+{
+    lahja_link_t *l, *tmp;
+    lahja_list_foreach_safe(l, tmp, &ep->parked) {
+        struct parked *p = lahja_container_of(l, struct parked, link);
+        if (p->op == op) {
+            lahja_list_remove(&p->link);
+            free(p);
+        }
+    }
+    lahja_list_foreach_safe(l, tmp, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->op == op)
+            lahja_conn_close(c, op->error, lahja_strerror(op->error));
+    }
+}
+
+void lahja_conn_fail_parked(lahja_endpoint_t *ep, int err)
+{
+    lahja_link_t *l;
+    while ((l = lahja_list_pop_front(&ep->parked)) != NULL) {
+        struct parked *p = lahja_container_of(l, struct parked, link);
+        if (p->op->error == 0)
+            p->op->error = err;
+        p->op->pending--;
+        lahja_cond_broadcast(&p->op->done);
+        free(p);
+    }
 }
 
 /* ------------------------------------------------------------ handshake */
@@ -574,43 +865,102 @@ static int send_hello(struct conn *c)
     struct out_item *it = item_get(ep);
     if (it == NULL)
         return -ENOMEM;
-    uint32_t features = ep->opts.compress_threshold != SIZE_MAX ? LAHJA_WIRE_FEAT_LZ4 : 0;
+    uint32_t features = LAHJA_WIRE_FEAT_RECEIPTS;
+    if (ep->opts.compress_threshold != SIZE_MAX)
+        features |= LAHJA_WIRE_FEAT_LZ4;
     it->head_len = lahja_wire_hello_encode(it->head, ep->name->s, ep->name->len, features,
                                            c->rx.max_frame);
     it->payload = NULL;
     it->payload_len = 0;
+    it->nevents = 0;
     enqueue(c, it);
     return 0;
 }
 
-/*
- * A second connection to a peer already connected.  If it comes from the
- * same process and both endpoints connected to each other at the same
- * moment, each side sees the other's
- * connection as the duplicate: both keep the one initiated by the name
- * that sorts first, so that the same connection survives on both sides
- * (and a lahja_connect waiting on the other one succeeds).  A duplicate
- * from the same initiator is refused (B4).
- */
-static int resolve_duplicate(struct conn *c, struct conn *o, const char *peer)
+/* Tells the peer why we close (peers that read CLOSE), before closing. */
+static void send_close(struct conn *c, uint32_t reason)
 {
-    if (c->peer_pid != o->peer_pid)
-        return LAHJA_ECONNREJECTED; /* another process using a connected name */
-    const char *self = c->ep->name->s;
-    const char *c_from = c->outbound ? self : peer;
-    const char *o_from = o->outbound ? self : peer;
-    int order = strcmp(c_from, o_from);
-    if (order == 0)
-        return LAHJA_ECONNREJECTED;
-    if (order > 0) {
-        if (c->op != NULL) { /* connected all the same */
-            c->op->pending--;
-            lahja_cond_broadcast(&c->op->done);
-            c->op = NULL;
-        }
-        return LAHJA_ECONNREJECTED;
+    if (!c->peer_receipts)
+        return;
+    uint8_t frame[LAHJA_WIRE_CLOSE_SIZE];
+    size_t n = lahja_wire_close_encode(frame, reason);
+    if (enqueue_frame(c, frame, n) == 0)
+        conn_write(c);
+}
+
+static void conn_ready(struct conn *c)
+{
+    lahja_endpoint_t *ep = c->ep;
+    c->state = CONN_READY;
+    uv_timer_stop(&c->timer);
+    lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connected %s %s", c->outbound ? "to" : "from",
+                  c->peer->s);
+    lahja_ep_changed(ep, 1);
+}
+
+/* Another connection than c to endpoint `name`, not on its way out. */
+static struct conn *other_conn(struct conn *c, const char *name)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &c->ep->conns) {
+        struct conn *o = lahja_container_of(l, struct conn, link);
+        if (o != c && o->state != CONN_DRAINING && strcmp(conn_name(o), name) == 0)
+            return o;
     }
-    conn_fail(o, LAHJA_ECONNREJECTED, "replaced by the simultaneous connection");
+    return NULL;
+}
+
+
+static void conn_read_to_end(struct conn *c);
+static int hung_up(struct conn *c);
+
+/*
+ * Two connections between the same two endpoints (B4, B30).  When both
+ * connect to each other at the same moment, each holds an outbound and
+ * an inbound connection to the other.  The one opened by the endpoint
+ * whose name sorts first is kept on both sides, and the choice is made
+ * when the inbound one's HELLO is read, before either carries an event:
+ * an outbound connection carries events only once the peer's first SUBS
+ * says the peer keeps it (CONN_CONFIRMING until then).  So the accepting
+ * side either refuses the peer's connection, with a CLOSE that tells the
+ * peer to wait for ours, or drops its own outbound one, which the peer
+ * cannot have confirmed.  Nothing was queued on the one that goes.
+ *
+ * Another process under a name already connected replaces the first
+ * only if that one is gone (its socket hung up, its EOF not read yet):
+ * the first is read to its end and closed, and no event it sent is lost.
+ *
+ * Returns 0 if c goes on, or an error that refuses it; c may also be
+ * ended here (CONN_CLOSING), quietly.
+ */
+static int settle(struct conn *c, struct conn *o, const char *peer)
+{
+    lahja_endpoint_t *ep = c->ep;
+    if (o->state == CONN_CONNECTING) {
+        /* No socket yet: the peer's connection takes its place. */
+        take_op(c, o);
+        conn_end(o, 0, LAHJA_LOG_DEBUG, "superseded by the peer's connection");
+        return 0;
+    }
+    if (o->state == CONN_READY || c->outbound || !o->outbound) {
+        if (o->peer_pid == c->peer_pid || !hung_up(o)) {
+            /* Connected already, or another process under that name. */
+            send_close(c, LAHJA_WIRE_CLOSE_REFUSED);
+            return LAHJA_ECONNREJECTED;
+        }
+        conn_read_to_end(o);
+        conn_fail(o, LAHJA_EREMOTEDISCONNECTED, "closed by peer (a new process took its name)");
+        return 0;
+    }
+    /* o: our outbound connection, not yet confirmed; c: the peer's. */
+    if (strcmp(ep->name->s, peer) < 0) {
+        send_close(c, LAHJA_WIRE_CLOSE_DUPLICATE);
+        conn_end(c, LAHJA_ECONNREJECTED, LAHJA_LOG_DEBUG,
+                 "simultaneous connections: ours is kept");
+        return 0;
+    }
+    take_op(c, o);
+    conn_end(o, 0, LAHJA_LOG_DEBUG, "simultaneous connections: the peer's is kept");
     return 0;
 }
 
@@ -621,38 +971,74 @@ static int on_hello(struct conn *c, const lahja_wire_hello_t *h)
         return LAHJA_ECONNREJECTED; /* ourselves, under our own name */
     if (c->outbound && strcmp(h->name, c->target) != 0)
         return LAHJA_ECONNREJECTED;
-    lahja_link_t *l;
-    lahja_list_foreach(l, &ep->conns) {
-        struct conn *o = lahja_container_of(l, struct conn, link);
-        if (o != c && o->state == CONN_READY && strcmp(o->peer->s, h->name) == 0) {
-            int rc = resolve_duplicate(c, o, h->name);
-            if (rc != 0)
-                return rc;
-            break; /* o is gone; c takes its place */
-        }
+    c->peer_lz4 = (h->features & LAHJA_WIRE_FEAT_LZ4) && ep->opts.compress_threshold != SIZE_MAX;
+    c->peer_receipts = (h->features & LAHJA_WIRE_FEAT_RECEIPTS) != 0;
+    c->peer_max = h->max_frame;
+    struct conn *o = other_conn(c, h->name);
+    if (o != NULL) {
+        int rc = settle(c, o, h->name);
+        if (rc != 0 || c->state == CONN_CLOSING)
+            return rc;
     }
+    /* Named only once accepted: a refused one is logged as unnamed. */
     c->peer = lahja_name_new(h->name, h->name_len);
     if (c->peer == NULL)
         return -ENOMEM;
-    c->peer_lz4 = (h->features & LAHJA_WIRE_FEAT_LZ4) && ep->opts.compress_threshold != SIZE_MAX;
-    c->peer_max = h->max_frame;
-    c->state = CONN_READY;
-    uv_timer_stop(&c->timer);
+    if (c->outbound) {
+        c->state = CONN_CONFIRMING;
+    } else {
+        conn_ready(c);
+        unpark_op(c);
+    }
     /* Our subscriptions go out now, not at the end of the loop turn: the
      * peer's lahja_connect waits for them, and a task woken by this
      * connection may keep the loop busy before the turn ends. */
     lahja_conn_send_subs(c);
     conn_write(c);
-    lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connected %s %s", c->outbound ? "to" : "from", h->name);
-    lahja_ep_changed(ep, 1);
     return 0;
+}
+
+/* The peer closes this connection and says why. */
+static int on_close(struct conn *c, uint32_t reason)
+{
+    if (reason == LAHJA_WIRE_CLOSE_DUPLICATE && c->outbound && c->state == CONN_CONFIRMING) {
+        int rc = park_op(c);
+        if (rc != 0)
+            return rc;
+        conn_end(c, 0, LAHJA_LOG_DEBUG, "simultaneous connections: the peer's is kept");
+        return 0;
+    }
+    return reason == LAHJA_WIRE_CLOSE_REFUSED ? LAHJA_ECONNREJECTED : -EPROTO;
 }
 
 /* --------------------------------------------------------------- reading */
 
+/* What poll says of c's socket now (0 if it cannot tell). */
+static short poll_now(struct conn *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
+        return POLLHUP;
+    struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+    return poll(&p, 1, 0) == 1 ? p.revents : 0;
+}
+
+/* Whether the peer of c has closed its end: its process is gone. */
+static int hung_up(struct conn *c)
+{
+    return (poll_now(c) & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+static int readable(struct conn *c)
+{
+    return (poll_now(c) & POLLIN) != 0;
+}
+
 static int on_event(struct conn *c, const lahja_wire_event_t *w)
 {
     lahja_endpoint_t *ep = c->ep;
+    if (c->state != CONN_READY && c->state != CONN_DRAINING)
+        return -EPROTO; /* before the peer's SUBS */
     const uint8_t *payload = w->payload;
     if (w->flags & LAHJA_WIRE_LZ4) {
         if (ep->scratch_cap < w->raw_len) {
@@ -666,6 +1052,7 @@ static int on_event(struct conn *c, const lahja_wire_event_t *w)
             return -EPROTO;
         payload = ep->scratch;
     }
+    c->rx_events++;
     lahja_event_t ev = {
         .refs = 1, .bound = 1, .borrowed = 1,
         .is_request = (w->flags & LAHJA_WIRE_REQUEST) != 0,
@@ -688,6 +1075,18 @@ static int on_event(struct conn *c, const lahja_wire_event_t *w)
     return 0;
 }
 
+/* The peer confirms having read `count` events (B30). */
+static int on_receipt(struct conn *c, uint64_t count)
+{
+    if (!c->peer_receipts || count < c->confirmed || count > c->tx_events)
+        return -EPROTO;
+    if (count > c->confirmed) {
+        c->confirmed = count;
+        lahja_delivery_progress(c->ep);
+    }
+    return 0;
+}
+
 static int on_message(struct conn *c, lahja_wire_msg_t *m)
 {
     switch (m->kind) {
@@ -700,6 +1099,10 @@ static int on_message(struct conn *c, lahja_wire_msg_t *m)
         return 0;
     case LAHJA_WIRE_EVENT:
         return on_event(c, &m->u.event);
+    case LAHJA_WIRE_RECEIPT:
+        return on_receipt(c, m->u.receipt);
+    case LAHJA_WIRE_CLOSE:
+        return on_close(c, m->u.close_reason);
     default:
         return 0; /* TYPE: kept by the rx state */
     }
@@ -708,21 +1111,25 @@ static int on_message(struct conn *c, lahja_wire_msg_t *m)
 /*
  * The read buffer grows to what the frame being read needs (its size is
  * known from its header, already checked against the largest frame), in
- * steps of READ_CHUNK, and never beyond that frame plus one chunk: a peer
- * cannot make us allocate more than the configured maximum (B26).  After a
- * large frame it shrinks back.
+ * steps of READ_CHUNK, and never beyond that frame plus one step: a peer
+ * cannot make us allocate more than the configured maximum (B26).  Before
+ * the handshake the step and the frame are max_hello: an incomplete
+ * connection holds a few KiB (B31).  After a large frame it shrinks back.
  */
 static int read_room(struct conn *c)
 {
-    size_t want = c->rlen + READ_CHUNK;
-    if (c->need > c->rlen && c->need - c->rlen > READ_CHUNK)
+    int hello = c->rx.hello_done;
+    size_t step = hello ? READ_CHUNK : (size_t)c->rx.max_hello + LAHJA_WIRE_HEADER_SIZE;
+    size_t want = c->rlen + step;
+    if (c->need > c->rlen && c->need - c->rlen > step)
         want = c->need;
     if (want <= c->rcap)
         return 0;
-    size_t cap = c->rcap ? c->rcap : READ_CHUNK;
+    size_t cap = c->rcap ? c->rcap : step;
     while (cap < want)
         cap *= 2;
-    size_t limit = (size_t)c->rx.max_frame + LAHJA_WIRE_HEADER_SIZE + READ_CHUNK;
+    size_t limit = (size_t)(hello ? c->rx.max_frame : c->rx.max_hello) + LAHJA_WIRE_HEADER_SIZE
+                   + step;
     if (cap > limit)
         cap = want > limit ? want : limit;
     uint8_t *p = realloc(c->rbuf, cap);
@@ -755,30 +1162,49 @@ static void read_shrink(struct conn *c)
     }
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/*
+ * A frame that has started must finish within frame_timeout_ms (B31), or
+ * a peer could hold a connection and its buffer forever with half a
+ * frame.  The clock restarts each time READ_CHUNK more of it has come, so
+ * a large frame that keeps arriving is never cut.  The timer runs only
+ * while a frame is open, and is not re-armed per read.
+ */
+static void on_frame_timer(uv_timer_t *t)
 {
-    (void)suggested;
-    struct conn *c = h->data;
-    if (read_room(c) != 0) {
-        *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+    struct conn *c = t->data;
+    if (!c->frame_open)
+        return;
+    uint64_t limit = c->ep->opts.frame_timeout_ms;
+    uint64_t elapsed = uv_now(t->loop) - c->frame_since;
+    if (elapsed < limit || readable(c)) {
+        /* Bytes waiting: it is this loop that was busy, not the peer. */
+        uv_timer_start(t, on_frame_timer, elapsed < limit ? limit - elapsed : limit, 0);
         return;
     }
-    *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+    char why[96];
+    snprintf(why, sizeof why, "a frame not completed in %u ms", (unsigned)limit);
+    conn_fail(c, -ETIMEDOUT, why);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void frame_watch(struct conn *c)
 {
-    (void)buf;
-    struct conn *c = s->data;
-    if (nread < 0) {
-        const char *why = nread != UV_EOF ? uv_strerror((int)nread)
-                          : c->rlen > 0   ? "closed by peer in the middle of a frame"
-                                          : "closed by peer";
-        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, why);
+    if (c->rlen == 0) {
+        c->frame_open = 0;
         return;
     }
-    c->rlen += (size_t)nread;
-    lahja_ep_busy_poll(c->ep);
+    if (!c->frame_open || c->frame_at != c->rx_total || c->rlen >= c->frame_seen + READ_CHUNK) {
+        c->frame_open = 1;
+        c->frame_at = c->rx_total;
+        c->frame_since = uv_now(c->ep->rt->loop);
+        c->frame_seen = c->rlen;
+    }
+    if (!uv_is_active((uv_handle_t *)&c->timer))
+        uv_timer_start(&c->timer, on_frame_timer, c->ep->opts.frame_timeout_ms, 0);
+}
+
+/* Parses and handles every whole frame in the read buffer. */
+static void conn_parse(struct conn *c)
+{
     size_t off = 0;
     while (c->state != CONN_CLOSING) {
         lahja_wire_msg_t m;
@@ -799,10 +1225,69 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
     }
-    if (off > 0 && c->state != CONN_CLOSING) {
+    if (c->state == CONN_CLOSING)
+        return;
+    if (off > 0) {
         memmove(c->rbuf, c->rbuf + off, c->rlen - off);
         c->rlen -= off;
+        c->rx_total += off;
         read_shrink(c);
+    }
+    if (c->state == CONN_READY) {
+        if (c->rx_events != c->rx_acked && c->peer_receipts)
+            mark_dirty(c); /* a receipt at the end of the loop turn */
+        frame_watch(c);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct conn *c = h->data;
+    if (read_room(c) != 0) {
+        *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+        return;
+    }
+    *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+}
+
+/* The socket ended (EOF) or failed: everything before it was read. */
+static void conn_eof(struct conn *c, ssize_t nread)
+{
+    const char *why = nread != UV_EOF ? uv_strerror((int)nread)
+                      : c->rlen > 0   ? "closed by peer in the middle of a frame"
+                                      : "closed by peer";
+    conn_fail(c, LAHJA_EREMOTEDISCONNECTED, why);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    struct conn *c = s->data;
+    if (nread < 0) {
+        conn_eof(c, nread);
+        return;
+    }
+    c->rlen += (size_t)nread;
+    lahja_ep_busy_poll(c->ep);
+    conn_parse(c);
+}
+
+/* Reads and handles what c's socket holds, to its end, now: c's peer is
+ * gone and another connection takes its place. */
+static void conn_read_to_end(struct conn *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
+        return;
+    while (c->state != CONN_CLOSING && read_room(c) == 0) {
+        ssize_t n = read(fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        c->rlen += (size_t)n;
+        conn_parse(c);
     }
 }
 
@@ -848,18 +1333,78 @@ static void start_handshake(struct conn *c)
         conn_fail(c, rc, lahja_strerror(rc));
 }
 
-int lahja_conn_accept(lahja_endpoint_t *ep)
+/* ------------------------------------------------------------- accepting */
+
+/* Why a new connection would go over a limit (B31), or NULL. */
+static const char *over_limits(lahja_endpoint_t *ep, char *why, size_t len)
 {
-    struct conn *c = conn_new(ep);
-    if (c == NULL)
-        return -ENOMEM;
-    int rc = uv_accept((uv_stream_t *)&ep->server, (uv_stream_t *)&c->pipe);
-    if (rc != 0) {
-        conn_fail(c, rc, uv_strerror(rc));
-        return rc;
+    size_t all = 0, incomplete = 0;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        all++;
+        if (!c->outbound && c->state == CONN_HANDSHAKE)
+            incomplete++;
     }
-    start_handshake(c);
-    return 0;
+    if (incomplete >= ep->opts.max_incomplete)
+        snprintf(why, len, "refusing a connection: %zu are in their handshake (max_incomplete)",
+                 incomplete);
+    else if (all >= ep->opts.max_connections)
+        snprintf(why, len, "refusing a connection: %zu are open (max_connections)", all);
+    else
+        return NULL;
+    return why;
+}
+
+static void on_reject_closed(uv_handle_t *h)
+{
+    lahja_endpoint_t *ep = h->data;
+    ep->reject_busy = 0;
+    int again = ep->accept_stalled && !ep->stopped;
+    ep->accept_stalled = 0;
+    lahja_ep_handle_closed(h);
+    if (again)
+        lahja_conn_accept(ep);
+}
+
+/*
+ * No memory for a connection: the pending one is accepted into a pipe
+ * the endpoint keeps for this, and closed.  It must be accepted, or
+ * libuv would stop watching the listening socket until it is, and the
+ * endpoint would never accept again.  While that pipe is closing, the
+ * next accept waits for it.
+ */
+static void refuse_without_memory(lahja_endpoint_t *ep)
+{
+    lahja_bus_log(ep, LAHJA_LOG_WARNING, "refusing a connection: out of memory");
+    if (ep->reject_busy) {
+        ep->accept_stalled = 1;
+        return;
+    }
+    uv_pipe_init(ep->rt->loop, &ep->reject, 0);
+    ep->reject.data = ep;
+    ep->reject_busy = 1;
+    ep->nopen++;
+    uv_accept((uv_stream_t *)&ep->server, (uv_stream_t *)&ep->reject);
+    uv_close((uv_handle_t *)&ep->reject, on_reject_closed);
+}
+
+void lahja_conn_accept(lahja_endpoint_t *ep)
+{
+    char buf[128];
+    const char *why = over_limits(ep, buf, sizeof buf);
+    struct conn *c = conn_new(ep);
+    if (c == NULL) {
+        refuse_without_memory(ep);
+        return;
+    }
+    int rc = uv_accept((uv_stream_t *)&ep->server, (uv_stream_t *)&c->pipe);
+    if (rc != 0)
+        conn_fail(c, rc, uv_strerror(rc));
+    else if (why != NULL)
+        conn_fail(c, LAHJA_ECONNREJECTED, why);
+    else
+        start_handshake(c);
 }
 
 /* ----------------------------------------------------------- connecting */

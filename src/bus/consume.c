@@ -138,6 +138,17 @@ static void sweep(lahja_endpoint_t *ep, struct type_entry *te)
     type_maybe_drop(ep, te);
 }
 
+int lahja_type_keeps(const struct type_entry *te)
+{
+    const lahja_link_t *l;
+    lahja_list_foreach(l, &te->consumers) {
+        const struct consumer *c = lahja_container_of(l, struct consumer, link);
+        if (c->active && c->kind != CONSUMER_HANDLER)
+            return 1;
+    }
+    return 0;
+}
+
 int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type)
 {
     struct type_entry *te = type_find(ep, type, strlen(type));
@@ -218,7 +229,7 @@ int lahja_subscribe(lahja_endpoint_t *ep, const char *type, lahja_handler_fn han
 
 void lahja_subscription_cancel(lahja_subscription_t *s)
 {
-    if (s != NULL)
+    if (s != NULL && !lahja_rt_wrong_thread(s->ep->rt))
         consumer_release(s->ep, &s->c);
 }
 
@@ -278,6 +289,8 @@ int lahja_stream_next(lahja_stream_t *st, lahja_time_t deadline, lahja_event_t *
 {
     if (st == NULL || ev == NULL)
         return -EINVAL;
+    if (lahja_rt_wrong_thread(st->ep->rt))
+        return LAHJA_EWRONGTHREAD;
     for (;;) {
         if (st->len > 0) {
             int rc = lahja_checkpoint();
@@ -300,7 +313,7 @@ int lahja_stream_next(lahja_stream_t *st, lahja_time_t deadline, lahja_event_t *
 
 size_t lahja_stream_dropped(const lahja_stream_t *st)
 {
-    return st->dropped;
+    return lahja_rt_wrong_thread(st->ep->rt) ? 0 : st->dropped;
 }
 
 static void stream_free(struct lahja_stream *st)
@@ -316,7 +329,7 @@ static void stream_free(struct lahja_stream *st)
 
 void lahja_stream_close(lahja_stream_t *st)
 {
-    if (st != NULL)
+    if (st != NULL && !lahja_rt_wrong_thread(st->ep->rt))
         consumer_release(st->ep, &st->c);
 }
 
@@ -512,13 +525,22 @@ static struct conn *ready_conn(const lahja_endpoint_t *ep, const char *name)
     return c != NULL && c->state == CONN_READY ? c : NULL;
 }
 
+/* The queries answer 0 (and foreach_peer calls nothing) on a thread the
+ * endpoint does not belong to: its tables are not theirs to read. */
+static int foreign(const lahja_endpoint_t *ep)
+{
+    return ep == NULL || lahja_rt_wrong_thread(ep->rt);
+}
+
 int lahja_is_connected_to(const lahja_endpoint_t *ep, const char *name)
 {
-    return name != NULL && ready_conn(ep, name) != NULL;
+    return !foreign(ep) && name != NULL && ready_conn(ep, name) != NULL;
 }
 
 void lahja_foreach_peer(const lahja_endpoint_t *ep, lahja_peer_fn fn, void *user)
 {
+    if (foreign(ep) || fn == NULL)
+        return;
     lahja_link_t *l;
     lahja_list_foreach(l, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
@@ -539,6 +561,8 @@ void lahja_foreach_peer(const lahja_endpoint_t *ep, lahja_peer_fn fn, void *user
 size_t lahja_subscribed_types(const lahja_endpoint_t *ep, const char **types, size_t max)
 {
     size_t k = 0;
+    if (foreign(ep))
+        return 0;
     for (size_t i = 0; i < ep->types.nslots; i++) {
         lahja_strmap_slot_t *s = &ep->types.slots[i];
         if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0) {
@@ -558,7 +582,7 @@ static int peer_has(const struct conn *c, const char *type)
 int lahja_is_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *name,
                                     const char *type)
 {
-    if (name == NULL || type == NULL)
+    if (foreign(ep) || name == NULL || type == NULL)
         return 0;
     if (strcmp(name, ep->name->s) == 0)
         return lahja_has_consumers(ep, type);
@@ -568,7 +592,7 @@ int lahja_is_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *name
 
 int lahja_is_any_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *type)
 {
-    if (type == NULL)
+    if (foreign(ep) || type == NULL)
         return 0;
     if (lahja_has_consumers(ep, type))
         return 1;
@@ -584,7 +608,7 @@ int lahja_is_any_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *
 int lahja_are_all_endpoints_subscribed_to(const lahja_endpoint_t *ep, const char *type,
                                           int include_self)
 {
-    if (type == NULL)
+    if (foreign(ep) || type == NULL)
         return 0;
     if (include_self && !lahja_has_consumers(ep, type))
         return 0;

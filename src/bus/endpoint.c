@@ -68,6 +68,16 @@ static void fill_defaults(lahja_endpoint_options_t *o)
         o->compress_threshold = 8192;
     if (o->linger_ms == 0)
         o->linger_ms = 1000;
+    if (o->max_hello == 0)
+        o->max_hello = 4096;
+    if (o->max_incomplete == 0)
+        o->max_incomplete = 64;
+    if (o->max_connections == 0)
+        o->max_connections = 1024;
+    if (o->max_peer_types == 0)
+        o->max_peer_types = 16384;
+    if (o->frame_timeout_ms == 0)
+        o->frame_timeout_ms = 10000;
 }
 
 /*
@@ -119,7 +129,11 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
     lahja_list_init(&ep->dirty);
     lahja_list_init(&ep->pending);
     lahja_list_init(&ep->owned);
+    lahja_list_init(&ep->parked);
+    lahja_list_init(&ep->delivery_waits);
     lahja_strmap_init(&ep->types);
+    lahja_strmap_init(&ep->totals);
+    lahja_cond_init(&ep->delivered);
     lahja_cond_init(&ep->idle);
     lahja_cond_init(&ep->conn_changed);
     lahja_cond_init(&ep->subs_changed);
@@ -207,7 +221,7 @@ static void on_connection(uv_stream_t *server, int status)
     lahja_conn_accept(ep);
 }
 
-static void on_ep_handle_closed(uv_handle_t *h)
+void lahja_ep_handle_closed(uv_handle_t *h)
 {
     lahja_endpoint_t *ep = h->data;
     if (--ep->nopen == 0 && ep->nconns_open == 0)
@@ -261,7 +275,7 @@ static int listen_at(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg)
     if (rc != 0) {
         /* Practically unreachable; lahja_endpoint_free reports -EBUSY
          * until the close completes. */
-        uv_close((uv_handle_t *)&ep->server, on_ep_handle_closed);
+        uv_close((uv_handle_t *)&ep->server, lahja_ep_handle_closed);
         unlink(cfg->path);
         return rc;
     }
@@ -315,31 +329,31 @@ void lahja_ep_busy_poll(lahja_endpoint_t *ep)
         uv_idle_start(&ep->poller, on_poll);
 }
 
-/* A connection that still has output for its peer, or NULL. */
-static struct conn *unflushed(lahja_endpoint_t *ep)
+/* Whether a connection still has output its peer has not confirmed. */
+static int unconfirmed(lahja_endpoint_t *ep)
 {
     lahja_link_t *l;
     lahja_list_foreach(l, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
-        if (c->state == CONN_READY && c->queued > 0)
-            return c;
+        if (c->state == CONN_READY && lahja_conn_unconfirmed(c))
+            return 1;
     }
-    return NULL;
+    return 0;
 }
 
 /*
  * What a broadcast reported as sent was only queued: before closing,
- * give the peers up to linger_ms to take it, so that an endpoint that
- * broadcasts and stops does not lose its last events.  A peer that does
- * not read in that time loses them.
+ * give the peers up to linger_ms to read it and confirm it, so that an
+ * endpoint that broadcasts and stops does not lose its last events.  A
+ * peer that does not read in that time loses them, and the loss is
+ * reported (B30).  The endpoint goes on reading meanwhile.
  */
 static void linger(lahja_endpoint_t *ep)
 {
     lahja_ep_flush(ep);
     lahja_time_t deadline = lahja_deadline_in(ep->opts.linger_ms);
-    struct conn *c;
-    while ((c = unflushed(ep)) != NULL)
-        if (lahja_wait(&c->drained.waiters, deadline, LAHJA_WAIT_NOCANCEL) == LAHJA_WAIT_EXPIRED)
+    while (unconfirmed(ep))
+        if (lahja_wait(&ep->delivered.waiters, deadline, LAHJA_WAIT_NOCANCEL) == LAHJA_WAIT_EXPIRED)
             return;
 }
 
@@ -355,13 +369,13 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep)
         return -EPERM;
     ep->stopped = 1; /* refuses new calls from here on */
     if (ep->serving) {
-        uv_close((uv_handle_t *)&ep->server, on_ep_handle_closed);
+        uv_close((uv_handle_t *)&ep->server, lahja_ep_handle_closed);
         unlink(ep->path);
     }
     linger(ep);
     ep->flusher_closed = 1;
-    uv_close((uv_handle_t *)&ep->flusher, on_ep_handle_closed);
-    uv_close((uv_handle_t *)&ep->poller, on_ep_handle_closed);
+    uv_close((uv_handle_t *)&ep->flusher, lahja_ep_handle_closed);
+    uv_close((uv_handle_t *)&ep->poller, lahja_ep_handle_closed);
     /* The waits end for the stop (LAHJA_ELIFECYCLE) before the closing
      * connections could end them for a disconnect. */
     lahja_consumers_stop(ep);
@@ -369,8 +383,10 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep)
     lahja_list_foreach_safe(l, tmp, &ep->conns)
         lahja_conn_close(lahja_container_of(l, struct conn, link), LAHJA_ELIFECYCLE,
                          "endpoint stopping");
+    lahja_conn_fail_parked(ep, LAHJA_ELIFECYCLE);
     lahja_cond_broadcast(&ep->conn_changed);
     lahja_cond_broadcast(&ep->subs_changed);
+    lahja_cond_broadcast(&ep->delivered);
     /* Not cancellable: the handles close within a loop turn, and the
      * tasks woken above leave at their next turn. */
     if (!ep->closed.done) {
@@ -386,6 +402,8 @@ int lahja_endpoint_free(lahja_endpoint_t *ep)
 {
     if (ep == NULL)
         return 0;
+    if (lahja_rt_wrong_thread(ep->rt))
+        return LAHJA_EWRONGTHREAD;
     if ((ep->started && !ep->stopped) || (!ep->started && ep->nopen > 0))
         return -EBUSY;
     struct out_item *it = ep->free_items;
@@ -401,6 +419,7 @@ int lahja_endpoint_free(lahja_endpoint_t *ep)
         it = next;
     }
     lahja_consumers_free(ep);
+    lahja_delivery_free(ep);
     free(ep->pindex);
     lahja_strmap_free(&ep->types);
     lahja_name_unref(ep->name);

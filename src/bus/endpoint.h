@@ -62,10 +62,18 @@ int lahja_event_make(const char *type, size_t type_len, const char *response_typ
 
 /* ------------------------------------------------------- connections */
 
+/*
+ * A connection's life.  Only a READY connection carries events.  An
+ * outbound connection waits, after the peer's HELLO, for the peer's
+ * first SUBS: it is how the peer says it keeps this connection rather
+ * than one it opened to us at the same moment (see settle() in conn.c).
+ */
 enum conn_state {
-    CONN_CONNECTING, /* outbound, socket connect under way or retrying */
+    CONN_CONNECTING, /* outbound, no socket yet: connect retrying */
     CONN_HANDSHAKE,  /* HELLO sent, waiting for the peer's */
+    CONN_CONFIRMING, /* outbound: the peer's HELLO read, its SUBS awaited */
     CONN_READY,
+    CONN_DRAINING,   /* writing failed: reading what the peer sent, to its end */
     CONN_CLOSING
 };
 
@@ -85,6 +93,7 @@ struct out_item {
     size_t payload_len;      /* for a chunk: the bytes used */
     uint8_t *heap;           /* a chunk's buffer, owned */
     size_t cap;              /* a chunk's capacity; 0: not a chunk */
+    uint32_t nevents;        /* EVENT frames it holds */
     uint8_t head[LAHJA_WIRE_HEADER_SIZE + 5 + LAHJA_WIRE_NAME_MAX + LAHJA_WIRE_EVENT_PREFIX_MAX];
 };
 
@@ -93,6 +102,21 @@ struct connect_op {
     size_t pending;
     int error;
     lahja_cond_t done;
+};
+
+/* Delivery counts of one peer, over the connections that have ended. */
+struct peer_totals {
+    uint64_t sent, confirmed, lost;
+};
+
+/* A connection's part of one broadcast, taken before any peer is given
+ * the event, so that it is queued for every peer or for none (see
+ * lahja_conn_reserve). */
+struct conn_slot {
+    struct out_item *item;   /* a new chunk or large-event item; NULL: the
+                                last chunk has room */
+    uint32_t tid;            /* the type's id on the connection */
+    uint8_t is_new;          /* the type was bound for this event */
 };
 
 struct conn {
@@ -107,9 +131,12 @@ struct conn {
     uint8_t writing;             /* write_req in flight */
     uint8_t dirty;               /* in ep->dirty */
     uint8_t peer_lz4;            /* the peer reads LZ4 payloads */
+    uint8_t peer_receipts;       /* the peer confirms what it reads */
     uint32_t peer_max;           /* largest frame body the peer accepts */
     uint32_t subs_acked;         /* the peer's last SUBS_ACK */
     uint8_t got_subs;            /* the peer's first SUBS arrived */
+    uint8_t subs_due;            /* our SUBS could not be queued: retried */
+    uint8_t frame_open;          /* a frame is partly read (frame_*) */
     pid_t peer_pid;              /* from SO_PEERCRED */
     lahja_name_t *peer;          /* after the peer's HELLO */
     char target[LAHJA_NAME_MAX + 1]; /* outbound: the name we expect */
@@ -139,6 +166,18 @@ struct conn {
     uint32_t rx_gen;             /* valid while ep->types_gen is this */
     uint32_t subs_seq;           /* our last SUBS sent */
     uint32_t retry_ms;
+    /* Delivery (B30).  tx_events counts the EVENT frames queued for the
+     * peer, confirmed those its receipts confirm (a peer without
+     * receipts: those written to the socket).  rx_events counts the
+     * EVENT frames read, rx_acked the count our last receipt gave. */
+    uint64_t tx_events, confirmed;
+    uint64_t rx_events, rx_acked;
+    /* A frame started but not finished: frame_at is rx_total where it
+     * begins, frame_since the loop time (ms) it was last seen progress,
+     * frame_seen how much of it was there then. */
+    uint64_t rx_total;           /* bytes consumed from the socket */
+    uint64_t frame_at, frame_since;
+    size_t frame_seen;
 };
 
 /* --------------------------------------------------------- consumers */
@@ -225,6 +264,7 @@ struct lahja_endpoint {
     lahja_strmap_t types;        /* type -> struct type_entry */
     uint32_t types_gen;          /* bumped when an entry comes or goes */
     int subs_dirty;              /* our set changed: send SUBS */
+    int subs_retry;              /* a connection's SUBS is due (subs_due) */
     lahja_link_t pending;        /* every pending request, */
     struct pending **pindex;     /* and by id: open addressing */
     size_t pindex_cap, pindex_n;
@@ -240,9 +280,22 @@ struct lahja_endpoint {
     uint8_t *scratch;            /* decompression buffer */
     size_t scratch_cap;
     char blocked[LAHJA_NAME_MAX + 1];
+    lahja_strmap_t totals;       /* peer name -> struct peer_totals */
+    struct peer_totals all;      /* every peer, connections ended */
+    lahja_cond_t delivered;      /* receipts came, or a connection ended */
+    lahja_link_t delivery_waits; /* lahja_wait_until_delivered calls */
+    lahja_link_t parked;         /* struct parked: lahja_connect calls whose
+                                    connection the peer declined for its own */
+    uv_pipe_t reject;            /* accepts a connection when no memory is
+                                    left to make one, to close it */
+    uint8_t reject_busy, accept_stalled;
     lahja_conn_config_t service_serve; /* lahja_endpoint_service's config */
     int service_serves;
 };
+
+/* The close callback of the endpoint's own handles (server, flusher,
+ * poller, reject pipe): stop waits for the last. */
+void lahja_ep_handle_closed(uv_handle_t *h);
 
 /* Logs through the application's hook, printf-style. */
 void lahja_bus_log(lahja_endpoint_t *ep, lahja_log_level_t level, const char *fmt, ...)
@@ -265,19 +318,48 @@ int lahja_ep_check_task(const lahja_endpoint_t *ep);
 int lahja_ep_wait(lahja_endpoint_t *ep, lahja_cond_t *cond, lahja_time_t deadline);
 
 /* conn.c */
-int lahja_conn_accept(lahja_endpoint_t *ep);
+/* Accepts the server's pending connection, within the limits (B31); a
+ * connection refused, or one that cannot be allocated, is closed at once
+ * and logged.  Never leaves the listener without an accept. */
+void lahja_conn_accept(lahja_endpoint_t *ep);
 struct conn *lahja_conn_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
                                 struct connect_op *op);
 /* Ends a connection; a lahja_connect waiting on it fails with `err`. */
 void lahja_conn_close(struct conn *c, int err, const char *why);
+/* Forgets the lahja_connect call `op` wherever it waits (it gave up). */
+void lahja_conn_forget_op(lahja_endpoint_t *ep, struct connect_op *op);
+/* Fails every lahja_connect call waiting for a peer's own connection. */
+void lahja_conn_fail_parked(lahja_endpoint_t *ep, int err);
+/* The connection to `name` that is not closing, or NULL. */
 struct conn *lahja_conn_find(const lahja_endpoint_t *ep, const char *name);
-int lahja_conn_enqueue_event(struct conn *c, lahja_event_t *ev, uint8_t flags, uint64_t id);
+/*
+ * Queueing one event for several peers, all or nothing: reserve takes
+ * the memory and the type binding for one connection (-ENOMEM, -EINVAL:
+ * nothing taken); commit queues it (cannot fail); cancel gives a
+ * reservation back (in the reverse order of the reservations of one
+ * event).
+ */
+int lahja_conn_reserve(struct conn *c, const lahja_event_t *ev, uint8_t flags, uint64_t id,
+                       struct conn_slot *slot);
+void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot, uint8_t flags,
+                       uint64_t id);
+void lahja_conn_cancel(struct conn *c, const lahja_event_t *ev, struct conn_slot *slot);
+/* Non-zero while a connection's output is not all confirmed (stop's linger). */
+int lahja_conn_unconfirmed(const struct conn *c);
 void lahja_conn_send_subs(struct conn *c);
 void lahja_ep_flush(lahja_endpoint_t *ep);
 /* Our subscription set changed: every peer gets a SUBS this loop turn. */
 void lahja_ep_subs_dirty(lahja_endpoint_t *ep);
 /* Queues the pending SUBS for every peer now, ahead of what follows. */
 void lahja_ep_send_subs(lahja_endpoint_t *ep);
+
+/* delivery.c */
+/* A connection ends: what it sent and the peer did not confirm is lost,
+ * logged and counted; the delivery waits that counted on it learn it. */
+void lahja_delivery_conn_ended(lahja_endpoint_t *ep, struct conn *c);
+/* Receipts came for c: the delivery waits look again. */
+void lahja_delivery_progress(lahja_endpoint_t *ep);
+void lahja_delivery_free(lahja_endpoint_t *ep);
 
 /* consume.c */
 void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev);
@@ -288,6 +370,8 @@ struct type_entry *lahja_type_find(const lahja_endpoint_t *ep, const char *type,
 void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev);
 void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev);
 int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type);
+/* Whether te has consumers that keep events (streams, waiters). */
+int lahja_type_keeps(const struct type_entry *te);
 void lahja_consumers_stop(lahja_endpoint_t *ep);
 void lahja_consumers_free(lahja_endpoint_t *ep);
 void lahja_pending_peer_gone(lahja_endpoint_t *ep, struct conn *c);

@@ -1,0 +1,161 @@
+/*
+ * Delivery accounting (B30): what each peer was sent, what it confirmed
+ * with its receipts, and what was lost with a connection that ended
+ * before confirming it; and the wait until every peer has confirmed.
+ *
+ * Counts live in the connection while it is up and are folded into the
+ * peer's totals (by name, so that they outlive reconnections) when it
+ * ends.  The totals hold one small entry per peer name ever connected.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "endpoint.h"
+
+/* A lahja_wait_until_delivered call: each connection it waits for, and
+ * the count that connection must confirm. */
+struct delivery_wait {
+    lahja_link_t link;           /* in ep->delivery_waits */
+    struct delivery_target {
+        struct conn *c;          /* NULL once confirmed or ended */
+        uint64_t target;
+    } *v, few[8];
+    size_t n;
+    int lost;                    /* a connection ended unconfirmed */
+};
+
+static struct peer_totals *totals_get(lahja_endpoint_t *ep, const lahja_name_t *name)
+{
+    int is_new;
+    lahja_strmap_slot_t *s = lahja_strmap_insert(&ep->totals, name->s, name->len, &is_new);
+    if (s == NULL)
+        return NULL;
+    if (is_new && (s->value = calloc(1, sizeof(struct peer_totals))) == NULL) {
+        lahja_strmap_remove(&ep->totals, s);
+        return NULL;
+    }
+    return s->value;
+}
+
+void lahja_delivery_conn_ended(lahja_endpoint_t *ep, struct conn *c)
+{
+    uint64_t lost = c->tx_events - c->confirmed;
+    struct peer_totals *t = totals_get(ep, c->peer);
+    ep->all.sent += c->tx_events;
+    ep->all.confirmed += c->confirmed;
+    ep->all.lost += lost;
+    if (t != NULL) { /* lacking memory, only the endpoint's totals count it */
+        t->sent += c->tx_events;
+        t->confirmed += c->confirmed;
+        t->lost += lost;
+    }
+    if (lost > 0)
+        lahja_bus_log(ep, LAHJA_LOG_WARNING,
+                      "connection %s %s ended with %llu of %llu events unconfirmed: "
+                      "counted as lost",
+                      c->outbound ? "to" : "from", c->peer->s, (unsigned long long)lost,
+                      (unsigned long long)c->tx_events);
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->delivery_waits) {
+        struct delivery_wait *w = lahja_container_of(l, struct delivery_wait, link);
+        for (size_t i = 0; i < w->n; i++) {
+            if (w->v[i].c != c)
+                continue;
+            if (c->confirmed < w->v[i].target)
+                w->lost = 1;
+            w->v[i].c = NULL;
+        }
+    }
+    lahja_cond_broadcast(&ep->delivered);
+}
+
+void lahja_delivery_progress(lahja_endpoint_t *ep)
+{
+    lahja_cond_broadcast(&ep->delivered);
+}
+
+void lahja_delivery_free(lahja_endpoint_t *ep)
+{
+    for (size_t i = 0; i < ep->totals.nslots; i++)
+        if (lahja_strmap_live(&ep->totals.slots[i]))
+            free(ep->totals.slots[i].value);
+    lahja_strmap_free(&ep->totals);
+}
+
+int lahja_delivery_stats(const lahja_endpoint_t *ep, const char *peer, lahja_delivery_t *out)
+{
+    if (ep == NULL || out == NULL)
+        return -EINVAL;
+    if (lahja_rt_wrong_thread(ep->rt))
+        return LAHJA_EWRONGTHREAD;
+    struct peer_totals sum = ep->all;
+    int known = 1;
+    if (peer != NULL) {
+        lahja_strmap_slot_t *s = lahja_strmap_find(&ep->totals, peer, strlen(peer));
+        known = s != NULL;
+        sum = known ? *(struct peer_totals *)s->value : (struct peer_totals){ 0, 0, 0 };
+    }
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        const struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->peer == NULL || (peer != NULL && strcmp(c->peer->s, peer) != 0))
+            continue;
+        known = 1;
+        sum.sent += c->tx_events;
+        sum.confirmed += c->confirmed;
+    }
+    if (!known)
+        return -ENOENT;
+    *out = (lahja_delivery_t){ .sent = sum.sent, .confirmed = sum.confirmed, .lost = sum.lost };
+    return 0;
+}
+
+/* Whether every connection w waits for has confirmed its count. */
+static int wait_done(struct delivery_wait *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->v[i].c == NULL)
+            continue;
+        if (w->v[i].c->confirmed < w->v[i].target)
+            return 0;
+        w->v[i].c = NULL;
+    }
+    return 1;
+}
+
+int lahja_wait_until_delivered(lahja_endpoint_t *ep, lahja_time_t deadline)
+{
+    if (ep == NULL)
+        return -EINVAL;
+    int rc = lahja_ep_check_task(ep);
+    if (rc != 0)
+        return rc;
+    struct delivery_wait w = { .v = w.few };
+    size_t n = 0;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        n += c->confirmed < c->tx_events;
+    }
+    if (n > sizeof w.few / sizeof w.few[0] && (w.v = malloc(n * sizeof *w.v)) == NULL)
+        return -ENOMEM;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->confirmed < c->tx_events)
+            w.v[w.n++] = (struct delivery_target){ c, c->tx_events };
+    }
+    lahja_list_push_back(&ep->delivery_waits, &w.link);
+    /* What is queued goes out now, not at the end of the turn. */
+    lahja_ep_flush(ep);
+    while (rc == 0 && !wait_done(&w) && !w.lost && !ep->stopped)
+        rc = lahja_ep_wait(ep, &ep->delivered, deadline);
+    lahja_list_remove(&w.link);
+    if (w.v != w.few)
+        free(w.v);
+    if (rc != 0)
+        return rc;
+    if (w.lost)
+        return LAHJA_EREMOTEDISCONNECTED;
+    return ep->stopped ? LAHJA_ELIFECYCLE : 0;
+}
