@@ -23,6 +23,9 @@
  */
 #define _GNU_SOURCE /* struct ucred, POLLRDHUP */
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +45,9 @@
 #define SHRINK_READS 64
 #define RETRY_MIN_MS 2
 #define RETRY_MAX_MS 100
+#define TRIM_TYPES 1024          /* a peer's set this large is given back */
+#define RECEIPT_BYTES (1 << 20)  /* read since the last receipt: send one */
+#define RECEIPT_MS 1             /* else one goes out this late at most */
 
 static void conn_end(struct conn *c, int err, lahja_log_level_t level, const char *why);
 static void conn_fail(struct conn *c, int err, const char *why);
@@ -97,6 +103,25 @@ static void release_list(lahja_endpoint_t *ep, lahja_link_t *list)
         item_release(ep, lahja_container_of(l, struct out_item, link));
 }
 
+/*
+ * Frees a peer's subscription set.  A large one (up to max_peer_types
+ * keys, each its own small allocation) leaves the heap fragmented above
+ * what the process will reuse: the C library is asked to give the pages
+ * back to the system, so that one peer's announcement does not stay in
+ * our memory after it.
+ */
+static void subs_free(lahja_strmap_t *subs)
+{
+    size_t n = subs->count;
+    lahja_strmap_free(subs);
+#ifdef __GLIBC__
+    if (n >= TRIM_TYPES)
+        malloc_trim(0);
+#else
+    (void)n;
+#endif
+}
+
 static void on_conn_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
@@ -107,7 +132,7 @@ static void on_conn_closed(uv_handle_t *h)
     release_list(ep, &c->inflight);
     lahja_wire_rx_free(&c->rx);
     lahja_wire_tx_free(&c->tx);
-    lahja_strmap_free(&c->subs);
+    subs_free(&c->subs);
     lahja_name_unref(c->peer);
     free(c->rbuf);
     free(c);
@@ -652,15 +677,51 @@ void lahja_ep_send_subs(lahja_endpoint_t *ep)
     }
 }
 
-/* Confirms the events read since the last receipt (B30). */
+/*
+ * Confirms the events read since the last receipt (B30).  A receipt
+ * rides along whenever the connection writes anyway; on a connection
+ * that only reads, one goes out once RECEIPT_BYTES have been read since
+ * the last, or RECEIPT_MS after the read, whichever comes first: a
+ * receipt per read would cost the reader a write and the writer a read
+ * for every batch, a tenth of a one-way stream's rate.
+ */
 static void send_receipt(struct conn *c)
 {
     if (!c->peer_receipts || c->rx_events == c->rx_acked || c->state != CONN_READY)
         return;
     uint8_t frame[LAHJA_WIRE_RECEIPT_SIZE];
     size_t n = lahja_wire_receipt_encode(frame, c->rx_events);
-    if (enqueue_frame(c, frame, n) == 0) /* else the next read retries */
+    if (enqueue_frame(c, frame, n) == 0) { /* else the next read retries */
         c->rx_acked = c->rx_events;
+        c->receipt_at = c->rx_total;
+    }
+}
+
+static void on_receipt_timer(uv_timer_t *t)
+{
+    lahja_conn_send_receipts(t->data);
+}
+
+void lahja_conn_send_receipts(lahja_endpoint_t *ep)
+{
+    lahja_link_t *l, *tmp;
+    lahja_list_foreach_safe(l, tmp, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->rx_events != c->rx_acked) {
+            send_receipt(c);
+            conn_write_or_fail(c);
+        }
+    }
+}
+
+/* Events were read on c: a receipt is due, now or soon. */
+static void receipt_due(struct conn *c)
+{
+    lahja_endpoint_t *ep = c->ep;
+    if (c->rx_total - c->receipt_at >= RECEIPT_BYTES)
+        mark_dirty(c);
+    else if (!uv_is_active((uv_handle_t *)&ep->receipts) && !ep->flusher_closed)
+        uv_timer_start(&ep->receipts, on_receipt_timer, RECEIPT_MS, 0);
 }
 
 void lahja_ep_flush(lahja_endpoint_t *ep)
@@ -762,7 +823,7 @@ static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
             return -ENOMEM;
         }
     }
-    lahja_strmap_free(&c->subs);
+    subs_free(&c->subs);
     c->subs = fresh;
     if (!c->got_subs) {
         /* The peer sends its subscriptions right after its HELLO: a
@@ -1235,7 +1296,7 @@ static void conn_parse(struct conn *c)
     }
     if (c->state == CONN_READY) {
         if (c->rx_events != c->rx_acked && c->peer_receipts)
-            mark_dirty(c); /* a receipt at the end of the loop turn */
+            receipt_due(c);
         frame_watch(c);
     }
 }

@@ -304,7 +304,9 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
     ep->flusher.data = ep;
     uv_idle_init(ep->rt->loop, &ep->poller);
     ep->poller.data = ep;
-    ep->nopen += 2;
+    uv_timer_init(ep->rt->loop, &ep->receipts);
+    ep->receipts.data = ep;
+    ep->nopen += 3;
     ep->started = 1;
     return 0;
 }
@@ -350,6 +352,7 @@ static int unconfirmed(lahja_endpoint_t *ep)
  */
 static void linger(lahja_endpoint_t *ep)
 {
+    lahja_conn_send_receipts(ep); /* the peers may linger on them too */
     lahja_ep_flush(ep);
     lahja_time_t deadline = lahja_deadline_in(ep->opts.linger_ms);
     while (unconfirmed(ep))
@@ -373,9 +376,13 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep)
         unlink(ep->path);
     }
     linger(ep);
+    /* What we read is confirmed before we go, or the peers would count
+     * it lost. */
+    lahja_conn_send_receipts(ep);
     ep->flusher_closed = 1;
     uv_close((uv_handle_t *)&ep->flusher, lahja_ep_handle_closed);
     uv_close((uv_handle_t *)&ep->poller, lahja_ep_handle_closed);
+    uv_close((uv_handle_t *)&ep->receipts, lahja_ep_handle_closed);
     /* The waits end for the stop (LAHJA_ELIFECYCLE) before the closing
      * connections could end them for a disconnect. */
     lahja_consumers_stop(ep);

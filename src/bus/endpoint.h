@@ -176,6 +176,7 @@ struct conn {
      * begins, frame_since the loop time (ms) it was last seen progress,
      * frame_seen how much of it was there then. */
     uint64_t rx_total;           /* bytes consumed from the socket */
+    uint64_t receipt_at;         /* rx_total when our last receipt went */
     uint64_t frame_at, frame_since;
     size_t frame_seen;
 };
@@ -254,6 +255,7 @@ struct lahja_endpoint {
     uv_prepare_t flusher;        /* writes what the loop turn queued */
     uint8_t flusher_closed;
     uv_idle_t poller;            /* keeps the loop polling (busy_poll_us) */
+    uv_timer_t receipts;         /* sends the receipts that are due */
     uint64_t poll_until;         /* uv_hrtime() at which it stops */
     int nopen;                   /* handles of the endpoint not yet closed */
     int nconns_open;             /* connections not yet freed */
@@ -347,6 +349,8 @@ void lahja_conn_cancel(struct conn *c, const lahja_event_t *ev, struct conn_slot
 /* Non-zero while a connection's output is not all confirmed (stop's linger). */
 int lahja_conn_unconfirmed(const struct conn *c);
 void lahja_conn_send_subs(struct conn *c);
+/* Sends every connection's receipt that is due now, and writes it. */
+void lahja_conn_send_receipts(lahja_endpoint_t *ep);
 void lahja_ep_flush(lahja_endpoint_t *ep);
 /* Our subscription set changed: every peer gets a SUBS this loop turn. */
 void lahja_ep_subs_dirty(lahja_endpoint_t *ep);
