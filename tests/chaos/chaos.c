@@ -85,6 +85,8 @@
 #define CONNECT_MS 1000         /* one connect attempt */
 #define STATS_MS 100            /* delivery figures written this often */
 #define PHASE_MS 30000          /* a phase of the end, for every process */
+#define GRACE_MS 10000          /* the parent's wait beyond: a process that
+                                   fails reports it before being called hung */
 #define FD_SETTLE_MS 2000       /* for a closing connection's descriptor */
 #define RSS_GROWTH_MAX (16u << 20)
 
@@ -774,7 +776,7 @@ static void child_run(int slot, int gen, struct inc *inc, pid_t parent)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(96);
-    alarm((unsigned)opt.seconds + 5 * PHASE_MS / 1000 + 60);
+    alarm((unsigned)opt.seconds + 300); /* past every deadline of the parent */
     static struct child c;
     memset(&c, 0, sizeof c);
     c.slot = slot;
@@ -887,24 +889,25 @@ enum exit_mode {
 
 /*
  * Reads what the children report until `until_ms` (monotonic) or, with
- * want_bit, until every slot's current process has that state bit.  A
- * process that exits is reaped.  Returns 1 once every process has
- * want_bit; 0 at the deadline, when a slot has no process, or when none
- * is left.
+ * want_bit, until every process still running has that state bit.  A
+ * process that exits is reaped.  Returns 1 once every slot's process has
+ * want_bit; 0 if some slot has none left then, at the deadline, or when
+ * no process is left.
  */
 static int pump(int64_t until_ms, int want_bit, enum exit_mode mode)
 {
     for (;;) {
         if (want_bit) {
-            int all = 1;
+            int all = 1, gone = 0;
             for (int i = 0; i < opt.procs; i++) {
                 if (slots[i].pid == 0)
-                    return 0;
-                if (!(__atomic_load_n(&incs[slots[i].inc].state, __ATOMIC_SEQ_CST) & want_bit))
+                    gone = 1;
+                else if (!(__atomic_load_n(&incs[slots[i].inc].state, __ATOMIC_SEQ_CST) &
+                           want_bit))
                     all = 0;
             }
             if (all)
-                return 1;
+                return !gone;
         }
         int64_t left = until_ms - mono_ms();
         if (left <= 0)
@@ -972,7 +975,7 @@ static void kill_hung(const char *phase, int want_bit)
         if (want_bit && (__atomic_load_n(&inc->state, __ATOMIC_SEQ_CST) & want_bit))
             continue;
         fprintf(stderr, "chaos: c%d gen %d (pid %d) hung: no %s within %d s; killed\n", i,
-                inc->gen, (int)slots[i].pid, phase, PHASE_MS / 1000);
+                inc->gen, (int)slots[i].pid, phase, (PHASE_MS + GRACE_MS) / 1000);
         inc->hung = 1;
         kill(slots[i].pid, SIGKILL);
         reap_slot(i);
@@ -1179,7 +1182,7 @@ static void verdict(void)
     for (int slot = 0; slot < NEVER_KILLED; slot++) {
         struct inc *inc = &incs[slot]; /* the first incarnations are 0..procs-1 */
         if (inc->gen != 0 || inc->slot != slot || !lived_to_end(inc)) {
-            fail("f", "c%d did not live to the end", slot);
+            fail("f", "c%d did not finish every phase of the end", slot);
             continue;
         }
         if (inc->fd_base <= 0 || inc->fd_end > inc->fd_base)
@@ -1203,7 +1206,7 @@ static void verdict(void)
                      inc->peer[p].bc_errors, p, lahja_err_name(inc->peer[p].bc_last_err));
     }
     if (unexpected_exits)
-        fail("e", "%d processes exited on their own during the run", unexpected_exits);
+        fail("e", "%d processes exited without being told to", unexpected_exits);
 }
 
 /* ------------------------------------------------------------------ main */
@@ -1310,9 +1313,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.procs; i++)
         spawn_slot(i);
 
-    int ok = pump(mono_ms() + PHASE_MS, ST_MESHED_START, DEATH_FAILS);
+    int ok = pump(mono_ms() + PHASE_MS + GRACE_MS, ST_MESHED_START, DEATH_FAILS);
     if (!ok) {
-        fail("e", "the first full mesh did not form within %d s", PHASE_MS / 1000);
+        fail("e", "the first full mesh did not form within %d s", (PHASE_MS + GRACE_MS) / 1000);
         kill_hung("first full mesh", ST_MESHED_START);
     } else {
         notify_all(PH_RUN);
@@ -1340,7 +1343,7 @@ int main(int argc, char **argv)
                       { PH_DRAIN, ST_DRAINED, "drain" } };
         for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
             notify_all(steps[i].phase);
-            if (!pump(mono_ms() + PHASE_MS, steps[i].bit, DEATH_FAILS)) {
+            if (!pump(mono_ms() + PHASE_MS + GRACE_MS, steps[i].bit, DEATH_FAILS)) {
                 kill_hung(steps[i].what, steps[i].bit);
                 break;
             }
@@ -1348,7 +1351,7 @@ int main(int argc, char **argv)
     }
     notify_all(PH_EXIT);
     /* Every process exits now: its report pipe reaches EOF. */
-    pump(mono_ms() + PHASE_MS, 0, DEATH_EXPECTED);
+    pump(mono_ms() + PHASE_MS + GRACE_MS, 0, DEATH_EXPECTED);
     kill_hung("exit", 0);
     int64_t t_end = mono_ms();
 
