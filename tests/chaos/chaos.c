@@ -36,9 +36,11 @@
  *      it: that loss is the killed process's, and nobody is left to
  *      report it;
  *  (e) every process exited 0, except those killed;
- *  (f) c0 and c1 end with as many open descriptors as they had once the
- *      first full mesh was up, their resident memory grew by less than
- *      16 MiB, and no request between them failed;
+ *  (f) c0 and c1 end with no more open descriptors than they had once
+ *      the first full mesh was up (a connection that lost a simultaneous
+ *      connect may still have been closing then), their resident memory
+ *      grew by less than 16 MiB, none of their broadcasts failed but for
+ *      want of a subscriber, and no request between them failed;
  * and, along the way, a connection never becomes visible without
  * lahja_wait_until_connections_change waking its waiters.
  *
