@@ -519,10 +519,17 @@ void lahja_ep_changed(lahja_endpoint_t *ep, int connections)
         lahja_cond_broadcast(&ep->conn_changed);
 }
 
+/* The established connection to `name`, or NULL: another one to the same
+ * name may be on its way in or out meanwhile. */
 static struct conn *ready_conn(const lahja_endpoint_t *ep, const char *name)
 {
-    struct conn *c = lahja_conn_find(ep, name);
-    return c != NULL && c->state == CONN_READY ? c : NULL;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->state == CONN_READY && strcmp(c->peer->s, name) == 0)
+            return c;
+    }
+    return NULL;
 }
 
 /* The queries answer 0 (and foreach_peer calls nothing) on a thread the
