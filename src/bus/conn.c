@@ -620,11 +620,22 @@ static void on_drain_timeout(uv_timer_t *t)
 
 static void conn_drain(struct conn *c, int uverr)
 {
+    lahja_endpoint_t *ep = c->ep;
+    c->write_error = uverr;
+    if (c->state == CONN_HANDSHAKE || c->state == CONN_CONFIRMING) {
+        /* The peer may be closing with a reason (a CLOSE frame we have
+         * not read yet): what it sent is read on, until its EOF or the
+         * handshake timer.  Nothing but our handshake was queued. */
+        if (c->dirty) {
+            lahja_list_remove(&c->dirty_link);
+            c->dirty = 0;
+        }
+        return;
+    }
     if (c->state != CONN_READY) {
         conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(uverr));
         return;
     }
-    lahja_endpoint_t *ep = c->ep;
     lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connection %s %s: %s; reading what it sent",
                   c->outbound ? "to" : "from", conn_name(c), uv_strerror(uverr));
     c->state = CONN_DRAINING;
@@ -651,10 +662,8 @@ static void conn_write_or_fail(struct conn *c)
     if (c->state == CONN_DRAINING || c->state == CONN_CLOSING)
         return;
     conn_write(c);
-    if (c->write_error != 0 && c->state == CONN_READY)
+    if (c->write_error != 0)
         conn_drain(c, c->write_error);
-    else if (c->write_error != 0)
-        conn_fail(c, LAHJA_EREMOTEDISCONNECTED, uv_strerror(c->write_error));
 }
 
 /* Our subscriptions are due on connections past the peer's HELLO. */
