@@ -51,17 +51,21 @@ static void fifo_make(const char *dir, const char *what)
 }
 
 /*
- * In a child: tells the test it is at the barrier, and blocks (its whole
- * process) until the test releases it.  The pipe is open before the
- * test hears of it, so a read of it blocks until the test writes.
+ * In a child: tells the test it is at the barrier, and waits until the
+ * test releases it.  The pipe is open before the test hears of it, so a
+ * read of it blocks until the test writes.  With `loop_runs` the loop
+ * runs meanwhile (the endpoint writes what it has queued); without, the
+ * whole process blocks, and wakes at the very moment the others do.
  */
-static void fifo_wait(const char *dir, const char *what)
+static void fifo_wait(const char *dir, const char *what, int loop_runs)
 {
     char path[BUS_DIR_MAX + 32], b = 0;
     fifo_path(path, sizeof path, dir, what);
     int fd = open(path, O_RDWR);
     EXPECT_TRUE(fd >= 0);
     bus_child_signal();
+    if (loop_runs)
+        EXPECT_EQ(bus_wait_readable(fd, LAHJA_FOREVER), 0); /* the alarm bounds it */
     ssize_t n;
     while ((n = read(fd, &b, 1)) < 0 && errno == EINTR)
         ;
@@ -169,7 +173,7 @@ static int child_simultaneous(void *arg)
     lahja_subscription_t *s = NULL;
     EXPECT_EQ(lahja_subscribe(ep, mine, on_seq, &rx, &s), 0);
 
-    fifo_wait(a->dir, "go");
+    fifo_wait(a->dir, "go", 0);
     lahja_conn_config_t cfg = bus_cfg(a->dir, a->other);
     int rc = lahja_connect(ep, &cfg, 1, lahja_deadline_in(GUARD_MS));
     if (rc != 0 && !(rc == LAHJA_ECONNREJECTED && lahja_is_connected_to(ep, a->other))) {
@@ -201,7 +205,7 @@ static int child_simultaneous(void *arg)
     lahja_foreach_peer(ep, count_peer, &peers);
     EXPECT_EQ(peers, 1);
 
-    fifo_wait(a->dir, "done");
+    fifo_wait(a->dir, "done", 1);
     lahja_subscription_cancel(s);
     bus_close(ep);
     return 0;
@@ -492,6 +496,10 @@ static int foreign_main(void *arg)
          lahja_wait_until_any_endpoint_subscribed_to(ep, "Nothing", soon));
     note(f, "lahja_wait_until_all_endpoints_subscribed_to",
          lahja_wait_until_all_endpoints_subscribed_to(ep, "Nothing", 1, soon));
+    lahja_delivery_t d;
+    note(f, "lahja_delivery_stats", lahja_delivery_stats(ep, NULL, &d));
+    note(f, "lahja_delivery_stats (one peer)", lahja_delivery_stats(ep, "other", &d));
+    note(f, "lahja_wait_until_delivered", lahja_wait_until_delivered(ep, soon));
     lahja_conn_config_t serve = bus_cfg(f->dir, "srv");
     note(f, "lahja_endpoint_start", lahja_endpoint_start(ep, &serve));
     note(f, "lahja_endpoint_stop", lahja_endpoint_stop(ep));
@@ -548,7 +556,8 @@ static int task_self_request(void *arg)
 /*
  * B24: a task of another thread's runtime holds the endpoint and one of
  * its streams (which has an event queued).  lahja_stream_next, and every
- * other call that takes the endpoint, returns LAHJA_EWRONGTHREAD there;
+ * other call that takes the endpoint (lahja_delivery_stats and
+ * lahja_wait_until_delivered among them), returns LAHJA_EWRONGTHREAD there;
  * the queries change nothing.  Afterwards, on the owner's thread, the
  * event is still in the stream, the request received is still
  * unanswered (the owner answers it), the subscriptions and the
@@ -599,6 +608,9 @@ static int main_stream_next_from_other_thread(void *arg)
     EXPECT_EQ(lahja_is_connected_to(ep, "other"), 1);
     EXPECT_EQ(lahja_subscribed_types(ep, before, 8), ntypes);
     EXPECT_EQ(r.rc, PENDING);
+    lahja_delivery_t d;
+    EXPECT_EQ(lahja_delivery_stats(ep, "other", &d), 0);
+    EXPECT_EQ(lahja_wait_until_delivered(ep, lahja_deadline_in(GUARD_MS)), 0);
     lahja_event_t *ev = NULL;
     EXPECT_EQ(lahja_stream_next(st, lahja_deadline_in(GUARD_MS), &ev), 0);
     EXPECT_TRUE(bus_payload_is(ev, "queued"));
