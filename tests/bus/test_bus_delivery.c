@@ -367,18 +367,37 @@ static int main_last_events_before_stop_arrive(void *arg)
 }
 BUS_MAIN_TEST(last_events_before_stop_arrive)
 
-/* "x": connects to "y", broadcasts "Last" to it and stops at once. */
+/* Where y says it has stopped running its loop: a FIFO in the test's
+ * directory (a forked child keeps no inherited descriptor but its own). */
+static void blocked_path(char *buf, size_t len, const char *dir)
+{
+    snprintf(buf, len, "%s/blocked.fifo", dir);
+}
+
+/* "x": connects to "y", waits for its "Ready" and for y to block, then
+ * broadcasts "Last" to it and stops at once. */
 static int child_last_and_stop(void *arg)
 {
     const char *dir = arg;
+    char path[BUS_DIR_MAX + 16];
+    blocked_path(path, sizeof path, dir);
+    int blocked = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC); /* a writer too: no hang-up */
+    EXPECT_TRUE(blocked >= 0);
     lahja_endpoint_options_t opts = bus_opts(NULL);
     lahja_endpoint_t *ep = bus_client("x", &opts);
     lahja_subscription_t *s = NULL;
     EXPECT_EQ(lahja_subscribe(ep, "Chat", nop_handler, NULL, &s), 0);
+    lahja_stream_t *ready = NULL;
+    EXPECT_EQ(lahja_stream_open(ep, "Ready", 1, NULL, &ready), 0);
     EXPECT_EQ(bus_connect(ep, dir, "y"), 0);
+    lahja_event_t *ev = NULL;
+    EXPECT_EQ(lahja_stream_next(ready, lahja_deadline_in(GUARD_MS), &ev), 0);
+    lahja_event_unref(ev);
+    lahja_stream_close(ready);
+    EXPECT_EQ(bus_wait_readable(blocked, lahja_deadline_in(GUARD_MS)), 0);
+    close(blocked);
     EXPECT_EQ(bus_send(ep, "Last", "from x"), 0);
-    lahja_subscription_cancel(s);
-    bus_close(ep);
+    bus_close(ep); /* lingers: y, blocked, confirms nothing */
     return 0;
 }
 
@@ -395,6 +414,9 @@ static int main_write_failure_keeps_unread_input(void *arg)
     (void)arg;
     char dir[BUS_DIR_MAX];
     bus_dir_make(dir);
+    char path[BUS_DIR_MAX + 16];
+    blocked_path(path, sizeof path, dir);
+    EXPECT_EQ(mkfifo(path, 0600), 0);
     lahja_endpoint_options_t opts = bus_opts(NULL);
     lahja_endpoint_t *ep = bus_serve(dir, "y", &opts);
     struct bus_counter last;
@@ -402,12 +424,21 @@ static int main_write_failure_keeps_unread_input(void *arg)
     lahja_subscription_t *s = NULL;
     EXPECT_EQ(lahja_subscribe(ep, "Last", bus_count_handler, &last, &s), 0);
     bus_child_t x = bus_fork(child_last_and_stop, dir);
-    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "x", "Chat", lahja_deadline_in(GUARD_MS)),
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "x", "Ready", lahja_deadline_in(GUARD_MS)),
               0);
+    EXPECT_EQ(lahja_is_endpoint_subscribed_to(ep, "x", "Chat"), 1);
+    /* "Ready" is written and confirmed while y's loop runs; "Chat" then
+     * only waits in y's queue. */
+    EXPECT_EQ(bus_send(ep, "Ready", ""), 0);
+    EXPECT_EQ(lahja_wait_until_delivered(ep, lahja_deadline_in(GUARD_MS)), 0);
     lahja_event_t *chat = bus_event("Chat", "queued for x");
     EXPECT_EQ(lahja_broadcast_nowait(ep, chat, NULL), 0);
     lahja_event_unref(chat);
     /* Blocking: the loop does not run (nor write, nor read) meanwhile. */
+    int blocked = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC); /* x holds it open */
+    EXPECT_TRUE(blocked >= 0);
+    EXPECT_EQ(write(blocked, "b", 1), 1);
+    close(blocked);
     EXPECT_EXIT_OK(bus_child_wait_blocking(&x), "x");
 
     lahja_time_t deadline = lahja_deadline_in(ARRIVAL_MS);
@@ -417,6 +448,10 @@ static int main_write_failure_keeps_unread_input(void *arg)
         fprintf(stderr, "y never received the event x broadcast before it stopped\n");
     EXPECT_EQ(last.n, 1);
     bus_wait_disconnected(ep, "x");
+    /* x went without confirming "Chat": reported, not silent. */
+    lahja_delivery_t d;
+    EXPECT_EQ(lahja_delivery_stats(ep, "x", &d), 0);
+    EXPECT_EQ(d.lost, 1);
     lahja_subscription_cancel(s);
     bus_close(ep);
     bus_dir_remove(dir);
