@@ -48,6 +48,7 @@
 #define TRIM_TYPES 1024          /* a peer's set this large is given back */
 #define RECEIPT_BYTES (1 << 20)  /* read since the last receipt: send one */
 #define RECEIPT_MS 1             /* else one goes out this late at most */
+#define RETRY_NOMEM_MS 10        /* what lacked memory is tried again */
 
 static void conn_end(struct conn *c, int err, lahja_log_level_t level, const char *why);
 static void conn_fail(struct conn *c, int err, const char *why);
@@ -303,6 +304,7 @@ static void mark_dirty(struct conn *c)
 
 static void conn_write(struct conn *c);
 static void conn_write_or_fail(struct conn *c);
+static void due_in(lahja_endpoint_t *ep, uint64_t ms);
 
 /*
  * Accounts for output just queued; writes it if enough is waiting.  The
@@ -700,15 +702,28 @@ static void send_receipt(struct conn *c)
         return;
     uint8_t frame[LAHJA_WIRE_RECEIPT_SIZE];
     size_t n = lahja_wire_receipt_encode(frame, c->rx_events);
-    if (enqueue_frame(c, frame, n) == 0) { /* else the next read retries */
+    if (enqueue_frame(c, frame, n) == 0) {
         c->rx_acked = c->rx_events;
         c->receipt_at = c->rx_total;
+    } else {
+        due_in(c->ep, RETRY_NOMEM_MS);
     }
 }
 
-static void on_receipt_timer(uv_timer_t *t)
+/* Later work (ep->due): receipts that are due, and a subscription
+ * update or a receipt that could not be queued for lack of memory. */
+static void on_due(uv_timer_t *t)
 {
-    lahja_conn_send_receipts(t->data);
+    lahja_endpoint_t *ep = t->data;
+    lahja_conn_send_receipts(ep);
+    if (ep->subs_retry)
+        lahja_ep_flush(ep);
+}
+
+static void due_in(lahja_endpoint_t *ep, uint64_t ms)
+{
+    if (!ep->flusher_closed && !uv_is_active((uv_handle_t *)&ep->due))
+        uv_timer_start(&ep->due, on_due, ms, 0);
 }
 
 void lahja_conn_send_receipts(lahja_endpoint_t *ep)
@@ -729,8 +744,8 @@ static void receipt_due(struct conn *c)
     lahja_endpoint_t *ep = c->ep;
     if (c->rx_total - c->receipt_at >= RECEIPT_BYTES)
         mark_dirty(c);
-    else if (!uv_is_active((uv_handle_t *)&ep->receipts) && !ep->flusher_closed)
-        uv_timer_start(&ep->receipts, on_receipt_timer, RECEIPT_MS, 0);
+    else
+        due_in(ep, RECEIPT_MS);
 }
 
 void lahja_ep_flush(lahja_endpoint_t *ep)
@@ -753,8 +768,8 @@ void lahja_ep_flush(lahja_endpoint_t *ep)
 
 /* ------------------------------------------------------- subscriptions */
 
-/* Queues our subscription set for c.  Lacking memory, it is retried at
- * the end of the loop turn: the peer keeps the previous set meanwhile. */
+/* Queues our subscription set for c.  Lacking memory, it is retried
+ * RETRY_NOMEM_MS later: the peer keeps the previous set meanwhile. */
 void lahja_conn_send_subs(struct conn *c)
 {
     lahja_endpoint_t *ep = c->ep;
@@ -792,7 +807,7 @@ void lahja_conn_send_subs(struct conn *c)
     } else {
         c->subs_due = 1;
         ep->subs_retry = 1;
-        flush_soon(ep);
+        due_in(ep, RETRY_NOMEM_MS);
     }
 }
 
@@ -814,13 +829,16 @@ static void take_op(struct conn *to, struct conn *from)
         op_done(to);
 }
 
-static void conn_ready(struct conn *c);
+static int conn_ready(struct conn *c);
 
 /* Replaces the peer's subscription set with a SUBS frame's (B19). */
 static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
 {
-    if (c->state == CONN_CONFIRMING)
-        conn_ready(c); /* the peer keeps this connection */
+    if (c->state == CONN_CONFIRMING) { /* the peer keeps this connection */
+        int rc = conn_ready(c);
+        if (rc != 0)
+            return rc;
+    }
     lahja_strmap_t fresh;
     lahja_strmap_init(&fresh);
     const char *type;
@@ -958,14 +976,17 @@ static void send_close(struct conn *c, uint32_t reason)
         conn_write(c);
 }
 
-static void conn_ready(struct conn *c)
+static int conn_ready(struct conn *c)
 {
     lahja_endpoint_t *ep = c->ep;
+    if ((c->totals = lahja_delivery_totals(ep, c->peer)) == NULL)
+        return -ENOMEM; /* before it carries anything */
     c->state = CONN_READY;
     uv_timer_stop(&c->timer);
     lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connected %s %s", c->outbound ? "to" : "from",
                   c->peer->s);
     lahja_ep_changed(ep, 1);
+    return 0;
 }
 
 /* Another connection than c to endpoint `name`, not on its way out. */
@@ -1057,7 +1078,9 @@ static int on_hello(struct conn *c, const lahja_wire_hello_t *h)
     if (c->outbound) {
         c->state = CONN_CONFIRMING;
     } else {
-        conn_ready(c);
+        int rc = conn_ready(c);
+        if (rc != 0)
+            return rc;
         unpark_op(c);
     }
     /* Our subscriptions go out now, not at the end of the loop turn: the

@@ -25,7 +25,7 @@ struct delivery_wait {
     int lost;                    /* a connection ended unconfirmed */
 };
 
-static struct peer_totals *totals_get(lahja_endpoint_t *ep, const lahja_name_t *name)
+struct peer_totals *lahja_delivery_totals(lahja_endpoint_t *ep, const lahja_name_t *name)
 {
     int is_new;
     lahja_strmap_slot_t *s = lahja_strmap_insert(&ep->totals, name->s, name->len, &is_new);
@@ -41,15 +41,13 @@ static struct peer_totals *totals_get(lahja_endpoint_t *ep, const lahja_name_t *
 void lahja_delivery_conn_ended(lahja_endpoint_t *ep, struct conn *c)
 {
     uint64_t lost = c->tx_events - c->confirmed;
-    struct peer_totals *t = totals_get(ep, c->peer);
+    struct peer_totals *t = c->totals; /* made when it became READY */
     ep->all.sent += c->tx_events;
     ep->all.confirmed += c->confirmed;
     ep->all.lost += lost;
-    if (t != NULL) { /* lacking memory, only the endpoint's totals count it */
-        t->sent += c->tx_events;
-        t->confirmed += c->confirmed;
-        t->lost += lost;
-    }
+    t->sent += c->tx_events;
+    t->confirmed += c->confirmed;
+    t->lost += lost;
     if (lost > 0)
         lahja_bus_log(ep, LAHJA_LOG_WARNING,
                       "connection %s %s ended with %llu of %llu events unconfirmed: "

@@ -304,8 +304,8 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
     ep->flusher.data = ep;
     uv_idle_init(ep->rt->loop, &ep->poller);
     ep->poller.data = ep;
-    uv_timer_init(ep->rt->loop, &ep->receipts);
-    ep->receipts.data = ep;
+    uv_timer_init(ep->rt->loop, &ep->due);
+    ep->due.data = ep;
     ep->nopen += 3;
     ep->started = 1;
     return 0;
@@ -382,7 +382,7 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep)
     ep->flusher_closed = 1;
     uv_close((uv_handle_t *)&ep->flusher, lahja_ep_handle_closed);
     uv_close((uv_handle_t *)&ep->poller, lahja_ep_handle_closed);
-    uv_close((uv_handle_t *)&ep->receipts, lahja_ep_handle_closed);
+    uv_close((uv_handle_t *)&ep->due, lahja_ep_handle_closed);
     /* The waits end for the stop (LAHJA_ELIFECYCLE) before the closing
      * connections could end them for a disconnect. */
     lahja_consumers_stop(ep);

@@ -139,6 +139,7 @@ struct conn {
     uint8_t frame_open;          /* a frame is partly read (frame_*) */
     pid_t peer_pid;              /* from SO_PEERCRED */
     lahja_name_t *peer;          /* after the peer's HELLO */
+    struct peer_totals *totals;  /* the peer's, from when it is READY */
     char target[LAHJA_NAME_MAX + 1]; /* outbound: the name we expect */
     char path[LAHJA_PATH_MAX + 1];   /* outbound: where */
     struct connect_op *op;       /* the lahja_connect call waiting */
@@ -255,7 +256,9 @@ struct lahja_endpoint {
     uv_prepare_t flusher;        /* writes what the loop turn queued */
     uint8_t flusher_closed;
     uv_idle_t poller;            /* keeps the loop polling (busy_poll_us) */
-    uv_timer_t receipts;         /* sends the receipts that are due */
+    uv_timer_t due;              /* later work: receipts that are due, and
+                                    what could not be queued for lack of
+                                    memory (retried) */
     uint64_t poll_until;         /* uv_hrtime() at which it stops */
     int nopen;                   /* handles of the endpoint not yet closed */
     int nconns_open;             /* connections not yet freed */
@@ -363,6 +366,9 @@ void lahja_ep_send_subs(lahja_endpoint_t *ep);
 void lahja_delivery_conn_ended(lahja_endpoint_t *ep, struct conn *c);
 /* Receipts came for c: the delivery waits look again. */
 void lahja_delivery_progress(lahja_endpoint_t *ep);
+/* The totals of peer `name`, made if new (at the handshake, so that
+ * ending a connection never allocates); NULL on -ENOMEM. */
+struct peer_totals *lahja_delivery_totals(lahja_endpoint_t *ep, const lahja_name_t *name);
 void lahja_delivery_free(lahja_endpoint_t *ep);
 
 /* consume.c */
