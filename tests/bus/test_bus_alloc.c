@@ -420,6 +420,11 @@ struct subject {
     int fin;                    /* "Fin" received */
     lahja_scope_t *waiting;     /* the scope of a wait in progress */
     int respond_rc;             /* 1: respond never called */
+    int request_rc;             /* 1: no request made */
+    int stats_rc;               /* lahja_delivery_stats for peer, after stop */
+    lahja_delivery_t stats;
+    int totals_rc;              /* and over every peer (peer is the only one) */
+    lahja_delivery_t totals;
     int sent_rc[NSPECS + 2];    /* each broadcast's result; 1: not made */
     const char *sent_label[NSPECS + 2];
     char labels[NSPECS + 2][LABEL_MAX];
@@ -571,6 +576,7 @@ static void subj_request(struct subject *s)
         return;
     lahja_broadcast_config_t cfg = { .filter_endpoint = "peer" };
     int rc = lahja_request(s->ep, q, &cfg, lahja_deadline_in(WAIT_MS), &a);
+    s->request_rc = rc;
     if (rc == -ETIMEDOUT)
         violation(s, "request hung (no answer in %d ms)", WAIT_MS);
     else
@@ -668,6 +674,8 @@ static void subj_scenario(struct subject *s)
     if (started && rc != 0)
         violation(s, "stop returned %s", lahja_err_name(rc));
     lahja_subscription_cancel(question);
+    s->stats_rc = lahja_delivery_stats(ep, "peer", &s->stats);
+    s->totals_rc = lahja_delivery_stats(ep, NULL, &s->totals);
 }
 
 /* Non-zero if subj's connection to peer ended before subj stopped. */
@@ -703,27 +711,77 @@ static void subj_check(struct subject *s, char *report)
     }
     if (altered)
         violation(s, "peer received %d events altered", altered);
+
+    /* What subj reported sent (returned 0) and peer did not get: each
+     * one must be counted lost (B30). */
+    int ok = 0, missing = 0;
+    char missed[512] = "";
     for (int i = 0; i < s->nsent; i++) {
         int received = 0;
         for (int k = 0; k < ngot; k++)
             received += strcmp(got[k], s->sent_label[i]) == 0;
         if (received > 1)
             violation(s, "peer received %s %d times", s->sent_label[i], received);
-        if (s->sent_rc[i] == 0 && !received)
-            violation(s, "the broadcast of %s returned 0; peer never received it (%s)",
-                      s->sent_label[i], how);
-        if (s->sent_rc[i] != 0 && received)
+        if (s->sent_rc[i] == 0) {
+            ok++;
+            if (!received) {
+                missing++;
+                size_t n = strlen(missed);
+                snprintf(missed + n, sizeof missed - n, " %s", s->sent_label[i]);
+            }
+        } else if (received) {
             violation(s, "the broadcast of %s failed (%s); peer received it all the same",
                       s->sent_label[i],
                       s->sent_rc[i] == 1 ? "not made" : lahja_err_name(s->sent_rc[i]));
+        }
     }
-    if (s->respond_rc == 0 && ask_rc != 0)
-        violation(s, "respond returned 0; peer's request ended with %s (%s)",
-                  lahja_err_name(ask_rc), how);
+    if (s->respond_rc == 0) {
+        ok++;
+        if (ask_rc != 0) {
+            missing++;
+            size_t n = strlen(missed);
+            snprintf(missed + n, sizeof missed - n, " Reply#1 (respond; peer's request: %s)",
+                     lahja_err_name(ask_rc));
+        }
+    }
     if (ask_rc == 0 && !reply_ok)
         violation(s, "peer's request returned a reply that is not subj's");
     if (ask_rc != 1 && ask_rc != 0)
         note(s, "peer's request: %s", lahja_err_name(ask_rc));
+    ok += s->request_rc == 0;
+    /* A request that failed may have been queued all the same: its
+     * answer never came, or could not be copied (-ENOMEM). */
+    int maybe = s->request_rc != 0 && s->request_rc != 1 && s->request_rc != LAHJA_ENOSUBSCRIBERS;
+
+    const lahja_delivery_t *d = &s->stats;
+    if (s->stats_rc == -ENOENT && !s->connected && ok == 0)
+        return; /* never connected */
+    if (s->stats_rc != 0) {
+        violation(s, "lahja_delivery_stats for peer returned %s, subj %s connected to it, "
+                  "%d calls returned 0 for it; over every peer (%s): %llu sent, %llu "
+                  "confirmed, %llu lost", lahja_err_name(s->stats_rc),
+                  s->connected ? "having" : "not having", ok, lahja_err_name(s->totals_rc),
+                  (unsigned long long)s->totals.sent, (unsigned long long)s->totals.confirmed,
+                  (unsigned long long)s->totals.lost);
+        if (s->totals_rc != 0)
+            return;
+        d = &s->totals; /* peer's, since it is the only one */
+    }
+    if ((uint64_t)missing > d->lost)
+        violation(s, "%d events returned 0 and peer never received them, %llu counted lost "
+                  "(%s):%s", missing, (unsigned long long)d->lost, how, missed);
+    else if (missing > 0)
+        note(s, "sent, not received, counted lost (%s)", how);
+    if (d->sent != d->confirmed + d->lost)
+        violation(s, "after stop, %llu sent, %llu confirmed, %llu lost: some still in flight",
+                  (unsigned long long)d->sent, (unsigned long long)d->confirmed,
+                  (unsigned long long)d->lost);
+    if (d->sent < (uint64_t)ok || d->sent > (uint64_t)(ok + maybe))
+        violation(s, "%llu events counted sent; subj's calls say %d%s",
+                  (unsigned long long)d->sent, ok, maybe ? " or one more" : "");
+    if (d->confirmed > (uint64_t)(ngot + (ask_rc == 0)))
+        violation(s, "%llu events counted confirmed; peer received %d",
+                  (unsigned long long)d->confirmed, ngot + (ask_rc == 0));
 }
 
 static int subj_main(void *arg)
@@ -742,6 +800,7 @@ static int subj_main(void *arg)
     lahja_task_t *watch = NULL;
     EXPECT_EQ(lahja_spawn(lahja_rt_current(), subj_watch, s, NULL, &watch), 0);
     s->respond_rc = 1;
+    s->request_rc = 1;
 
     inject_arm(s->n);
     subj_scenario(s);
