@@ -49,9 +49,9 @@
  * prints the stack of each allocation made to fail (resolve the
  * addresses with addr2line -f -e <this executable>);
  * LAHJA_TEST_ALLOC_STRIDE=<s> runs every s-th N only.  Under valgrind,
- * where each run takes a second and a half (some 80 runs in all), the
- * stride defaults to 4, so that the test stays well within its time
- * limit; everywhere else it is 1.
+ * where each of the some 90 runs takes most of a second, the stride
+ * defaults to 2, so that the test stays well within its time limit;
+ * everywhere else it is 1.
  */
 #define _GNU_SOURCE
 #include <execinfo.h>
@@ -75,7 +75,7 @@ int __sanitizer_get_ownership(const volatile void *p);
 #define WAIT_MS 5000
 
 /* Under valgrind, every how many N a run is made by default. */
-#define VALGRIND_STRIDE 4
+#define VALGRIND_STRIDE 2
 
 /* ------------------------------------------------- failure injection */
 
