@@ -1,0 +1,1414 @@
+/*
+ * libFuzzer target for one endpoint's connections: the accept path, the
+ * handshake, reading and dispatching frames, the write queue, requests,
+ * subscriptions and the ends of connections, with real sockets and the
+ * real loop.
+ *
+ * One endpoint ("fuzz") serves in a private directory for the whole run,
+ * on a runtime hosted by a libuv loop this thread runs without blocking.
+ * Each input is a program (fuzz_conn.h has the language): raw clients
+ * connect, send frames built from the input or raw bytes, split at any
+ * byte; the endpoint subscribes, broadcasts, responds and runs tasks; the
+ * loop turns and the clients read what the endpoint wrote.  At the end
+ * of the input every client closes and the loop runs until the endpoint
+ * has let go of every connection, so that nothing carries over to the
+ * next input.
+ *
+ * The loop's clock is virtual while an input runs (clock_gettime below):
+ * it moves only when the program says so, so that the handshake timeout
+ * fires exactly where the input puts it, never because a slow input took
+ * long.
+ *
+ * On top of the sanitizers it checks what can be seen from outside:
+ *  - every byte the endpoint writes to a client is a valid stream: its
+ *    HELLO first, SUBS numbered 1, 2, 3..., SUBS_ACKs for the client's
+ *    SUBS in order, events only of types the client subscribed to, within
+ *    the max_frame it announced and in LZ4 only if it said it reads it,
+ *    responses only to its requests, and payloads intact;
+ *  - the endpoint's peers are names some client sent in a HELLO during
+ *    this input, never its own, subscribed to types those clients sent;
+ *    a client the endpoint hung up on is no longer connected;
+ *  - handlers get events of their type; a request answered gets a
+ *    response of the type it expects; the waits return when their
+ *    condition holds;
+ *  - once every client has closed, the endpoint lets go of all of them
+ *    within a bounded number of loop turns, and has no peer left.
+ * Checks that depend on what the clients sent are off for the rest of an
+ * input once a client sent raw bytes (what they meant is unknown here).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lahja/lahja.h>
+
+#include "bus/endpoint.h"
+#include "fuzz_conn.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A broken promise is a finding, whatever NDEBUG says. */
+#define CHECK(c)                                                                    \
+    do {                                                                            \
+        if (!(c)) {                                                                 \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);   \
+            abort();                                                                \
+        }                                                                           \
+    } while (0)
+
+#define MAX_PAYLOAD (1u << 20)
+#define HIGH_WATER (64 * 1024)
+#define TIMEOUT_MS 2000
+#define OUT_MAX (4u << 20)      /* a client's pending output */
+#define READ_ROOM (64 * 1024)
+#define PUMP_ROUNDS 16
+#define DRAIN_TURNS 200         /* loop turns for the endpoint to let go */
+#define MAX_SUBS 8
+#define MAX_KEPT 4
+#define MAX_TASKS 4
+#define MAX_STREAMS 4
+#define MAX_NAMES 8
+#define MAX_REQS 64
+#define MAX_SEQS 32
+#define HANDLER_DEPTH 2
+#define KIND_RECEIPT 6
+#define KIND_CLOSE 7
+#define FEAT_RECEIPTS 0x2u
+
+/* ------------------------------------------------------- virtual clock */
+
+static int vclock_on;
+static uint64_t vclock_ns;
+
+typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
+
+/* libuv reads its loop's time here.  While an input runs the monotonic
+ * clocks stand still unless the program moves them (OP_CLOCK); outside,
+ * every clock is the real one. */
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    static clock_gettime_fn real;
+    if (real == NULL)
+        real = (clock_gettime_fn)dlsym(RTLD_NEXT, "clock_gettime");
+    if (vclock_on && (id == CLOCK_MONOTONIC || id == CLOCK_MONOTONIC_COARSE
+                      || id == CLOCK_MONOTONIC_RAW || id == CLOCK_BOOTTIME)) {
+        ts->tv_sec = (time_t)(vclock_ns / 1000000000u);
+        ts->tv_nsec = (long)(vclock_ns % 1000000000u);
+        return 0;
+    }
+    return real(id, ts);
+}
+
+/* ---------------------------------------------------------------- input */
+
+struct in {
+    const uint8_t *p;
+    size_t left;
+    int out; /* ran out of bytes */
+};
+
+static uint8_t in_u8(struct in *in)
+{
+    if (in->left == 0) {
+        in->out = 1;
+        return 0;
+    }
+    in->left--;
+    return *in->p++;
+}
+
+static uint16_t in_u16(struct in *in)
+{
+    uint16_t v = in_u8(in);
+    return (uint16_t)(v | in_u8(in) << 8);
+}
+
+static uint32_t in_u32(struct in *in)
+{
+    uint32_t v = in_u16(in);
+    return v | (uint32_t)in_u16(in) << 16;
+}
+
+/* Up to n bytes; fewer if the input ends. */
+static size_t in_take(struct in *in, size_t n, const uint8_t **p)
+{
+    if (n > in->left) {
+        n = in->left;
+        in->out = 1;
+    }
+    *p = in->p;
+    in->p += n;
+    in->left -= n;
+    return n;
+}
+
+/* A name or type: from the dictionary, or raw bytes (any length 0-255). */
+struct str {
+    const char *s;
+    size_t len;
+    char buf[256];
+};
+
+static void in_str(struct in *in, const char *const *dict, size_t n, struct str *out)
+{
+    uint8_t b = in_u8(in);
+    if (b < RAW_SPEC) {
+        out->s = dict[b % n];
+        out->len = strlen(out->s);
+        return;
+    }
+    const uint8_t *p;
+    size_t len = in_take(in, in_u8(in), &p);
+    memcpy(out->buf, p, len);
+    out->buf[len] = '\0';
+    out->s = out->buf;
+    out->len = len;
+}
+
+/* -------------------------------------------------------------- buffers */
+
+struct buf {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+static void buf_reserve(struct buf *b, size_t more)
+{
+    if (b->cap - b->len >= more)
+        return;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->len < more)
+        cap *= 2;
+    b->p = realloc(b->p, cap);
+    CHECK(b->p != NULL);
+    b->cap = cap;
+}
+
+static void buf_free(struct buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+static void put_header(uint8_t *p, uint32_t body_len, uint8_t kind, uint8_t flags)
+{
+    put_u32(p, body_len);
+    p[4] = kind;
+    p[5] = flags;
+    p[6] = p[7] = 0;
+}
+
+/* ------------------------------------------------------------- payloads */
+
+/*
+ * Every payload the endpoint sends comes from here: its first byte is the
+ * seed, and the rest is a window of one of two tables the seed picks, so
+ * that a client can check any payload it receives without knowing which
+ * one it is, with one memcmp.  Odd seeds: a ramp of runs of 64 equal
+ * bytes (LZ4 shrinks it); even seeds: noise (it does not).
+ */
+#define PATTERN_SHIFT 64 /* bytes between two seeds' windows */
+#define TABLE_LEN (MAX_PAYLOAD + 2 + 256 * PATTERN_SHIFT)
+
+static uint8_t *tables[2]; /* noise, ramp */
+
+static const uint8_t *pattern_of(uint8_t seed)
+{
+    return tables[seed & 1] + (size_t)seed * PATTERN_SHIFT;
+}
+
+static void pattern_fill(uint8_t *p, size_t len, uint8_t seed)
+{
+    if (len == 0)
+        return;
+    p[0] = seed;
+    memcpy(p + 1, pattern_of(seed) + 1, len - 1);
+}
+
+static int pattern_ok(const uint8_t *p, size_t len)
+{
+    return len <= 1 || memcmp(p + 1, pattern_of(p[0]) + 1, len - 1) == 0;
+}
+
+static void tables_init(void)
+{
+    for (int i = 0; i < 2; i++) {
+        tables[i] = malloc(TABLE_LEN);
+        CHECK(tables[i] != NULL);
+    }
+    uint32_t x = 0x9e3779b9u;
+    for (size_t i = 0; i < TABLE_LEN; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        tables[0][i] = (uint8_t)x;
+        tables[1][i] = (uint8_t)(i / PATTERN_SHIFT);
+    }
+}
+
+/*
+ * Payload buffers the endpoint's events wrap rather than copy, reused
+ * from one input to the next: a fresh megabyte for every event would cost
+ * more in page faults than the rest of an input.  An event gives its
+ * buffer back when it is freed; at the end of every input all of them
+ * must be back, or the endpoint leaked an event.
+ */
+#define POOL 8
+static uint8_t *pool[POOL];
+static int pool_busy[POOL];
+
+static void pool_release(void *payload, void *user)
+{
+    size_t i = (size_t)(uintptr_t)user;
+    if (i == POOL) {
+        free(payload);
+        return;
+    }
+    CHECK(pool_busy[i] && payload == pool[i]);
+    pool_busy[i] = 0;
+}
+
+static uint8_t *scratch;  /* a payload being built, MAX_PAYLOAD + 1 bytes */
+static uint8_t *zbuf;     /* its LZ4 form */
+static size_t zcap;
+static uint8_t *unpacked; /* a received LZ4 payload, decompressed */
+
+/* ---------------------------------------------------------------- state */
+
+static uv_loop_t loop;
+static lahja_rt_t *rt;
+static lahja_endpoint_t *ep;
+static char dir[64];
+static char sock_path[128];
+static char listen_path[128]; /* where a client listens, for lahja_connect */
+static int listen_fd = -1;
+
+struct client {
+    int fd;                   /* -1: none */
+    struct buf out;           /* built, not yet written */
+    /* as the client speaks */
+    int named;                /* its HELLO's entry in names_tab, or -1 */
+    int hello_sent;
+    uint32_t max_frame;       /* what its HELLO announced */
+    uint32_t features;
+    lahja_wire_tx_t tx;       /* the types it bound */
+    lahja_strmap_t subs;      /* every type its SUBS frames named */
+    uint32_t subs_seq;
+    uint32_t seqs[MAX_SEQS];  /* its SUBS seqs, in order, for the ACKs */
+    size_t nseqs, nacked;
+    int seqs_lost;            /* more SUBS than seqs[] holds */
+    uint64_t next_req;
+    uint64_t events_written;  /* EVENT frames it built */
+    /* what the endpoint writes to it */
+    lahja_wire_rx_t rx;
+    struct buf in;
+    int eof;
+    uint32_t ep_subs_seq;     /* the endpoint's last SUBS */
+    uint64_t req_seen[2];     /* the endpoint's last request ids */
+    uint64_t events_read;
+    uint64_t receipt;         /* the endpoint's last RECEIPT */
+};
+
+static struct client clients[MAX_CLIENTS];
+
+struct sub_slot {
+    lahja_subscription_t *s;
+    uint8_t type, behaviour;
+};
+
+static struct sub_slot subs[MAX_SUBS];
+static lahja_event_t *kept[MAX_KEPT];
+static lahja_stream_t *streams[MAX_STREAMS];
+
+struct task_slot {
+    lahja_task_t *t;
+    uint8_t kind, type, resp, size, seed, ms;
+    int done;
+};
+
+static struct task_slot tasks[MAX_TASKS];
+
+/* The names clients sent in a HELLO during this input. */
+struct name_entry {
+    char s[256];
+    size_t len;
+    int conns;                /* connections that sent it */
+    lahja_strmap_t types;     /* every type their SUBS frames named */
+};
+
+static struct name_entry names_tab[MAX_NAMES];
+static size_t n_names;
+static uint64_t req_ids[MAX_REQS]; /* request ids the clients sent */
+static size_t n_reqs;
+static int untracked;             /* raw bytes went out: client-side checks off */
+static int reqs_untracked;
+static int handler_depth;
+
+/* The endpoint's log is discarded, unless LAHJA_FUZZ_LOG is set (to
+ * see what happened on one input: fuzz_conn -runs=1 FILE). */
+static int print_log;
+
+static void on_log(void *user, lahja_log_level_t level, const char *endpoint,
+                   const char *message)
+{
+    (void)user;
+    if (print_log)
+        fprintf(stderr, "[%s %d] %s\n", endpoint, (int)level, message);
+}
+
+static struct name_entry *name_find(const char *s, size_t len)
+{
+    for (size_t i = 0; i < n_names; i++)
+        if (names_tab[i].len == len && memcmp(names_tab[i].s, s, len) == 0)
+            return &names_tab[i];
+    return NULL;
+}
+
+static int name_index(const char *s, size_t len)
+{
+    struct name_entry *e = name_find(s, len);
+    if (e != NULL)
+        return (int)(e - names_tab);
+    if (n_names == MAX_NAMES) {
+        untracked = 1;
+        return -1;
+    }
+    e = &names_tab[n_names];
+    memcpy(e->s, s, len);
+    e->s[len] = '\0';
+    e->len = len;
+    e->conns = 0;
+    lahja_strmap_init(&e->types);
+    return (int)n_names++;
+}
+
+static int req_sent(uint64_t id)
+{
+    for (size_t i = 0; i < n_reqs; i++)
+        if (req_ids[i] == id)
+            return 1;
+    return 0;
+}
+
+static void run_once(void)
+{
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* ------------------------------------------------------------- clients */
+
+static struct client *client_at(struct in *in)
+{
+    return &clients[in_u8(in) % MAX_CLIENTS];
+}
+
+/* The buffers stay, emptied, for the next connection: the harness's
+ * own memory, bounded, and no page faults to refill them each input. */
+static void client_reset(struct client *c)
+{
+    struct buf out = c->out, in = c->in;
+    lahja_wire_tx_free(&c->tx);
+    lahja_wire_rx_free(&c->rx);
+    lahja_strmap_free(&c->subs);
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    c->named = -1;
+    c->out = out;
+    c->in = in;
+    c->out.len = c->in.len = 0;
+}
+
+static void client_attach(struct client *c, int fd)
+{
+    c->fd = fd;
+    lahja_wire_tx_init(&c->tx);
+    /* The endpoint's frames: its max_frame is max_payload plus the
+     * largest event prefix. */
+    lahja_wire_rx_init(&c->rx, MAX_PAYLOAD + LAHJA_WIRE_EVENT_PREFIX_MAX, MAX_PAYLOAD, 1u << 16);
+    lahja_strmap_init(&c->subs);
+}
+
+static void client_open(struct client *c)
+{
+    if (c->fd >= 0)
+        return;
+    client_reset(c);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        CHECK(errno == EAGAIN); /* the backlog is full: no connection */
+        close(fd);
+        return;
+    }
+    client_attach(c, fd);
+}
+
+/* A connection the endpoint made (lahja_connect) to the client listening
+ * as conn_names[0]; returns 0 if none was waiting. */
+static int client_accept(struct client *c)
+{
+    if (c->fd >= 0)
+        return 1;
+    int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        CHECK(errno == EAGAIN);
+        return 0;
+    }
+    client_reset(c);
+    client_attach(c, fd);
+    return 1;
+}
+
+static void client_close(struct client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    client_reset(c);
+}
+
+/* Room for a frame of n bytes in the pending output, or 0: dropped. */
+static uint8_t *client_frame(struct client *c, size_t n)
+{
+    if (c->fd < 0 || c->out.len + n > OUT_MAX)
+        return NULL;
+    buf_reserve(&c->out, n + 1);
+    uint8_t *p = c->out.p + c->out.len;
+    c->out.len += n;
+    return p;
+}
+
+/* Writes up to k bytes of the pending output; returns how many went. */
+static size_t client_send(struct client *c, size_t k)
+{
+    if (c->fd < 0 || c->out.len == 0)
+        return 0;
+    if (k == 0 || k > c->out.len)
+        k = c->out.len;
+    ssize_t n = send(c->fd, c->out.p, k, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+        CHECK(errno == EAGAIN || errno == EPIPE || errno == ECONNRESET);
+        if (errno != EAGAIN)
+            c->out.len = 0; /* the endpoint hung up, or we shut down */
+        return 0;
+    }
+    memmove(c->out.p, c->out.p + n, c->out.len - (size_t)n);
+    c->out.len -= (size_t)n;
+    return (size_t)n;
+}
+
+/* --------------------------------------------- what the endpoint writes */
+
+static void on_ep_event(struct client *c, const lahja_wire_event_t *ev, size_t frame_len)
+{
+    c->events_read++;
+    if (c->hello_sent && !untracked) {
+        CHECK(frame_len - LAHJA_WIRE_HEADER_SIZE <= c->max_frame);
+        if (ev->flags & LAHJA_WIRE_LZ4)
+            CHECK(c->features & LAHJA_WIRE_FEAT_LZ4);
+    }
+    if (ev->flags & LAHJA_WIRE_RESPONSE) {
+        if (!untracked && !reqs_untracked)
+            CHECK(req_sent(ev->id));
+    } else if (!untracked) {
+        /* Only types this client asked for (B19). */
+        CHECK(lahja_strmap_find(&c->subs, ev->type, ev->type_len) != NULL);
+    }
+    if (ev->flags & LAHJA_WIRE_REQUEST) {
+        CHECK(ev->id != 0);
+        c->req_seen[1] = c->req_seen[0];
+        c->req_seen[0] = ev->id;
+    }
+    const uint8_t *p = ev->payload;
+    if (ev->flags & LAHJA_WIRE_LZ4) {
+        CHECK(lahja_wire_lz4_decompress(ev->payload, ev->payload_len, unpacked, ev->raw_len) == 0);
+        p = unpacked;
+    }
+    CHECK(pattern_ok(p, ev->raw_len));
+}
+
+static void on_ep_message(struct client *c, const lahja_wire_msg_t *m, size_t frame_len)
+{
+    switch (m->kind) {
+    case LAHJA_WIRE_HELLO:
+        CHECK(strcmp(m->u.hello.name, EP_NAME) == 0);
+        CHECK((m->u.hello.features & ~(LAHJA_WIRE_FEAT_LZ4 | FEAT_RECEIPTS)) == 0);
+        CHECK(m->u.hello.max_frame == MAX_PAYLOAD + LAHJA_WIRE_EVENT_PREFIX_MAX);
+        break;
+    case LAHJA_WIRE_SUBS:
+        CHECK(m->u.subs.seq == c->ep_subs_seq + 1);
+        c->ep_subs_seq = m->u.subs.seq;
+        break;
+    case LAHJA_WIRE_SUBS_ACK:
+        if (!untracked && !c->seqs_lost) {
+            CHECK(c->nacked < c->nseqs);
+            CHECK(m->u.ack_seq == c->seqs[c->nacked]);
+            c->nacked++;
+        }
+        break;
+    case LAHJA_WIRE_EVENT:
+        on_ep_event(c, &m->u.event, frame_len);
+        break;
+    default:
+        break; /* TYPE: the rx state checks and keeps it */
+    }
+}
+
+/* RECEIPT and CLOSE, read here whether or not the decoder knows them. */
+static size_t on_ep_control(struct client *c, const uint8_t *p, size_t avail)
+{
+    uint32_t body = get_u32(p);
+    CHECK(p[5] == 0 && p[6] == 0 && p[7] == 0);
+    CHECK(body == (p[4] == KIND_RECEIPT ? 8u : 4u));
+    if (avail < LAHJA_WIRE_HEADER_SIZE + body)
+        return 0;
+    if (!untracked)
+        CHECK(c->hello_sent && (c->features & FEAT_RECEIPTS));
+    if (p[4] == KIND_RECEIPT) {
+        uint64_t n = get_u64(p + 8);
+        CHECK(n >= c->receipt);
+        if (!untracked)
+            CHECK(n <= c->events_written);
+        c->receipt = n;
+    } else {
+        uint32_t reason = get_u32(p + 8);
+        CHECK(reason == 1 || reason == 2);
+    }
+    return LAHJA_WIRE_HEADER_SIZE + body;
+}
+
+static void parse_input(struct client *c)
+{
+    size_t off = 0;
+    for (;;) {
+        size_t avail = c->in.len - off;
+        const uint8_t *p = c->in.p + off;
+        if (avail >= LAHJA_WIRE_HEADER_SIZE && (p[4] == KIND_RECEIPT || p[4] == KIND_CLOSE)) {
+            size_t n = on_ep_control(c, p, avail);
+            if (n == 0)
+                break;
+            off += n;
+            continue;
+        }
+        lahja_wire_msg_t m;
+        size_t need = 0;
+        ssize_t n = lahja_wire_rx_next(&c->rx, p, avail, &m, &need);
+        CHECK(n >= 0); /* the endpoint writes nothing the protocol forbids */
+        if (n == 0)
+            break;
+        on_ep_message(c, &m, (size_t)n);
+        off += (size_t)n;
+    }
+    memmove(c->in.p, c->in.p + off, c->in.len - off);
+    c->in.len -= off;
+}
+
+/* The endpoint hung up on this client: it is no longer its peer. */
+static void on_ep_eof(struct client *c)
+{
+    c->eof = 1;
+    if (untracked || c->named < 0)
+        return;
+    struct name_entry *e = &names_tab[c->named];
+    if (e->conns == 1)
+        CHECK(!lahja_is_connected_to(ep, e->s));
+}
+
+/* Reads what the endpoint wrote; returns the bytes read. */
+static size_t client_read(struct client *c)
+{
+    size_t total = 0;
+    while (c->fd >= 0 && !c->eof) {
+        buf_reserve(&c->in, READ_ROOM);
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, MSG_DONTWAIT);
+        if (n > 0) {
+            c->in.len += (size_t)n;
+            total += (size_t)n;
+            parse_input(c);
+            continue;
+        }
+        if (n == 0 || errno == ECONNRESET) {
+            on_ep_eof(c);
+            break;
+        }
+        CHECK(errno == EAGAIN);
+        break;
+    }
+    return total;
+}
+
+/* ------------------------------------------------------ frame builders */
+
+static void op_hello(struct in *in)
+{
+    struct client *c = client_at(in);
+    struct str name;
+    in_str(in, conn_names, N_NAMES, &name);
+    uint8_t fsel = in_u8(in), msel = in_u8(in), mode = in_u8(in);
+    if (in->out)
+        return;
+    uint32_t features = (fsel & 0x7fu) | (fsel & 0x80u ? 0x80000000u : 0);
+    uint32_t max_frame = conn_max_frames[msel % N_MAX_FRAMES];
+    uint8_t *p = client_frame(c, LAHJA_WIRE_HEADER_SIZE + 15 + name.len);
+    if (p == NULL)
+        return;
+    put_header(p, (uint32_t)(15 + name.len), LAHJA_WIRE_HELLO, 0);
+    memcpy(p + 8, (mode & 2) ? "LAHJB" : "LAHJA", 5);
+    p[13] = (mode & 1) ? 2 : LAHJA_WIRE_VERSION;
+    put_u32(p + 14, features);
+    put_u32(p + 18, max_frame);
+    p[22] = (uint8_t)name.len;
+    memcpy(p + 23, name.s, name.len);
+    if (!c->hello_sent) {
+        c->hello_sent = 1;
+        c->features = features;
+        c->max_frame = max_frame;
+        c->named = name_index(name.s, name.len);
+        if (c->named >= 0)
+            names_tab[c->named].conns++;
+    }
+}
+
+static void note_subs_type(struct client *c, const char *t, size_t len)
+{
+    int is_new;
+    CHECK(lahja_strmap_insert(&c->subs, t, len, &is_new) != NULL);
+    if (c->named >= 0)
+        CHECK(lahja_strmap_insert(&names_tab[c->named].types, t, len, &is_new) != NULL);
+}
+
+static void op_subs(struct in *in)
+{
+    struct client *c = client_at(in);
+    uint8_t sel = in_u8(in);
+    uint32_t seq = (sel & 0x80) ? in_u32(in) : c->subs_seq + 1;
+    size_t n = in_u8(in) % 9;
+    struct str types[8];
+    size_t body = 8;
+    for (size_t i = 0; i < n; i++) {
+        in_str(in, conn_types, N_TYPES, &types[i]);
+        body += 1 + types[i].len;
+    }
+    if (in->out)
+        return;
+    uint8_t *p = client_frame(c, LAHJA_WIRE_HEADER_SIZE + body);
+    if (p == NULL)
+        return;
+    put_header(p, (uint32_t)body, LAHJA_WIRE_SUBS, 0);
+    put_u32(p + 8, seq);
+    put_u32(p + 12, (uint32_t)n);
+    p += 16;
+    for (size_t i = 0; i < n; i++) {
+        *p++ = (uint8_t)types[i].len;
+        memcpy(p, types[i].s, types[i].len);
+        p += types[i].len;
+        note_subs_type(c, types[i].s, types[i].len);
+    }
+    c->subs_seq = seq;
+    if (c->nseqs < MAX_SEQS)
+        c->seqs[c->nseqs++] = seq;
+    else
+        c->seqs_lost = 1;
+}
+
+static void op_ack(struct in *in)
+{
+    struct client *c = client_at(in);
+    uint8_t sel = in_u8(in);
+    uint32_t seq = (sel & 0x80) ? in_u32(in) : c->ep_subs_seq;
+    if (in->out)
+        return;
+    uint8_t *p = client_frame(c, 12);
+    if (p != NULL)
+        lahja_wire_ack_encode(p, seq);
+}
+
+/* A TYPE frame binding `id` (any bytes for the name). */
+static void put_type(struct client *c, uint32_t id, const char *t, size_t len)
+{
+    uint8_t *p = client_frame(c, LAHJA_WIRE_HEADER_SIZE + 5 + len);
+    if (p == NULL)
+        return;
+    put_header(p, (uint32_t)(5 + len), LAHJA_WIRE_TYPE, 0);
+    put_u32(p + 8, id);
+    p[12] = (uint8_t)len;
+    memcpy(p + 13, t, len);
+}
+
+/* The id of type t on client c, binding it first if it is new. */
+static uint32_t bind_type(struct client *c, const char *t, size_t len)
+{
+    uint32_t id;
+    int is_new;
+    if (!lahja_wire_type_valid(t, len)) {
+        put_type(c, c->tx.ntypes + 1, t, len); /* the endpoint must refuse it */
+        return c->tx.ntypes + 1;
+    }
+    CHECK(lahja_wire_tx_intern(&c->tx, t, len, &id, &is_new) == 0);
+    if (is_new)
+        put_type(c, id, t, len);
+    return id;
+}
+
+static void op_type(struct in *in)
+{
+    struct client *c = client_at(in);
+    uint8_t sel = in_u8(in);
+    uint32_t id = (sel & 0x80) ? in_u32(in) : 0;
+    struct str t;
+    in_str(in, conn_types, N_TYPES, &t);
+    if (in->out || c->fd < 0)
+        return;
+    if (sel & 0x80)
+        put_type(c, id, t.s, t.len);
+    else
+        bind_type(c, t.s, t.len);
+}
+
+static void op_event(struct in *in)
+{
+    struct client *c = client_at(in);
+    struct str t;
+    in_str(in, conn_types, N_TYPES, &t);
+    uint8_t flags = in_u8(in), idsel = in_u8(in), size = in_u8(in), seed = in_u8(in);
+    uint8_t variant = in_u8(in);
+    if (in->out || c->fd < 0)
+        return;
+    uint32_t tid = (flags & 0x40) ? c->tx.ntypes + 1 + (idsel & 3) : bind_type(c, t.s, t.len);
+    uint8_t wflags = (flags & 0x80) ? (flags & 0x7f) : (flags & 0x07);
+    uint64_t id = 0;
+    if (wflags & LAHJA_WIRE_RESPONSE) {
+        switch (idsel & 3) {
+        case 0: id = c->req_seen[0]; break;
+        case 1: id = c->req_seen[1]; break;
+        case 2: id = ep->next_id; break; /* the latest request of the endpoint */
+        default: id = idsel >> 2; break;
+        }
+    } else if (wflags & LAHJA_WIRE_REQUEST) {
+        id = (idsel & 0x80) ? (uint64_t)(idsel & 0x7f) : ++c->next_req;
+        if (n_reqs < MAX_REQS)
+            req_ids[n_reqs++] = id;
+        else
+            reqs_untracked = 1;
+    }
+    size_t len = conn_sizes[size % N_SIZES];
+    pattern_fill(scratch, len, seed);
+    const uint8_t *payload = scratch;
+    size_t plen = len;
+    uint32_t raw_len = (uint32_t)len;
+    if (wflags & LAHJA_WIRE_LZ4) {
+        size_t zn = lahja_wire_lz4_compress(scratch, len, zbuf, zcap);
+        if (zn > 0) {
+            payload = zbuf;
+            plen = zn;
+        }
+        if (variant & 1)
+            raw_len++;
+        if (variant & 2)
+            raw_len = MAX_PAYLOAD + 1 + seed;
+    }
+    size_t fixed = 4 + ((wflags & (LAHJA_WIRE_REQUEST | LAHJA_WIRE_RESPONSE)) ? 8 : 0)
+                   + ((wflags & LAHJA_WIRE_LZ4) ? 4 : 0);
+    uint8_t *p = client_frame(c, LAHJA_WIRE_HEADER_SIZE + fixed + plen);
+    if (p == NULL)
+        return;
+    put_header(p, (uint32_t)(fixed + plen), LAHJA_WIRE_EVENT, wflags);
+    put_u32(p + 8, tid);
+    p += 12;
+    if (wflags & (LAHJA_WIRE_REQUEST | LAHJA_WIRE_RESPONSE)) {
+        put_u64(p, id);
+        p += 8;
+    }
+    if (wflags & LAHJA_WIRE_LZ4) {
+        put_u32(p, raw_len);
+        p += 4;
+    }
+    memcpy(p, payload, plen);
+    c->events_written++;
+}
+
+static void op_control(struct in *in)
+{
+    struct client *c = client_at(in);
+    uint8_t sel = in_u8(in);
+    uint32_t value = in_u32(in);
+    if (in->out)
+        return;
+    if (sel & 1) {
+        uint8_t *p = client_frame(c, 12);
+        if (p != NULL) {
+            put_header(p, 4, KIND_CLOSE, 0);
+            put_u32(p + 8, value);
+        }
+    } else {
+        uint8_t *p = client_frame(c, 16);
+        if (p != NULL) {
+            put_header(p, 8, KIND_RECEIPT, 0);
+            put_u64(p + 8, (sel & 2) ? c->events_read : value);
+        }
+    }
+}
+
+static void op_raw(struct in *in)
+{
+    struct client *c = client_at(in);
+    const uint8_t *bytes;
+    size_t n = in_take(in, in_u8(in), &bytes);
+    uint8_t *p = client_frame(c, n);
+    if (p != NULL && n > 0) {
+        memcpy(p, bytes, n);
+        untracked = 1;
+    }
+}
+
+/* ----------------------------------------------------- the endpoint's side */
+
+static void check_rc(int rc, int internal_filter)
+{
+    CHECK(rc == 0 || rc == LAHJA_ENOSUBSCRIBERS || rc == -EAGAIN || rc == -EMSGSIZE
+          || (internal_filter && rc == -EINVAL));
+}
+
+/* A new event of type conn_types[type] with a pattern payload. */
+static lahja_event_t *make_event(uint8_t type, uint8_t size, uint8_t seed, int wrap,
+                                 const char *response_type)
+{
+    /* A request's payload is copied into a fresh allocation: up to 64 KiB. */
+    size_t len = response_type != NULL ? conn_sizes[size % N_SMALL_SIZES]
+                                       : conn_sizes[size % N_SIZES];
+    const char *t = conn_types[type % N_TYPES];
+    lahja_event_t *ev = NULL;
+    int rc;
+    if (response_type == NULL && (wrap || len > 65536)) {
+        size_t i;
+        for (i = 0; i < POOL && pool_busy[i]; i++)
+            ;
+        uint8_t *p = i < POOL ? pool[i] : malloc(len ? len : 1);
+        CHECK(p != NULL);
+        pattern_fill(p, len, seed);
+        rc = lahja_event_wrap(t, p, len, pool_release, (void *)(uintptr_t)i, &ev);
+        CHECK(rc == 0);
+        if (i < POOL)
+            pool_busy[i] = 1;
+    } else {
+        pattern_fill(scratch, len, seed);
+        rc = response_type != NULL ? lahja_request_new(t, response_type, scratch, len, &ev)
+                                   : lahja_event_new(t, scratch, len, &ev);
+    }
+    CHECK(rc == 0);
+    return ev;
+}
+
+static int on_handler(lahja_endpoint_t *e, lahja_event_t *ev, void *user);
+
+static void broadcast(uint8_t type, uint8_t size, uint8_t seed, uint8_t mode)
+{
+    const char *resp = (mode & 1) ? conn_types[(seed >> 1) % N_TYPES] : NULL;
+    lahja_event_t *ev = make_event(type, size, seed, (mode & 2) && resp == NULL, resp);
+    lahja_broadcast_config_t cfg = {
+        .allow_no_subscribers = (mode & 4) != 0,
+        .internal = (mode & 8) != 0,
+        .filter_endpoint = (mode & 16) ? conn_names[(mode >> 5) & 3] : NULL,
+    };
+    int rc = lahja_broadcast_nowait(ep, ev, &cfg);
+    check_rc(rc, cfg.internal && cfg.filter_endpoint != NULL);
+    if (mode & 0x80) {
+        int again = lahja_broadcast_nowait(ep, ev, &cfg);
+        if (rc == 0 && !cfg.allow_no_subscribers)
+            CHECK(again == LAHJA_EBIND); /* delivered, so bound (B8) */
+    }
+    lahja_event_unref(ev);
+}
+
+static void respond(const lahja_event_t *request, uint8_t type, uint8_t size, uint8_t seed)
+{
+    lahja_event_t *resp = make_event(type, size, seed, 0, NULL);
+    int rc = lahja_respond(ep, request, resp);
+    CHECK(rc == 0 || rc == -EINVAL || rc == LAHJA_ENOSUBSCRIBERS || rc == -EAGAIN
+          || rc == -EMSGSIZE);
+    if (lahja_event_id(request) == 0)
+        CHECK(rc == -EINVAL);
+    lahja_event_unref(resp);
+}
+
+static int on_handler(lahja_endpoint_t *e, lahja_event_t *ev, void *user)
+{
+    struct sub_slot *s = user;
+    CHECK(e == ep);
+    CHECK(strcmp(lahja_event_type(ev), conn_types[s->type]) == 0);
+    const char *origin = lahja_event_origin(ev);
+    CHECK(origin != NULL);
+    size_t len;
+    const uint8_t *p = lahja_event_payload(ev, &len);
+    if (strcmp(origin, EP_NAME) == 0) {
+        CHECK(pattern_ok(p, len));
+    } else {
+        if (!untracked)
+            CHECK(name_find(origin, strlen(origin)) != NULL);
+        CHECK(len == 0 || p != NULL);
+    }
+    uint8_t b = s->behaviour;
+    uint8_t other_type = (uint8_t)(b >> 6);
+    if (b & 1)
+        respond(ev, other_type, b, (uint8_t)len);
+    if (b & 2) {
+        for (size_t i = 0; i < MAX_KEPT; i++) {
+            if (kept[i] == NULL) {
+                CHECK((kept[i] = lahja_event_ref(ev)) != NULL);
+                break;
+            }
+        }
+    }
+    if ((b & 4) && handler_depth < HANDLER_DEPTH) {
+        handler_depth++;
+        broadcast(other_type, (uint8_t)(b >> 3), b, (uint8_t)(b & 0x1c));
+        handler_depth--;
+    }
+    if ((b & 8) && s->s != NULL) {
+        lahja_subscription_cancel(s->s);
+        s->s = NULL;
+    }
+    if (b & 16) {
+        struct sub_slot *o = &subs[(size_t)(s - subs + 1) % MAX_SUBS];
+        if (o->s != NULL) {
+            lahja_subscription_cancel(o->s);
+            o->s = NULL;
+        }
+    }
+    return (b & 32) ? -EIO : 0;
+}
+
+static void op_subscribe(struct in *in)
+{
+    uint8_t type = in_u8(in) % N_TYPES, behaviour = in_u8(in);
+    if (in->out)
+        return;
+    for (size_t i = 0; i < MAX_SUBS; i++) {
+        struct sub_slot *s = &subs[i];
+        if (s->s != NULL)
+            continue;
+        s->type = type;
+        s->behaviour = behaviour;
+        CHECK(lahja_subscribe(ep, conn_types[type], on_handler, s, &s->s) == 0);
+        CHECK(lahja_is_endpoint_subscribed_to(ep, EP_NAME, conn_types[type]));
+        return;
+    }
+}
+
+static void op_unsubscribe(struct in *in)
+{
+    struct sub_slot *s = &subs[in_u8(in) % MAX_SUBS];
+    if (s->s != NULL) {
+        lahja_subscription_cancel(s->s);
+        s->s = NULL;
+    }
+}
+
+static void op_respond(struct in *in)
+{
+    uint8_t slot = in_u8(in), type = in_u8(in), size = in_u8(in), seed = in_u8(in);
+    if (in->out || kept[slot % MAX_KEPT] == NULL)
+        return;
+    respond(kept[slot % MAX_KEPT], type, size, seed);
+}
+
+static void op_stream(struct in *in)
+{
+    uint8_t slot = in_u8(in) % MAX_STREAMS, type = in_u8(in), mode = in_u8(in);
+    if (in->out)
+        return;
+    if (streams[slot] != NULL) {
+        lahja_stream_close(streams[slot]);
+        streams[slot] = NULL;
+        return;
+    }
+    /* A few events at most: a stream nobody reads keeps what it holds. */
+    lahja_stream_options_t o = {
+        .capacity = 1 + ((mode >> 2) & 3),
+        .policy = (mode & 16) ? LAHJA_STREAM_DROP_NEWEST : LAHJA_STREAM_DROP_OLDEST,
+    };
+    CHECK(lahja_stream_open(ep, conn_types[type % N_TYPES], mode & 3, &o, &streams[slot]) == 0);
+}
+
+/* ---------------------------------------------------------------- tasks */
+
+static lahja_time_t task_deadline(uint8_t ms)
+{
+    uint32_t step = conn_clock_steps[ms % N_CLOCK_STEPS];
+    return step == 0 ? LAHJA_FOREVER : lahja_deadline_in(step);
+}
+
+static int task_main(void *arg)
+{
+    struct task_slot *ts = arg;
+    lahja_time_t deadline = task_deadline(ts->ms);
+    const char *type = conn_types[ts->type % N_TYPES];
+    lahja_event_t *ev = NULL, *got = NULL;
+    int rc;
+    switch (ts->kind % TASK_KINDS) {
+    case TASK_REQUEST: {
+        const char *resp = conn_types[ts->resp % N_TYPES];
+        ev = make_event(ts->type, ts->size, ts->seed, 0, resp);
+        rc = lahja_request(ep, ev, NULL, deadline, &got);
+        if (rc == 0)
+            CHECK(strcmp(lahja_event_type(got), resp) == 0);
+        break;
+    }
+    case TASK_WAIT_FOR:
+        rc = lahja_wait_for(ep, type, deadline, &got);
+        if (rc == 0)
+            CHECK(strcmp(lahja_event_type(got), type) == 0);
+        break;
+    case TASK_BROADCAST:
+        ev = make_event(ts->type, ts->size, ts->seed, ts->resp & 1, NULL);
+        rc = lahja_broadcast(ep, ev, NULL, deadline);
+        CHECK(rc == 0 || rc == LAHJA_ENOSUBSCRIBERS || rc == -EMSGSIZE || rc == -ECANCELED
+              || rc == -ETIMEDOUT);
+        break;
+    case TASK_CONNECTED: {
+        const char *name = conn_names[ts->resp % N_NAMES];
+        rc = lahja_wait_until_connected_to(ep, name, deadline);
+        if (rc == 0)
+            CHECK(lahja_is_connected_to(ep, name));
+        break;
+    }
+    case TASK_CONNECT: {
+        lahja_conn_config_t cfg;
+        if (lahja_conn_config_from_name(&cfg, conn_names[ts->resp % N_NAMES], dir) != 0)
+            break;
+        rc = lahja_connect(ep, &cfg, 1, deadline);
+        CHECK(rc <= 0);
+        break;
+    }
+    default:
+        rc = lahja_wait_until_any_endpoint_subscribed_to(ep, type, deadline);
+        if (rc == 0)
+            CHECK(lahja_is_any_endpoint_subscribed_to(ep, type));
+        break;
+    }
+    lahja_event_unref(got);
+    lahja_event_unref(ev);
+    ts->done = 1;
+    return 0;
+}
+
+static void op_task(struct in *in)
+{
+    struct task_slot a;
+    a.kind = in_u8(in);
+    a.type = in_u8(in);
+    a.resp = in_u8(in);
+    a.size = in_u8(in);
+    a.seed = in_u8(in);
+    a.ms = in_u8(in);
+    a.done = 0;
+    if (in->out)
+        return;
+    for (size_t i = 0; i < MAX_TASKS; i++) {
+        if (tasks[i].t != NULL)
+            continue;
+        tasks[i] = a;
+        CHECK(lahja_spawn(rt, task_main, &tasks[i], NULL, &tasks[i].t) == 0);
+        return;
+    }
+}
+
+/* ------------------------------------------------------------ the loop */
+
+static void op_pump(void)
+{
+    for (int round = 0; round < PUMP_ROUNDS; round++) {
+        size_t moved = 0;
+        for (size_t i = 0; i < MAX_CLIENTS; i++)
+            moved += client_send(&clients[i], 0);
+        run_once();
+        for (size_t i = 0; i < MAX_CLIENTS; i++)
+            moved += client_read(&clients[i]);
+        if (moved == 0 && round > 0)
+            break;
+    }
+}
+
+static void op_clock(struct in *in)
+{
+    uint32_t ms = conn_clock_steps[in_u8(in) % N_CLOCK_STEPS];
+    vclock_ns += (uint64_t)ms * 1000000u;
+    run_once();
+}
+
+static void op_shut(struct in *in)
+{
+    struct client *c = client_at(in);
+    uint8_t how = in_u8(in);
+    if (in->out || c->fd < 0)
+        return;
+    if (how & 1)
+        client_close(c);
+    else
+        shutdown(c->fd, SHUT_WR);
+}
+
+/* ------------------------------------------------------------ invariants */
+
+static size_t npeers;
+
+static void on_peer(const char *name, const char *const *types, size_t ntypes, void *user)
+{
+    (void)user;
+    npeers++;
+    CHECK(strcmp(name, EP_NAME) != 0);
+    CHECK(lahja_wire_name_valid(name, strlen(name)));
+    CHECK(lahja_is_connected_to(ep, name));
+    if (untracked)
+        return;
+    /* A peer said so in a HELLO, during this input. */
+    struct name_entry *e = name_find(name, strlen(name));
+    CHECK(e != NULL);
+    for (size_t i = 0; i < ntypes; i++)
+        CHECK(lahja_strmap_find(&e->types, types[i], strlen(types[i])) != NULL);
+}
+
+static size_t check_peers(void)
+{
+    npeers = 0;
+    CHECK(!lahja_is_connected_to(ep, EP_NAME));
+    lahja_foreach_peer(ep, on_peer, NULL);
+    return npeers;
+}
+
+/* ---------------------------------------------------------- input's end */
+
+static void end_input(void)
+{
+    for (size_t i = 0; i < MAX_TASKS; i++)
+        if (tasks[i].t != NULL && !tasks[i].done)
+            lahja_task_cancel(tasks[i].t);
+    for (size_t i = 0; i < MAX_SUBS; i++) {
+        lahja_subscription_cancel(subs[i].s);
+        subs[i].s = NULL;
+    }
+    for (size_t i = 0; i < MAX_STREAMS; i++) {
+        lahja_stream_close(streams[i]);
+        streams[i] = NULL;
+    }
+    for (size_t i = 0; i < MAX_KEPT; i++) {
+        lahja_event_unref(kept[i]);
+        kept[i] = NULL;
+    }
+    for (size_t i = 0; i < MAX_CLIENTS; i++)
+        client_close(&clients[i]);
+
+    /* Every peer has gone: the endpoint must notice within a few turns. */
+    int turns = 0;
+    while ((ep->nconns_open > 0 || lahja_rt_ntasks(rt) > 0) && turns++ < DRAIN_TURNS) {
+        run_once();
+        while (client_accept(&clients[0]))
+            client_close(&clients[0]);
+    }
+    CHECK(ep->nconns_open == 0);
+    CHECK(lahja_rt_ntasks(rt) == 0);
+    CHECK(lahja_list_empty(&ep->conns));
+    for (size_t i = 0; i < MAX_TASKS; i++) {
+        CHECK(tasks[i].t == NULL || tasks[i].done);
+        lahja_task_detach(tasks[i].t);
+        tasks[i].t = NULL;
+    }
+    CHECK(check_peers() == 0);
+    for (size_t i = 0; i < n_names; i++) {
+        CHECK(!lahja_is_connected_to(ep, names_tab[i].s));
+        lahja_strmap_free(&names_tab[i].types);
+    }
+    n_names = 0;
+    n_reqs = 0;
+    untracked = 0;
+    reqs_untracked = 0;
+    CHECK(lahja_subscribed_types(ep, NULL, 0) == 0);
+    for (size_t i = 0; i < POOL; i++)
+        CHECK(!pool_busy[i]); /* every event the endpoint held is freed */
+}
+
+/* ----------------------------------------------------------- set-up */
+
+static int stop_task(void *arg)
+{
+    return lahja_endpoint_stop(arg);
+}
+
+static void teardown(void)
+{
+    vclock_on = 1;
+    if (ep != NULL) {
+        /* Stopping needs a task. */
+        lahja_task_t *t;
+        if (lahja_spawn(rt, stop_task, ep, NULL, &t) == 0) {
+            for (int i = 0; i < 1000 && !lahja_task_done(t); i++)
+                run_once();
+            if (lahja_task_done(t)) {
+                lahja_task_detach(t);
+                lahja_endpoint_free(ep);
+                lahja_rt_close(rt);
+                uv_run(&loop, UV_RUN_NOWAIT);
+                uv_loop_close(&loop);
+            }
+        }
+    }
+    if (listen_fd >= 0)
+        close(listen_fd);
+    unlink(listen_path);
+    unlink(sock_path);
+    rmdir(dir);
+    free(scratch);
+    free(zbuf);
+    for (size_t i = 0; i < POOL; i++)
+        free(pool[i]);
+    for (size_t i = 0; i < MAX_CLIENTS; i++) {
+        buf_free(&clients[i].out);
+        buf_free(&clients[i].in);
+    }
+    free(tables[0]);
+    free(tables[1]);
+    free(unpacked);
+    vclock_on = 0;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc, (void)argv;
+    struct timespec ts;
+    CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
+    vclock_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    vclock_on = 1;
+    print_log = getenv("LAHJA_FUZZ_LOG") != NULL;
+
+    tables_init();
+    for (size_t i = 0; i < POOL; i++)
+        CHECK((pool[i] = malloc(MAX_PAYLOAD + 2)) != NULL);
+    scratch = malloc(MAX_PAYLOAD + 2);
+    unpacked = malloc(MAX_PAYLOAD + 2);
+    zcap = lahja_wire_lz4_bound(MAX_PAYLOAD + 2);
+    zbuf = malloc(zcap);
+    CHECK(scratch != NULL && unpacked != NULL && zbuf != NULL);
+
+    CHECK(uv_loop_init(&loop) == 0);
+    CHECK(lahja_rt_new(&loop, NULL, &rt) == 0);
+    /* The clock must be ours, or the timeouts would fire at random. */
+    uv_update_time(&loop);
+    uint64_t before = uv_now(&loop);
+    vclock_ns += (uint64_t)12345 * 1000000u;
+    uv_update_time(&loop);
+    CHECK(uv_now(&loop) == before + 12345);
+
+    snprintf(dir, sizeof dir, "/tmp/lahja-fuzz-XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(sock_path, sizeof sock_path, "%s/%s.ipc", dir, EP_NAME);
+    atexit(teardown);
+
+    snprintf(listen_path, sizeof listen_path, "%s/%s.ipc", dir, conn_names[0]);
+    listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    CHECK(listen_fd >= 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    memcpy(sa.sun_path, listen_path, strlen(listen_path) + 1);
+    CHECK(bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    CHECK(listen(listen_fd, 16) == 0);
+
+    lahja_conn_config_t cfg;
+    CHECK(lahja_conn_config_from_path(&cfg, EP_NAME, sock_path) == 0);
+    lahja_endpoint_options_t o = {
+        .max_payload = MAX_PAYLOAD,
+        .high_water = HIGH_WATER,
+        .handshake_timeout_ms = TIMEOUT_MS,
+        .compress_threshold = 4096,
+        .log = on_log,
+    };
+    CHECK(lahja_endpoint_new(EP_NAME, &o, &ep) == 0);
+    CHECK(lahja_endpoint_start(ep, &cfg) == 0);
+    for (size_t i = 0; i < MAX_CLIENTS; i++) {
+        clients[i].fd = -1;
+        clients[i].named = -1;
+    }
+    vclock_on = 0;
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    vclock_on = 1;
+    struct in in = { data, size, 0 };
+    while (!in.out && in.left > 0) {
+        switch (in_u8(&in) % OP_COUNT) {
+        case OP_OPEN: client_open(client_at(&in)); break;
+        case OP_SEND: {
+            struct client *c = client_at(&in);
+            client_send(c, in_u16(&in));
+            break;
+        }
+        case OP_RAW: op_raw(&in); break;
+        case OP_HELLO: op_hello(&in); break;
+        case OP_SUBS: op_subs(&in); break;
+        case OP_ACK: op_ack(&in); break;
+        case OP_TYPE: op_type(&in); break;
+        case OP_EVENT: op_event(&in); break;
+        case OP_CONTROL: op_control(&in); break;
+        case OP_READ: client_read(client_at(&in)); break;
+        case OP_SHUT: op_shut(&in); break;
+        case OP_RUN: {
+            int n = 1 + in_u8(&in) % 8;
+            for (int i = 0; i < n; i++)
+                run_once();
+            break;
+        }
+        case OP_PUMP: op_pump(); break;
+        case OP_SUBSCRIBE: op_subscribe(&in); break;
+        case OP_UNSUBSCRIBE: op_unsubscribe(&in); break;
+        case OP_BROADCAST: {
+            uint8_t type = in_u8(&in), sz = in_u8(&in), seed = in_u8(&in), mode = in_u8(&in);
+            if (!in.out)
+                broadcast(type, sz, seed, mode);
+            break;
+        }
+        case OP_RESPOND: op_respond(&in); break;
+        case OP_TASK: op_task(&in); break;
+        case OP_CLOCK: op_clock(&in); break;
+        case OP_STREAM: op_stream(&in); break;
+        case OP_ACCEPT: client_accept(client_at(&in)); break;
+        default: break;
+        }
+        check_peers();
+    }
+    end_input();
+    vclock_on = 0;
+    return 0;
+}

@@ -1,0 +1,734 @@
+/*
+ * Writes the seed corpus of fuzz_conn into a directory:
+ *     make_corpus_conn fuzz/corpus/conn
+ * Each file is a program in fuzz_conn's language (fuzz_conn.h), so that
+ * the fuzzer starts from conversations that get past the handshake and
+ * reach every kind of frame, the endpoint's own calls, its tasks and
+ * the ends of connections; a few break one rule each.  Rerun it when the
+ * language or the protocol changes.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fuzz_conn.h"
+
+struct prog {
+    uint8_t b[4096];
+    size_t n;
+};
+
+static void u8(struct prog *p, unsigned v)
+{
+    if (p->n < sizeof p->b)
+        p->b[p->n++] = (uint8_t)v;
+}
+
+static void u16(struct prog *p, unsigned v)
+{
+    u8(p, v & 0xff);
+    u8(p, v >> 8);
+}
+
+static void u32(struct prog *p, uint32_t v)
+{
+    u16(p, v & 0xffff);
+    u16(p, v >> 16);
+}
+
+/* Indexes into the dictionaries of fuzz_conn.h. */
+enum { ALPHA, BETA, GAMMA, SELF, SHORT, SPACE, LONG_NAME, DELTA };
+enum { T_A, T_B, T_PING, T_PONG, T_BLOCK, T_PEER, T_UTF8, T_LONG };
+/* conn_sizes[] */
+enum { Z0, Z1, Z2, Z7, Z12, Z64, Z100, Z255, Z500, Z1000, Z2047, Z2048, Z2049, Z4095, Z4096,
+       Z5000, Z8191, Z8192, Z16K, Z20000, Z30000, Z40000, Z60000, Z64K_1, Z64K, Z64K1, Z128K,
+       Z200K, Z300K, Z1M_24, Z1M, Z1M1 };
+/* conn_clock_steps[] */
+enum { MS1, MS10, MS500, MS1999, MS2001, MS5000, MS20000, MS_FOREVER };
+
+#define LZ4 1u
+#define RECEIPTS 2u
+#define F_REQUEST 1u
+#define F_RESPONSE 2u
+#define F_LZ4 4u
+#define F_UNBOUND 0x40u
+#define F_RAW 0x80u
+
+/* Behaviour bits of a handler (fuzz_conn.h, SUBSCRIBE). */
+#define B_RESPOND 1u
+#define B_KEEP 2u
+#define B_BROADCAST 4u
+#define B_CANCEL_SELF 8u
+#define B_CANCEL_OTHER 16u
+#define B_FAIL 32u
+#define B_TYPE(t) ((unsigned)(t) << 6)
+
+static void open_(struct prog *p, unsigned c)
+{
+    u8(p, OP_OPEN);
+    u8(p, c);
+}
+
+static void hello_mode(struct prog *p, unsigned c, unsigned name, unsigned features,
+                       unsigned max, unsigned mode)
+{
+    u8(p, OP_HELLO);
+    u8(p, c);
+    u8(p, name);
+    u8(p, features);
+    u8(p, max);
+    u8(p, mode);
+}
+
+static void hello(struct prog *p, unsigned c, unsigned name, unsigned features)
+{
+    hello_mode(p, c, name, features, 0, 0);
+}
+
+static void hello_raw_name(struct prog *p, unsigned c, const char *name, size_t len)
+{
+    u8(p, OP_HELLO);
+    u8(p, c);
+    u8(p, RAW_SPEC);
+    u8(p, (unsigned)len);
+    for (size_t i = 0; i < len; i++)
+        u8(p, (uint8_t)name[i]);
+    u8(p, LZ4);
+    u8(p, 0);
+    u8(p, 0);
+}
+
+static void subs(struct prog *p, unsigned c, const unsigned *types, unsigned n)
+{
+    u8(p, OP_SUBS);
+    u8(p, c);
+    u8(p, 0);
+    u8(p, n);
+    for (unsigned i = 0; i < n; i++)
+        u8(p, types[i]);
+}
+
+static void subs1(struct prog *p, unsigned c, unsigned type)
+{
+    subs(p, c, &type, 1);
+}
+
+static void ack(struct prog *p, unsigned c)
+{
+    u8(p, OP_ACK);
+    u8(p, c);
+    u8(p, 0);
+}
+
+static void event(struct prog *p, unsigned c, unsigned type, unsigned flags, unsigned idsel,
+                  unsigned size, unsigned seed, unsigned variant)
+{
+    u8(p, OP_EVENT);
+    u8(p, c);
+    u8(p, type);
+    u8(p, flags);
+    u8(p, idsel);
+    u8(p, size);
+    u8(p, seed);
+    u8(p, variant);
+}
+
+static void raw(struct prog *p, unsigned c, const void *bytes, size_t n)
+{
+    u8(p, OP_RAW);
+    u8(p, c);
+    u8(p, (unsigned)n);
+    for (size_t i = 0; i < n; i++)
+        u8(p, ((const uint8_t *)bytes)[i]);
+}
+
+static void send_(struct prog *p, unsigned c, unsigned k)
+{
+    u8(p, OP_SEND);
+    u8(p, c);
+    u16(p, k);
+}
+
+static void read_(struct prog *p, unsigned c)
+{
+    u8(p, OP_READ);
+    u8(p, c);
+}
+
+static void shut(struct prog *p, unsigned c, unsigned how)
+{
+    u8(p, OP_SHUT);
+    u8(p, c);
+    u8(p, how);
+}
+
+static void run(struct prog *p, unsigned n)
+{
+    u8(p, OP_RUN);
+    u8(p, n);
+}
+
+static void pump(struct prog *p)
+{
+    u8(p, OP_PUMP);
+}
+
+static void subscribe(struct prog *p, unsigned type, unsigned behaviour)
+{
+    u8(p, OP_SUBSCRIBE);
+    u8(p, type);
+    u8(p, behaviour);
+}
+
+static void unsubscribe(struct prog *p, unsigned slot)
+{
+    u8(p, OP_UNSUBSCRIBE);
+    u8(p, slot);
+}
+
+static void broadcast(struct prog *p, unsigned type, unsigned size, unsigned seed, unsigned mode)
+{
+    u8(p, OP_BROADCAST);
+    u8(p, type);
+    u8(p, size);
+    u8(p, seed);
+    u8(p, mode);
+}
+
+static void respond(struct prog *p, unsigned slot, unsigned type, unsigned size, unsigned seed)
+{
+    u8(p, OP_RESPOND);
+    u8(p, slot);
+    u8(p, type);
+    u8(p, size);
+    u8(p, seed);
+}
+
+static void task(struct prog *p, unsigned kind, unsigned type, unsigned resp, unsigned size,
+                 unsigned seed, unsigned ms)
+{
+    u8(p, OP_TASK);
+    u8(p, kind);
+    u8(p, type);
+    u8(p, resp);
+    u8(p, size);
+    u8(p, seed);
+    u8(p, ms);
+}
+
+static void clock_(struct prog *p, unsigned step)
+{
+    u8(p, OP_CLOCK);
+    u8(p, step);
+}
+
+static void stream(struct prog *p, unsigned slot, unsigned type, unsigned mode)
+{
+    u8(p, OP_STREAM);
+    u8(p, slot);
+    u8(p, type);
+    u8(p, mode);
+}
+
+static void accept_(struct prog *p, unsigned c)
+{
+    u8(p, OP_ACCEPT);
+    u8(p, c);
+}
+
+static void control(struct prog *p, unsigned c, unsigned sel, uint32_t value)
+{
+    u8(p, OP_CONTROL);
+    u8(p, c);
+    u8(p, sel);
+    u32(p, value);
+}
+
+/* A client through the handshake, subscribed to `type`. */
+static void peer(struct prog *p, unsigned c, unsigned name, unsigned features, unsigned type)
+{
+    open_(p, c);
+    hello(p, c, name, features);
+    subs1(p, c, type);
+    pump(p);
+}
+
+static int bad;
+
+static void save(const char *dir, const char *name, const struct prog *p)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || fwrite(p->b, 1, p->n, f) != p->n || fclose(f) != 0) {
+        perror(path);
+        bad = 1;
+    }
+}
+
+/* SEED("file", { statements using p }) */
+#define SEED(name, ...)                                                             \
+    do {                                                                            \
+        struct prog p_ = { .n = 0 };                                                \
+        struct prog *p = &p_;                                                       \
+        __VA_ARGS__;                                                                \
+        save(dir, name, p);                                                         \
+    } while (0)
+
+static void handshakes(const char *dir)
+{
+    SEED("handshake", {
+        open_(p, 0);
+        hello(p, 0, ALPHA, LZ4);
+        pump(p);
+        read_(p, 0);
+    });
+    SEED("handshake_receipts", {
+        open_(p, 0);
+        hello(p, 0, BETA, LZ4 | RECEIPTS);
+        pump(p);
+        ack(p, 0);
+        control(p, 0, 2, 0);
+        pump(p);
+    });
+    SEED("handshake_split", {
+        open_(p, 0);
+        hello(p, 0, GAMMA, 0);
+        subs1(p, 0, T_A);
+        for (int i = 0; i < 12; i++) {
+            send_(p, 0, 3);
+            run(p, 0);
+        }
+        pump(p);
+    });
+    SEED("handshake_timeout", {
+        open_(p, 0);
+        run(p, 1);
+        clock_(p, MS2001);
+        pump(p);
+    });
+    SEED("handshake_partial_timeout", {
+        open_(p, 0);
+        hello(p, 0, ALPHA, LZ4);
+        send_(p, 0, 10);
+        run(p, 1);
+        clock_(p, MS1999);
+        clock_(p, MS10);
+        pump(p);
+    });
+    SEED("handshake_in_time", {
+        open_(p, 0);
+        run(p, 1);
+        clock_(p, MS1999);
+        hello(p, 0, ALPHA, LZ4);
+        pump(p);
+        clock_(p, MS5000);
+        pump(p);
+    });
+    SEED("self_name", {
+        open_(p, 0);
+        hello(p, 0, SELF, LZ4);
+        pump(p);
+    });
+    SEED("duplicate_name", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        peer(p, 1, ALPHA, LZ4, T_B);
+        broadcast(p, T_A, Z64, 3, 0);
+        pump(p);
+    });
+    SEED("bad_version", {
+        open_(p, 0);
+        hello_mode(p, 0, ALPHA, LZ4, 0, 1);
+        pump(p);
+    });
+    SEED("bad_magic", {
+        open_(p, 0);
+        hello_mode(p, 0, ALPHA, LZ4, 0, 2);
+        pump(p);
+    });
+    SEED("bad_name", {
+        open_(p, 0);
+        hello_raw_name(p, 0, "x/y\x01", 4);
+        pump(p);
+    });
+    SEED("garbage", {
+        open_(p, 0);
+        raw(p, 0, "GET / HTTP/1.1\r\nHost: lahja\r\n\r\n", 31);
+        pump(p);
+    });
+    SEED("event_before_hello", {
+        open_(p, 0);
+        event(p, 0, T_A, 0, 0, Z7, 1, 0);
+        pump(p);
+    });
+    SEED("two_hellos", {
+        open_(p, 0);
+        hello(p, 0, ALPHA, LZ4);
+        hello(p, 0, BETA, LZ4);
+        pump(p);
+    });
+    SEED("connect_out", {
+        task(p, TASK_CONNECT, 0, ALPHA, 0, 0, MS_FOREVER);
+        run(p, 1);
+        accept_(p, 0);
+        hello(p, 0, ALPHA, LZ4);
+        subs1(p, 0, T_A);
+        pump(p);
+        broadcast(p, T_A, Z64, 1, 0);
+        pump(p);
+    });
+    SEED("connect_out_wrong_name", {
+        task(p, TASK_CONNECT, 0, ALPHA, 0, 0, MS_FOREVER);
+        run(p, 1);
+        accept_(p, 0);
+        hello(p, 0, BETA, LZ4);
+        pump(p);
+    });
+    SEED("connect_out_simultaneous", {
+        /* Both HELLOs are read in the same loop turn. */
+        task(p, TASK_CONNECT, 0, ALPHA, 0, 0, MS_FOREVER);
+        run(p, 1);
+        accept_(p, 0);
+        open_(p, 1);
+        hello(p, 0, ALPHA, LZ4);
+        subs1(p, 0, T_A);
+        hello(p, 1, ALPHA, LZ4);
+        subs1(p, 1, T_B);
+        pump(p);
+    });
+    SEED("connect_out_then_in", {
+        task(p, TASK_CONNECT, 0, ALPHA, 0, 0, MS_FOREVER);
+        run(p, 1);
+        accept_(p, 0);
+        hello(p, 0, ALPHA, LZ4);
+        subs1(p, 0, T_A);
+        pump(p);
+        open_(p, 1);
+        hello(p, 1, ALPHA, LZ4);
+        pump(p);
+    });
+    SEED("connect_out_retry", {
+        task(p, TASK_CONNECT, 0, BETA, 0, 0, MS500);
+        run(p, 1);
+        clock_(p, MS10);
+        clock_(p, MS10);
+        clock_(p, MS500);
+        run(p, 1);
+    });
+    SEED("connect_out_self", {
+        task(p, TASK_CONNECT, 0, SELF, 0, 0, MS500);
+        run(p, 2);
+    });
+    SEED("four_clients", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        peer(p, 1, BETA, 0, T_A);
+        peer(p, 2, GAMMA, LZ4 | RECEIPTS, T_B);
+        peer(p, 3, DELTA, 0, T_PING);
+        broadcast(p, T_A, Z8192, 5, 0);
+        broadcast(p, T_B, Z64, 6, 0);
+        pump(p);
+        shut(p, 1, 1);
+        pump(p);
+        open_(p, 1);
+        hello(p, 1, BETA, LZ4);
+        pump(p);
+    });
+}
+
+static void subscriptions(const char *dir)
+{
+    SEED("subs_and_ack", {
+        static const unsigned three[] = { T_A, T_PING, T_LONG };
+        open_(p, 0);
+        hello(p, 0, ALPHA, LZ4);
+        subs(p, 0, three, 3);
+        pump(p);
+        ack(p, 0);
+        subs(p, 0, NULL, 0);
+        pump(p);
+    });
+    SEED("endpoint_subs_changes", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        subscribe(p, T_A, 0);
+        pump(p);
+        subscribe(p, T_B, 0);
+        unsubscribe(p, 0);
+        pump(p);
+        ack(p, 0);
+        unsubscribe(p, 1);
+        pump(p);
+    });
+    SEED("subs_bogus_ack", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        u8(p, OP_ACK);
+        u8(p, 0);
+        u8(p, 0x80);
+        u32(p, 0xfffffff0u);
+        pump(p);
+    });
+    SEED("subs_bad_type", {
+        open_(p, 0);
+        hello(p, 0, ALPHA, LZ4);
+        u8(p, OP_SUBS);
+        u8(p, 0);
+        u8(p, 0);
+        u8(p, 2);
+        u8(p, T_A);
+        u8(p, RAW_SPEC);
+        u8(p, 3);
+        u8(p, 'a');
+        u8(p, 0);
+        u8(p, 'b');
+        pump(p);
+    });
+    SEED("wait_subscribed", {
+        task(p, TASK_SUBSCRIBED, T_PEER, 0, 0, 0, MS_FOREVER);
+        task(p, TASK_CONNECTED, 0, ALPHA, 0, 0, MS500);
+        run(p, 1);
+        peer(p, 0, ALPHA, LZ4, T_PEER);
+        pump(p);
+    });
+}
+
+static void events(const char *dir)
+{
+    SEED("client_events", {
+        subscribe(p, T_A, 0);
+        subscribe(p, T_BLOCK, B_KEEP);
+        peer(p, 0, ALPHA, LZ4, T_B);
+        event(p, 0, T_A, 0, 0, Z7, 2, 0);
+        event(p, 0, T_BLOCK, 0, 0, Z2049, 4, 0);
+        event(p, 0, T_A, F_LZ4, 0, Z20000, 5, 0);
+        event(p, 0, T_B, 0, 0, Z0, 0, 0);
+        pump(p);
+    });
+    SEED("client_event_split", {
+        subscribe(p, T_PING, 0);
+        open_(p, 0);
+        hello(p, 0, ALPHA, LZ4);
+        event(p, 0, T_PING, 0, 0, Z255, 2, 0);
+        event(p, 0, T_PING, F_LZ4, 0, Z8192, 7, 0);
+        for (int i = 0; i < 10; i++) {
+            send_(p, 0, 97);
+            run(p, 0);
+        }
+        pump(p);
+    });
+    SEED("client_event_large", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, LZ4, T_A);
+        event(p, 0, T_A, 0, 0, Z1M, 9, 0);
+        event(p, 0, T_A, F_LZ4, 0, Z1M, 9, 0);
+        pump(p);
+        pump(p);
+    });
+    SEED("client_event_too_large", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, LZ4, T_A);
+        event(p, 0, T_A, 0, 0, Z1M1, 9, 0);
+        pump(p);
+    });
+    SEED("lz4_bad_length", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, LZ4, T_A);
+        event(p, 0, T_A, F_LZ4, 0, Z8192, 3, 1);
+        pump(p);
+    });
+    SEED("lz4_over_max", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, LZ4, T_A);
+        event(p, 0, T_A, F_LZ4, 0, Z8192, 3, 2);
+        pump(p);
+    });
+    SEED("lz4_corrupt", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, LZ4, T_A);
+        event(p, 0, T_A, F_LZ4, 0, Z64, 2, 0); /* noise does not shrink: sent as is */
+        pump(p);
+    });
+    SEED("unbound_type", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        event(p, 0, T_A, F_UNBOUND, 1, Z7, 2, 0);
+        pump(p);
+    });
+    SEED("type_out_of_order", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        u8(p, OP_TYPE);
+        u8(p, 0);
+        u8(p, 0x80);
+        u32(p, 7);
+        u8(p, T_B);
+        pump(p);
+    });
+    SEED("bad_flags", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        event(p, 0, T_A, F_RAW | 0x13, 0, Z7, 2, 0);
+        pump(p);
+    });
+    SEED("broadcast_to_clients", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        peer(p, 1, BETA, 0, T_A);
+        broadcast(p, T_A, Z7, 1, 0);
+        broadcast(p, T_A, Z2049, 3, 0);
+        broadcast(p, T_A, Z20000, 5, 0);
+        broadcast(p, T_A, Z20000, 4, 0);
+        broadcast(p, T_A, Z64K1, 7, 2);
+        broadcast(p, T_A, Z300K, 9, 0);
+        pump(p);
+    });
+    SEED("broadcast_configs", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, LZ4, T_A);
+        peer(p, 1, BETA, LZ4, T_A);
+        broadcast(p, T_A, Z7, 1, 16 | (1u << 5)); /* to beta only */
+        broadcast(p, T_A, Z7, 1, 8);              /* internal */
+        broadcast(p, T_A, Z7, 1, 8 | 16);         /* both: invalid */
+        broadcast(p, T_B, Z7, 1, 4);              /* nobody, allowed */
+        broadcast(p, T_B, Z7, 1, 0);              /* nobody */
+        broadcast(p, T_A, Z7, 1, 0x80);           /* twice */
+        broadcast(p, T_A, Z1M1, 1, 0);            /* too large */
+        pump(p);
+    });
+    SEED("broadcast_small_peer", {
+        open_(p, 0);
+        hello_mode(p, 0, ALPHA, LZ4, 3, 0); /* max_frame 100 */
+        subs1(p, 0, T_A);
+        pump(p);
+        broadcast(p, T_A, Z64, 1, 0);
+        broadcast(p, T_A, Z255, 1, 0);
+        pump(p);
+    });
+    SEED("backpressure", {
+        peer(p, 0, ALPHA, 0, T_A);
+        for (int i = 0; i < 6; i++)
+            broadcast(p, T_A, Z300K, 2, 0);
+        run(p, 3);
+        task(p, TASK_BROADCAST, T_A, 0, Z300K, 4, MS_FOREVER);
+        run(p, 3);
+        read_(p, 0);
+        pump(p);
+    });
+    SEED("close_while_writing", {
+        peer(p, 0, ALPHA, 0, T_A);
+        broadcast(p, T_A, Z1M, 2, 0);
+        run(p, 2);
+        shut(p, 0, 1);
+        run(p, 2);
+    });
+    SEED("shutdown_then_read", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        shut(p, 0, 0);
+        broadcast(p, T_A, Z64, 1, 0);
+        pump(p);
+    });
+    SEED("streams", {
+        stream(p, 0, T_A, 0);
+        stream(p, 1, T_A, 1 | 16);
+        peer(p, 0, ALPHA, LZ4, T_B);
+        event(p, 0, T_A, 0, 0, Z7, 2, 0);
+        event(p, 0, T_A, 0, 0, Z64, 2, 0);
+        event(p, 0, T_A, 0, 0, Z64, 3, 0);
+        pump(p);
+        stream(p, 0, 0, 0);
+    });
+    SEED("control_frames", {
+        peer(p, 0, ALPHA, LZ4 | RECEIPTS, T_A);
+        control(p, 0, 0, 0);
+        control(p, 0, 1, 1);
+        pump(p);
+    });
+}
+
+static void requests(const char *dir)
+{
+    SEED("client_request", {
+        subscribe(p, T_PING, B_RESPOND | B_TYPE(T_PONG));
+        peer(p, 0, ALPHA, LZ4, T_B);
+        event(p, 0, T_PING, F_REQUEST, 0, Z7, 2, 0);
+        event(p, 0, T_PING, F_REQUEST, 0x80, Z7, 2, 0); /* id 0 */
+        pump(p);
+    });
+    SEED("client_request_kept", {
+        subscribe(p, T_PING, B_KEEP);
+        peer(p, 0, ALPHA, LZ4, T_B);
+        event(p, 0, T_PING, F_REQUEST, 0, Z64, 2, 0);
+        pump(p);
+        respond(p, 0, T_PONG, Z64, 3);
+        respond(p, 0, T_PONG, Z64, 3);
+        pump(p);
+        shut(p, 0, 1);
+        run(p, 2);
+        respond(p, 0, T_PONG, Z64, 3);
+    });
+    SEED("task_request", {
+        peer(p, 0, ALPHA, LZ4, T_PING);
+        task(p, TASK_REQUEST, T_PING, T_PONG, Z7, 2, MS_FOREVER);
+        pump(p);
+        event(p, 0, T_PONG, F_RESPONSE, 0, Z7, 1, 0);
+        event(p, 0, T_PONG, F_RESPONSE, 0, Z7, 1, 0); /* late */
+        pump(p);
+    });
+    SEED("task_request_wrong_type", {
+        peer(p, 0, ALPHA, LZ4, T_PING);
+        task(p, TASK_REQUEST, T_PING, T_PONG, Z7, 2, MS_FOREVER);
+        pump(p);
+        event(p, 0, T_A, F_RESPONSE, 2, Z7, 1, 0);
+        pump(p);
+    });
+    SEED("task_request_peer_gone", {
+        peer(p, 0, ALPHA, LZ4, T_PING);
+        peer(p, 1, BETA, LZ4, T_PING);
+        task(p, TASK_REQUEST, T_PING, T_PONG, Z2049, 2, MS_FOREVER);
+        pump(p);
+        shut(p, 0, 1);
+        shut(p, 1, 0);
+        pump(p);
+    });
+    SEED("task_request_timeout", {
+        peer(p, 0, ALPHA, LZ4, T_PING);
+        task(p, TASK_REQUEST, T_PING, T_PONG, Z7, 2, MS500);
+        pump(p);
+        clock_(p, MS2001);
+        event(p, 0, T_PONG, F_RESPONSE, 0, Z7, 1, 0);
+        pump(p);
+    });
+    SEED("task_request_local", {
+        subscribe(p, T_PING, B_RESPOND | B_TYPE(T_PONG));
+        task(p, TASK_REQUEST, T_PING, T_PONG, Z7, 2, MS_FOREVER);
+        run(p, 2);
+    });
+    SEED("wait_for", {
+        task(p, TASK_WAIT_FOR, T_BLOCK, 0, 0, 0, MS_FOREVER);
+        task(p, TASK_WAIT_FOR, T_A, 0, 0, 0, MS10);
+        run(p, 1);
+        peer(p, 0, ALPHA, LZ4, T_A);
+        event(p, 0, T_BLOCK, 0, 0, Z64, 1, 0);
+        pump(p);
+        clock_(p, MS500);
+    });
+    SEED("handler_behaviours", {
+        subscribe(p, T_A, B_BROADCAST | B_TYPE(T_B));
+        subscribe(p, T_B, B_CANCEL_SELF);
+        subscribe(p, T_A, B_CANCEL_OTHER | B_FAIL);
+        subscribe(p, T_A, B_KEEP);
+        peer(p, 0, ALPHA, LZ4, T_B);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        pump(p);
+        broadcast(p, T_A, Z7, 1, 0);
+        pump(p);
+    });
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s DIR\n", argv[0]);
+        return 2;
+    }
+    handshakes(argv[1]);
+    subscriptions(argv[1]);
+    events(argv[1]);
+    requests(argv[1]);
+    return bad ? 1 : 0;
+}
