@@ -8,8 +8,9 @@
  * configured bound, and every accepted frame re-encodes to the very same
  * bytes (the encoding is canonical).
  *
- * Input layout: byte 0 picks the limits, byte 1 how the stream is split
- * into reads; the rest is the stream.
+ * Input layout: byte 0 picks the limits (bits 0-1) and whether the
+ * bounds before the handshake and on SUBS are tight (bit 2), byte 1 how
+ * the stream is split into reads; the rest is the stream.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -60,14 +61,20 @@ static size_t read_size(struct reader *r)
     }
 }
 
+/* The tight bounds: a HELLO body of up to 40 bytes, SUBS of 3 types. */
+#define TIGHT_HELLO 40
+#define TIGHT_SUBS 3
+
 struct conn {
     lahja_wire_rx_t rx;
     lahja_wire_tx_t tx; /* exercised with the names the peer binds */
     uint32_t max_frame;
 };
 
-static void handle_hello(const lahja_wire_hello_t *h, const uint8_t *frame, size_t n)
+static void handle_hello(const struct conn *c, const lahja_wire_hello_t *h, const uint8_t *frame,
+                         size_t n)
 {
+    CHECK(n - LAHJA_WIRE_HEADER_SIZE <= c->rx.max_hello);
     CHECK(h->version == LAHJA_WIRE_VERSION);
     CHECK(lahja_wire_name_valid(h->name, h->name_len));
     CHECK(h->name[h->name_len] == '\0');
@@ -76,11 +83,13 @@ static void handle_hello(const lahja_wire_hello_t *h, const uint8_t *frame, size
     CHECK(m == n && memcmp(out, frame, n) == 0);
 }
 
-static void handle_subs(lahja_wire_subs_t it, const uint8_t *frame, size_t n)
+static void handle_subs(const struct conn *c, lahja_wire_subs_t it, const uint8_t *frame,
+                        size_t n)
 {
     /* A valid frame holds at most (n - 16) / 2 entries: bounded arrays. */
     size_t max = (n - LAHJA_WIRE_HEADER_SIZE - 8) / 2;
     CHECK(it.count <= max);
+    CHECK(it.count <= (uint64_t)c->rx.max_subs);
     const char **types = malloc((it.count + 1) * sizeof *types);
     size_t *lens = malloc((it.count + 1) * sizeof *lens);
     CHECK(types != NULL && lens != NULL);
@@ -175,8 +184,8 @@ static void handle_event(const struct conn *c, const lahja_wire_event_t *ev,
 static void handle(struct conn *c, const lahja_wire_msg_t *msg, const uint8_t *frame, size_t n)
 {
     switch (msg->kind) {
-    case LAHJA_WIRE_HELLO: handle_hello(&msg->u.hello, frame, n); break;
-    case LAHJA_WIRE_SUBS: handle_subs(msg->u.subs, frame, n); break;
+    case LAHJA_WIRE_HELLO: handle_hello(c, &msg->u.hello, frame, n); break;
+    case LAHJA_WIRE_SUBS: handle_subs(c, msg->u.subs, frame, n); break;
     case LAHJA_WIRE_SUBS_ACK: {
         uint8_t out[12];
         CHECK(n == 12 && lahja_wire_ack_encode(out, msg->u.ack_seq) == 12);
@@ -185,6 +194,18 @@ static void handle(struct conn *c, const lahja_wire_msg_t *msg, const uint8_t *f
     }
     case LAHJA_WIRE_TYPE: handle_type(c, frame, n); break;
     case LAHJA_WIRE_EVENT: handle_event(c, &msg->u.event, frame, n); break;
+    case LAHJA_WIRE_RECEIPT: {
+        uint8_t out[LAHJA_WIRE_RECEIPT_SIZE];
+        CHECK(n == sizeof out && lahja_wire_receipt_encode(out, msg->u.receipt) == n);
+        CHECK(memcmp(out, frame, n) == 0);
+        break;
+    }
+    case LAHJA_WIRE_CLOSE: {
+        uint8_t out[LAHJA_WIRE_CLOSE_SIZE];
+        CHECK(n == sizeof out && lahja_wire_close_encode(out, msg->u.close_reason) == n);
+        CHECK(memcmp(out, frame, n) == 0);
+        break;
+    }
     default: CHECK(!"unknown kind accepted");
     }
 }
@@ -225,6 +246,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct conn c = { .max_frame = limits[data[0] & 3].frame };
     lahja_wire_rx_init(&c.rx, limits[data[0] & 3].frame, limits[data[0] & 3].payload,
                        limits[data[0] & 3].types);
+    if (data[0] & 4)
+        lahja_wire_rx_limits(&c.rx, TIGHT_HELLO, TIGHT_SUBS);
     lahja_wire_tx_init(&c.tx);
     struct reader r = { .p = data + 2, .left = size - 2, .state = data[1], .mode = data[1] & 3 };
 

@@ -17,6 +17,7 @@
 #define READS_ONE 0   /* one byte at a time */
 #define READS_SMALL 1 /* up to 16 bytes */
 #define READS_ALL 3   /* the whole stream at once */
+#define TIGHT 4       /* with the tight bounds before HELLO and on SUBS */
 
 struct seed {
     uint8_t buf[8192];
@@ -146,6 +147,18 @@ static int valid_seeds(const char *dir)
     type(&s, 3, "c");
     bad |= save(dir, "small_limits", &s);
 
+    start(&s, LIMITS, READS_SMALL);
+    hello(&s, "omicron");
+    s.len += lahja_wire_receipt_encode(end(&s), 3);
+    s.len += lahja_wire_receipt_encode(end(&s), UINT64_MAX);
+    s.len += lahja_wire_close_encode(end(&s), 1);
+    bad |= save(dir, "receipt_close", &s);
+
+    start(&s, LIMITS | TIGHT, READS_SMALL);
+    hello(&s, "pi");
+    subs(&s, 1, three, 3);
+    bad |= save(dir, "tight_limits", &s);
+
     start(&s, LIMITS, READS_ALL);
     hello(&s, "theta");
     type(&s, 1, "fill");
@@ -197,6 +210,16 @@ static int invalid_seeds(const char *dir)
     type(&s, 1, "t");
     event(&s, 1, 0, 0, 0, payload_300, sizeof payload_300);
     bad |= save(dir, "payload_over_max", &s);
+
+    start(&s, LIMITS | TIGHT, READS_SMALL); /* four types where three may come */
+    hello(&s, "rho");
+    static const char *const four[] = { "a", "b", "c", "d" };
+    subs(&s, 1, four, 4);
+    bad |= save(dir, "tight_subs_over", &s);
+
+    start(&s, LIMITS | TIGHT, READS_ALL); /* a HELLO longer than the tight bound */
+    hello(&s, "a-name-long-enough-to-be-over-forty-bytes");
+    bad |= save(dir, "tight_hello_over", &s);
 
     start(&s, LIMITS, READS_ONE);
     hello(&s, "mu");
