@@ -43,6 +43,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -81,9 +83,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_REQS 64
 #define MAX_SEQS 32
 #define HANDLER_DEPTH 2
-#define KIND_RECEIPT 6
-#define KIND_CLOSE 7
-#define FEAT_RECEIPTS 0x2u
 
 /* ------------------------------------------------------- virtual clock */
 
@@ -212,16 +211,6 @@ static void put_u64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
-
 static void put_header(uint8_t *p, uint32_t body_len, uint8_t kind, uint8_t flags)
 {
     put_u32(p, body_len);
@@ -317,7 +306,8 @@ static int listen_fd = -1;
 
 struct client {
     int fd;                   /* -1: none */
-    struct buf out;           /* built, not yet written */
+    struct buf out;           /* built; written up to out_off */
+    size_t out_off;
     /* as the client speaks */
     int named;                /* its HELLO's entry in names_tab, or -1 */
     int hello_sent;
@@ -335,6 +325,7 @@ struct client {
     lahja_wire_rx_t rx;
     struct buf in;
     int eof;
+    int rd_shut;              /* its reading side is shut: reads end at once */
     uint32_t ep_subs_seq;     /* the endpoint's last SUBS */
     uint64_t req_seen[2];     /* the endpoint's last request ids */
     uint64_t events_read;
@@ -366,6 +357,9 @@ struct name_entry {
     size_t len;
     int conns;                /* connections that sent it */
     lahja_strmap_t types;     /* every type their SUBS frames named */
+    uint64_t events_read;     /* EVENT frames the endpoint wrote to them */
+    int known;                /* the endpoint had delivery counts for it */
+    lahja_delivery_t before;  /* which were, before this input */
 };
 
 static struct name_entry names_tab[MAX_NAMES];
@@ -410,7 +404,9 @@ static int name_index(const char *s, size_t len)
     e->s[len] = '\0';
     e->len = len;
     e->conns = 0;
+    e->events_read = 0;
     lahja_strmap_init(&e->types);
+    e->known = lahja_delivery_stats(ep, e->s, &e->before) == 0;
     return (int)n_names++;
 }
 
@@ -425,6 +421,85 @@ static int req_sent(uint64_t id)
 static void run_once(void)
 {
     uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* ------------------------------------------------------ another process */
+
+/*
+ * The endpoint tells processes apart by the pid of the socket's other
+ * end (SO_PEERCRED, taken at connect).  A helper process forked at
+ * start-up connects on request and hands the socket over (SCM_RIGHTS), so
+ * that a client can be "another process" under a name already connected.
+ */
+static int helper_fd = -1;
+
+static void helper_main(int fd)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (;;) {
+        char cmd;
+        if (read(fd, &cmd, 1) != 1)
+            _exit(0);
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
+        int ok = s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof sa) == 0;
+        char cbuf[CMSG_SPACE(sizeof(int))];
+        memset(cbuf, 0, sizeof cbuf);
+        struct iovec iov = { .iov_base = &cmd, .iov_len = 1 };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+        if (ok) {
+            msg.msg_control = cbuf;
+            msg.msg_controllen = sizeof cbuf;
+            struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(cm), &s, sizeof s);
+        }
+        if (sendmsg(fd, &msg, 0) != 1)
+            _exit(1);
+        /* Our copy is closed before the target goes on: else the
+         * endpoint could not see that client close. */
+        if (s >= 0)
+            close(s);
+        if (write(fd, &cmd, 1) != 1)
+            _exit(1);
+    }
+}
+
+static void helper_start(void)
+{
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(sv[0]);
+        helper_main(sv[1]);
+    }
+    close(sv[1]);
+    helper_fd = sv[0];
+}
+
+/* A socket connected to the endpoint by the helper, or -1. */
+static int helper_connect(void)
+{
+    char cmd = 'c';
+    CHECK(write(helper_fd, &cmd, 1) == 1);
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { .iov_base = &cmd, .iov_len = 1 };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                          .msg_controllen = sizeof cbuf };
+    CHECK(recvmsg(helper_fd, &msg, MSG_CMSG_CLOEXEC) == 1);
+    char done;
+    CHECK(read(helper_fd, &done, 1) == 1);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    if (cm == NULL || cm->cmsg_type != SCM_RIGHTS)
+        return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+    return fd;
 }
 
 /* ------------------------------------------------------------- clients */
@@ -460,11 +535,19 @@ static void client_attach(struct client *c, int fd)
     lahja_strmap_init(&c->subs);
 }
 
-static void client_open(struct client *c)
+static void op_open(struct in *in)
 {
-    if (c->fd >= 0)
+    uint8_t b = in_u8(in);
+    struct client *c = &clients[b % MAX_CLIENTS];
+    if (in->out || c->fd >= 0)
         return;
     client_reset(c);
+    if (b & 4) { /* from the helper: another pid */
+        int fd = helper_connect();
+        if (fd >= 0)
+            client_attach(c, fd);
+        return;
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     CHECK(fd >= 0);
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -500,11 +583,18 @@ static void client_close(struct client *c)
     client_reset(c);
 }
 
-/* Room for a frame of n bytes in the pending output, or 0: dropped. */
+/* Room for a frame of n bytes in the pending output, or 0: dropped.
+ * The output is sent from out_off on; it moves back to the start of the
+ * buffer only when a frame would not fit after it. */
 static uint8_t *client_frame(struct client *c, size_t n)
 {
-    if (c->fd < 0 || c->out.len + n > OUT_MAX)
+    if (c->fd < 0 || c->out.len - c->out_off + n > OUT_MAX)
         return NULL;
+    if (c->out_off > 0 && c->out.cap - c->out.len < n + 1) {
+        memmove(c->out.p, c->out.p + c->out_off, c->out.len - c->out_off);
+        c->out.len -= c->out_off;
+        c->out_off = 0;
+    }
     buf_reserve(&c->out, n + 1);
     uint8_t *p = c->out.p + c->out.len;
     c->out.len += n;
@@ -514,19 +604,21 @@ static uint8_t *client_frame(struct client *c, size_t n)
 /* Writes up to k bytes of the pending output; returns how many went. */
 static size_t client_send(struct client *c, size_t k)
 {
-    if (c->fd < 0 || c->out.len == 0)
+    size_t pending = c->out.len - c->out_off;
+    if (c->fd < 0 || pending == 0)
         return 0;
-    if (k == 0 || k > c->out.len)
-        k = c->out.len;
-    ssize_t n = send(c->fd, c->out.p, k, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (k == 0 || k > pending)
+        k = pending;
+    ssize_t n = send(c->fd, c->out.p + c->out_off, k, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
         CHECK(errno == EAGAIN || errno == EPIPE || errno == ECONNRESET);
         if (errno != EAGAIN)
-            c->out.len = 0; /* the endpoint hung up, or we shut down */
+            c->out.len = c->out_off = 0; /* the endpoint hung up, or we shut down */
         return 0;
     }
-    memmove(c->out.p, c->out.p + n, c->out.len - (size_t)n);
-    c->out.len -= (size_t)n;
+    c->out_off += (size_t)n;
+    if (c->out_off == c->out.len)
+        c->out.len = c->out_off = 0;
     return (size_t)n;
 }
 
@@ -535,6 +627,8 @@ static size_t client_send(struct client *c, size_t k)
 static void on_ep_event(struct client *c, const lahja_wire_event_t *ev, size_t frame_len)
 {
     c->events_read++;
+    if (c->named >= 0)
+        names_tab[c->named].events_read++;
     if (c->hello_sent && !untracked) {
         CHECK(frame_len - LAHJA_WIRE_HEADER_SIZE <= c->max_frame);
         if (ev->flags & LAHJA_WIRE_LZ4)
@@ -565,7 +659,7 @@ static void on_ep_message(struct client *c, const lahja_wire_msg_t *m, size_t fr
     switch (m->kind) {
     case LAHJA_WIRE_HELLO:
         CHECK(strcmp(m->u.hello.name, EP_NAME) == 0);
-        CHECK((m->u.hello.features & ~(LAHJA_WIRE_FEAT_LZ4 | FEAT_RECEIPTS)) == 0);
+        CHECK(m->u.hello.features == (LAHJA_WIRE_FEAT_LZ4 | LAHJA_WIRE_FEAT_RECEIPTS));
         CHECK(m->u.hello.max_frame == MAX_PAYLOAD + LAHJA_WIRE_EVENT_PREFIX_MAX);
         break;
     case LAHJA_WIRE_SUBS:
@@ -582,50 +676,34 @@ static void on_ep_message(struct client *c, const lahja_wire_msg_t *m, size_t fr
     case LAHJA_WIRE_EVENT:
         on_ep_event(c, &m->u.event, frame_len);
         break;
+    case LAHJA_WIRE_RECEIPT:
+        /* Only to a client that said it reads them, confirming no more
+         * events than it sent, and never fewer than before. */
+        if (!untracked) {
+            CHECK(c->hello_sent && (c->features & LAHJA_WIRE_FEAT_RECEIPTS));
+            CHECK(m->u.receipt <= c->events_written);
+        }
+        CHECK(m->u.receipt >= c->receipt);
+        c->receipt = m->u.receipt;
+        break;
+    case LAHJA_WIRE_CLOSE:
+        if (!untracked)
+            CHECK(c->hello_sent && (c->features & LAHJA_WIRE_FEAT_RECEIPTS));
+        CHECK(m->u.close_reason == LAHJA_WIRE_CLOSE_DUPLICATE
+              || m->u.close_reason == LAHJA_WIRE_CLOSE_REFUSED);
+        break;
     default:
         break; /* TYPE: the rx state checks and keeps it */
     }
-}
-
-/* RECEIPT and CLOSE, read here whether or not the decoder knows them. */
-static size_t on_ep_control(struct client *c, const uint8_t *p, size_t avail)
-{
-    uint32_t body = get_u32(p);
-    CHECK(p[5] == 0 && p[6] == 0 && p[7] == 0);
-    CHECK(body == (p[4] == KIND_RECEIPT ? 8u : 4u));
-    if (avail < LAHJA_WIRE_HEADER_SIZE + body)
-        return 0;
-    if (!untracked)
-        CHECK(c->hello_sent && (c->features & FEAT_RECEIPTS));
-    if (p[4] == KIND_RECEIPT) {
-        uint64_t n = get_u64(p + 8);
-        CHECK(n >= c->receipt);
-        if (!untracked)
-            CHECK(n <= c->events_written);
-        c->receipt = n;
-    } else {
-        uint32_t reason = get_u32(p + 8);
-        CHECK(reason == 1 || reason == 2);
-    }
-    return LAHJA_WIRE_HEADER_SIZE + body;
 }
 
 static void parse_input(struct client *c)
 {
     size_t off = 0;
     for (;;) {
-        size_t avail = c->in.len - off;
-        const uint8_t *p = c->in.p + off;
-        if (avail >= LAHJA_WIRE_HEADER_SIZE && (p[4] == KIND_RECEIPT || p[4] == KIND_CLOSE)) {
-            size_t n = on_ep_control(c, p, avail);
-            if (n == 0)
-                break;
-            off += n;
-            continue;
-        }
         lahja_wire_msg_t m;
         size_t need = 0;
-        ssize_t n = lahja_wire_rx_next(&c->rx, p, avail, &m, &need);
+        ssize_t n = lahja_wire_rx_next(&c->rx, c->in.p + off, c->in.len - off, &m, &need);
         CHECK(n >= 0); /* the endpoint writes nothing the protocol forbids */
         if (n == 0)
             break;
@@ -651,7 +729,7 @@ static void on_ep_eof(struct client *c)
 static size_t client_read(struct client *c)
 {
     size_t total = 0;
-    while (c->fd >= 0 && !c->eof) {
+    while (c->fd >= 0 && !c->eof && !c->rd_shut) {
         buf_reserve(&c->in, READ_ROOM);
         ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, MSG_DONTWAIT);
         if (n > 0) {
@@ -870,13 +948,13 @@ static void op_control(struct in *in)
     if (sel & 1) {
         uint8_t *p = client_frame(c, 12);
         if (p != NULL) {
-            put_header(p, 4, KIND_CLOSE, 0);
+            put_header(p, 4, LAHJA_WIRE_CLOSE, 0);
             put_u32(p + 8, value);
         }
     } else {
         uint8_t *p = client_frame(c, 16);
         if (p != NULL) {
-            put_header(p, 8, KIND_RECEIPT, 0);
+            put_header(p, 8, LAHJA_WIRE_RECEIPT, 0);
             put_u64(p + 8, (sel & 2) ? c->events_read : value);
         }
     }
@@ -1113,6 +1191,10 @@ static int task_main(void *arg)
         CHECK(rc <= 0);
         break;
     }
+    case TASK_DELIVERED:
+        rc = lahja_wait_until_delivered(ep, deadline);
+        CHECK(rc == 0 || rc == LAHJA_EREMOTEDISCONNECTED || rc == -ETIMEDOUT || rc == -ECANCELED);
+        break;
     default:
         rc = lahja_wait_until_any_endpoint_subscribed_to(ep, type, deadline);
         if (rc == 0)
@@ -1175,10 +1257,14 @@ static void op_shut(struct in *in)
     uint8_t how = in_u8(in);
     if (in->out || c->fd < 0)
         return;
-    if (how & 1)
-        client_close(c);
-    else
-        shutdown(c->fd, SHUT_WR);
+    switch (how % 3) {
+    case 0: shutdown(c->fd, SHUT_WR); break;
+    case 1: client_close(c); break;
+    default: /* the endpoint's writes fail */
+        shutdown(c->fd, SHUT_RD);
+        c->rd_shut = 1;
+        break;
+    }
 }
 
 /* ------------------------------------------------------------ invariants */
@@ -1203,6 +1289,9 @@ static void on_peer(const char *name, const char *const *types, size_t ntypes, v
 
 static size_t check_peers(void)
 {
+    lahja_delivery_t d;
+    CHECK(lahja_delivery_stats(ep, NULL, &d) == 0);
+    CHECK(d.confirmed + d.lost <= d.sent);
     npeers = 0;
     CHECK(!lahja_is_connected_to(ep, EP_NAME));
     lahja_foreach_peer(ep, on_peer, NULL);
@@ -1247,9 +1336,24 @@ static void end_input(void)
         tasks[i].t = NULL;
     }
     CHECK(check_peers() == 0);
+    /* Every connection has ended: whatever was sent is confirmed or
+     * reported lost (B30), and at least what the clients read was sent. */
+    lahja_delivery_t all;
+    CHECK(lahja_delivery_stats(ep, NULL, &all) == 0);
+    CHECK(all.sent == all.confirmed + all.lost);
     for (size_t i = 0; i < n_names; i++) {
-        CHECK(!lahja_is_connected_to(ep, names_tab[i].s));
-        lahja_strmap_free(&names_tab[i].types);
+        struct name_entry *e = &names_tab[i];
+        CHECK(!lahja_is_connected_to(ep, e->s));
+        lahja_delivery_t d;
+        int rc = lahja_delivery_stats(ep, e->s, &d);
+        if (!untracked && rc == -ENOENT)
+            CHECK(e->events_read == 0);
+        if (!untracked && rc == 0) {
+            lahja_delivery_t b = e->known ? e->before : (lahja_delivery_t){ 0, 0, 0 };
+            CHECK(d.sent - b.sent == (d.confirmed - b.confirmed) + (d.lost - b.lost));
+            CHECK(d.sent - b.sent >= e->events_read);
+        }
+        lahja_strmap_free(&e->types);
     }
     n_names = 0;
     n_reqs = 0;
@@ -1287,6 +1391,8 @@ static void teardown(void)
     }
     if (listen_fd >= 0)
         close(listen_fd);
+    if (helper_fd >= 0)
+        close(helper_fd);
     unlink(listen_path);
     unlink(sock_path);
     rmdir(dir);
@@ -1313,6 +1419,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     vclock_on = 1;
     print_log = getenv("LAHJA_FUZZ_LOG") != NULL;
 
+    snprintf(dir, sizeof dir, "/tmp/lahja-fuzz-XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(sock_path, sizeof sock_path, "%s/%s.ipc", dir, EP_NAME);
+    atexit(teardown);
+    helper_start(); /* first: it needs nothing of what follows */
+
     tables_init();
     for (size_t i = 0; i < POOL; i++)
         CHECK((pool[i] = malloc(MAX_PAYLOAD + 2)) != NULL);
@@ -1331,11 +1443,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     uv_update_time(&loop);
     CHECK(uv_now(&loop) == before + 12345);
 
-    snprintf(dir, sizeof dir, "/tmp/lahja-fuzz-XXXXXX");
-    CHECK(mkdtemp(dir) != NULL);
-    snprintf(sock_path, sizeof sock_path, "%s/%s.ipc", dir, EP_NAME);
-    atexit(teardown);
-
     snprintf(listen_path, sizeof listen_path, "%s/%s.ipc", dir, conn_names[0]);
     listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     CHECK(listen_fd >= 0);
@@ -1351,6 +1458,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .high_water = HIGH_WATER,
         .handshake_timeout_ms = TIMEOUT_MS,
         .compress_threshold = 4096,
+        .max_hello = 300, /* a HELLO with a 255-byte name is 270 */
+        .max_incomplete = 3,
+        .max_connections = 3,
+        .max_peer_types = 6,
+        .frame_timeout_ms = TIMEOUT_MS,
         .log = on_log,
     };
     CHECK(lahja_endpoint_new(EP_NAME, &o, &ep) == 0);
@@ -1368,8 +1480,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     vclock_on = 1;
     struct in in = { data, size, 0 };
     while (!in.out && in.left > 0) {
-        switch (in_u8(&in) % OP_COUNT) {
-        case OP_OPEN: client_open(client_at(&in)); break;
+        static const char *const op_names[OP_COUNT] = {
+            "OPEN", "SEND", "RAW", "HELLO", "SUBS", "ACK", "TYPE", "EVENT", "CONTROL", "READ",
+            "SHUT", "RUN", "PUMP", "SUBSCRIBE", "UNSUBSCRIBE", "BROADCAST", "RESPOND", "TASK",
+            "CLOCK", "STREAM", "ACCEPT",
+        };
+        uint8_t op = in_u8(&in) % OP_COUNT;
+        if (print_log)
+            fprintf(stderr, "%s", op_names[op]);
+        for (size_t i = 0; print_log && i < 8 && i < in.left; i++)
+            fprintf(stderr, " %02x", in.p[i]);
+        if (print_log)
+            fprintf(stderr, "\n");
+        switch (op) {
+        case OP_OPEN: op_open(&in); break;
         case OP_SEND: {
             struct client *c = client_at(&in);
             client_send(c, in_u16(&in));

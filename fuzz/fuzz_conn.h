@@ -6,7 +6,8 @@
  *
  * Arguments, in order (c: a client, one byte modulo MAX_CLIENTS):
  *
- *   OPEN c                 connect client c to the endpoint (if closed)
+ *   OPEN c                 connect client c to the endpoint (if closed);
+ *                          bit 2 of c's byte: from another process
  *   SEND c k:u16           write the next k bytes of c's pending output
  *                          (0: all it takes); frames split anywhere
  *   RAW c n:u8 bytes[n]    append n raw bytes to c's pending output
@@ -32,8 +33,8 @@
  *                          append a RECEIPT (sel bit 0 clear; bit 1: the
  *                          number of events c wrote) or CLOSE (reason)
  *   READ c                 read and check what the endpoint wrote to c
- *   SHUT c how:u8          bit 0: close the socket, else shut down c's
- *                          writing side
+ *   SHUT c how:u8          how % 3: shut down c's writing side, close
+ *                          the socket, shut down its reading side
  *   RUN n:u8               run the loop (without blocking) 1 + n % 8 times
  *   PUMP                   write, run and read until nothing moves
  *   SUBSCRIBE type:u8 behaviour:u8
@@ -53,7 +54,8 @@
  *                          a task: request, wait_for, broadcast (waits
  *                          under the high-water mark), wait until
  *                          connected or subscribed, connect (to the name
- *                          resp picks); deadline from ms.
+ *                          resp picks), wait until delivered; deadline
+ *                          from ms.
  *                          The endpoint's requests (TASK, BROADCAST) take
  *                          len modulo N_SMALL_SIZES.
  *   CLOCK ms:u8            advance the loop's clock, then run it once
@@ -96,7 +98,7 @@ enum conn_op {
 };
 
 enum task_kind { TASK_REQUEST, TASK_WAIT_FOR, TASK_BROADCAST, TASK_CONNECTED, TASK_SUBSCRIBED,
-                 TASK_CONNECT, TASK_KINDS };
+                 TASK_CONNECT, TASK_DELIVERED, TASK_KINDS };
 
 #define MAX_CLIENTS 4
 #define RAW_SPEC 0xf0 /* a name or type byte from here on: raw bytes follow */

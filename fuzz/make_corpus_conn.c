@@ -69,6 +69,13 @@ static void open_(struct prog *p, unsigned c)
     u8(p, c);
 }
 
+/* Client c connects from another process. */
+static void open_other(struct prog *p, unsigned c)
+{
+    u8(p, OP_OPEN);
+    u8(p, c | 4);
+}
+
 static void hello_mode(struct prog *p, unsigned c, unsigned name, unsigned features,
                        unsigned max, unsigned mode)
 {
@@ -274,6 +281,135 @@ static void save(const char *dir, const char *name, const struct prog *p)
         __VA_ARGS__;                                                                \
         save(dir, name, p);                                                         \
     } while (0)
+
+static void limits(const char *dir)
+{
+    SEED("limit_incomplete", {
+        for (unsigned c = 0; c < 4; c++)
+            open_(p, c);
+        pump(p);
+        hello(p, 3, ALPHA, LZ4);
+        pump(p);
+    });
+    SEED("limit_connections", {
+        peer(p, 0, BETA, LZ4, T_A);
+        peer(p, 1, GAMMA, LZ4, T_A);
+        task(p, TASK_CONNECT, 0, ALPHA, 0, 0, MS500);
+        run(p, 2);
+        accept_(p, 2);
+        hello(p, 2, ALPHA, LZ4 | RECEIPTS);
+        subs1(p, 2, T_A);
+        pump(p);
+        open_(p, 3);
+        hello(p, 3, DELTA, LZ4 | RECEIPTS);
+        pump(p);
+    });
+    SEED("limit_peer_types", {
+        static const unsigned seven[] = { T_A, T_B, T_PING, T_PONG, T_BLOCK, T_PEER, T_UTF8 };
+        open_(p, 0);
+        hello(p, 0, ALPHA, LZ4);
+        subs(p, 0, seven, 6);
+        pump(p);
+        subs(p, 0, seven, 7);
+        pump(p);
+    });
+    SEED("limit_hello_size", {
+        static const uint8_t big[] = { 0x00, 0x10, 0, 0, 1, 0, 0, 0, 'L', 'A', 'H', 'J', 'A', 1 };
+        open_(p, 0);
+        raw(p, 0, big, sizeof big);
+        pump(p);
+    });
+    SEED("frame_timeout", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, LZ4, T_A);
+        event(p, 0, T_A, 0, 0, Z200K, 3, 0);
+        send_(p, 0, 70000);
+        run(p, 2);
+        clock_(p, MS1999);
+        send_(p, 0, 70000);
+        run(p, 2);
+        clock_(p, MS1999);
+        clock_(p, MS10);
+        pump(p);
+    });
+    SEED("frame_timeout_expires", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        event(p, 0, T_A, 0, 0, Z2049, 3, 0);
+        send_(p, 0, 100);
+        run(p, 2);
+        clock_(p, MS2001);
+        pump(p);
+    });
+}
+
+static void receipts(const char *dir)
+{
+    SEED("receipts_both_ways", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, LZ4 | RECEIPTS, T_A);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        pump(p);
+        clock_(p, MS1);
+        broadcast(p, T_A, Z64, 1, 0);
+        broadcast(p, T_A, Z2049, 1, 0);
+        pump(p);
+        control(p, 0, 2, 0);
+        task(p, TASK_DELIVERED, 0, 0, 0, 0, MS_FOREVER);
+        pump(p);
+    });
+    SEED("receipts_lost", {
+        peer(p, 0, ALPHA, LZ4 | RECEIPTS, T_A);
+        broadcast(p, T_A, Z64, 1, 0);
+        task(p, TASK_DELIVERED, 0, 0, 0, 0, MS500);
+        pump(p);
+        shut(p, 0, 1);
+        pump(p);
+    });
+    SEED("receipt_too_many", {
+        peer(p, 0, ALPHA, LZ4 | RECEIPTS, T_A);
+        control(p, 0, 0, 5);
+        pump(p);
+    });
+    SEED("drain_after_write_fails", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, LZ4, T_A);
+        shut(p, 0, 2);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        broadcast(p, T_A, Z64, 1, 0);
+        pump(p);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        pump(p);
+        clock_(p, MS2001);
+        run(p, 1);
+    });
+    SEED("other_process_same_name", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        open_other(p, 1);
+        hello(p, 1, ALPHA, LZ4 | RECEIPTS);
+        pump(p);
+        shut(p, 0, 0);
+        open_other(p, 2);
+        hello(p, 2, ALPHA, LZ4);
+        subs1(p, 2, T_B);
+        pump(p);
+    });
+    SEED("other_process_replaces", {
+        /* The new process's HELLO is read before the old one's end. */
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, LZ4, T_A);
+        open_other(p, 1);
+        pump(p);
+        hello(p, 1, ALPHA, LZ4);
+        subs1(p, 1, T_A);
+        send_(p, 1, 0);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        send_(p, 0, 0);
+        shut(p, 0, 0);
+        run(p, 1);
+        pump(p);
+    });
+}
 
 static void handshakes(const char *dir)
 {
@@ -727,6 +863,8 @@ int main(int argc, char **argv)
         return 2;
     }
     handshakes(argv[1]);
+    limits(argv[1]);
+    receipts(argv[1]);
     subscriptions(argv[1]);
     events(argv[1]);
     requests(argv[1]);
