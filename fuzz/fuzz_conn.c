@@ -301,8 +301,12 @@ static lahja_rt_t *rt;
 static lahja_endpoint_t *ep;
 static char dir[64];
 static char sock_path[128];
-static char listen_path[128]; /* where a client listens, for lahja_connect */
-static int listen_fd = -1;
+/* Where clients listen as conn_names[0] and [2], for lahja_connect: names
+ * that sort before and after the endpoint's. */
+#define N_LISTEN 2
+static const int listen_names[N_LISTEN] = { 0, 2 };
+static char listen_path[N_LISTEN][128];
+static int listen_fd[N_LISTEN] = { -1, -1 };
 
 struct client {
     int fd;                   /* -1: none */
@@ -560,13 +564,13 @@ static void op_open(struct in *in)
     client_attach(c, fd);
 }
 
-/* A connection the endpoint made (lahja_connect) to the client listening
- * as conn_names[0]; returns 0 if none was waiting. */
-static int client_accept(struct client *c)
+/* A connection the endpoint made (lahja_connect) to a client listening
+ * as conn_names[listen_names[l]]; returns 0 if none was waiting. */
+static int client_accept(struct client *c, int l)
 {
     if (c->fd >= 0)
         return 1;
-    int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = accept4(listen_fd[l], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
         CHECK(errno == EAGAIN);
         return 0;
@@ -1324,8 +1328,9 @@ static void end_input(void)
     int turns = 0;
     while ((ep->nconns_open > 0 || lahja_rt_ntasks(rt) > 0) && turns++ < DRAIN_TURNS) {
         run_once();
-        while (client_accept(&clients[0]))
-            client_close(&clients[0]);
+        for (int l = 0; l < N_LISTEN; l++)
+            while (client_accept(&clients[0], l))
+                client_close(&clients[0]);
     }
     CHECK(ep->nconns_open == 0);
     CHECK(lahja_rt_ntasks(rt) == 0);
@@ -1389,11 +1394,13 @@ static void teardown(void)
             }
         }
     }
-    if (listen_fd >= 0)
-        close(listen_fd);
+    for (int l = 0; l < N_LISTEN; l++) {
+        if (listen_fd[l] >= 0)
+            close(listen_fd[l]);
+        unlink(listen_path[l]);
+    }
     if (helper_fd >= 0)
         close(helper_fd);
-    unlink(listen_path);
     unlink(sock_path);
     rmdir(dir);
     free(scratch);
@@ -1443,13 +1450,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     uv_update_time(&loop);
     CHECK(uv_now(&loop) == before + 12345);
 
-    snprintf(listen_path, sizeof listen_path, "%s/%s.ipc", dir, conn_names[0]);
-    listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    CHECK(listen_fd >= 0);
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    memcpy(sa.sun_path, listen_path, strlen(listen_path) + 1);
-    CHECK(bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-    CHECK(listen(listen_fd, 16) == 0);
+    for (int l = 0; l < N_LISTEN; l++) {
+        snprintf(listen_path[l], sizeof listen_path[l], "%s/%s.ipc", dir,
+                 conn_names[listen_names[l]]);
+        listen_fd[l] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        CHECK(listen_fd[l] >= 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        memcpy(sa.sun_path, listen_path[l], strlen(listen_path[l]) + 1);
+        CHECK(bind(listen_fd[l], (struct sockaddr *)&sa, sizeof sa) == 0);
+        CHECK(listen(listen_fd[l], 16) == 0);
+    }
 
     lahja_conn_config_t cfg;
     CHECK(lahja_conn_config_from_path(&cfg, EP_NAME, sock_path) == 0);
@@ -1527,7 +1537,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case OP_TASK: op_task(&in); break;
         case OP_CLOCK: op_clock(&in); break;
         case OP_STREAM: op_stream(&in); break;
-        case OP_ACCEPT: client_accept(client_at(&in)); break;
+        case OP_ACCEPT: {
+            uint8_t b = in_u8(&in);
+            if (!in.out)
+                client_accept(&clients[b % MAX_CLIENTS], (b >> 2) & 1);
+            break;
+        }
         default: break;
         }
         check_peers();

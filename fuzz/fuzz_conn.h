@@ -62,7 +62,8 @@
  *   STREAM slot:u8 type:u8 mode:u8
  *                          open a stream on the slot, or close it if open
  *   ACCEPT c               client c takes a connection the endpoint made
- *                          (TASK_CONNECT) to names[0], which it listens as
+ *                          (TASK_CONNECT) to names[0] (bit 2 of c's byte:
+ *                          names[2]), which it listens as
  *
  * Names and types: one byte; below 0xf0 it picks from names[]/types[],
  * else a length byte and that many raw bytes follow.

@@ -543,6 +543,32 @@ static void handshakes(const char *dir)
         hello(p, 1, ALPHA, LZ4);
         pump(p);
     });
+    SEED("connect_out_declined", {
+        /* The peer keeps its own connection: ours waits for it. */
+        task(p, TASK_CONNECT, 0, ALPHA, 0, 0, MS_FOREVER);
+        run(p, 1);
+        accept_(p, 0);
+        hello(p, 0, ALPHA, LZ4 | RECEIPTS);
+        pump(p);
+        control(p, 0, 1, 1);
+        pump(p);
+        open_(p, 1);
+        hello(p, 1, ALPHA, LZ4 | RECEIPTS);
+        subs1(p, 1, T_A);
+        pump(p);
+    });
+    SEED("connect_out_we_sort_first", {
+        /* "fuzz" < "gamma": our connection is kept, the peer's refused. */
+        task(p, TASK_CONNECT, 0, GAMMA, 0, 0, MS_FOREVER);
+        run(p, 1);
+        accept_(p, 4);
+        hello(p, 0, GAMMA, LZ4 | RECEIPTS);
+        open_(p, 1);
+        hello(p, 1, GAMMA, LZ4 | RECEIPTS);
+        pump(p);
+        subs1(p, 0, T_A);
+        pump(p);
+    });
     SEED("connect_out_retry", {
         task(p, TASK_CONNECT, 0, BETA, 0, 0, MS500);
         run(p, 1);
