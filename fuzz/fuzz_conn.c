@@ -39,6 +39,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1304,6 +1305,15 @@ static size_t check_peers(void)
 
 /* ---------------------------------------------------------- input's end */
 
+/* Whether connections wait in the endpoint's listening socket. */
+static int backlog(void)
+{
+    uv_os_fd_t fd;
+    CHECK(uv_fileno((uv_handle_t *)&ep->server, &fd) == 0);
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
 static void end_input(void)
 {
     for (size_t i = 0; i < MAX_TASKS; i++)
@@ -1324,15 +1334,18 @@ static void end_input(void)
     for (size_t i = 0; i < MAX_CLIENTS; i++)
         client_close(&clients[i]);
 
-    /* Every peer has gone: the endpoint must notice within a few turns. */
+    /* Every peer has gone: the endpoint must notice within a few turns,
+     * also of the connections it has not accepted yet (what they sent
+     * would reach the next input otherwise). */
     int turns = 0;
-    while ((ep->nconns_open > 0 || lahja_rt_ntasks(rt) > 0) && turns++ < DRAIN_TURNS) {
+    while ((ep->nconns_open > 0 || lahja_rt_ntasks(rt) > 0 || backlog()) && turns++ < DRAIN_TURNS) {
         run_once();
         for (int l = 0; l < N_LISTEN; l++)
             while (client_accept(&clients[0], l))
                 client_close(&clients[0]);
     }
     CHECK(ep->nconns_open == 0);
+    CHECK(!backlog());
     CHECK(lahja_rt_ntasks(rt) == 0);
     CHECK(lahja_list_empty(&ep->conns));
     for (size_t i = 0; i < MAX_TASKS; i++) {
