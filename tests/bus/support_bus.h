@@ -41,6 +41,17 @@
 
 #include <lahja/lahja.h>
 
+/* RUNNING_ON_VALGRIND: tests that fork many processes do fewer rounds
+ * under valgrind. */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
 /* A long guard deadline for waits that something else must end: if it
  * never comes, the test fails instead of hanging.  Generous, for a
  * loaded machine and valgrind. */

@@ -58,13 +58,6 @@
 
 #include "support_bus.h"
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#define ALLOC_KNOWS_VALGRIND 1
-#endif
-#endif
-
 #if defined(__SANITIZE_ADDRESS__)
 /* From the sanitizer runtime: non-zero if its allocator made p. */
 int __sanitizer_get_ownership(const volatile void *p);
@@ -876,10 +869,8 @@ static void test_every_allocation_of_a_scenario(void **state)
 {
     (void)state;
     unsigned long stride = 1;
-#ifdef ALLOC_KNOWS_VALGRIND
     if (RUNNING_ON_VALGRIND)
         stride = VALGRIND_STRIDE;
-#endif
     stride = env_ulong("LAHJA_TEST_ALLOC_STRIDE", stride);
     if (stride == 0)
         stride = 1;

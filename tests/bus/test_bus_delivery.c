@@ -18,15 +18,6 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 #include "support_bus.h"
 
 #define PENDING 12345

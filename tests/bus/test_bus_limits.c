@@ -14,15 +14,6 @@
 #define _GNU_SOURCE
 #include <malloc.h>
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 #include "support_bus.h"
 
 /* How long a raw client waits to be hung up on when it must be, at once
