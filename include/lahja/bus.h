@@ -452,9 +452,11 @@ typedef struct lahja_delivery {
 /*
  * The counts of peer `name`, over every connection to it so far (NULL:
  * the sums over all peers); sent - confirmed - lost are in flight.
- * Non-suspending, also after stop, until the endpoint is freed.
- * Errors: -EINVAL, -ENOENT (never connected to that name),
- * LAHJA_EWRONGTHREAD.
+ * Non-suspending, also after stop, until the endpoint is freed.  Once
+ * more than 4096 peer names are known, a peer that is gone and lost
+ * nothing is forgotten (its counts stay in the sums).
+ * Errors: -EINVAL, -ENOENT (never connected to that name, or
+ * forgotten), LAHJA_EWRONGTHREAD.
  */
 int lahja_delivery_stats(const lahja_endpoint_t *ep, const char *name, lahja_delivery_t *out);
 

@@ -5,13 +5,18 @@
  *
  * Counts live in the connection while it is up and are folded into the
  * peer's totals (by name, so that they outlive reconnections) when it
- * ends.  The totals hold one small entry per peer name ever connected.
+ * ends.  The totals hold one small entry per peer name, and forget a
+ * peer that is gone and lost nothing once more than TOTALS_KEEP names
+ * are known: peers that come under ever new names must not grow us
+ * without bound (what they were sent stays in the endpoint's sums).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "endpoint.h"
+
+#define TOTALS_KEEP 4096
 
 /* A lahja_wait_until_delivered call: each connection it waits for, and
  * the count that connection must confirm. */
@@ -38,6 +43,24 @@ struct peer_totals *lahja_delivery_totals(lahja_endpoint_t *ep, const lahja_name
     return s->value;
 }
 
+/* Drops c's peer's totals, unless another connection still counts on
+ * them. */
+static void totals_forget(lahja_endpoint_t *ep, struct conn *c)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        const struct conn *o = lahja_container_of(l, struct conn, link);
+        if (o != c && o->totals == c->totals)
+            return;
+    }
+    lahja_strmap_slot_t *s = lahja_strmap_find(&ep->totals, c->peer->s, c->peer->len);
+    if (s != NULL) {
+        free(s->value);
+        lahja_strmap_remove(&ep->totals, s);
+    }
+    c->totals = NULL;
+}
+
 void lahja_delivery_conn_ended(lahja_endpoint_t *ep, struct conn *c)
 {
     uint64_t lost = c->tx_events - c->confirmed;
@@ -48,6 +71,8 @@ void lahja_delivery_conn_ended(lahja_endpoint_t *ep, struct conn *c)
     t->sent += c->tx_events;
     t->confirmed += c->confirmed;
     t->lost += lost;
+    if (lost == 0 && t->lost == 0 && ep->totals.count > TOTALS_KEEP)
+        totals_forget(ep, c);
     if (lost > 0)
         lahja_bus_log(ep, LAHJA_LOG_WARNING,
                       "connection %s %s ended with %llu of %llu events unconfirmed: "
