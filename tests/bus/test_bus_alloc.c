@@ -854,7 +854,9 @@ static void kind_count(const char *text)
         }
     }
     if (kinds.n < KINDS_MAX) {
-        snprintf(kinds.text[kinds.n], sizeof kinds.text[0], "%s", text);
+        /* Cut to fit: a kind is a line of a few words. */
+        snprintf(kinds.text[kinds.n], sizeof kinds.text[0], "%.*s",
+                 (int)sizeof kinds.text[0] - 1, text);
         kinds.count[kinds.n++] = 1;
     }
 }
