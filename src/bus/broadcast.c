@@ -250,7 +250,7 @@ static int deliver(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcas
     size_t i;
     int rc = 0;
     for (i = 0; i < t->n && rc == 0; i++)
-        rc = lahja_conn_reserve(t->v[i], ev, flags, id, &slots[i]);
+        rc = lahja_conn_reserve(t->v[i], ev, flags, &slots[i]);
     if (rc != 0)
         i--; /* the one that failed took nothing */
     ev->bound = 1;

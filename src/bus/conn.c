@@ -51,6 +51,7 @@
 #define RETRY_NOMEM_MS 10        /* what lacked memory is tried again */
 
 static void conn_end(struct conn *c, int err, lahja_log_level_t level, const char *why);
+static void receipt_paid(struct conn *c);
 static void conn_fail(struct conn *c, int err, const char *why);
 
 /* ----------------------------------------------------------- lifetime */
@@ -183,6 +184,7 @@ static void conn_end(struct conn *c, int err, lahja_log_level_t level, const cha
     lahja_endpoint_t *ep = c->ep;
     int was_up = c->state == CONN_READY || c->state == CONN_DRAINING;
     c->state = CONN_CLOSING;
+    receipt_paid(c);
     if (c->peer != NULL || c->target[0] != '\0')
         lahja_bus_log(ep, level, "connection %s %s: %s", c->outbound ? "to" : "from",
                       conn_name(c), why);
@@ -398,10 +400,9 @@ static int copied(const lahja_event_t *ev, size_t plen)
     return plen <= COPY_MAX || ev->on_stack; /* a stack event cannot be kept */
 }
 
-int lahja_conn_reserve(struct conn *c, const lahja_event_t *ev, uint8_t flags, uint64_t id,
+int lahja_conn_reserve(struct conn *c, const lahja_event_t *ev, uint8_t flags,
                        struct conn_slot *slot)
 {
-    (void)id;
     size_t plen;
     wire_payload(c, ev, &flags, &plen);
     int is_new;
@@ -641,6 +642,7 @@ static void conn_drain(struct conn *c, int uverr)
     lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connection %s %s: %s; reading what it sent",
                   c->outbound ? "to" : "from", conn_name(c), uv_strerror(uverr));
     c->state = CONN_DRAINING;
+    receipt_paid(c); /* it can write none */
     if (c->dirty) {
         lahja_list_remove(&c->dirty_link);
         c->dirty = 0;
@@ -696,6 +698,15 @@ void lahja_ep_send_subs(lahja_endpoint_t *ep)
  * receipt per read would cost the reader a write and the writer a read
  * for every batch, a tenth of a one-way stream's rate.
  */
+/* c owes no receipt any more (sent, or it can send none). */
+static void receipt_paid(struct conn *c)
+{
+    if (c->receipt_owed) {
+        c->receipt_owed = 0;
+        c->ep->receipts_owed--;
+    }
+}
+
 static void send_receipt(struct conn *c)
 {
     if (!c->peer_receipts || c->rx_events == c->rx_acked || c->state != CONN_READY)
@@ -705,6 +716,7 @@ static void send_receipt(struct conn *c)
     if (enqueue_frame(c, frame, n) == 0) {
         c->rx_acked = c->rx_events;
         c->receipt_at = c->rx_total;
+        receipt_paid(c);
     } else {
         due_in(c->ep, RETRY_NOMEM_MS);
     }
@@ -742,6 +754,10 @@ void lahja_conn_send_receipts(lahja_endpoint_t *ep)
 static void receipt_due(struct conn *c)
 {
     lahja_endpoint_t *ep = c->ep;
+    if (!c->receipt_owed) {
+        c->receipt_owed = 1;
+        ep->receipts_owed++;
+    }
     if (c->rx_total - c->receipt_at >= RECEIPT_BYTES)
         mark_dirty(c);
     else
@@ -764,6 +780,11 @@ void lahja_ep_flush(lahja_endpoint_t *ep)
         conn_write_or_fail(c);
     }
     uv_prepare_stop(&ep->flusher);
+    /* Every receipt rode along: no timer left armed, whose timeout would
+     * make each sleep of the loop program a timer in the kernel (a few
+     * microseconds per round trip on a virtual machine). */
+    if (ep->receipts_owed == 0 && !ep->subs_retry && !ep->flusher_closed)
+        uv_timer_stop(&ep->due);
 }
 
 /* ------------------------------------------------------- subscriptions */

@@ -137,6 +137,7 @@ struct conn {
     uint8_t got_subs;            /* the peer's first SUBS arrived */
     uint8_t subs_due;            /* our SUBS could not be queued: retried */
     uint8_t frame_open;          /* a frame is partly read (frame_*) */
+    uint8_t receipt_owed;        /* counted in ep->receipts_owed */
     pid_t peer_pid;              /* from SO_PEERCRED */
     lahja_name_t *peer;          /* after the peer's HELLO */
     struct peer_totals *totals;  /* the peer's, from when it is READY */
@@ -259,6 +260,8 @@ struct lahja_endpoint {
     uv_timer_t due;              /* later work: receipts that are due, and
                                     what could not be queued for lack of
                                     memory (retried) */
+    size_t receipts_owed;        /* connections that read events since
+                                    their last receipt */
     uint64_t poll_until;         /* uv_hrtime() at which it stops */
     int nopen;                   /* handles of the endpoint not yet closed */
     int nconns_open;             /* connections not yet freed */
@@ -344,7 +347,7 @@ struct conn *lahja_conn_find(const lahja_endpoint_t *ep, const char *name);
  * reservation back (in the reverse order of the reservations of one
  * event).
  */
-int lahja_conn_reserve(struct conn *c, const lahja_event_t *ev, uint8_t flags, uint64_t id,
+int lahja_conn_reserve(struct conn *c, const lahja_event_t *ev, uint8_t flags,
                        struct conn_slot *slot);
 void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot, uint8_t flags,
                        uint64_t id);
