@@ -4,6 +4,7 @@
 #ifndef LAHJA_LAHJA_H
 #define LAHJA_LAHJA_H
 
+#include "lahja/version.h"
 #include "lahja/error.h"
 #include "lahja/runtime.h"
 #include "lahja/service.h"

@@ -955,6 +955,21 @@ MAIN_TEST(ten_thousand_tasks)
 
 /* ------------------------------------------------------------ errors */
 
+/* The version compiled against is the library's, in both forms. */
+static void test_version(void **state)
+{
+    (void)state;
+    assert_int_equal(lahja_version(), LAHJA_VERSION);
+    assert_int_equal(LAHJA_VERSION >> 16, LAHJA_VERSION_MAJOR);
+    assert_int_equal((LAHJA_VERSION >> 8) & 0xff, LAHJA_VERSION_MINOR);
+    assert_int_equal(LAHJA_VERSION & 0xff, LAHJA_VERSION_PATCH);
+    char s[32];
+    snprintf(s, sizeof s, "%d.%d.%d", LAHJA_VERSION_MAJOR, LAHJA_VERSION_MINOR,
+             LAHJA_VERSION_PATCH);
+    assert_string_equal(lahja_version_string(), s);
+    assert_string_equal(LAHJA_VERSION_STRING, s);
+}
+
 static void test_error_names(void **state)
 {
     (void)state;
@@ -1032,6 +1047,7 @@ int main(void)
         cmocka_unit_test(test_foreign_thread_with_runtime_refused),
         cmocka_unit_test(test_rt_close_foreign_thread),
         cmocka_unit_test(test_ten_thousand_tasks),
+        cmocka_unit_test(test_version),
         cmocka_unit_test(test_error_names),
         cmocka_unit_test(test_errno_names),
     };
