@@ -474,7 +474,8 @@ int lahja_wait_until_delivered(lahja_endpoint_t *ep, lahja_time_t deadline);
 
 /* ---------------------------------------------------------------- queries */
 
-/* Non-zero if a connection to endpoint `name` is established. */
+/* Non-zero if a connection to endpoint `name` is established, or
+ * `name` is this endpoint's own (it counts itself, as in lahja). */
 int lahja_is_connected_to(const lahja_endpoint_t *ep, const char *name);
 
 /* Calls fn for every connected endpoint with its subscribed types. */

@@ -539,9 +539,13 @@ static int foreign(const lahja_endpoint_t *ep)
     return ep == NULL || lahja_rt_wrong_thread(ep->rt);
 }
 
+/* An endpoint counts itself as connected, as in lahja: what a program
+ * waits for before it broadcasts to a name holds for its own name too. */
 int lahja_is_connected_to(const lahja_endpoint_t *ep, const char *name)
 {
-    return !foreign(ep) && name != NULL && ready_conn(ep, name) != NULL;
+    if (foreign(ep) || name == NULL)
+        return 0;
+    return strcmp(name, ep->name->s) == 0 || ready_conn(ep, name) != NULL;
 }
 
 void lahja_foreach_peer(const lahja_endpoint_t *ep, lahja_peer_fn fn, void *user)

@@ -263,6 +263,14 @@ static inline int bus_connect(lahja_endpoint_t *ep, const char *dir, const char 
     return lahja_connect(ep, &cfg, 1, lahja_deadline_in(GUARD_MS));
 }
 
+/* A lahja_peer_fn counting the peers into *(int *)user. */
+static inline void bus_count_peer(const char *name, const char *const *types, size_t ntypes,
+                                  void *user)
+{
+    (void)name, (void)types, (void)ntypes;
+    ++*(int *)user;
+}
+
 static inline void bus_close(lahja_endpoint_t *ep)
 {
     EXPECT_EQ(lahja_endpoint_stop(ep), 0);

@@ -963,6 +963,35 @@ static void test_subs_written_before_waiters_run(void **state)
     bus_dir_remove(a.dir);
 }
 
+/*
+ * B20, B21: an endpoint counts itself as connected, as lahja's does,
+ * serving or not; it is not one of its peers, and connecting to itself
+ * is still refused (B4).
+ */
+static int main_self_counts_as_connected(void *arg)
+{
+    (void)arg;
+    char dir[BUS_DIR_MAX];
+    bus_dir_make(dir);
+    lahja_endpoint_options_t opts = bus_opts(NULL);
+    lahja_endpoint_t *ep = bus_serve(dir, "me", &opts);
+    EXPECT_EQ(lahja_is_connected_to(ep, "me"), 1);
+    EXPECT_EQ(lahja_is_connected_to(ep, "someone"), 0);
+    EXPECT_EQ(lahja_wait_until_connected_to(ep, "me", lahja_deadline_in(GUARD_MS)), 0);
+    EXPECT_EQ(bus_connect(ep, dir, "me"), LAHJA_ECONNREJECTED);
+    int peers = 0;
+    lahja_foreach_peer(ep, bus_count_peer, &peers);
+    EXPECT_EQ(peers, 0);
+    bus_close(ep);
+
+    ep = bus_client("alone", &opts);
+    EXPECT_EQ(lahja_is_connected_to(ep, "alone"), 1);
+    bus_close(ep);
+    bus_dir_remove(dir);
+    return 0;
+}
+BUS_MAIN_TEST(self_counts_as_connected)
+
 int main(void)
 {
     bus_filter_from_env();
@@ -987,6 +1016,7 @@ int main(void)
         cmocka_unit_test(test_connection_two_way),
         cmocka_unit_test(test_no_relaying),
         cmocka_unit_test(test_subs_written_before_waiters_run),
+        cmocka_unit_test(test_self_counts_as_connected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

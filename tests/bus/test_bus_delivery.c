@@ -124,12 +124,6 @@ static int nop_handler(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
     return 0;
 }
 
-static void count_peer(const char *name, const char *const *types, size_t ntypes, void *user)
-{
-    (void)name, (void)types, (void)ntypes;
-    ++*(int *)user;
-}
-
 /* ---------------------------------------- B30: simultaneous connects */
 
 #define SIM_EVENTS 2000
@@ -193,7 +187,7 @@ static int child_simultaneous(void *arg)
     }
     EXPECT_EQ(lahja_is_connected_to(ep, a->other), 1);
     int peers = 0;
-    lahja_foreach_peer(ep, count_peer, &peers);
+    lahja_foreach_peer(ep, bus_count_peer, &peers);
     EXPECT_EQ(peers, 1);
 
     fifo_wait(a->dir, "done", 1);
@@ -536,7 +530,7 @@ static int foreign_main(void *arg)
     size_t ntypes = lahja_subscribed_types(ep, types, 8);
     EXPECT_TRUE(ntypes <= 3);
     int peers = 0;
-    lahja_foreach_peer(ep, count_peer, &peers);
+    lahja_foreach_peer(ep, bus_count_peer, &peers);
     EXPECT_TRUE(peers <= 1);
     f->connected_seen = lahja_is_connected_to(ep, "other") +
                         lahja_is_endpoint_subscribed_to(ep, "other", "Kept") +
