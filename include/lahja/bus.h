@@ -298,7 +298,8 @@ typedef struct lahja_broadcast_config {
     /* Deliver to this endpoint only (with filter_endpoint: -EINVAL). */
     int internal;
     /* Drop silently instead of failing with LAHJA_ENOSUBSCRIBERS when
-     * nobody subscribes (require_subscriber off). */
+     * nobody subscribes (require_subscriber off): the call returns 0 and
+     * the event is bound, as broadcast to nobody. */
     int allow_no_subscribers;
 } lahja_broadcast_config_t;
 

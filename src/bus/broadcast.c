@@ -307,6 +307,17 @@ static int receivers(lahja_endpoint_t *ep, const lahja_event_t *ev,
     return 1;
 }
 
+/* Nobody receives ev (B12): LAHJA_ENOSUBSCRIBERS, or with
+ * allow_no_subscribers, 0 and the event bound all the same (B8), as
+ * broadcast to nobody. */
+static int nobody(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
+                  const struct targets *none, uint64_t request_id)
+{
+    if (!cfg->allow_no_subscribers)
+        return LAHJA_ENOSUBSCRIBERS;
+    return deliver(ep, ev, cfg, none, 0, request_id);
+}
+
 static int broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
                             const lahja_broadcast_config_t *cfg, uint64_t request_id)
 {
@@ -320,7 +331,7 @@ static int broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
     int local;
     rc = receivers(ep, ev, cfg, &t, &local);
     if (rc <= 0)
-        return rc < 0 ? rc : cfg->allow_no_subscribers ? 0 : LAHJA_ENOSUBSCRIBERS;
+        return rc < 0 ? rc : nobody(ep, ev, cfg, &t, request_id);
     struct conn *over = find_over(&t, ep->opts.hard_limit);
     if (over != NULL) {
         memcpy(ep->blocked, over->peer->s, over->peer->len + 1);
@@ -357,7 +368,7 @@ static int broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadc
         int local;
         rc = receivers(ep, ev, cfg, &t, &local);
         if (rc <= 0)
-            return rc < 0 ? rc : cfg->allow_no_subscribers ? 0 : LAHJA_ENOSUBSCRIBERS;
+            return rc < 0 ? rc : nobody(ep, ev, cfg, &t, request_id);
         struct conn *over = find_over(&t, ep->opts.high_water);
         if (over == NULL) {
             rc = deliver(ep, ev, cfg, &t, local, request_id);

@@ -642,6 +642,26 @@ static void expect_nobody(lahja_endpoint_t *ep, int allow)
     /* The default config too, and NULL meaning it. */
     if (!allow)
         assert_int_equal(send_event(ep, "Nobody", "n", 1, NULL), LAHJA_ENOSUBSCRIBERS);
+    if (!allow)
+        return;
+    /* Dropped into the void, an event is broadcast all the same (B8):
+     * bound, so that broadcasting it again is a BindError; a request
+     * too, with its id, waiting for an answer nobody will give. */
+    const lahja_broadcast_config_t drop = { .allow_no_subscribers = 1 };
+    lahja_event_t *ev;
+    assert_int_equal(lahja_event_new("Nobody", "n", 1, &ev), 0);
+    assert_int_equal(lahja_broadcast(ep, ev, &drop, lahja_deadline_in(GUARD_MS)), 0);
+    assert_string_equal(lahja_event_origin(ev), "a");
+    assert_int_equal(lahja_broadcast(ep, ev, &drop, lahja_deadline_in(GUARD_MS)), LAHJA_EBIND);
+    assert_int_equal(lahja_broadcast_nowait(ep, ev, &drop), LAHJA_EBIND);
+    lahja_event_unref(ev);
+    lahja_event_t *req, *resp = NULL;
+    assert_int_equal(lahja_request_new("NobodyQ", "Pong", "q", 1, &req), 0);
+    assert_int_equal(lahja_request(ep, req, &drop, lahja_deadline_in(50), &resp), -ETIMEDOUT);
+    assert_null(resp);
+    assert_string_equal(lahja_event_origin(req), "a");
+    assert_true(lahja_event_id(req) != 0);
+    lahja_event_unref(req);
 }
 
 /* Requests that reach nobody fail the same way (not allowed to drop). */
