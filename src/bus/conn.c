@@ -948,8 +948,15 @@ void lahja_conn_forget_op(lahja_endpoint_t *ep, struct connect_op *op)
     }
     lahja_list_foreach_safe(l, tmp, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
-        if (c->op == op)
-            lahja_conn_close(c, op->error, lahja_strerror(op->error));
+        if (c->op != op)
+            continue;
+        /* Say why it took so long: no socket to connect to, or no
+         * answer from the one there. */
+        char why[LAHJA_PATH_MAX + 96];
+        snprintf(why, sizeof why, "%s: %s", lahja_strerror(op->error),
+                 c->state == CONN_CONNECTING ? "nobody serves at" : "no handshake from");
+        snprintf(why + strlen(why), sizeof why - strlen(why), " %s", c->path);
+        lahja_conn_close(c, op->error, why);
     }
 }
 

@@ -591,11 +591,14 @@ static int main_connect_deadline(void *arg)
     (void)arg;
     char dir[BUS_DIR_MAX];
     bus_dir_make(dir);
-    lahja_endpoint_options_t opts = bus_opts(NULL);
+    struct bus_log log = { 0 };
+    lahja_endpoint_options_t opts = bus_opts(&log);
     lahja_endpoint_t *ep = bus_client("cli", &opts);
     lahja_conn_config_t ghost = bus_cfg(dir, "ghost");
     EXPECT_EQ(lahja_connect(ep, &ghost, 1, lahja_deadline_in(100)), -ETIMEDOUT);
     EXPECT_EQ(lahja_is_connected_to(ep, "ghost"), 0);
+    /* The log says why: no socket to connect to, and where. */
+    EXPECT_EQ(bus_log_count(&log, "connection to ghost", "nobody serves at", ghost.path), 1);
     EXPECT_EQ(lahja_connect(ep, &ghost, 1, lahja_deadline_in(100)), -ETIMEDOUT);
 
     /* A socket file nobody listens on (ECONNREFUSED) is waited on too. */
