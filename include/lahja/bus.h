@@ -510,6 +510,111 @@ int lahja_wait_until_any_endpoint_subscribed_to(lahja_endpoint_t *ep, const char
 int lahja_wait_until_all_endpoints_subscribed_to(lahja_endpoint_t *ep, const char *type,
                                                  int include_self, lahja_time_t deadline);
 
+/* --------------------------------------------------------- callback forms */
+
+/*
+ * Every call above that waits has a callback form, for a program that is
+ * not written as tasks (a plain libuv program, a language binding); the
+ * suspending calls are thin wrappers over the same core, so both behave
+ * alike.  A callback form is called on the endpoint's thread, from a task
+ * or from any libuv callback, and returns at once:
+ *  - a negative error when the call cannot start: bad arguments (-EINVAL),
+ *    the wrong thread (LAHJA_EWRONGTHREAD), an endpoint not running
+ *    (LAHJA_ELIFECYCLE), -ENOMEM, and the call's own argument errors
+ *    (LAHJA_EBIND, LAHJA_ECONNREJECTED...).  The callback is then never
+ *    called.
+ *  - 0: the callback will be called exactly once, on the endpoint's
+ *    thread, from the loop (never from within a lahja call), with the
+ *    call's result: 0 or the error the suspending form would return for
+ *    the same outcome, -ETIMEDOUT when `deadline` passes (LAHJA_FOREVER:
+ *    none; lahja_deadline_in turns a timeout into a deadline), -ECANCELED
+ *    after lahja_op_cancel, LAHJA_ELIFECYCLE when the endpoint stops
+ *    first (every call under way ends so before stop's own callback).
+ * `user` is passed through.  If `op` is not NULL it receives the call's
+ * handle, valid until its callback returns: lahja_op_cancel ends the call.
+ */
+typedef struct lahja_op lahja_op_t;
+
+/* The end of a call that yields nothing but its status. */
+typedef void (*lahja_done_fn)(lahja_endpoint_t *ep, int status, void *user);
+
+/* The end of a call that yields an event: with status 0, `ev` is the
+ * callback's reference (keep it, or lahja_event_unref it); otherwise NULL. */
+typedef void (*lahja_event_done_fn)(lahja_endpoint_t *ep, int status, lahja_event_t *ev,
+                                    void *user);
+
+/*
+ * Cancels a call under way: it ends as a deadline would, and its callback
+ * is called with -ECANCELED at the next loop turn.  If the call has
+ * already ended (its callback is due), nothing changes: the callback gets
+ * the result.  On another thread than the endpoint's it does nothing.
+ */
+void lahja_op_cancel(lahja_op_t *op);
+
+/* lahja_connect.  The configs are copied before it returns. */
+int lahja_connect_cb(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n,
+                     lahja_time_t deadline, lahja_done_fn cb, void *user, lahja_op_t **op);
+
+/*
+ * lahja_broadcast: the callback comes once the event is queued for every
+ * receiver under its high-water mark (or with the error; then it was
+ * queued for nobody and stays unbound).  The endpoint holds a reference
+ * to `ev` until then; the caller keeps its own.  `cfg` is copied.
+ */
+int lahja_broadcast_cb(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
+                       lahja_time_t deadline, lahja_done_fn cb, void *user, lahja_op_t **op);
+
+/* lahja_request: the callback gets the response.  The endpoint holds a
+ * reference to `req` until then; `cfg` is copied. */
+int lahja_request_cb(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcast_config_t *cfg,
+                     lahja_time_t deadline, lahja_event_done_fn cb, void *user, lahja_op_t **op);
+
+/* lahja_wait_for: the callback gets the event. */
+int lahja_wait_for_cb(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
+                      lahja_event_done_fn cb, void *user, lahja_op_t **op);
+
+/*
+ * lahja_stream_next: the callback gets the next event.  Several may wait
+ * on one stream; they get events in the order they were called.  Closing
+ * the stream ends them with -EPIPE.
+ */
+int lahja_stream_next_cb(lahja_stream_t *s, lahja_time_t deadline, lahja_event_done_fn cb,
+                         void *user, lahja_op_t **op);
+
+/* lahja_wait_until_delivered. */
+int lahja_wait_until_delivered_cb(lahja_endpoint_t *ep, lahja_time_t deadline, lahja_done_fn cb,
+                                  void *user, lahja_op_t **op);
+
+/* The wait_until family; names and types are copied. */
+int lahja_wait_until_connected_to_cb(lahja_endpoint_t *ep, const char *name, lahja_time_t deadline,
+                                     lahja_done_fn cb, void *user, lahja_op_t **op);
+int lahja_wait_until_connections_change_cb(lahja_endpoint_t *ep, lahja_time_t deadline,
+                                           lahja_done_fn cb, void *user, lahja_op_t **op);
+int lahja_wait_until_endpoint_subscriptions_change_cb(lahja_endpoint_t *ep, lahja_time_t deadline,
+                                                      lahja_done_fn cb, void *user,
+                                                      lahja_op_t **op);
+int lahja_wait_until_endpoint_subscribed_to_cb(lahja_endpoint_t *ep, const char *name,
+                                               const char *type, lahja_time_t deadline,
+                                               lahja_done_fn cb, void *user, lahja_op_t **op);
+int lahja_wait_until_any_endpoint_subscribed_to_cb(lahja_endpoint_t *ep, const char *type,
+                                                   lahja_time_t deadline, lahja_done_fn cb,
+                                                   void *user, lahja_op_t **op);
+int lahja_wait_until_all_endpoints_subscribed_to_cb(lahja_endpoint_t *ep, const char *type,
+                                                    int include_self, lahja_time_t deadline,
+                                                    lahja_done_fn cb, void *user,
+                                                    lahja_op_t **op);
+
+/*
+ * lahja_endpoint_stop: the callback comes once the endpoint is stopped,
+ * its handles closed and every call under way ended (their callbacks
+ * first); the endpoint may be freed in it.  Not cancellable.  Called
+ * while a stop is under way, the callback comes with that stop's end.
+ * Errors: LAHJA_ELIFECYCLE if the endpoint was never started or its stop
+ * has completed (the callback is then not called), -ENOMEM,
+ * LAHJA_EWRONGTHREAD, -EINVAL.
+ */
+int lahja_endpoint_stop_cb(lahja_endpoint_t *ep, lahja_done_fn cb, void *user);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,6 +3,7 @@
  * wrappers over the callback-driven core.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,12 +11,39 @@
 
 /* ------------------------------------------------------------- connect */
 
-int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n,
-                  lahja_time_t deadline)
+struct connect_call {
+    struct lahja_call call;
+    struct connect_op op;
+};
+
+static int connect_step(struct lahja_call *call, struct lahja_waitq **q)
+{
+    struct connect_call *cc = (struct connect_call *)call;
+    if (cc->op.pending > 0 && cc->op.error == 0) {
+        *q = &cc->op.done;
+        return LAHJA_PENDING;
+    }
+    if (cc->op.pending > 0) /* failed: the connections under way go */
+        lahja_conn_forget_op(call->ep, &cc->op);
+    return cc->op.error;
+}
+
+static int connect_abandon(struct lahja_call *call, int why)
+{
+    struct connect_call *cc = (struct connect_call *)call;
+    cc->op.error = why;
+    if (cc->op.pending > 0)
+        lahja_conn_forget_op(call->ep, &cc->op);
+    return why;
+}
+
+static const struct lahja_call_kind connect_kind = { connect_step, connect_abandon };
+
+static int connect_check(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n)
 {
     if (ep == NULL || (configs == NULL && n > 0))
         return -EINVAL;
-    int rc = lahja_ep_check_task(ep);
+    int rc = lahja_ep_check(ep);
     if (rc != 0)
         return rc;
     for (size_t i = 0; i < n; i++) {
@@ -25,21 +53,48 @@ int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size
             if (strcmp(configs[i].name, configs[j].name) == 0)
                 return LAHJA_ECONNREJECTED; /* twice in one call */
     }
-    struct connect_op op = { 0, 0, { { NULL, NULL } } };
-    lahja_cond_init(&op.done);
-    for (size_t i = 0; i < n && op.error == 0; i++)
-        if (lahja_conn_connect(ep, &configs[i], &op) == NULL)
-            op.error = -ENOMEM;
-    while (op.pending > 0 && op.error == 0) {
-        rc = lahja_ep_wait(ep, &op.done, deadline);
-        if (rc != 0) {
-            op.error = rc;
-            break;
-        }
-    }
-    if (op.pending > 0) /* failed or gave up: the connections under way go */
-        lahja_conn_forget_op(ep, &op);
-    return op.error;
+    return 0;
+}
+
+/* Starts a connection to each config (the call waits for them). */
+static void connect_begin(struct connect_call *cc, lahja_endpoint_t *ep,
+                          const lahja_conn_config_t *configs, size_t n)
+{
+    cc->call.kind = &connect_kind;
+    cc->call.ep = ep;
+    lahja_waitq_init(&cc->op.done);
+    for (size_t i = 0; i < n && cc->op.error == 0; i++)
+        if (lahja_conn_connect(ep, &configs[i], &cc->op) == NULL)
+            cc->op.error = -ENOMEM;
+}
+
+int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n,
+                  lahja_time_t deadline)
+{
+    int rc = connect_check(ep, configs, n);
+    if (rc == 0 && lahja_task_current() == NULL)
+        rc = -EPERM;
+    if (rc != 0)
+        return rc;
+    struct connect_call cc = { .call = { 0 } };
+    connect_begin(&cc, ep, configs, n);
+    return lahja_call_run(&cc.call, deadline);
+}
+
+int lahja_connect_cb(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n,
+                     lahja_time_t deadline, lahja_done_fn cb, void *user, lahja_op_t **out)
+{
+    int rc = connect_check(ep, configs, n);
+    if (rc == 0 && cb == NULL)
+        rc = -EINVAL;
+    if (rc != 0)
+        return rc;
+    struct lahja_op *op = lahja_op_new(ep, &connect_kind, sizeof(struct connect_call));
+    if (op == NULL)
+        return -ENOMEM;
+    connect_begin((struct connect_call *)op->call, ep, configs, n);
+    lahja_op_start(op, deadline, cb, NULL, user, out);
+    return 0;
 }
 
 /* ----------------------------------------------------------- broadcast */
@@ -351,37 +406,97 @@ int lahja_broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
     return broadcast_nowait(ep, ev, cfg, ev != NULL && ev->is_request ? ++ep->next_id : 0);
 }
 
-/* Suspends while a receiving peer is over its high-water mark (B13);
- * the receivers are found again after every wait. */
+/*
+ * A broadcast that waits while a receiving peer is over its high-water
+ * mark (B13); the receivers are found again at every step.
+ */
+struct bcast_call {
+    struct lahja_call call;
+    lahja_event_t *ev;
+    const lahja_broadcast_config_t *cfg;
+    uint64_t request_id;
+    /* the callback form's copies */
+    lahja_event_t *held;             /* its reference to ev */
+    lahja_broadcast_config_t cfg_copy;
+    char filter[LAHJA_NAME_MAX + 1];
+};
+
+static int bcast_try(struct bcast_call *b, struct lahja_waitq **q)
+{
+    lahja_endpoint_t *ep = b->call.ep;
+    int rc = validate(ep, b->ev, b->cfg); /* stopped, or broadcast meanwhile */
+    if (rc != 0)
+        return rc;
+    struct targets t;
+    int local;
+    rc = receivers(ep, b->ev, b->cfg, &t, &local);
+    if (rc <= 0)
+        return rc < 0 ? rc : nobody(ep, b->ev, b->cfg, &t, b->request_id);
+    struct conn *over = find_over(&t, ep->opts.high_water);
+    if (over == NULL)
+        rc = deliver(ep, b->ev, b->cfg, &t, local, b->request_id);
+    targets_free(&t);
+    if (over == NULL)
+        return rc;
+    *q = &over->drained;
+    return LAHJA_PENDING;
+}
+
+static void bcast_release(struct bcast_call *b)
+{
+    lahja_event_unref(b->held);
+    b->held = NULL;
+}
+
+static int bcast_step(struct lahja_call *call, struct lahja_waitq **q)
+{
+    int rc = bcast_try((struct bcast_call *)call, q);
+    if (rc != LAHJA_PENDING)
+        bcast_release((struct bcast_call *)call);
+    return rc;
+}
+
+static int bcast_abandon(struct lahja_call *call, int why)
+{
+    bcast_release((struct bcast_call *)call);
+    return why;
+}
+
+static const struct lahja_call_kind bcast_kind = { bcast_step, bcast_abandon };
+
+static void bcast_init(struct bcast_call *b, lahja_endpoint_t *ep, lahja_event_t *ev,
+                       const lahja_broadcast_config_t *cfg, uint64_t request_id)
+{
+    b->call.kind = &bcast_kind;
+    b->call.ep = ep;
+    b->ev = ev;
+    b->cfg = cfg != NULL ? cfg : &default_config;
+    b->request_id = request_id;
+}
+
+/* The callback form's own copies of what the caller may free. */
+static void bcast_keep(struct bcast_call *b)
+{
+    b->held = lahja_event_ref(b->ev); /* an owned event: itself */
+    b->cfg_copy = *b->cfg;
+    if (b->cfg->filter_endpoint != NULL) {
+        snprintf(b->filter, sizeof b->filter, "%s", b->cfg->filter_endpoint);
+        b->cfg_copy.filter_endpoint = b->filter;
+    }
+    b->cfg = &b->cfg_copy;
+}
+
 static int broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                      lahja_time_t deadline, uint64_t request_id)
 {
-    if (cfg == NULL)
-        cfg = &default_config;
-    int rc = validate(ep, ev, cfg);
+    struct bcast_call b = { .call = { 0 } };
+    bcast_init(&b, ep, ev, cfg, request_id);
+    int rc = validate(ep, ev, b.cfg);
     if (rc != 0)
         return rc;
     if (lahja_task_current() == NULL)
         return -EPERM;
-    for (;;) {
-        struct targets t;
-        int local;
-        rc = receivers(ep, ev, cfg, &t, &local);
-        if (rc <= 0)
-            return rc < 0 ? rc : nobody(ep, ev, cfg, &t, request_id);
-        struct conn *over = find_over(&t, ep->opts.high_water);
-        if (over == NULL) {
-            rc = deliver(ep, ev, cfg, &t, local, request_id);
-            targets_free(&t);
-            return rc;
-        }
-        targets_free(&t);
-        rc = lahja_ep_wait(ep, &over->drained, deadline);
-        if (rc == 0)
-            rc = validate(ep, ev, cfg); /* stopped, or broadcast meanwhile */
-        if (rc != 0)
-            return rc;
-    }
+    return lahja_call_run(&b.call, deadline);
 }
 
 int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
@@ -390,6 +505,24 @@ int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadca
     if (ep == NULL)
         return -EINVAL;
     return broadcast(ep, ev, cfg, deadline, ev != NULL && ev->is_request ? ++ep->next_id : 0);
+}
+
+int lahja_broadcast_cb(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
+                       lahja_time_t deadline, lahja_done_fn cb, void *user, lahja_op_t **out)
+{
+    if (ep == NULL || cb == NULL)
+        return -EINVAL;
+    int rc = validate(ep, ev, cfg != NULL ? cfg : &default_config);
+    if (rc != 0)
+        return rc;
+    struct lahja_op *op = lahja_op_new(ep, &bcast_kind, sizeof(struct bcast_call));
+    if (op == NULL)
+        return -ENOMEM;
+    struct bcast_call *b = (struct bcast_call *)op->call;
+    bcast_init(b, ep, ev, cfg, ev->is_request ? ++ep->next_id : 0);
+    bcast_keep(b);
+    lahja_op_start(op, deadline, cb, NULL, user, out);
+    return 0;
 }
 
 #define BYTES_STACK_MAX 65536 /* what lahja_broadcast_bytes sends without an event */
@@ -424,47 +557,134 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
 
 /* ------------------------------------------------------------ requests */
 
+/* A request: broadcast (waiting under high water), then its response. */
+struct request_call {
+    struct bcast_call b;
+    struct pending p;
+    int sent;
+};
+
+/* The request no longer waits: it leaves the pending table. */
+static void request_fini(struct request_call *r)
+{
+    lahja_pending_remove(r->b.call.ep, &r->p);
+    if (r->p.targets != r->p.few)
+        free(r->p.targets);
+    r->p.targets = r->p.few;
+    bcast_release(&r->b);
+}
+
+/* The result once known: the response (an answer beats a late
+ * cancellation), or the request's error. */
+static int request_result(struct request_call *r, int rc)
+{
+    if (r->p.response != NULL) {
+        r->b.call.result = r->p.response;
+        r->p.response = NULL;
+        rc = 0;
+    } else if (rc == 0) {
+        rc = r->p.error;
+    }
+    request_fini(r);
+    return rc;
+}
+
+static int request_step(struct lahja_call *call, struct lahja_waitq **q)
+{
+    struct request_call *r = (struct request_call *)call;
+    if (!r->sent) {
+        int rc = bcast_try(&r->b, q);
+        if (rc == LAHJA_PENDING)
+            return rc;
+        if (rc != 0)
+            return request_result(r, rc);
+        r->sent = 1;
+    }
+    if (r->p.response != NULL || r->p.error != 0)
+        return request_result(r, 0);
+    *q = &r->p.ready;
+    return LAHJA_PENDING;
+}
+
+static int request_abandon(struct lahja_call *call, int why)
+{
+    return request_result((struct request_call *)call, why);
+}
+
+static const struct lahja_call_kind request_kind = { request_step, request_abandon };
+
+/*
+ * Registers the request before it is broadcast: a local responder
+ * answers during the broadcast.  The peers it goes to are remembered for
+ * B7.  Errors: those of validate, -ENOMEM.
+ */
+static int request_begin(struct request_call *r, lahja_endpoint_t *ep, lahja_event_t *req,
+                         const lahja_broadcast_config_t *cfg)
+{
+    struct pending *p = &r->p;
+    bcast_init(&r->b, ep, req, cfg, 0);
+    r->b.call.kind = &request_kind;
+    int rc = validate(ep, req, r->b.cfg);
+    if (rc != 0)
+        return rc;
+    p->id = ++ep->next_id;
+    p->response_type = req->response_type;
+    r->b.request_id = p->id;
+    lahja_waitq_init(&p->ready);
+    struct targets t;
+    rc = targets_collect(ep, req, r->b.cfg, &t);
+    if (rc != 0)
+        return rc;
+    p->local = lahja_has_consumers(ep, req->type) && allowed(r->b.cfg, ep->name->s);
+    p->targets = t.n <= sizeof p->few / sizeof p->few[0] ? p->few : malloc(t.n * sizeof *p->targets);
+    if (p->targets == NULL || lahja_pending_add(ep, p) != 0) {
+        targets_free(&t);
+        if (p->targets != p->few)
+            free(p->targets);
+        return -ENOMEM;
+    }
+    if (t.n > 0)
+        memcpy(p->targets, t.v, t.n * sizeof *p->targets);
+    p->ntargets = p->nlive = t.n;
+    targets_free(&t);
+    return 0;
+}
+
 int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcast_config_t *cfg,
                   lahja_time_t deadline, lahja_event_t **response)
 {
     if (ep == NULL || req == NULL || response == NULL || !req->is_request)
         return -EINVAL;
-    if (cfg == NULL)
-        cfg = &default_config;
-    int rc = validate(ep, req, cfg);
+    int rc = lahja_ep_check_task(ep);
     if (rc != 0)
         return rc;
-    struct pending p = { .id = ++ep->next_id, .response_type = req->response_type };
-    lahja_cond_init(&p.ready);
-    /* Registered before the broadcast: a local responder answers during
-     * it.  The peers it goes to are remembered for B7. */
-    struct targets t;
-    rc = targets_collect(ep, req, cfg, &t);
+    struct request_call r = { .sent = 0 };
+    rc = request_begin(&r, ep, req, cfg);
     if (rc != 0)
         return rc;
-    p.local = lahja_has_consumers(ep, req->type) && allowed(cfg, ep->name->s);
-    p.targets = t.n <= sizeof p.few / sizeof p.few[0] ? p.few : malloc(t.n * sizeof *p.targets);
-    if (p.targets == NULL || lahja_pending_add(ep, &p) != 0) {
-        targets_free(&t);
-        if (p.targets != p.few)
-            free(p.targets);
+    rc = lahja_call_run(&r.b.call, deadline);
+    if (rc == 0)
+        *response = r.b.call.result;
+    return rc;
+}
+
+int lahja_request_cb(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcast_config_t *cfg,
+                     lahja_time_t deadline, lahja_event_done_fn cb, void *user, lahja_op_t **out)
+{
+    if (ep == NULL || req == NULL || cb == NULL || !req->is_request)
+        return -EINVAL;
+    struct lahja_op *op = lahja_op_new(ep, &request_kind, sizeof(struct request_call));
+    if (op == NULL)
         return -ENOMEM;
+    struct request_call *r = (struct request_call *)op->call;
+    int rc = request_begin(r, ep, req, cfg);
+    if (rc != 0) {
+        free(op);
+        return rc;
     }
-    if (t.n > 0)
-        memcpy(p.targets, t.v, t.n * sizeof *p.targets);
-    p.ntargets = p.nlive = t.n;
-    targets_free(&t);
-    rc = broadcast(ep, req, cfg, deadline, p.id);
-    while (rc == 0 && p.response == NULL && p.error == 0)
-        rc = lahja_ep_wait(ep, &p.ready, deadline);
-    lahja_pending_remove(ep, &p);
-    if (p.targets != p.few)
-        free(p.targets);
-    if (p.response != NULL) {
-        *response = p.response; /* an answer beats a late cancellation */
-        return 0;
-    }
-    return rc != 0 ? rc : p.error;
+    bcast_keep(&r->b);
+    lahja_op_start(op, deadline, NULL, cb, user, out);
+    return 0;
 }
 
 int lahja_respond(lahja_endpoint_t *ep, const lahja_event_t *request, lahja_event_t *response)

@@ -74,7 +74,7 @@ static struct conn *conn_new(lahja_endpoint_t *ep)
     lahja_wire_tx_init(&c->tx);
     lahja_list_init(&c->outq);
     lahja_list_init(&c->inflight);
-    lahja_cond_init(&c->drained);
+    lahja_waitq_init(&c->drained);
     lahja_strmap_init(&c->subs);
     lahja_list_push_back(&ep->conns, &c->link);
     ep->nconns_open++;
@@ -138,8 +138,8 @@ static void on_conn_closed(uv_handle_t *h)
     lahja_name_unref(c->peer);
     free(c->rbuf);
     free(c);
-    if (--ep->nconns_open == 0 && ep->nopen == 0 && ep->stopped)
-        lahja_complete(&ep->closed, 0);
+    ep->nconns_open--;
+    lahja_ep_maybe_closed(ep);
 }
 
 /* A loop torn down under a running endpoint (lahja_run returning while
@@ -166,7 +166,7 @@ static void op_release(struct conn *c, int err)
     if (err != 0 && op->error == 0)
         op->error = err;
     op->pending--;
-    lahja_cond_broadcast(&op->done);
+    lahja_waitq_wake(&op->done);
     c->op = NULL;
 }
 
@@ -196,7 +196,7 @@ static void conn_end(struct conn *c, int err, lahja_log_level_t level, const cha
         c->dirty = 0;
     }
     op_release(c, err);
-    lahja_cond_broadcast(&c->drained);
+    lahja_waitq_detach(&c->drained); /* they look for the other receivers */
     if (was_up) {
         lahja_delivery_conn_ended(ep, c);
         lahja_pending_peer_gone(ep, c);
@@ -532,7 +532,7 @@ static void consumed(struct conn *c, size_t n)
         released = 1;
     }
     if (released)
-        lahja_cond_broadcast(&c->drained);
+        lahja_waitq_wake(&c->drained);
 }
 
 static void conn_drain(struct conn *c, int uverr);
@@ -556,7 +556,7 @@ static void on_write(uv_write_t *req, int status)
             conn_drain(c, status);
         return;
     }
-    lahja_cond_broadcast(&c->drained);
+    lahja_waitq_wake(&c->drained);
     conn_write_or_fail(c);
 }
 
@@ -654,7 +654,7 @@ static void conn_drain(struct conn *c, int uverr)
         item_release(ep, it);
     }
     c->head_off = 0;
-    lahja_cond_broadcast(&c->drained);
+    lahja_waitq_wake(&c->drained);
     lahja_ep_changed(ep, 1);
     uv_timer_start(&c->timer, on_drain_timeout, ep->opts.frame_timeout_ms, 0);
 }
@@ -968,7 +968,7 @@ void lahja_conn_fail_parked(lahja_endpoint_t *ep, int err)
         if (p->op->error == 0)
             p->op->error = err;
         p->op->pending--;
-        lahja_cond_broadcast(&p->op->done);
+        lahja_waitq_wake(&p->op->done);
         free(p);
     }
 }

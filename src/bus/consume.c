@@ -194,7 +194,7 @@ void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_eve
             struct waiter *w = (struct waiter *)c;
             w->got = lahja_event_ref(owned);
             consumer_remove(ep, c);
-            lahja_cond_signal(&w->ready);
+            lahja_waitq_signal(&w->ready);
         }
     }
     lahja_event_unref(owned);
@@ -249,7 +249,7 @@ static void stream_push(struct lahja_stream *st, lahja_event_t *ev)
     st->len++;
     if (st->remaining != SIZE_MAX && --st->remaining == 0)
         consumer_remove(st->ep, &st->c); /* num_events reached: unsubscribe */
-    lahja_cond_signal(&st->ready);
+    lahja_waitq_signal(&st->ready);
 }
 
 int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
@@ -275,7 +275,7 @@ int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
     st->cap = cap;
     st->remaining = num_events ? num_events : SIZE_MAX;
     st->policy = opts != NULL ? opts->policy : LAHJA_STREAM_DROP_OLDEST;
-    lahja_cond_init(&st->ready);
+    lahja_waitq_init(&st->ready);
     rc = consumer_add(ep, &st->c, type, CONSUMER_STREAM);
     if (rc != 0) {
         stream_free(st);
@@ -285,30 +285,69 @@ int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
     return 0;
 }
 
+struct next_call {
+    struct lahja_call call;
+    struct lahja_stream *st;
+};
+
+static int next_step(struct lahja_call *call, struct lahja_waitq **q)
+{
+    struct lahja_stream *st = ((struct next_call *)call)->st;
+    if (st->len > 0) {
+        call->result = st->ring[st->head];
+        st->head = (st->head + 1) % st->cap;
+        st->len--;
+        if (st->len > 0)
+            lahja_waitq_signal(&st->ready); /* the next waiter, if any */
+        return 0;
+    }
+    if (st->ended)
+        return LAHJA_ELIFECYCLE;
+    if (!st->c.active)
+        return -EPIPE;
+    *q = &st->ready;
+    return LAHJA_PENDING;
+}
+
+static int next_abandon(struct lahja_call *call, int why)
+{
+    (void)call;
+    return why;
+}
+
+static const struct lahja_call_kind next_kind = { next_step, next_abandon };
+
 int lahja_stream_next(lahja_stream_t *st, lahja_time_t deadline, lahja_event_t **ev)
 {
     if (st == NULL || ev == NULL)
         return -EINVAL;
     if (lahja_rt_wrong_thread(st->ep->rt))
         return LAHJA_EWRONGTHREAD;
-    for (;;) {
-        if (st->len > 0) {
-            int rc = lahja_checkpoint();
-            if (rc != 0)
-                return rc;
-            *ev = st->ring[st->head];
-            st->head = (st->head + 1) % st->cap;
-            st->len--;
-            return 0;
-        }
-        if (st->ended)
-            return LAHJA_ELIFECYCLE;
-        if (!st->c.active)
-            return -EPIPE;
-        int rc = lahja_ep_wait(st->ep, &st->ready, deadline);
-        if (rc != 0)
-            return rc;
-    }
+    int rc = lahja_checkpoint();
+    if (rc != 0)
+        return rc;
+    struct next_call n = { { &next_kind, st->ep, NULL }, st };
+    rc = lahja_call_run(&n.call, deadline);
+    if (rc == 0)
+        *ev = n.call.result;
+    return rc;
+}
+
+int lahja_stream_next_cb(lahja_stream_t *st, lahja_time_t deadline, lahja_event_done_fn cb,
+                         void *user, lahja_op_t **out)
+{
+    if (st == NULL || cb == NULL)
+        return -EINVAL;
+    if (lahja_rt_wrong_thread(st->ep->rt))
+        return LAHJA_EWRONGTHREAD;
+    if (st->ep->stop_state >= STOP_LAST)
+        return LAHJA_ELIFECYCLE;
+    struct lahja_op *op = lahja_op_new(st->ep, &next_kind, sizeof(struct next_call));
+    if (op == NULL)
+        return -ENOMEM;
+    ((struct next_call *)op->call)->st = st;
+    lahja_op_start(op, deadline, NULL, cb, user, out);
+    return 0;
 }
 
 size_t lahja_stream_dropped(const lahja_stream_t *st)
@@ -329,11 +368,56 @@ static void stream_free(struct lahja_stream *st)
 
 void lahja_stream_close(lahja_stream_t *st)
 {
-    if (st != NULL && !lahja_rt_wrong_thread(st->ep->rt))
-        consumer_release(st->ep, &st->c);
+    if (st == NULL || lahja_rt_wrong_thread(st->ep->rt))
+        return;
+    lahja_waitq_end(&st->ready, -EPIPE);
+    consumer_release(st->ep, &st->c);
 }
 
 /* ------------------------------------------------------------ wait_for */
+
+struct wait_for_call {
+    struct lahja_call call;
+    struct waiter w;
+};
+
+static int wait_for_step(struct lahja_call *call, struct lahja_waitq **q)
+{
+    struct wait_for_call *wc = (struct wait_for_call *)call;
+    if (wc->w.got != NULL) { /* delivered: the consumer removed itself */
+        call->result = wc->w.got;
+        wc->w.got = NULL;
+        return 0;
+    }
+    if (call->ep->stopped) {
+        consumer_remove(call->ep, &wc->w.c);
+        return LAHJA_ELIFECYCLE;
+    }
+    *q = &wc->w.ready;
+    return LAHJA_PENDING;
+}
+
+static int wait_for_abandon(struct lahja_call *call, int why)
+{
+    struct wait_for_call *wc = (struct wait_for_call *)call;
+    consumer_remove(call->ep, &wc->w.c); /* no-op once delivered */
+    if (wc->w.got != NULL) { /* the event wins over a late cancellation */
+        call->result = wc->w.got;
+        wc->w.got = NULL;
+        return 0;
+    }
+    return why;
+}
+
+static const struct lahja_call_kind wait_for_kind = { wait_for_step, wait_for_abandon };
+
+static int wait_for_begin(struct wait_for_call *wc, lahja_endpoint_t *ep, const char *type)
+{
+    wc->call.kind = &wait_for_kind;
+    wc->call.ep = ep;
+    lahja_waitq_init(&wc->w.ready);
+    return consumer_add(ep, &wc->w.c, type, CONSUMER_WAITER);
+}
 
 int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
                    lahja_event_t **ev)
@@ -343,22 +427,33 @@ int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline
     int rc = lahja_ep_check_task(ep);
     if (rc != 0)
         return rc;
-    struct waiter w = { .got = NULL };
-    lahja_cond_init(&w.ready);
-    rc = consumer_add(ep, &w.c, type, CONSUMER_WAITER);
+    struct wait_for_call wc = { .call = { 0 } };
+    rc = wait_for_begin(&wc, ep, type);
+    if (rc == 0)
+        rc = lahja_call_run(&wc.call, deadline);
+    if (rc == 0)
+        *ev = wc.call.result;
+    return rc;
+}
+
+int lahja_wait_for_cb(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
+                      lahja_event_done_fn cb, void *user, lahja_op_t **out)
+{
+    if (ep == NULL || type == NULL || cb == NULL)
+        return -EINVAL;
+    int rc = lahja_ep_check(ep);
     if (rc != 0)
         return rc;
-    while (w.got == NULL && !ep->stopped) {
-        rc = lahja_ep_wait(ep, &w.ready, deadline);
-        if (rc != 0)
-            break;
+    struct lahja_op *op = lahja_op_new(ep, &wait_for_kind, sizeof(struct wait_for_call));
+    if (op == NULL)
+        return -ENOMEM;
+    rc = wait_for_begin((struct wait_for_call *)op->call, ep, type);
+    if (rc != 0) {
+        free(op);
+        return rc;
     }
-    consumer_remove(ep, &w.c); /* no-op once delivered */
-    if (w.got != NULL) {
-        *ev = w.got; /* delivered: the event wins over a late cancellation */
-        return 0;
-    }
-    return rc != 0 ? rc : LAHJA_ELIFECYCLE;
+    lahja_op_start(op, deadline, NULL, cb, user, out);
+    return 0;
 }
 
 /* ------------------------------------------------------------ requests */
@@ -443,7 +538,7 @@ void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev)
     } else if ((p->response = lahja_event_ref(ev)) == NULL) {
         p->error = -ENOMEM;
     }
-    lahja_cond_signal(&p->ready);
+    lahja_waitq_signal(&p->ready);
 }
 
 void lahja_pending_peer_gone(lahja_endpoint_t *ep, struct conn *c)
@@ -457,7 +552,7 @@ void lahja_pending_peer_gone(lahja_endpoint_t *ep, struct conn *c)
             p->targets[i] = NULL;
             if (--p->nlive == 0 && !p->local && p->response == NULL && p->error == 0) {
                 p->error = LAHJA_EREMOTEDISCONNECTED;
-                lahja_cond_signal(&p->ready);
+                lahja_waitq_signal(&p->ready);
             }
         }
     }
@@ -477,9 +572,9 @@ void lahja_consumers_stop(lahja_endpoint_t *ep)
             struct consumer *c = lahja_container_of(l, struct consumer, link);
             if (c->kind == CONSUMER_STREAM) {
                 ((struct lahja_stream *)c)->ended = 1;
-                lahja_cond_broadcast(&((struct lahja_stream *)c)->ready);
+                lahja_waitq_wake(&((struct lahja_stream *)c)->ready);
             } else if (c->kind == CONSUMER_WAITER) {
-                lahja_cond_broadcast(&((struct waiter *)c)->ready);
+                lahja_waitq_wake(&((struct waiter *)c)->ready);
             }
         }
     }
@@ -488,7 +583,7 @@ void lahja_consumers_stop(lahja_endpoint_t *ep)
         struct pending *p = lahja_container_of(l, struct pending, link);
         if (p->response == NULL && p->error == 0)
             p->error = LAHJA_ELIFECYCLE;
-        lahja_cond_broadcast(&p->ready);
+        lahja_waitq_wake(&p->ready);
     }
 }
 
@@ -514,9 +609,9 @@ void lahja_consumers_free(lahja_endpoint_t *ep)
 
 void lahja_ep_changed(lahja_endpoint_t *ep, int connections)
 {
-    lahja_cond_broadcast(&ep->subs_changed);
+    lahja_waitq_wake(&ep->subs_changed);
     if (connections)
-        lahja_cond_broadcast(&ep->conn_changed);
+        lahja_waitq_wake(&ep->conn_changed);
 }
 
 /* The established connection to `name`, or NULL: another one to the same
@@ -634,28 +729,78 @@ int lahja_are_all_endpoints_subscribed_to(const lahja_endpoint_t *ep, const char
 
 /* --------------------------------------------------------------- waits */
 
-/* Waits on `cond` until pred(ep, a, b, flag) holds; `once`: one change. */
+/* Waits on `q` until pred(ep, a, b, flag) holds; with no pred, for one
+ * change. */
 typedef int (*pred_fn)(const lahja_endpoint_t *ep, const char *a, const char *b, int flag);
 
-static int wait_until(lahja_endpoint_t *ep, lahja_cond_t *cond, pred_fn pred, const char *a,
+struct until_call {
+    struct lahja_call call;
+    struct lahja_waitq *q;
+    pred_fn pred;
+    const char *a, *b;
+    int flag;
+    int waited;
+    char a_copy[LAHJA_NAME_MAX + 1], b_copy[LAHJA_NAME_MAX + 1]; /* callback form */
+};
+
+static int until_step(struct lahja_call *call, struct lahja_waitq **q)
+{
+    struct until_call *u = (struct until_call *)call;
+    if (u->waited && call->ep->stopped)
+        return LAHJA_ELIFECYCLE;
+    if (u->pred != NULL ? u->pred(call->ep, u->a, u->b, u->flag) : u->waited)
+        return 0;
+    u->waited = 1;
+    *q = u->q;
+    return LAHJA_PENDING;
+}
+
+static int until_abandon(struct lahja_call *call, int why)
+{
+    (void)call;
+    return why;
+}
+
+static const struct lahja_call_kind until_kind = { until_step, until_abandon };
+
+static int wait_until(lahja_endpoint_t *ep, struct lahja_waitq *q, pred_fn pred, const char *a,
                       const char *b, int flag, lahja_time_t deadline)
 {
     if (ep == NULL)
         return -EINVAL;
     int rc = lahja_ep_check_task(ep);
+    if (rc == 0)
+        rc = lahja_checkpoint();
     if (rc != 0)
         return rc;
-    for (;;) {
-        if (pred != NULL && pred(ep, a, b, flag))
-            return lahja_checkpoint();
-        rc = lahja_ep_wait(ep, cond, deadline);
-        if (rc != 0)
-            return rc;
-        if (ep->stopped)
-            return LAHJA_ELIFECYCLE;
-        if (pred == NULL)
-            return 0;
-    }
+    struct until_call u = { { &until_kind, ep, NULL }, q, pred, a, b, flag, 0, "", "" };
+    return lahja_call_run(&u.call, deadline);
+}
+
+/* The callback form of wait_until. */
+static int wait_until_cb(lahja_endpoint_t *ep, struct lahja_waitq *q, pred_fn pred,
+                         const char *a, const char *b, int flag, lahja_time_t deadline,
+                         lahja_done_fn cb, void *user, lahja_op_t **out)
+{
+    if (ep == NULL || cb == NULL || (a != NULL && strlen(a) > LAHJA_NAME_MAX) ||
+        (b != NULL && strlen(b) > LAHJA_NAME_MAX))
+        return -EINVAL;
+    int rc = lahja_ep_check(ep);
+    if (rc != 0)
+        return rc;
+    struct lahja_op *op = lahja_op_new(ep, &until_kind, sizeof(struct until_call));
+    if (op == NULL)
+        return -ENOMEM;
+    struct until_call *u = (struct until_call *)op->call;
+    u->q = q;
+    u->pred = pred;
+    u->flag = flag;
+    if (a != NULL)
+        u->a = strcpy(u->a_copy, a);
+    if (b != NULL)
+        u->b = strcpy(u->b_copy, b);
+    lahja_op_start(op, deadline, cb, NULL, user, out);
+    return 0;
 }
 
 static int p_connected(const lahja_endpoint_t *ep, const char *a, const char *b, int f)
@@ -721,4 +866,60 @@ int lahja_wait_until_all_endpoints_subscribed_to(lahja_endpoint_t *ep, const cha
     if (type == NULL)
         return -EINVAL;
     return wait_until(ep, &ep->subs_changed, p_all, type, NULL, include_self, deadline);
+}
+
+int lahja_wait_until_connected_to_cb(lahja_endpoint_t *ep, const char *name, lahja_time_t deadline,
+                                     lahja_done_fn cb, void *user, lahja_op_t **op)
+{
+    if (ep == NULL || name == NULL)
+        return -EINVAL;
+    return wait_until_cb(ep, &ep->conn_changed, p_connected, name, NULL, 0, deadline, cb, user,
+                         op);
+}
+
+int lahja_wait_until_connections_change_cb(lahja_endpoint_t *ep, lahja_time_t deadline,
+                                           lahja_done_fn cb, void *user, lahja_op_t **op)
+{
+    if (ep == NULL)
+        return -EINVAL;
+    return wait_until_cb(ep, &ep->conn_changed, NULL, NULL, NULL, 0, deadline, cb, user, op);
+}
+
+int lahja_wait_until_endpoint_subscriptions_change_cb(lahja_endpoint_t *ep, lahja_time_t deadline,
+                                                      lahja_done_fn cb, void *user,
+                                                      lahja_op_t **op)
+{
+    if (ep == NULL)
+        return -EINVAL;
+    return wait_until_cb(ep, &ep->subs_changed, NULL, NULL, NULL, 0, deadline, cb, user, op);
+}
+
+int lahja_wait_until_endpoint_subscribed_to_cb(lahja_endpoint_t *ep, const char *name,
+                                               const char *type, lahja_time_t deadline,
+                                               lahja_done_fn cb, void *user, lahja_op_t **op)
+{
+    if (ep == NULL || name == NULL || type == NULL)
+        return -EINVAL;
+    return wait_until_cb(ep, &ep->subs_changed, p_endpoint, name, type, 0, deadline, cb, user,
+                         op);
+}
+
+int lahja_wait_until_any_endpoint_subscribed_to_cb(lahja_endpoint_t *ep, const char *type,
+                                                   lahja_time_t deadline, lahja_done_fn cb,
+                                                   void *user, lahja_op_t **op)
+{
+    if (ep == NULL || type == NULL)
+        return -EINVAL;
+    return wait_until_cb(ep, &ep->subs_changed, p_any, type, NULL, 0, deadline, cb, user, op);
+}
+
+int lahja_wait_until_all_endpoints_subscribed_to_cb(lahja_endpoint_t *ep, const char *type,
+                                                    int include_self, lahja_time_t deadline,
+                                                    lahja_done_fn cb, void *user,
+                                                    lahja_op_t **op)
+{
+    if (ep == NULL || type == NULL)
+        return -EINVAL;
+    return wait_until_cb(ep, &ep->subs_changed, p_all, type, NULL, include_self, deadline, cb,
+                         user, op);
 }

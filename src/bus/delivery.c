@@ -90,12 +90,14 @@ void lahja_delivery_conn_ended(lahja_endpoint_t *ep, struct conn *c)
             w->v[i].c = NULL;
         }
     }
-    lahja_cond_broadcast(&ep->delivered);
+    lahja_waitq_wake(&ep->delivered);
+    lahja_ep_linger_check(ep);
 }
 
 void lahja_delivery_progress(lahja_endpoint_t *ep)
 {
-    lahja_cond_broadcast(&ep->delivered);
+    lahja_waitq_wake(&ep->delivered);
+    lahja_ep_linger_check(ep);
 }
 
 void lahja_delivery_free(lahja_endpoint_t *ep)
@@ -147,6 +149,67 @@ static int wait_done(struct delivery_wait *w)
     return 1;
 }
 
+struct delivered_call {
+    struct lahja_call call;
+    struct delivery_wait w;
+};
+
+static void delivered_fini(struct delivered_call *d)
+{
+    lahja_list_remove(&d->w.link);
+    if (d->w.v != d->w.few)
+        free(d->w.v);
+    d->w.v = d->w.few;
+}
+
+static int delivered_step(struct lahja_call *call, struct lahja_waitq **q)
+{
+    struct delivered_call *d = (struct delivered_call *)call;
+    lahja_endpoint_t *ep = call->ep;
+    if (!wait_done(&d->w) && !d->w.lost && !ep->stopped) {
+        *q = &ep->delivered;
+        return LAHJA_PENDING;
+    }
+    delivered_fini(d);
+    if (d->w.lost)
+        return LAHJA_EREMOTEDISCONNECTED;
+    return ep->stopped ? LAHJA_ELIFECYCLE : 0;
+}
+
+static int delivered_abandon(struct lahja_call *call, int why)
+{
+    delivered_fini((struct delivered_call *)call);
+    return why;
+}
+
+static const struct lahja_call_kind delivered_kind = { delivered_step, delivered_abandon };
+
+/* Notes what every connection must confirm.  Errors: -ENOMEM. */
+static int delivered_begin(struct delivered_call *d, lahja_endpoint_t *ep)
+{
+    struct delivery_wait *w = &d->w;
+    d->call.kind = &delivered_kind;
+    d->call.ep = ep;
+    w->v = w->few;
+    size_t n = 0;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        n += c->confirmed < c->tx_events;
+    }
+    if (n > sizeof w->few / sizeof w->few[0] && (w->v = malloc(n * sizeof *w->v)) == NULL)
+        return -ENOMEM;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (c->confirmed < c->tx_events)
+            w->v[w->n++] = (struct delivery_target){ c, c->tx_events };
+    }
+    lahja_list_push_back(&ep->delivery_waits, &w->link);
+    /* What is queued goes out now, not at the end of the turn. */
+    lahja_ep_flush(ep);
+    return 0;
+}
+
 int lahja_wait_until_delivered(lahja_endpoint_t *ep, lahja_time_t deadline)
 {
     if (ep == NULL)
@@ -154,31 +217,27 @@ int lahja_wait_until_delivered(lahja_endpoint_t *ep, lahja_time_t deadline)
     int rc = lahja_ep_check_task(ep);
     if (rc != 0)
         return rc;
-    struct delivery_wait w = { .v = w.few };
-    size_t n = 0;
-    lahja_link_t *l;
-    lahja_list_foreach(l, &ep->conns) {
-        struct conn *c = lahja_container_of(l, struct conn, link);
-        n += c->confirmed < c->tx_events;
-    }
-    if (n > sizeof w.few / sizeof w.few[0] && (w.v = malloc(n * sizeof *w.v)) == NULL)
-        return -ENOMEM;
-    lahja_list_foreach(l, &ep->conns) {
-        struct conn *c = lahja_container_of(l, struct conn, link);
-        if (c->confirmed < c->tx_events)
-            w.v[w.n++] = (struct delivery_target){ c, c->tx_events };
-    }
-    lahja_list_push_back(&ep->delivery_waits, &w.link);
-    /* What is queued goes out now, not at the end of the turn. */
-    lahja_ep_flush(ep);
-    while (rc == 0 && !wait_done(&w) && !w.lost && !ep->stopped)
-        rc = lahja_ep_wait(ep, &ep->delivered, deadline);
-    lahja_list_remove(&w.link);
-    if (w.v != w.few)
-        free(w.v);
+    struct delivered_call d = { .call = { 0 } };
+    rc = delivered_begin(&d, ep);
+    return rc != 0 ? rc : lahja_call_run(&d.call, deadline);
+}
+
+int lahja_wait_until_delivered_cb(lahja_endpoint_t *ep, lahja_time_t deadline, lahja_done_fn cb,
+                                  void *user, lahja_op_t **out)
+{
+    if (ep == NULL || cb == NULL)
+        return -EINVAL;
+    int rc = lahja_ep_check(ep);
     if (rc != 0)
         return rc;
-    if (w.lost)
-        return LAHJA_EREMOTEDISCONNECTED;
-    return ep->stopped ? LAHJA_ELIFECYCLE : 0;
+    struct lahja_op *op = lahja_op_new(ep, &delivered_kind, sizeof(struct delivered_call));
+    if (op == NULL)
+        return -ENOMEM;
+    rc = delivered_begin((struct delivered_call *)op->call, ep);
+    if (rc != 0) {
+        free(op);
+        return rc;
+    }
+    lahja_op_start(op, deadline, cb, NULL, user, out);
+    return 0;
 }

@@ -37,12 +37,12 @@ int lahja_ep_check(const lahja_endpoint_t *ep)
     return ep->started && !ep->stopped ? 0 : LAHJA_ELIFECYCLE;
 }
 
-int lahja_ep_wait(lahja_endpoint_t *ep, lahja_cond_t *cond, lahja_time_t deadline)
+int lahja_ep_wait(lahja_endpoint_t *ep, struct lahja_waitq *q, lahja_time_t deadline)
 {
     ep->busy++;
-    int rc = lahja_cond_wait(cond, deadline);
+    int rc = lahja_cond_wait(&q->tasks, deadline);
     if (--ep->busy == 0 && ep->stopped)
-        lahja_cond_broadcast(&ep->idle);
+        lahja_ep_maybe_closed(ep);
     return rc;
 }
 
@@ -133,10 +133,12 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
     lahja_list_init(&ep->delivery_waits);
     lahja_strmap_init(&ep->types);
     lahja_strmap_init(&ep->totals);
-    lahja_cond_init(&ep->delivered);
-    lahja_cond_init(&ep->idle);
-    lahja_cond_init(&ep->conn_changed);
-    lahja_cond_init(&ep->subs_changed);
+    lahja_list_init(&ep->stop_tasks);
+    lahja_list_init(&ep->stop_cbs);
+    lahja_list_init(&ep->ops);
+    lahja_waitq_init(&ep->delivered);
+    lahja_waitq_init(&ep->conn_changed);
+    lahja_waitq_init(&ep->subs_changed);
     *out = ep;
     return 0;
 }
@@ -224,8 +226,8 @@ static void on_connection(uv_stream_t *server, int status)
 void lahja_ep_handle_closed(uv_handle_t *h)
 {
     lahja_endpoint_t *ep = h->data;
-    if (--ep->nopen == 0 && ep->nconns_open == 0)
-        lahja_complete(&ep->closed, 0);
+    ep->nopen--;
+    lahja_ep_maybe_closed(ep);
 }
 
 /*
@@ -294,7 +296,6 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
         return LAHJA_ELIFECYCLE;
     if (serve != NULL && strcmp(serve->name, ep->name->s) != 0)
         return -EINVAL;
-    lahja_completion_init(&ep->closed);
     if (serve != NULL) {
         int rc = listen_at(ep, serve);
         if (rc != 0)
@@ -306,7 +307,9 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
     ep->poller.data = ep;
     uv_timer_init(ep->rt->loop, &ep->due);
     ep->due.data = ep;
-    ep->nopen += 3;
+    uv_timer_init(ep->rt->loop, &ep->stop_timer);
+    ep->stop_timer.data = ep;
+    ep->nopen += 4;
     ep->started = 1;
     return 0;
 }
@@ -344,38 +347,57 @@ static int unconfirmed(lahja_endpoint_t *ep)
 }
 
 /*
- * What a broadcast reported as sent was only queued: before closing,
- * give the peers up to linger_ms to read it and confirm it, so that an
- * endpoint that broadcasts and stops does not lose its last events.  A
- * peer that does not read in that time loses them, and the loss is
- * reported (B30).  The endpoint goes on reading meanwhile.
+ * Stopping, in steps, each begun by a loop callback or by the call:
+ *  1. linger: stop listening; what a broadcast reported as sent was only
+ *     queued, so give the peers up to linger_ms to read and confirm it
+ *     (an endpoint that broadcasts and stops must not lose its last
+ *     events; what is not confirmed by then is reported lost, B30).  The
+ *     endpoint goes on reading meanwhile.
+ *  2. closing: every call under way ends with LAHJA_ELIFECYCLE (before
+ *     the closing connections could end them for a disconnect), every
+ *     handle is closed, and the tasks woken leave the endpoint's calls.
+ *  3. last: once they have, the stop timer, the last handle, is closed;
+ *     its close callback ends the stop, after which nothing touches the
+ *     endpoint: the application may free it.
  */
-static void linger(lahja_endpoint_t *ep)
+struct stop_cb {
+    lahja_link_t link;
+    lahja_done_fn cb;
+    void *user;
+};
+
+static void stop_close(lahja_endpoint_t *ep);
+
+static void on_stop_timer(uv_timer_t *t)
 {
-    lahja_conn_send_receipts(ep); /* the peers may linger on them too */
-    lahja_ep_flush(ep);
-    lahja_time_t deadline = lahja_deadline_in(ep->opts.linger_ms);
-    while (unconfirmed(ep))
-        if (lahja_wait(&ep->delivered.waiters, deadline, LAHJA_WAIT_NOCANCEL) == LAHJA_WAIT_EXPIRED)
-            return;
+    stop_close(t->data);
 }
 
-int lahja_endpoint_stop(lahja_endpoint_t *ep)
+void lahja_ep_linger_check(lahja_endpoint_t *ep)
 {
-    if (ep == NULL)
-        return -EINVAL;
-    if (lahja_rt_wrong_thread(ep->rt))
-        return LAHJA_EWRONGTHREAD;
-    if (!ep->started || ep->stopped)
-        return ep->stopped ? 0 : LAHJA_ELIFECYCLE;
-    if (lahja_task_current() == NULL)
-        return -EPERM;
+    if (ep->stop_state == STOP_LINGER && !unconfirmed(ep))
+        uv_timer_start(&ep->stop_timer, on_stop_timer, 0, 0);
+}
+
+static void stop_begin(lahja_endpoint_t *ep)
+{
     ep->stopped = 1; /* refuses new calls from here on */
+    ep->stop_state = STOP_LINGER;
     if (ep->serving) {
         uv_close((uv_handle_t *)&ep->server, lahja_ep_handle_closed);
         unlink(ep->path);
     }
-    linger(ep);
+    lahja_conn_send_receipts(ep); /* the peers may linger on them too */
+    lahja_ep_flush(ep);
+    uv_timer_start(&ep->stop_timer, on_stop_timer, unconfirmed(ep) ? ep->opts.linger_ms : 0, 0);
+}
+
+static void stop_close(lahja_endpoint_t *ep)
+{
+    if (ep->stop_state != STOP_LINGER)
+        return;
+    ep->stop_state = STOP_CLOSING;
+    uv_timer_stop(&ep->stop_timer);
     /* What we read is confirmed before we go, or the peers would count
      * it lost. */
     lahja_conn_send_receipts(ep);
@@ -383,25 +405,99 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep)
     uv_close((uv_handle_t *)&ep->flusher, lahja_ep_handle_closed);
     uv_close((uv_handle_t *)&ep->poller, lahja_ep_handle_closed);
     uv_close((uv_handle_t *)&ep->due, lahja_ep_handle_closed);
-    /* The waits end for the stop (LAHJA_ELIFECYCLE) before the closing
-     * connections could end them for a disconnect. */
+    lahja_ops_stop(ep);
     lahja_consumers_stop(ep);
     lahja_link_t *l, *tmp;
     lahja_list_foreach_safe(l, tmp, &ep->conns)
         lahja_conn_close(lahja_container_of(l, struct conn, link), LAHJA_ELIFECYCLE,
                          "endpoint stopping");
     lahja_conn_fail_parked(ep, LAHJA_ELIFECYCLE);
-    lahja_cond_broadcast(&ep->conn_changed);
-    lahja_cond_broadcast(&ep->subs_changed);
-    lahja_cond_broadcast(&ep->delivered);
-    /* Not cancellable: the handles close within a loop turn, and the
-     * tasks woken above leave at their next turn. */
-    if (!ep->closed.done) {
-        ep->closed.task = lahja_tls_task;
-        lahja_wait(NULL, LAHJA_FOREVER, LAHJA_WAIT_NOCANCEL);
+    lahja_waitq_wake(&ep->conn_changed);
+    lahja_waitq_wake(&ep->subs_changed);
+    lahja_waitq_wake(&ep->delivered);
+    lahja_ep_maybe_closed(ep);
+}
+
+static void on_stop_closed(uv_handle_t *h)
+{
+    lahja_endpoint_t *ep = h->data;
+    ep->nopen--;
+    ep->stop_state = STOP_DONE;
+    while (lahja_wake_first(&ep->stop_tasks, 0) != NULL)
+        ;
+    /* A callback may free the endpoint: take the list out first. */
+    lahja_link_t cbs;
+    lahja_list_init(&cbs);
+    lahja_link_t *l;
+    while ((l = lahja_list_pop_front(&ep->stop_cbs)) != NULL)
+        lahja_list_push_back(&cbs, l);
+    while ((l = lahja_list_pop_front(&cbs)) != NULL) {
+        struct stop_cb *s = lahja_container_of(l, struct stop_cb, link);
+        lahja_done_fn cb = s->cb;
+        void *user = s->user;
+        free(s);
+        cb(ep, 0, user);
     }
-    while (ep->busy > 0)
-        lahja_wait(&ep->idle.waiters, LAHJA_FOREVER, LAHJA_WAIT_NOCANCEL);
+}
+
+void lahja_ep_maybe_closed(lahja_endpoint_t *ep)
+{
+    if (ep->stop_state != STOP_CLOSING || ep->nopen != 1 || ep->nconns_open != 0 || ep->busy != 0)
+        return;
+    ep->stop_state = STOP_LAST;
+    uv_close((uv_handle_t *)&ep->stop_timer, on_stop_closed);
+}
+
+/* Checks common to both forms of stop: 1 if there is a stop to wait for. */
+static int stop_check(lahja_endpoint_t *ep, int *rc)
+{
+    *rc = 0;
+    if (ep == NULL) {
+        *rc = -EINVAL;
+        return 0;
+    }
+    if (lahja_rt_wrong_thread(ep->rt)) {
+        *rc = LAHJA_EWRONGTHREAD;
+        return 0;
+    }
+    if (!ep->started || ep->stop_state == STOP_DONE) {
+        *rc = ep->started ? 0 : LAHJA_ELIFECYCLE;
+        return 0;
+    }
+    return 1;
+}
+
+int lahja_endpoint_stop(lahja_endpoint_t *ep)
+{
+    int rc;
+    if (!stop_check(ep, &rc))
+        return rc;
+    if (lahja_task_current() == NULL)
+        return -EPERM;
+    if (ep->stop_state == STOP_NONE)
+        stop_begin(ep);
+    /* Not cancellable: the peers get linger_ms, the handles close within
+     * a loop turn, and the tasks woken leave at their next turn. */
+    while (ep->stop_state != STOP_DONE)
+        lahja_wait(&ep->stop_tasks, LAHJA_FOREVER, LAHJA_WAIT_NOCANCEL);
+    return 0;
+}
+
+int lahja_endpoint_stop_cb(lahja_endpoint_t *ep, lahja_done_fn cb, void *user)
+{
+    int rc;
+    if (!stop_check(ep, &rc))
+        return rc == 0 ? LAHJA_ELIFECYCLE : rc;
+    if (cb == NULL)
+        return -EINVAL;
+    struct stop_cb *s = malloc(sizeof *s);
+    if (s == NULL)
+        return -ENOMEM;
+    s->cb = cb;
+    s->user = user;
+    lahja_list_push_back(&ep->stop_cbs, &s->link);
+    if (ep->stop_state == STOP_NONE)
+        stop_begin(ep);
     return 0;
 }
 
@@ -411,7 +507,7 @@ int lahja_endpoint_free(lahja_endpoint_t *ep)
         return 0;
     if (lahja_rt_wrong_thread(ep->rt))
         return LAHJA_EWRONGTHREAD;
-    if ((ep->started && !ep->stopped) || (!ep->started && ep->nopen > 0))
+    if ((ep->started && ep->stop_state != STOP_DONE) || (!ep->started && ep->nopen > 0))
         return -EBUSY;
     struct out_item *it = ep->free_items;
     while (it != NULL) {

@@ -22,6 +22,89 @@
 /* Internal: never exported from the shared library. */
 #pragma GCC visibility push(hidden)
 
+/* ---------------------------------------------------------------- waits */
+
+/*
+ * Every call that waits is written once, as a step function over its own
+ * state, and run by one of two drivers: the suspending form (a task
+ * waits between steps, lahja_call_run) and the callback form (a struct
+ * lahja_op, woken between steps by the loop).  What the calls wait for
+ * are wait queues, which the core's callbacks wake.
+ */
+
+/* A step's answer when the call must wait: it set *q to what. */
+#define LAHJA_PENDING 1
+
+/* Tasks and callback calls waiting for one thing. */
+struct lahja_waitq {
+    lahja_cond_t tasks;
+    lahja_link_t ops;            /* struct lahja_op, parked or woken */
+};
+
+void lahja_waitq_init(struct lahja_waitq *q);
+/* Every waiter looks again (a woken call steps at the next loop turn). */
+void lahja_waitq_wake(struct lahja_waitq *q);
+/* One waiter looks again: the longest waiting task, else call. */
+void lahja_waitq_signal(struct lahja_waitq *q);
+/* q goes away: its waiters look again elsewhere (its calls are unlinked). */
+void lahja_waitq_detach(struct lahja_waitq *q);
+/* q goes away with what its calls wait for: they end with `status`. */
+void lahja_waitq_end(struct lahja_waitq *q, int status);
+
+struct lahja_call;
+
+/*
+ * A kind of call.  step() tries to finish it: returns the result (0 or an
+ * error; the call's hold on the core released), or LAHJA_PENDING having
+ * set *q.  abandon() ends it before that, for `why` (a deadline,
+ * cancellation, the endpoint stopping): it releases what the call holds
+ * and returns the result, `why` or 0 when the result came after all.
+ */
+struct lahja_call_kind {
+    int (*step)(struct lahja_call *call, struct lahja_waitq **q);
+    int (*abandon)(struct lahja_call *call, int why);
+};
+
+/* What every call's state starts with. */
+struct lahja_call {
+    const struct lahja_call_kind *kind;
+    lahja_endpoint_t *ep;
+    lahja_event_t *result;       /* the event it yields: the caller's */
+};
+
+/* The suspending form: steps, waiting in between, until done. */
+int lahja_call_run(struct lahja_call *call, lahja_time_t deadline);
+
+enum op_state { OP_NEW, OP_PARKED, OP_WOKEN, OP_DONE };
+
+/* The callback form of a call (the public lahja_op_t). */
+struct lahja_op {
+    lahja_link_t link;           /* in a waitq's ops: parked or woken */
+    lahja_link_t all;            /* in ep->ops until its callback */
+    lahja_endpoint_t *ep;
+    uv_timer_t timer;            /* parked: the deadline; woken or done:
+                                    0, for the next loop turn */
+    lahja_time_t deadline;
+    uint8_t state;               /* enum op_state */
+    uint8_t linked;              /* in a waitq */
+    int status;
+    lahja_done_fn done;
+    lahja_event_done_fn event_done;
+    void *user;
+    struct lahja_call *call;     /* the state, allocated after the op */
+};
+
+/* A callback call of `size` bytes of zeroed state (a struct lahja_call
+ * first); NULL on -ENOMEM.  Freed by lahja_op_start's end or, before
+ * starting, with free(). */
+struct lahja_op *lahja_op_new(lahja_endpoint_t *ep, const struct lahja_call_kind *kind,
+                              size_t size);
+/* Starts it: the first step at once, the callback from the loop. */
+void lahja_op_start(struct lahja_op *op, lahja_time_t deadline, lahja_done_fn done,
+                    lahja_event_done_fn event_done, void *user, lahja_op_t **out);
+/* Ends every call under way with LAHJA_ELIFECYCLE (stop). */
+void lahja_ops_stop(lahja_endpoint_t *ep);
+
 /* A reference-counted name (an endpoint's, a peer's), so that events can
  * name their origin after the connection that brought them is gone. */
 typedef struct lahja_name {
@@ -101,7 +184,7 @@ struct out_item {
 struct connect_op {
     size_t pending;
     int error;
-    lahja_cond_t done;
+    struct lahja_waitq done;
 };
 
 /* Delivery counts of one peer, over the connections that have ended. */
@@ -161,7 +244,7 @@ struct conn {
     size_t queued;               /* memory held by outq and inflight: an
                                     event counts its uncompressed size */
     lahja_link_t dirty_link;
-    lahja_cond_t drained;        /* broadcasters waiting under high water */
+    struct lahja_waitq drained;  /* broadcasters waiting under high water */
     lahja_strmap_t subs;         /* types the peer subscribes to */
     const char *rx_type;         /* the type of the last event received, */
     struct type_entry *rx_te;    /* its consumers, */
@@ -224,13 +307,13 @@ struct lahja_stream {
     size_t dropped;
     lahja_stream_policy_t policy;
     int ended;                   /* num_events reached or endpoint stopped */
-    lahja_cond_t ready;
+    struct lahja_waitq ready;
 };
 
 struct waiter {
     struct consumer c;
     lahja_event_t *got;
-    lahja_cond_t ready;
+    struct lahja_waitq ready;
 };
 
 /* A request waiting for its response. */
@@ -244,7 +327,16 @@ struct pending {
     struct conn **targets;       /* peers it went to, NULLed when gone */
     size_t ntargets, nlive;
     struct conn *few[4];         /* targets, when they are this few */
-    lahja_cond_t ready;
+    struct lahja_waitq ready;
+};
+
+/* An endpoint's stop, in order. */
+enum stop_state {
+    STOP_NONE,                   /* running, or never started */
+    STOP_LINGER,                 /* waiting for the peers' confirmations */
+    STOP_CLOSING,                /* handles closing, calls leaving */
+    STOP_LAST,                   /* the stop timer, last handle, closing */
+    STOP_DONE
 };
 
 struct lahja_endpoint {
@@ -263,9 +355,15 @@ struct lahja_endpoint {
     size_t receipts_owed;        /* connections that read events since
                                     their last receipt */
     uint64_t poll_until;         /* uv_hrtime() at which it stops */
-    int nopen;                   /* handles of the endpoint not yet closed */
+    int nopen;                   /* handles of the endpoint (and of its
+                                    callback calls) not yet closed */
     int nconns_open;             /* connections not yet freed */
-    lahja_completion_t closed;   /* stop waits for the last handle */
+    uint8_t stop_state;          /* enum stop_state */
+    uv_timer_t stop_timer;       /* the linger's deadline; then the last
+                                    handle, whose close ends the stop */
+    lahja_link_t stop_tasks;     /* tasks in lahja_endpoint_stop */
+    lahja_link_t stop_cbs;       /* struct stop_cb: lahja_endpoint_stop_cb */
+    lahja_link_t ops;            /* callback calls not yet called back */
     char path[LAHJA_PATH_MAX + 1];
     lahja_link_t conns;
     lahja_link_t dirty;          /* connections with queued output */
@@ -279,9 +377,8 @@ struct lahja_endpoint {
     lahja_link_t owned;          /* subscriptions and streams not freed */
     uint64_t next_id;
     int busy;                    /* tasks inside lahja_ep_wait */
-    lahja_cond_t idle;           /* busy fell to 0 after stop */
-    lahja_cond_t conn_changed;
-    lahja_cond_t subs_changed;   /* also on connection changes */
+    struct lahja_waitq conn_changed;
+    struct lahja_waitq subs_changed; /* also on connection changes */
     struct out_item *free_items; /* recycled, chained through link.next */
     struct out_item *free_chunks; /* recycled chunks, with their buffers */
     size_t nfree_chunks;
@@ -290,7 +387,7 @@ struct lahja_endpoint {
     char blocked[LAHJA_NAME_MAX + 1];
     lahja_strmap_t totals;       /* peer name -> struct peer_totals */
     struct peer_totals all;      /* every peer, connections ended */
-    lahja_cond_t delivered;      /* receipts came, or a connection ended */
+    struct lahja_waitq delivered; /* receipts came, or a connection ended */
     lahja_link_t delivery_waits; /* lahja_wait_until_delivered calls */
     lahja_link_t parked;         /* struct parked: lahja_connect calls whose
                                     connection the peer declined for its own */
@@ -304,6 +401,10 @@ struct lahja_endpoint {
 /* The close callback of the endpoint's own handles (server, flusher,
  * poller, reject pipe): stop waits for the last. */
 void lahja_ep_handle_closed(uv_handle_t *h);
+/* A handle closed or a task left: the stop ends if it was the last. */
+void lahja_ep_maybe_closed(lahja_endpoint_t *ep);
+/* Receipts came or a connection ended: a lingering stop looks again. */
+void lahja_ep_linger_check(lahja_endpoint_t *ep);
 
 /* Logs through the application's hook, printf-style. */
 void lahja_bus_log(lahja_endpoint_t *ep, lahja_log_level_t level, const char *fmt, ...)
@@ -323,7 +424,7 @@ int lahja_ep_check_task(const lahja_endpoint_t *ep);
  * that stop returns only once every task it woke has left the endpoint's
  * calls, and freeing the endpoint right after stop is safe.
  */
-int lahja_ep_wait(lahja_endpoint_t *ep, lahja_cond_t *cond, lahja_time_t deadline);
+int lahja_ep_wait(lahja_endpoint_t *ep, struct lahja_waitq *q, lahja_time_t deadline);
 
 /* conn.c */
 /* Accepts the server's pending connection, within the limits (B31); a
