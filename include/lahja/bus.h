@@ -14,7 +14,10 @@
  *    task or from any libuv callback on the endpoint's thread;
  *  - suspending (connect, broadcast, stream_next, wait_for, request,
  *    stop, the wait_until_* family): from a task (lahja/runtime.h); each
- *    takes a deadline and is a cancellation checkpoint.
+ *    takes a deadline and is a cancellation checkpoint.  Each has a
+ *    callback form (lahja_*_cb, at the end of this header) for programs
+ *    not written as tasks: from any libuv callback on the endpoint's
+ *    thread.
  *
  * Threads: an endpoint belongs to the thread whose runtime created it;
  * calls from another thread return LAHJA_EWRONGTHREAD.  The calls that
@@ -238,10 +241,11 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
  * Stops the endpoint: stops listening and removes the socket file, gives
  * the peers up to options.linger_ms to read and confirm the events sent
  * to them (what is not confirmed by then is reported lost, see
- * lahja_delivery_stats), closes every connection, ends every wait with LAHJA_ELIFECYCLE,
- * and waits for libuv to release the handles.  Not cancellable (it is prompt).  Using a
- * stopped endpoint afterwards is LAHJA_ELIFECYCLE.  Suspending (task
- * context); stopping twice returns 0.
+ * lahja_delivery_stats), closes every connection, ends every wait (task
+ * or callback) with LAHJA_ELIFECYCLE, and waits for libuv to release the
+ * handles.  Not cancellable (it is prompt).  Using a stopped endpoint
+ * afterwards is LAHJA_ELIFECYCLE.  Suspending (task context); a second
+ * call waits for the same stop, and returns 0 at once once it is done.
  */
 int lahja_endpoint_stop(lahja_endpoint_t *ep);
 
@@ -607,8 +611,10 @@ int lahja_wait_until_all_endpoints_subscribed_to_cb(lahja_endpoint_t *ep, const 
 /*
  * lahja_endpoint_stop: the callback comes once the endpoint is stopped,
  * its handles closed and every call under way ended (their callbacks
- * first); the endpoint may be freed in it.  Not cancellable.  Called
- * while a stop is under way, the callback comes with that stop's end.
+ * first); the endpoint may be freed in it (with several stop callbacks,
+ * in the last: they are called in the order they were given).  Not
+ * cancellable.  Called while a stop is under way, the callback comes with
+ * that stop's end.
  * Errors: LAHJA_ELIFECYCLE if the endpoint was never started or its stop
  * has completed (the callback is then not called), -ENOMEM,
  * LAHJA_EWRONGTHREAD, -EINVAL.

@@ -84,9 +84,9 @@ int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size
 int lahja_connect_cb(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n,
                      lahja_time_t deadline, lahja_done_fn cb, void *user, lahja_op_t **out)
 {
+    if (cb == NULL)
+        return -EINVAL;
     int rc = connect_check(ep, configs, n);
-    if (rc == 0 && cb == NULL)
-        rc = -EINVAL;
     if (rc != 0)
         return rc;
     struct lahja_op *op = lahja_op_new(ep, &connect_kind, sizeof(struct connect_call));

@@ -4,9 +4,10 @@
  * The core is driven by libuv callbacks: accept, connect, read (parse
  * frames in place, dispatch), write (chunks of small frames and large
  * payloads, from the broadcasting call once enough wait, or from a
- * prepare handle at the end of the loop turn; see conn.c).  The public calls that wait are thin
- * suspending wrappers: they check a condition the callbacks maintain and
- * sleep on a lahja_cond_t the callbacks signal.
+ * prepare handle at the end of the loop turn; see conn.c).  The public
+ * calls that wait are step functions over a condition the callbacks
+ * maintain, run by a task or by a callback call (see "waits" below and
+ * op.c) between the wake-ups of a wait queue the callbacks signal.
  */
 #ifndef LAHJA_BUS_ENDPOINT_H
 #define LAHJA_BUS_ENDPOINT_H
