@@ -206,6 +206,10 @@ typedef struct lahja_endpoint_options {
      * connection whose writing failed is read for the rest of what its
      * peer sent. */
     uint32_t frame_timeout_ms;
+    /* Calls other threads may have posted and the endpoint's thread not
+     * yet taken (lahja_post and its kin); a poster waits, or fails with
+     * -EAGAIN, while it is full.  0 gives 1024. */
+    uint32_t post_queue;
     /* Other users allowed to connect besides our own (B27). */
     const uid_t *allowed_uids;
     size_t n_allowed_uids;
@@ -620,6 +624,74 @@ int lahja_wait_until_all_endpoints_subscribed_to_cb(lahja_endpoint_t *ep, const 
  * LAHJA_EWRONGTHREAD, -EINVAL.
  */
 int lahja_endpoint_stop_cb(lahja_endpoint_t *ep, lahja_done_fn cb, void *user);
+
+/* ------------------------------------------------------ from other threads */
+
+/*
+ * The calls any thread may make.  An endpoint is used on its own thread;
+ * another thread (a worker) hands it work through its post queue, which
+ * the endpoint's thread takes in order at its next loop turn.  The queue
+ * is bounded (options.post_queue): a poster waits up to `timeout_ms` for
+ * room (0: not at all; -1: as long as it takes), then fails with -EAGAIN.
+ * On the endpoint's own thread a full queue fails at once (waiting would
+ * stop the loop that empties it).
+ *
+ * Events may be handed between threads: reference counts are atomic and
+ * an event's type and payload never change once made.  What the
+ * broadcasting thread sets (the binding: origin and id) is read safely
+ * only on that thread.
+ *
+ * Posting to an endpoint that is stopping or stopped fails with
+ * LAHJA_ELIFECYCLE; what was posted before its stop began is still
+ * carried out (a posted broadcast still waiting then ends as a call
+ * under way does, and its loss is logged).  The endpoint must not be
+ * freed while a thread may still post to it.
+ */
+
+/*
+ * Broadcasts `ev` from the endpoint's thread, as lahja_broadcast would
+ * from a task there: in the order posted, each waiting while a receiving
+ * peer is over its high-water mark, and meanwhile the queue is not taken
+ * further, so that a full queue makes the posters wait (backpressure
+ * reaches them).  On success the endpoint owns the caller's reference
+ * (do not use the event afterwards); on error the caller keeps it.
+ * `cfg` (NULL: the default) is copied.  The broadcast's own outcome
+ * cannot be returned: a failure (LAHJA_ENOSUBSCRIBERS unless
+ * cfg->allow_no_subscribers, -EMSGSIZE...) is logged at WARNING with the
+ * event's type.  Any thread.
+ * Errors: -EINVAL (NULL, or an event already broadcast or lent to a
+ * handler), -EAGAIN (the queue stayed full), LAHJA_ELIFECYCLE, -ENOMEM.
+ */
+int lahja_post(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
+               int timeout_ms);
+
+/*
+ * Sends the request `req` from the endpoint's thread (lahja_request_cb,
+ * with a deadline `timeout_ms` after the endpoint's thread takes it; 0:
+ * none), and calls cb(ep, status, response, user) there with its result,
+ * exactly once: also with the error when the request cannot start there,
+ * and with LAHJA_ELIFECYCLE when the endpoint stops first.  Ownership of
+ * `req` and `cfg` as lahja_post; `queue_timeout_ms` is the wait for room
+ * in the queue.  Any thread.  Errors (cb is then not called): those of
+ * lahja_post, -EINVAL if `req` is not a request or cb is NULL.
+ */
+int lahja_post_request(lahja_endpoint_t *ep, lahja_event_t *req,
+                       const lahja_broadcast_config_t *cfg, uint32_t timeout_ms,
+                       lahja_event_done_fn cb, void *user, int queue_timeout_ms);
+
+/* Work for the endpoint's thread (lahja_post_call). */
+typedef void (*lahja_call_fn)(lahja_endpoint_t *ep, void *user);
+
+/*
+ * Calls fn(ep, user) on the endpoint's thread, from its loop, in order
+ * with the posted broadcasts and requests: the way to run any of the
+ * endpoint's calls (the callback forms included) on behalf of another
+ * thread.  fn is called exactly once if this returns 0: if the endpoint
+ * stops meanwhile, as its stop begins (within lahja_endpoint_stop or
+ * lahja_endpoint_stop_cb, so fn must not free the endpoint).  Any thread.  Errors: -EINVAL, -EAGAIN, LAHJA_ELIFECYCLE,
+ * -ENOMEM.
+ */
+int lahja_post_call(lahja_endpoint_t *ep, lahja_call_fn fn, void *user, int timeout_ms);
 
 #ifdef __cplusplus
 }

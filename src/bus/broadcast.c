@@ -507,6 +507,15 @@ int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadca
     return broadcast(ep, ev, cfg, deadline, ev != NULL && ev->is_request ? ++ep->next_id : 0);
 }
 
+int lahja_broadcast_try(lahja_endpoint_t *ep, lahja_event_t *ev,
+                        const lahja_broadcast_config_t *cfg)
+{
+    struct bcast_call b = { .call = { 0 } };
+    bcast_init(&b, ep, ev, cfg, ev->is_request ? ++ep->next_id : 0);
+    struct lahja_waitq *q;
+    return bcast_try(&b, &q);
+}
+
 int lahja_broadcast_cb(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                        lahja_time_t deadline, lahja_done_fn cb, void *user, lahja_op_t **out)
 {

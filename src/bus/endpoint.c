@@ -78,6 +78,8 @@ static void fill_defaults(lahja_endpoint_options_t *o)
         o->max_peer_types = 16384;
     if (o->frame_timeout_ms == 0)
         o->frame_timeout_ms = 10000;
+    if (o->post_queue == 0)
+        o->post_queue = 1024;
 }
 
 /*
@@ -139,6 +141,7 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
     lahja_waitq_init(&ep->delivered);
     lahja_waitq_init(&ep->conn_changed);
     lahja_waitq_init(&ep->subs_changed);
+    lahja_post_init(ep);
     *out = ep;
     return 0;
 }
@@ -311,6 +314,7 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
     ep->stop_timer.data = ep;
     ep->nopen += 4;
     ep->started = 1;
+    lahja_post_start(ep);
     return 0;
 }
 
@@ -381,8 +385,9 @@ void lahja_ep_linger_check(lahja_endpoint_t *ep)
 
 static void stop_begin(lahja_endpoint_t *ep)
 {
-    ep->stopped = 1; /* refuses new calls from here on */
     ep->stop_state = STOP_LINGER;
+    lahja_post_stop(ep); /* what other threads posted goes first */
+    ep->stopped = 1; /* refuses new calls from here on */
     if (ep->serving) {
         uv_close((uv_handle_t *)&ep->server, lahja_ep_handle_closed);
         unlink(ep->path);
@@ -523,6 +528,7 @@ int lahja_endpoint_free(lahja_endpoint_t *ep)
     }
     lahja_consumers_free(ep);
     lahja_delivery_free(ep);
+    lahja_post_free(ep);
     free(ep->pindex);
     lahja_strmap_free(&ep->types);
     lahja_name_unref(ep->name);

@@ -396,6 +396,16 @@ struct lahja_endpoint {
                                     left to make one, to close it */
     uint8_t reject_busy, accept_stalled;
     lahja_conn_config_t service_serve; /* lahja_endpoint_service's config */
+    /* Posting from other threads (post.c): post_lock guards the queue
+     * and post_closed; the rest is the endpoint thread's. */
+    pthread_mutex_t post_lock;
+    pthread_cond_t post_room;        /* posters waiting for room */
+    struct post_item *post_head, *post_tail;
+    size_t post_len;
+    uint8_t post_closed;             /* not started, or stopping */
+    uint8_t post_blocked;            /* a posted broadcast waits: the
+                                        queue is not taken meanwhile */
+    uv_async_t post_async;
     int service_serves;
 };
 
@@ -464,6 +474,20 @@ void lahja_ep_flush(lahja_endpoint_t *ep);
 void lahja_ep_subs_dirty(lahja_endpoint_t *ep);
 /* Queues the pending SUBS for every peer now, ahead of what follows. */
 void lahja_ep_send_subs(lahja_endpoint_t *ep);
+
+/* post.c */
+void lahja_post_init(lahja_endpoint_t *ep);
+void lahja_post_start(lahja_endpoint_t *ep);
+/* Refuses posts from now on and carries out what was posted. */
+void lahja_post_stop(lahja_endpoint_t *ep);
+void lahja_post_free(lahja_endpoint_t *ep);
+
+/* broadcast.c */
+/* Broadcasts ev at once, or returns LAHJA_PENDING (nothing done) when a
+ * receiving peer is over its high-water mark; else lahja_broadcast's
+ * errors. */
+int lahja_broadcast_try(lahja_endpoint_t *ep, lahja_event_t *ev,
+                        const lahja_broadcast_config_t *cfg);
 
 /* delivery.c */
 /* A connection ends: what it sent and the peer did not confirm is lost,

@@ -2,6 +2,13 @@
  * Events: a type, a payload, and once broadcast an origin and an id.
  * An owned event is one allocation (strings and payload after the
  * struct); an event lent to handlers points into the read buffer.
+ *
+ * Reference counts (of events and of the names they carry as origin)
+ * are atomic, so that an event may be handed to another thread (posted
+ * from a worker, kept by a handler and given to one) and released
+ * there.  Relaxed increments suffice (a new reference is taken from an
+ * existing one); the decrement that frees orders every earlier use of
+ * the object before the free.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -24,13 +31,13 @@ lahja_name_t *lahja_name_new(const char *s, size_t len)
 lahja_name_t *lahja_name_ref(lahja_name_t *n)
 {
     if (n != NULL)
-        n->refs++;
+        __atomic_fetch_add(&n->refs, 1, __ATOMIC_RELAXED);
     return n;
 }
 
 void lahja_name_unref(lahja_name_t *n)
 {
-    if (n != NULL && --n->refs == 0)
+    if (n != NULL && __atomic_sub_fetch(&n->refs, 1, __ATOMIC_ACQ_REL) == 0)
         free(n);
 }
 
@@ -128,13 +135,14 @@ lahja_event_t *lahja_event_ref(lahja_event_t *ev)
         return NULL;
     if (ev->borrowed || ev->on_stack)
         return clone(ev);
-    ev->refs++;
+    __atomic_fetch_add(&ev->refs, 1, __ATOMIC_RELAXED);
     return ev;
 }
 
 void lahja_event_unref(lahja_event_t *ev)
 {
-    if (ev == NULL || ev->borrowed || ev->on_stack || --ev->refs > 0)
+    if (ev == NULL || ev->borrowed || ev->on_stack ||
+        __atomic_sub_fetch(&ev->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     lahja_name_unref(ev->origin);
     free(ev->lz4);
