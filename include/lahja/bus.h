@@ -447,6 +447,25 @@ int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcas
  */
 int lahja_respond(lahja_endpoint_t *ep, const lahja_event_t *request, lahja_event_t *response);
 
+/*
+ * lahja_request_new, lahja_request and lahja_event_unref in one call: a
+ * request of `type` carrying a copy of payload[0..len), expecting
+ * `response_type`.  *response is the caller's reference.  Suspending;
+ * errors as lahja_request, and -EINVAL for a bad type.
+ */
+int lahja_request_bytes(lahja_endpoint_t *ep, const char *type, const char *response_type,
+                        const void *payload, size_t len, const lahja_broadcast_config_t *cfg,
+                        lahja_time_t deadline, lahja_event_t **response);
+
+/*
+ * Answers `request` with an event of `type` carrying a copy of
+ * payload[0..len), as lahja_respond, without allocating an event for
+ * payloads up to 64 KiB (as lahja_broadcast_bytes).  Errors as
+ * lahja_respond, and -EINVAL for a bad type.
+ */
+int lahja_respond_bytes(lahja_endpoint_t *ep, const lahja_event_t *request, const char *type,
+                        const void *payload, size_t len);
+
 /* ---------------------------------------------------------------- delivery */
 
 /* What was sent to a peer and what became of it (B30). */

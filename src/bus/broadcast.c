@@ -709,6 +709,48 @@ int lahja_respond(lahja_endpoint_t *ep, const lahja_event_t *request, lahja_even
     return broadcast_nowait(ep, response, &cfg, 0);
 }
 
+int lahja_request_bytes(lahja_endpoint_t *ep, const char *type, const char *response_type,
+                        const void *payload, size_t len, const lahja_broadcast_config_t *cfg,
+                        lahja_time_t deadline, lahja_event_t **response)
+{
+    if (ep == NULL || response == NULL)
+        return -EINVAL;
+    lahja_event_t *req = NULL;
+    int rc = lahja_request_new(type, response_type, payload, len, &req);
+    if (rc == 0)
+        rc = lahja_request(ep, req, cfg, deadline, response);
+    lahja_event_unref(req);
+    return rc;
+}
+
+int lahja_respond_bytes(lahja_endpoint_t *ep, const lahja_event_t *request, const char *type,
+                        const void *payload, size_t len)
+{
+    if (ep == NULL || request == NULL || type == NULL || (payload == NULL && len > 0))
+        return -EINVAL;
+    size_t tlen = strlen(type);
+    if (!lahja_wire_type_valid(type, tlen))
+        return -EINVAL;
+    if (len > BYTES_STACK_MAX) {
+        lahja_event_t *ev;
+        int rc = lahja_event_make(type, tlen, NULL, payload, len, &ev);
+        if (rc == 0)
+            rc = lahja_respond(ep, request, ev);
+        lahja_event_unref(ev);
+        return rc;
+    }
+    /* As lahja_broadcast_bytes: never referenced beyond this call. */
+    lahja_event_t ev = {
+        .refs = 1, .on_stack = 1,
+        .type = type, .type_len = tlen,
+        .payload = payload, .len = len,
+    };
+    int rc = lahja_respond(ep, request, &ev);
+    lahja_name_unref(ev.origin);
+    free(ev.lz4);
+    return rc;
+}
+
 const char *lahja_endpoint_blocked_peer(const lahja_endpoint_t *ep)
 {
     return lahja_rt_wrong_thread(ep->rt) ? "" : ep->blocked;

@@ -42,13 +42,7 @@ static int answer(lahja_endpoint_t *ep, const lahja_event_t *req, const char *ty
     size_t len;
     const char *p = lahja_event_payload(req, &len);
     int n = snprintf(buf, sizeof buf, "%s%.*s", prefix, (int)len, p);
-    lahja_event_t *resp;
-    int rc = lahja_event_new(type, buf, (size_t)n, &resp);
-    if (rc != 0)
-        return rc;
-    rc = lahja_respond(ep, req, resp);
-    lahja_event_unref(resp);
-    return rc;
+    return lahja_respond_bytes(ep, req, type, buf, (size_t)n);
 }
 
 static void hold(struct responder *r, lahja_event_t *ev)
@@ -221,6 +215,13 @@ static int main_round_trip(void *arg)
         last_id = id;
         lahja_event_unref(resp);
     }
+
+    /* The bytes form: no event to make. */
+    lahja_event_t *resp;
+    assert_int_equal(lahja_request_bytes(ep, "Question", "Answer", "four", 4, NULL,
+                                         lahja_deadline_in(GUARD_MS), &resp), 0);
+    expect_answer(resp, "b", lahja_event_id(resp), "re:four");
+    lahja_event_unref(resp);
 
     /* Two at once: each gets the answer to its own question. */
     struct asker t1 = { ep, "Question", "t1", 12345, 0, NULL };
@@ -441,6 +442,67 @@ static void test_first_of_two_local_responses_wins(void **state)
     RUN_MAIN(main_local_two, NULL);
 }
 
+/* Answers with a copy of its payload, n times over, by the bytes form. */
+static int on_bytes_answer(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    size_t n = *(size_t *)user, len;
+    const char *p = lahja_event_payload(ev, &len);
+    char *buf = malloc(n * len + 1);
+    if (buf == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        memcpy(buf + i * len, p, len);
+    int rc = lahja_respond_bytes(ep, ev, "Answer", buf, n * len);
+    free(buf);
+    return rc;
+}
+
+static int main_bytes_forms(void *arg)
+{
+    (void)arg;
+    lahja_endpoint_t *ep = ep_start("a", NULL);
+    assert_non_null(ep);
+    size_t times = 1;
+    lahja_subscription_t *s;
+    assert_int_equal(lahja_subscribe(ep, "Q", on_bytes_answer, &times, &s), 0);
+    /* Small answers go without an event; over 64 KiB with one. */
+    size_t sizes[] = { 1, 100 * 1024 };
+    for (size_t k = 0; k < 2; k++) {
+        times = sizes[k];
+        lahja_event_t *resp = NULL;
+        assert_int_equal(lahja_request_bytes(ep, "Q", "Answer", "z", 1, NULL,
+                                             lahja_deadline_in(GUARD_MS), &resp), 0);
+        size_t len;
+        const char *p = lahja_event_payload(resp, &len);
+        assert_int_equal(len, sizes[k]);
+        for (size_t i = 0; i < len; i++)
+            assert_int_equal(p[i], 'z');
+        assert_string_equal(lahja_event_origin(resp), "a");
+        lahja_event_unref(resp);
+    }
+    /* What the bytes forms refuse. */
+    lahja_event_t *resp = NULL;
+    assert_int_equal(lahja_request_bytes(ep, "", "Answer", "z", 1, NULL, LAHJA_FOREVER, &resp),
+                     -EINVAL);
+    assert_int_equal(lahja_request_bytes(ep, "Q", NULL, "z", 1, NULL, LAHJA_FOREVER, &resp),
+                     -EINVAL);
+    lahja_event_t *plain;
+    assert_int_equal(lahja_event_new("Q", "x", 1, &plain), 0);
+    assert_int_equal(lahja_respond_bytes(ep, plain, "Answer", "x", 1), -EINVAL);
+    assert_int_equal(lahja_respond_bytes(ep, plain, "", "x", 1), -EINVAL);
+    lahja_event_unref(plain);
+    assert_true(lahja_list_empty(&ep->pending));
+    lahja_subscription_cancel(s);
+    ep_finish(ep);
+    return 0;
+}
+
+static void test_bytes_forms(void **state)
+{
+    (void)state;
+    RUN_MAIN(main_bytes_forms, NULL);
+}
+
 /* ------------------------------------------------ what respond refuses */
 
 static int main_respond_refuses(void *arg)
@@ -552,6 +614,7 @@ static void test_response_goes_only_to_requester(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bytes_forms),
         BUS_TEST(test_request_round_trip_across_processes),
         BUS_TEST(test_wrong_response_type_is_unexpected_response),
         BUS_TEST(test_deadline_and_cancel_remove_pending_request),
