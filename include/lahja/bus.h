@@ -271,6 +271,20 @@ int lahja_endpoint_free(lahja_endpoint_t *ep);
 void lahja_endpoint_service(lahja_service_t *svc, lahja_endpoint_t *ep,
                             const lahja_conn_config_t *serve);
 
+/*
+ * What the endpoint's last failed call saw, in a sentence naming what
+ * concerned it: for a connect, the name, the path and what was found
+ * there ("no socket file there: nobody serves that name", "a socket file,
+ * but nobody listening", "connected, but no handshake came", the peer's
+ * refusal); for a request, its type and what came back or who went away;
+ * for a broadcast, the type nobody subscribes to or the size refused; else
+ * the call and its error's message.  Set when a call that waits fails
+ * (either form) and by the broadcasts' own refusals: read it right after
+ * the suspending call returns, or in the callback.  Valid until the next
+ * failure; "" before any, and on another thread than the endpoint's.
+ */
+const char *lahja_endpoint_last_error(const lahja_endpoint_t *ep);
+
 /* The endpoint's name; any thread. */
 const char *lahja_endpoint_name(const lahja_endpoint_t *ep);
 /* Whether it runs (started, not stopped) and serves.  They read flags

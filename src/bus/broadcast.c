@@ -37,7 +37,7 @@ static int connect_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind connect_kind = { connect_step, connect_abandon };
+static const struct lahja_call_kind connect_kind = { "connect", connect_step, connect_abandon };
 
 static int connect_check(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n)
 {
@@ -62,6 +62,7 @@ static void connect_begin(struct connect_call *cc, lahja_endpoint_t *ep,
 {
     cc->call.kind = &connect_kind;
     cc->call.ep = ep;
+    cc->call.detail = cc->op.detail;
     lahja_waitq_init(&cc->op.done);
     for (size_t i = 0; i < n && cc->op.error == 0; i++)
         if (lahja_conn_connect(ep, &configs[i], &cc->op) == NULL)
@@ -187,8 +188,11 @@ static int validate(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadca
         return -EINVAL;
     if (ev->bound)
         return LAHJA_EBIND;
-    if (ev->len > ep->opts.max_payload)
+    if (ev->len > ep->opts.max_payload) {
+        lahja_ep_error(ep, "%s refused: %zu bytes is over max_payload (%zu)", ev->type, ev->len,
+                       ep->opts.max_payload);
         return -EMSGSIZE;
+    }
     return 0;
 }
 
@@ -199,8 +203,9 @@ static int check_peer_limits(lahja_endpoint_t *ep, const lahja_event_t *ev,
 {
     for (size_t i = 0; i < t->n; i++) {
         if (ev->len + LAHJA_WIRE_EVENT_PREFIX_MAX > t->v[i]->peer_max) {
-            lahja_bus_log(ep, LAHJA_LOG_WARNING, "%s refused: %zu bytes is over what %s accepts",
-                          ev->type, ev->len, t->v[i]->peer->s);
+            lahja_ep_error(ep, "%s refused: %zu bytes is over what %s accepts", ev->type,
+                           ev->len, t->v[i]->peer->s);
+            lahja_bus_log(ep, LAHJA_LOG_WARNING, "%s", ep->errmsg);
             return -EMSGSIZE;
         }
     }
@@ -321,7 +326,8 @@ static int deliver(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcas
         lahja_name_unref(ev->origin);
         ev->origin = NULL;
         ev->id = 0;
-        lahja_bus_log(ep, LAHJA_LOG_ERROR, "cannot queue %s: %s", ev->type, lahja_strerror(rc));
+        lahja_ep_error(ep, "cannot queue %s: %s", ev->type, lahja_strerror(rc));
+        lahja_bus_log(ep, LAHJA_LOG_ERROR, "%s", ep->errmsg);
     } else {
         for (i = 0; i < t->n; i++)
             lahja_conn_commit(t->v[i], ev, &slots[i], flags, id);
@@ -368,8 +374,13 @@ static int receivers(lahja_endpoint_t *ep, const lahja_event_t *ev,
 static int nobody(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                   const struct targets *none, uint64_t request_id)
 {
-    if (!cfg->allow_no_subscribers)
+    if (!cfg->allow_no_subscribers) {
+        if (cfg->filter_endpoint != NULL)
+            lahja_ep_error(ep, "nobody subscribes to %s at %s", ev->type, cfg->filter_endpoint);
+        else
+            lahja_ep_error(ep, "nobody subscribes to %s", ev->type);
         return LAHJA_ENOSUBSCRIBERS;
+    }
     return deliver(ep, ev, cfg, none, 0, request_id);
 }
 
@@ -462,13 +473,18 @@ static int bcast_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind bcast_kind = { bcast_step, bcast_abandon };
+static const struct lahja_call_kind bcast_kind = { "broadcast", bcast_step, bcast_abandon };
 
+/* Sets every field but the callback form's copies (not zeroed: this is
+ * every lahja_broadcast's path). */
 static void bcast_init(struct bcast_call *b, lahja_endpoint_t *ep, lahja_event_t *ev,
                        const lahja_broadcast_config_t *cfg, uint64_t request_id)
 {
     b->call.kind = &bcast_kind;
     b->call.ep = ep;
+    b->call.result = NULL;
+    b->call.detail = NULL;
+    b->held = NULL;
     b->ev = ev;
     b->cfg = cfg != NULL ? cfg : &default_config;
     b->request_id = request_id;
@@ -489,7 +505,7 @@ static void bcast_keep(struct bcast_call *b)
 static int broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                      lahja_time_t deadline, uint64_t request_id)
 {
-    struct bcast_call b = { .call = { 0 } };
+    struct bcast_call b;
     bcast_init(&b, ep, ev, cfg, request_id);
     int rc = validate(ep, ev, b.cfg);
     if (rc != 0)
@@ -510,7 +526,7 @@ int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadca
 int lahja_broadcast_try(lahja_endpoint_t *ep, lahja_event_t *ev,
                         const lahja_broadcast_config_t *cfg)
 {
-    struct bcast_call b = { .call = { 0 } };
+    struct bcast_call b;
     bcast_init(&b, ep, ev, cfg, ev->is_request ? ++ep->next_id : 0);
     struct lahja_waitq *q;
     return bcast_try(&b, &q);
@@ -620,7 +636,7 @@ static int request_abandon(struct lahja_call *call, int why)
     return request_result((struct request_call *)call, why);
 }
 
-static const struct lahja_call_kind request_kind = { request_step, request_abandon };
+static const struct lahja_call_kind request_kind = { "request", request_step, request_abandon };
 
 /*
  * Registers the request before it is broadcast: a local responder
@@ -638,6 +654,8 @@ static int request_begin(struct request_call *r, lahja_endpoint_t *ep, lahja_eve
         return rc;
     p->id = ++ep->next_id;
     p->response_type = req->response_type;
+    p->type = req->type;
+    r->b.call.detail = p->detail;
     r->b.request_id = p->id;
     lahja_waitq_init(&p->ready);
     struct targets t;

@@ -195,6 +195,13 @@ static void conn_end(struct conn *c, int err, lahja_log_level_t level, const cha
         lahja_list_remove(&c->dirty_link);
         c->dirty = 0;
     }
+    if (c->op != NULL && err != 0 && c->op->detail[0] == '\0') {
+        if (c->path[0] != '\0')
+            snprintf(c->op->detail, sizeof c->op->detail, "connect to %s at %s: %s",
+                     conn_name(c), c->path, why);
+        else
+            snprintf(c->op->detail, sizeof c->op->detail, "connect to %s: %s", conn_name(c), why);
+    }
     op_release(c, err);
     lahja_waitq_detach(&c->drained); /* they look for the other receivers */
     if (was_up) {
@@ -952,10 +959,13 @@ void lahja_conn_forget_op(lahja_endpoint_t *ep, struct connect_op *op)
             continue;
         /* Say why it took so long: no socket to connect to, or no
          * answer from the one there. */
-        char why[LAHJA_PATH_MAX + 96];
-        snprintf(why, sizeof why, "%s: %s", lahja_strerror(op->error),
-                 c->state == CONN_CONNECTING ? "nobody serves at" : "no handshake from");
-        snprintf(why + strlen(why), sizeof why - strlen(why), " %s", c->path);
+        const char *seen = c->state != CONN_CONNECTING ? "connected, but no handshake came"
+                           : c->connect_err == ENOENT ? "no socket file there: nobody serves that name"
+                           : c->connect_err == ECONNREFUSED
+                               ? "a socket file, but nobody listening (left by a dead endpoint?)"
+                               : "its listener's backlog stayed full";
+        char why[160];
+        snprintf(why, sizeof why, "%s: %s", lahja_strerror(op->error), seen);
         lahja_conn_close(c, op->error, why);
     }
 }
@@ -1556,6 +1566,7 @@ static void try_connect(struct conn *c)
         int err = errno;
         close(fd);
         if (err == ENOENT || err == ECONNREFUSED || err == EAGAIN) {
+            c->connect_err = err;
             c->retry_ms = c->retry_ms ? c->retry_ms * 2 : RETRY_MIN_MS;
             if (c->retry_ms > RETRY_MAX_MS)
                 c->retry_ms = RETRY_MAX_MS;

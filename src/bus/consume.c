@@ -315,7 +315,7 @@ static int next_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind next_kind = { next_step, next_abandon };
+static const struct lahja_call_kind next_kind = { "stream_next", next_step, next_abandon };
 
 int lahja_stream_next(lahja_stream_t *st, lahja_time_t deadline, lahja_event_t **ev)
 {
@@ -326,7 +326,7 @@ int lahja_stream_next(lahja_stream_t *st, lahja_time_t deadline, lahja_event_t *
     int rc = lahja_checkpoint();
     if (rc != 0)
         return rc;
-    struct next_call n = { { &next_kind, st->ep, NULL }, st };
+    struct next_call n = { { &next_kind, st->ep, NULL, NULL }, st };
     rc = lahja_call_run(&n.call, deadline);
     if (rc == 0)
         *ev = n.call.result;
@@ -409,7 +409,7 @@ static int wait_for_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind wait_for_kind = { wait_for_step, wait_for_abandon };
+static const struct lahja_call_kind wait_for_kind = { "wait_for", wait_for_step, wait_for_abandon };
 
 static int wait_for_begin(struct wait_for_call *wc, lahja_endpoint_t *ep, const char *type)
 {
@@ -535,6 +535,8 @@ void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev)
         return; /* unknown, or answered already: later responses are ignored */
     if (strcmp(ev->type, p->response_type) != 0) {
         p->error = LAHJA_EUNEXPECTEDRESPONSE;
+        snprintf(p->detail, sizeof p->detail, "request %s expected a response of type %s, got %s from %s",
+                 p->type, p->response_type, ev->type, ev->origin != NULL ? ev->origin->s : "?");
     } else if ((p->response = lahja_event_ref(ev)) == NULL) {
         p->error = -ENOMEM;
     }
@@ -552,6 +554,14 @@ void lahja_pending_peer_gone(lahja_endpoint_t *ep, struct conn *c)
             p->targets[i] = NULL;
             if (--p->nlive == 0 && !p->local && p->response == NULL && p->error == 0) {
                 p->error = LAHJA_EREMOTEDISCONNECTED;
+                if (p->ntargets == 1)
+                    snprintf(p->detail, sizeof p->detail,
+                             "request %s: %s, the one peer it went to, disconnected before answering",
+                             p->type, c->peer->s);
+                else
+                    snprintf(p->detail, sizeof p->detail,
+                             "request %s: the %zu peers it went to (%s the last) disconnected "
+                             "before answering", p->type, p->ntargets, c->peer->s);
                 lahja_waitq_signal(&p->ready);
             }
         }
@@ -761,7 +771,7 @@ static int until_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind until_kind = { until_step, until_abandon };
+static const struct lahja_call_kind until_kind = { "wait_until", until_step, until_abandon };
 
 static int wait_until(lahja_endpoint_t *ep, struct lahja_waitq *q, pred_fn pred, const char *a,
                       const char *b, int flag, lahja_time_t deadline)
@@ -773,7 +783,7 @@ static int wait_until(lahja_endpoint_t *ep, struct lahja_waitq *q, pred_fn pred,
         rc = lahja_checkpoint();
     if (rc != 0)
         return rc;
-    struct until_call u = { { &until_kind, ep, NULL }, q, pred, a, b, flag, 0, "", "" };
+    struct until_call u = { { &until_kind, ep, NULL, NULL }, q, pred, a, b, flag, 0, "", "" };
     return lahja_call_run(&u.call, deadline);
 }
 

@@ -182,7 +182,8 @@ static int delivered_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind delivered_kind = { delivered_step, delivered_abandon };
+static const struct lahja_call_kind delivered_kind = { "wait_until_delivered", delivered_step,
+                                                       delivered_abandon };
 
 /* Notes what every connection must confirm.  Errors: -ENOMEM. */
 static int delivered_begin(struct delivered_call *d, lahja_endpoint_t *ep)

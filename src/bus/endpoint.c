@@ -30,6 +30,22 @@ void lahja_bus_log(lahja_endpoint_t *ep, lahja_log_level_t level, const char *fm
     ep->opts.log(ep->opts.log_user, level, ep->name->s, msg);
 }
 
+void lahja_ep_error(lahja_endpoint_t *ep, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ep->errmsg, sizeof ep->errmsg, fmt, ap);
+    va_end(ap);
+    ep->errseq++;
+}
+
+const char *lahja_endpoint_last_error(const lahja_endpoint_t *ep)
+{
+    if (ep == NULL || lahja_rt_wrong_thread(ep->rt))
+        return "";
+    return ep->errmsg;
+}
+
 int lahja_ep_check(const lahja_endpoint_t *ep)
 {
     if (lahja_rt_wrong_thread(ep->rt))

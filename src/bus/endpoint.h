@@ -33,6 +33,9 @@
  * are wait queues, which the core's callbacks wake.
  */
 
+/* The longest error detail kept (lahja_endpoint_last_error). */
+#define LAHJA_ERRMSG_MAX 640
+
 /* A step's answer when the call must wait: it set *q to what. */
 #define LAHJA_PENDING 1
 
@@ -62,6 +65,7 @@ struct lahja_call;
  * and returns the result, `why` or 0 when the result came after all.
  */
 struct lahja_call_kind {
+    const char *name;            /* for the error detail: "connect"... */
     int (*step)(struct lahja_call *call, struct lahja_waitq **q);
     int (*abandon)(struct lahja_call *call, int why);
 };
@@ -71,7 +75,16 @@ struct lahja_call {
     const struct lahja_call_kind *kind;
     lahja_endpoint_t *ep;
     lahja_event_t *result;       /* the event it yields: the caller's */
+    const char *detail;          /* what a failure saw, if the kind kept
+                                  * it (a step's own failures are in
+                                  * ep->errmsg); NULL or "": none */
 };
+
+/* The error detail of a call that ended with rc < 0, from call->detail,
+ * or from ep->errmsg if it was written since errseq0, or rc's message:
+ * into buf (lahja_endpoint_last_error's text). */
+void lahja_call_explain(const struct lahja_call *call, int rc, uint32_t errseq0, char *buf,
+                        size_t len);
 
 /* The suspending form: steps, waiting in between, until done. */
 int lahja_call_run(struct lahja_call *call, lahja_time_t deadline);
@@ -93,6 +106,7 @@ struct lahja_op {
     lahja_event_done_fn event_done;
     void *user;
     struct lahja_call *call;     /* the state, allocated after the op */
+    char errmsg[LAHJA_ERRMSG_MAX]; /* its failure's detail, once done */
 };
 
 /* A callback call of `size` bytes of zeroed state (a struct lahja_call
@@ -186,6 +200,8 @@ struct connect_op {
     size_t pending;
     int error;
     struct lahja_waitq done;
+    char detail[LAHJA_ERRMSG_MAX]; /* the first failure: which name, where,
+                                      what was seen */
 };
 
 /* Delivery counts of one peer, over the connections that have ended. */
@@ -252,6 +268,7 @@ struct conn {
     uint32_t rx_gen;             /* valid while ep->types_gen is this */
     uint32_t subs_seq;           /* our last SUBS sent */
     uint32_t retry_ms;
+    int connect_err;             /* outbound: the last connect's errno */
     /* Delivery (B30).  tx_events counts the EVENT frames queued for the
      * peer, confirmed those its receipts confirm (a peer without
      * receipts: those written to the socket).  rx_events counts the
@@ -329,6 +346,8 @@ struct pending {
     size_t ntargets, nlive;
     struct conn *few[4];         /* targets, when they are this few */
     struct lahja_waitq ready;
+    const char *type;            /* the request's, for the detail */
+    char detail[LAHJA_ERRMSG_MAX]; /* why it failed, once it did */
 };
 
 /* An endpoint's stop, in order. */
@@ -386,6 +405,8 @@ struct lahja_endpoint {
     uint8_t *scratch;            /* decompression buffer */
     size_t scratch_cap;
     char blocked[LAHJA_NAME_MAX + 1];
+    char errmsg[LAHJA_ERRMSG_MAX]; /* lahja_endpoint_last_error */
+    uint32_t errseq;             /* bumped when errmsg is written */
     lahja_strmap_t totals;       /* peer name -> struct peer_totals */
     struct peer_totals all;      /* every peer, connections ended */
     struct lahja_waitq delivered; /* receipts came, or a connection ended */
@@ -420,6 +441,10 @@ void lahja_ep_linger_check(lahja_endpoint_t *ep);
 /* Logs through the application's hook, printf-style. */
 void lahja_bus_log(lahja_endpoint_t *ep, lahja_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Notes what a failing call saw (lahja_endpoint_last_error). */
+void lahja_ep_error(lahja_endpoint_t *ep, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Something arrived: with busy_poll_us set, the loop polls instead of
  * sleeping for that long. */

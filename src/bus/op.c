@@ -18,7 +18,9 @@
  * connection's drain) unlinks them (lahja_waitq_detach).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "endpoint.h"
 
@@ -89,12 +91,22 @@ void lahja_waitq_detach(struct lahja_waitq *q)
     }
 }
 
+/* op is done with `status`: its detail is taken now, while what the
+ * endpoint noted is its own. */
+static void op_done(struct lahja_op *op, int status, uint32_t errseq0)
+{
+    op->status = status;
+    op->state = OP_DONE;
+    if (status < 0)
+        lahja_call_explain(op->call, status, errseq0, op->errmsg, sizeof op->errmsg);
+}
+
 /* Ends op before its step finished it. */
 static void op_abandon(struct lahja_op *op, int why)
 {
     op_unlink(op);
-    op->status = op->call->kind->abandon(op->call, why);
-    op->state = OP_DONE;
+    uint32_t seq = op->ep->errseq;
+    op_done(op, op->call->kind->abandon(op->call, why), seq);
     op_soon(op);
 }
 
@@ -106,19 +118,44 @@ void lahja_waitq_end(struct lahja_waitq *q, int status)
         op_abandon(lahja_container_of(l, struct lahja_op, link), status);
 }
 
+/* ------------------------------------------------------------- errors */
+
+void lahja_call_explain(const struct lahja_call *call, int rc, uint32_t errseq0, char *buf,
+                        size_t len)
+{
+    const lahja_endpoint_t *ep = call->ep;
+    if (call->detail != NULL && call->detail[0] != '\0')
+        snprintf(buf, len, "%s", call->detail);
+    else if (ep->errseq != errseq0 && buf != ep->errmsg)
+        snprintf(buf, len, "%s", ep->errmsg);
+    else if (ep->errseq == errseq0)
+        snprintf(buf, len, "%s: %s", call->kind->name, lahja_strerror(rc));
+}
+
 /* ------------------------------------------------------ suspending form */
 
 int lahja_call_run(struct lahja_call *call, lahja_time_t deadline)
 {
+    lahja_endpoint_t *ep = call->ep;
+    uint32_t seq = ep->errseq;
+    int rc;
     for (;;) {
         struct lahja_waitq *q = NULL;
-        int rc = call->kind->step(call, &q);
+        rc = call->kind->step(call, &q);
         if (rc != LAHJA_PENDING)
-            return rc;
-        rc = lahja_ep_wait(call->ep, q, deadline);
-        if (rc != 0)
-            return call->kind->abandon(call, rc);
+            break;
+        rc = lahja_ep_wait(ep, q, deadline);
+        if (rc != 0) {
+            rc = call->kind->abandon(call, rc);
+            break;
+        }
+        seq = ep->errseq; /* what happened while it slept is not its own */
     }
+    if (rc < 0) {
+        lahja_call_explain(call, rc, seq, ep->errmsg, sizeof ep->errmsg);
+        ep->errseq++;
+    }
+    return rc;
 }
 
 /* -------------------------------------------------------- callback form */
@@ -157,6 +194,10 @@ static void op_callback(struct lahja_op *op)
         lahja_event_unref(ev);
         ev = NULL;
     }
+    if (op->status < 0) { /* lahja_endpoint_last_error, in the callback */
+        memcpy(ep->errmsg, op->errmsg, sizeof ep->errmsg);
+        ep->errseq++;
+    }
     if (op->event_done != NULL)
         op->event_done(ep, op->status, ev, op->user);
     else if (op->done != NULL)
@@ -171,10 +212,10 @@ static void op_step(struct lahja_op *op)
 {
     op_unlink(op);
     struct lahja_waitq *q = NULL;
+    uint32_t seq = op->ep->errseq;
     int rc = op->call->kind->step(op->call, &q);
     if (rc != LAHJA_PENDING) {
-        op->status = rc;
-        op->state = OP_DONE;
+        op_done(op, rc, seq);
         return;
     }
     op->state = OP_PARKED;
@@ -197,12 +238,13 @@ static void on_op_timer(uv_timer_t *t)
         if (op->state == OP_DONE)
             op_callback(op);
         break;
-    case OP_PARKED: /* the deadline */
+    case OP_PARKED: { /* the deadline */
         op_unlink(op);
-        op->status = op->call->kind->abandon(op->call, -ETIMEDOUT);
-        op->state = OP_DONE;
+        uint32_t seq = op->ep->errseq;
+        op_done(op, op->call->kind->abandon(op->call, -ETIMEDOUT), seq);
         op_callback(op);
         break;
+    }
     case OP_DONE:
         op_callback(op);
         break;

@@ -102,6 +102,7 @@ struct result {
     int status;
     int order;                   /* its place among all callbacks */
     lahja_event_t *ev;
+    char why[256];               /* lahja_endpoint_last_error, in the callback */
 };
 
 static void on_done(lahja_endpoint_t *ep, int status, void *user)
@@ -112,6 +113,8 @@ static void on_done(lahja_endpoint_t *ep, int status, void *user)
     r->called++;
     r->status = status;
     r->order = ++app.order;
+    if (status < 0)
+        snprintf(r->why, sizeof r->why, "%s", lahja_endpoint_last_error(ep));
 }
 
 static void on_event(lahja_endpoint_t *ep, int status, lahja_event_t *ev, void *user)
@@ -404,6 +407,12 @@ static int plain_deadlines(void *arg)
         EXPECT_EQ(r[i].called, 1);
         EXPECT_EQ(r[i].status, -ETIMEDOUT);
     }
+    /* Each says what it was; the connect what it found. */
+    EXPECT_TRUE(strstr(r[0].why, "connect to nobody at ") != NULL);
+    EXPECT_TRUE(strstr(r[0].why, nobody.path) != NULL);
+    EXPECT_TRUE(strstr(r[0].why, "no socket file there") != NULL);
+    EXPECT_EQ(strcmp(r[1].why, "request: Connection timed out"), 0);
+    EXPECT_EQ(strcmp(r[2].why, "wait_for: Connection timed out"), 0);
     /* What timed out let go: no connection attempt to "nobody" is left,
      * and "b" still answers. */
     EXPECT_EQ(lahja_is_connected_to(app.ep, "nobody"), 0);
@@ -508,6 +517,8 @@ static int plain_peer_death(void *arg)
     EXPECT_EQ(kill(app.b.pid, SIGKILL), 0);
     run_until(&r.called);
     EXPECT_EQ(r.status, LAHJA_EREMOTEDISCONNECTED);
+    EXPECT_EQ(strcmp(r.why, "request Hold: b, the one peer it went to, disconnected before "
+                            "answering"), 0);
     run_until(&change.called);
     EXPECT_EQ(change.status, 0);
     EXPECT_EQ(lahja_is_connected_to(app.ep, "b"), 0);
@@ -737,6 +748,7 @@ static int plain_errors_at_once(void *arg)
     EXPECT_EQ(last_rc, 0);
     run_until(&r.called);
     EXPECT_EQ(r.status, LAHJA_ENOSUBSCRIBERS);
+    EXPECT_EQ(strcmp(r.why, "nobody subscribes to Lonely"), 0);
     EXPECT_TRUE(lahja_event_origin(lonely) == NULL); /* not bound */
     lahja_event_unref(lonely);
     /* Another thread. */

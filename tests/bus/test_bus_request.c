@@ -266,6 +266,8 @@ static int main_wrong_type(void *arg)
     assert_int_equal(ask(ep, "BadQuestion", "x", NULL, lahja_deadline_in(GUARD_MS), NULL, &resp),
                      LAHJA_EUNEXPECTEDRESPONSE);
     assert_null(resp);
+    assert_string_equal(lahja_endpoint_last_error(ep),
+                        "request BadQuestion expected a response of type Answer, got Wrong from b");
     assert_true(lahja_list_empty(&ep->pending));
     /* Nothing broken: the next request gets its answer. */
     uint64_t id = 0;
