@@ -356,6 +356,21 @@ struct task_slot {
 
 static struct task_slot tasks[MAX_TASKS];
 
+/* The same calls in their callback form: slot busy from the call to its
+ * callback. */
+#define MAX_CBS 4
+
+struct cb_slot {
+    lahja_op_t *op;
+    uint8_t kind;
+    const char *type;            /* wait_for's, request's response type */
+    const char *name;            /* wait_until_connected_to's */
+    lahja_event_t *ev;           /* what it sent */
+    int busy;
+};
+
+static struct cb_slot cbs[MAX_CBS];
+
 /* The names clients sent in a HELLO during this input. */
 struct name_entry {
     char s[256];
@@ -1212,6 +1227,114 @@ static int task_main(void *arg)
     return 0;
 }
 
+/* Every callback call's end: the same checks as the task's. */
+static void cb_check(struct cb_slot *c, int rc, lahja_event_t *got)
+{
+    CHECK(c->busy);
+    CHECK(rc <= 0);
+    switch (c->kind % TASK_KINDS) {
+    case TASK_REQUEST:
+    case TASK_WAIT_FOR:
+        CHECK((rc == 0) == (got != NULL));
+        if (rc == 0)
+            CHECK(strcmp(lahja_event_type(got), c->type) == 0);
+        break;
+    case TASK_BROADCAST:
+        CHECK(rc == 0 || rc == LAHJA_ENOSUBSCRIBERS || rc == -EMSGSIZE || rc == -ECANCELED
+              || rc == -ETIMEDOUT || rc == LAHJA_ELIFECYCLE);
+        break;
+    case TASK_CONNECTED:
+        if (rc == 0)
+            CHECK(lahja_is_connected_to(ep, c->name));
+        break;
+    case TASK_DELIVERED:
+        CHECK(rc == 0 || rc == LAHJA_EREMOTEDISCONNECTED || rc == -ETIMEDOUT || rc == -ECANCELED
+              || rc == LAHJA_ELIFECYCLE);
+        break;
+    case TASK_SUBSCRIBED:
+        if (rc == 0)
+            CHECK(lahja_is_any_endpoint_subscribed_to(ep, c->type));
+        break;
+    }
+    CHECK(rc != 0 || lahja_endpoint_last_error(ep) != NULL);
+    lahja_event_unref(got);
+    lahja_event_unref(c->ev);
+    c->ev = NULL;
+    c->op = NULL;
+    c->busy = 0;
+}
+
+static void on_cb_event(lahja_endpoint_t *e, int rc, lahja_event_t *got, void *user)
+{
+    CHECK(e == ep);
+    cb_check(user, rc, got);
+}
+
+static void on_cb_done(lahja_endpoint_t *e, int rc, void *user)
+{
+    CHECK(e == ep);
+    cb_check(user, rc, NULL);
+}
+
+static void cb_start(struct task_slot *a)
+{
+    if (a->kind & 0x40) {
+        lahja_op_cancel(cbs[a->type % MAX_CBS].op);
+        return;
+    }
+    struct cb_slot *c = NULL;
+    for (size_t i = 0; i < MAX_CBS && c == NULL; i++)
+        if (!cbs[i].busy)
+            c = &cbs[i];
+    if (c == NULL)
+        return;
+    *c = (struct cb_slot){ .kind = a->kind, .busy = 1 };
+    lahja_time_t deadline = task_deadline(a->ms);
+    const char *type = conn_types[a->type % N_TYPES];
+    int rc;
+    switch (a->kind % TASK_KINDS) {
+    case TASK_REQUEST:
+        c->type = conn_types[a->resp % N_TYPES];
+        c->ev = make_event(a->type, a->size, a->seed, 0, c->type);
+        rc = lahja_request_cb(ep, c->ev, NULL, deadline, on_cb_event, c, &c->op);
+        break;
+    case TASK_WAIT_FOR:
+        c->type = type;
+        rc = lahja_wait_for_cb(ep, type, deadline, on_cb_event, c, &c->op);
+        break;
+    case TASK_BROADCAST:
+        c->ev = make_event(a->type, a->size, a->seed, a->resp & 1, NULL);
+        rc = lahja_broadcast_cb(ep, c->ev, NULL, deadline, on_cb_done, c, &c->op);
+        break;
+    case TASK_CONNECTED:
+        c->name = conn_names[a->resp % N_NAMES];
+        rc = lahja_wait_until_connected_to_cb(ep, c->name, deadline, on_cb_done, c, &c->op);
+        break;
+    case TASK_CONNECT: {
+        lahja_conn_config_t cfg;
+        rc = lahja_conn_config_from_name(&cfg, conn_names[a->resp % N_NAMES], dir);
+        if (rc == 0)
+            rc = lahja_connect_cb(ep, &cfg, 1, deadline, on_cb_done, c, &c->op);
+        break;
+    }
+    case TASK_DELIVERED:
+        rc = lahja_wait_until_delivered_cb(ep, deadline, on_cb_done, c, &c->op);
+        break;
+    default:
+        c->type = type;
+        rc = lahja_wait_until_any_endpoint_subscribed_to_cb(ep, type, deadline, on_cb_done, c,
+                                                            &c->op);
+        break;
+    }
+    if (rc != 0) { /* refused at once: no callback comes */
+        CHECK(rc < 0);
+        lahja_event_unref(c->ev);
+        *c = (struct cb_slot){ 0 };
+    } else {
+        CHECK(c->busy && c->op != NULL); /* never called from within the call */
+    }
+}
+
 static void op_task(struct in *in)
 {
     struct task_slot a;
@@ -1224,6 +1347,10 @@ static void op_task(struct in *in)
     a.done = 0;
     if (in->out)
         return;
+    if (a.kind & 0x80) {
+        cb_start(&a);
+        return;
+    }
     for (size_t i = 0; i < MAX_TASKS; i++) {
         if (tasks[i].t != NULL)
             continue;
@@ -1314,11 +1441,22 @@ static int backlog(void)
     return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
+static int cbs_busy(void)
+{
+    int n = 0;
+    for (size_t i = 0; i < MAX_CBS; i++)
+        n += cbs[i].busy;
+    return n;
+}
+
 static void end_input(void)
 {
     for (size_t i = 0; i < MAX_TASKS; i++)
         if (tasks[i].t != NULL && !tasks[i].done)
             lahja_task_cancel(tasks[i].t);
+    for (size_t i = 0; i < MAX_CBS; i++)
+        if (cbs[i].busy)
+            lahja_op_cancel(cbs[i].op);
     for (size_t i = 0; i < MAX_SUBS; i++) {
         lahja_subscription_cancel(subs[i].s);
         subs[i].s = NULL;
@@ -1338,7 +1476,8 @@ static void end_input(void)
      * also of the connections it has not accepted yet (what they sent
      * would reach the next input otherwise). */
     int turns = 0;
-    while ((ep->nconns_open > 0 || lahja_rt_ntasks(rt) > 0 || backlog()) && turns++ < DRAIN_TURNS) {
+    while ((ep->nconns_open > 0 || lahja_rt_ntasks(rt) > 0 || cbs_busy() > 0 || backlog()) &&
+           turns++ < DRAIN_TURNS) {
         run_once();
         for (int l = 0; l < N_LISTEN; l++)
             while (client_accept(&clients[0], l))
@@ -1347,6 +1486,8 @@ static void end_input(void)
     CHECK(ep->nconns_open == 0);
     CHECK(!backlog());
     CHECK(lahja_rt_ntasks(rt) == 0);
+    CHECK(cbs_busy() == 0); /* every callback call came back */
+    CHECK(lahja_list_empty(&ep->ops));
     CHECK(lahja_list_empty(&ep->conns));
     for (size_t i = 0; i < MAX_TASKS; i++) {
         CHECK(tasks[i].t == NULL || tasks[i].done);

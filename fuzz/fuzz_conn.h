@@ -55,7 +55,10 @@
  *                          under the high-water mark), wait until
  *                          connected or subscribed, connect (to the name
  *                          resp picks), wait until delivered; deadline
- *                          from ms.
+ *                          from ms.  With bit 7 of kind set, the same
+ *                          call in its callback form (no task), or, with
+ *                          bit 6 too, cancels the callback call in slot
+ *                          `type`.
  *                          The endpoint's requests (TASK, BROADCAST) take
  *                          len modulo N_SMALL_SIZES.
  *   CLOCK ms:u8            advance the loop's clock, then run it once

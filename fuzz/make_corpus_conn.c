@@ -211,6 +211,10 @@ static void respond(struct prog *p, unsigned slot, unsigned type, unsigned size,
     u8(p, seed);
 }
 
+/* TASK kind bits: the callback form; with it, cancel slot `type`. */
+#define CB 0x80u
+#define CANCEL 0x40u
+
 static void task(struct prog *p, unsigned kind, unsigned type, unsigned resp, unsigned size,
                  unsigned seed, unsigned ms)
 {
@@ -867,6 +871,39 @@ static void requests(const char *dir)
         event(p, 0, T_BLOCK, 0, 0, Z64, 1, 0);
         pump(p);
         clock_(p, MS500);
+    });
+    /* The callback forms (kind | CB), and their cancellation (| CANCEL). */
+    SEED("cb_request", {
+        peer(p, 0, ALPHA, LZ4, T_PING);
+        task(p, TASK_REQUEST | CB, T_PING, T_PONG, Z7, 2, MS_FOREVER);
+        task(p, TASK_REQUEST | CB, T_PING, T_PONG, Z7, 3, MS500);
+        pump(p);
+        event(p, 0, T_PONG, F_RESPONSE, 0, Z7, 1, 0);
+        pump(p);
+        clock_(p, MS2001);
+        shut(p, 0, 1);
+        pump(p);
+    });
+    SEED("cb_waits_cancelled", {
+        task(p, TASK_WAIT_FOR | CB, T_BLOCK, 0, 0, 0, MS_FOREVER);
+        task(p, TASK_SUBSCRIBED | CB, T_PEER, 0, 0, 0, MS_FOREVER);
+        task(p, TASK_CONNECTED | CB, 0, ALPHA, 0, 0, MS500);
+        task(p, TASK_CONNECT | CB, 0, GAMMA, 0, 0, MS_FOREVER);
+        run(p, 1);
+        peer(p, 0, ALPHA, LZ4, T_PEER);
+        pump(p);
+        task(p, CB | CANCEL, 0, 0, 0, 0, 0);
+        task(p, CB | CANCEL, 3, 0, 0, 0, 0);
+        shut(p, 0, 1);
+        pump(p);
+    });
+    SEED("cb_broadcast_delivered", {
+        peer(p, 0, ALPHA, LZ4, T_A);
+        task(p, TASK_BROADCAST | CB, T_A, 0, Z300K, 4, MS_FOREVER);
+        task(p, TASK_DELIVERED | CB, 0, 0, 0, 0, MS500);
+        run(p, 2);
+        pump(p);
+        clock_(p, MS2001);
     });
     SEED("handler_behaviours", {
         subscribe(p, T_A, B_BROADCAST | B_TYPE(T_B));

@@ -587,8 +587,10 @@ typedef void (*lahja_event_done_fn)(lahja_endpoint_t *ep, int status, lahja_even
 /*
  * Cancels a call under way: it ends as a deadline would, and its callback
  * is called with -ECANCELED at the next loop turn.  If the call has
- * already ended (its callback is due), nothing changes: the callback gets
- * the result.  On another thread than the endpoint's it does nothing.
+ * already ended (its callback is due), the callback gets that result
+ * (for the wait_until family: if the condition still holds when the
+ * callback is due, else -ECANCELED).  On another thread than the
+ * endpoint's it does nothing.
  */
 void lahja_op_cancel(lahja_op_t *op);
 
@@ -626,7 +628,10 @@ int lahja_stream_next_cb(lahja_stream_t *s, lahja_time_t deadline, lahja_event_d
 int lahja_wait_until_delivered_cb(lahja_endpoint_t *ep, lahja_time_t deadline, lahja_done_fn cb,
                                   void *user, lahja_op_t **op);
 
-/* The wait_until family; names and types are copied. */
+/* The wait_until family; names and types are copied.  The condition is
+ * checked again when the callback is due: the callback runs while it
+ * holds (a condition that held and stopped holding meanwhile is waited
+ * for again). */
 int lahja_wait_until_connected_to_cb(lahja_endpoint_t *ep, const char *name, lahja_time_t deadline,
                                      lahja_done_fn cb, void *user, lahja_op_t **op);
 int lahja_wait_until_connections_change_cb(lahja_endpoint_t *ep, lahja_time_t deadline,

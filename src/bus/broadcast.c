@@ -37,7 +37,7 @@ static int connect_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind connect_kind = { "connect", connect_step, connect_abandon };
+static const struct lahja_call_kind connect_kind = { "connect", 0, connect_step, connect_abandon };
 
 static int connect_check(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n)
 {
@@ -473,7 +473,7 @@ static int bcast_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind bcast_kind = { "broadcast", bcast_step, bcast_abandon };
+static const struct lahja_call_kind bcast_kind = { "broadcast", 0, bcast_step, bcast_abandon };
 
 /* Sets every field but the callback form's copies (not zeroed: this is
  * every lahja_broadcast's path). */
@@ -636,7 +636,7 @@ static int request_abandon(struct lahja_call *call, int why)
     return request_result((struct request_call *)call, why);
 }
 
-static const struct lahja_call_kind request_kind = { "request", request_step, request_abandon };
+static const struct lahja_call_kind request_kind = { "request", 0, request_step, request_abandon };
 
 /*
  * Registers the request before it is broadcast: a local responder

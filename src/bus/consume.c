@@ -315,7 +315,7 @@ static int next_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind next_kind = { "stream_next", next_step, next_abandon };
+static const struct lahja_call_kind next_kind = { "stream_next", 0, next_step, next_abandon };
 
 int lahja_stream_next(lahja_stream_t *st, lahja_time_t deadline, lahja_event_t **ev)
 {
@@ -409,7 +409,7 @@ static int wait_for_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind wait_for_kind = { "wait_for", wait_for_step, wait_for_abandon };
+static const struct lahja_call_kind wait_for_kind = { "wait_for", 0, wait_for_step, wait_for_abandon };
 
 static int wait_for_begin(struct wait_for_call *wc, lahja_endpoint_t *ep, const char *type)
 {
@@ -771,7 +771,7 @@ static int until_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind until_kind = { "wait_until", until_step, until_abandon };
+static const struct lahja_call_kind until_kind = { "wait_until", 1, until_step, until_abandon };
 
 static int wait_until(lahja_endpoint_t *ep, struct lahja_waitq *q, pred_fn pred, const char *a,
                       const char *b, int flag, lahja_time_t deadline)

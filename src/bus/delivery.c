@@ -182,7 +182,7 @@ static int delivered_abandon(struct lahja_call *call, int why)
     return why;
 }
 
-static const struct lahja_call_kind delivered_kind = { "wait_until_delivered", delivered_step,
+static const struct lahja_call_kind delivered_kind = { "wait_until_delivered", 0, delivered_step,
                                                        delivered_abandon };
 
 /* Notes what every connection must confirm.  Errors: -ENOMEM. */

@@ -66,6 +66,11 @@ struct lahja_call;
  */
 struct lahja_call_kind {
     const char *name;            /* for the error detail: "connect"... */
+    int recheck;                 /* its step holds nothing and takes
+                                  * nothing: a callback call's success is
+                                  * checked again when its callback is due,
+                                  * so that the callback sees the condition
+                                  * hold (the wait_until family) */
     int (*step)(struct lahja_call *call, struct lahja_waitq **q);
     int (*abandon)(struct lahja_call *call, int why);
 };
@@ -101,6 +106,7 @@ struct lahja_op {
     lahja_time_t deadline;
     uint8_t state;               /* enum op_state */
     uint8_t linked;              /* in a waitq */
+    uint8_t cancelled;           /* lahja_op_cancel was called */
     int status;
     lahja_done_fn done;
     lahja_event_done_fn event_done;

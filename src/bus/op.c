@@ -246,6 +246,18 @@ static void on_op_timer(uv_timer_t *t)
         break;
     }
     case OP_DONE:
+        /* A condition that held a turn ago may not any more: look again.
+         * If it does not, the call waits on, unless it was cancelled or
+         * the endpoint stops meanwhile: then it ends so. */
+        if (op->status == 0 && op->call->kind->recheck) {
+            op_step(op);
+            if (op->state == OP_PARKED && (op->cancelled || op->ep->stopped)) {
+                op_unlink(op);
+                op_done(op, op->cancelled ? -ECANCELED : LAHJA_ELIFECYCLE, op->ep->errseq);
+            }
+            if (op->state != OP_DONE)
+                break;
+        }
         op_callback(op);
         break;
     }
@@ -272,9 +284,11 @@ void lahja_op_start(struct lahja_op *op, lahja_time_t deadline, lahja_done_fn do
 
 void lahja_op_cancel(lahja_op_t *op)
 {
-    if (op == NULL || lahja_rt_wrong_thread(op->ep->rt) || op->state == OP_DONE)
+    if (op == NULL || lahja_rt_wrong_thread(op->ep->rt))
         return;
-    op_abandon(op, -ECANCELED);
+    op->cancelled = 1;
+    if (op->state != OP_DONE)
+        op_abandon(op, -ECANCELED);
 }
 
 void lahja_ops_stop(lahja_endpoint_t *ep)

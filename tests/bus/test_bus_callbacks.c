@@ -696,6 +696,55 @@ static int plain_stop_ends_every_call(void *arg)
 }
 PLAIN_TEST(stop_ends_every_call)
 
+/* ------------------------------------------- a condition when it is due */
+
+/*
+ * A wait_until call whose condition holds ends at the next loop turn; if
+ * the condition stops holding before then, its callback does not come
+ * with a stale 0: it waits on (or, cancelled, ends with -ECANCELED).
+ */
+static int plain_condition_checked_when_due(void *arg)
+{
+    (void)arg;
+    app_open(0, NULL);
+    lahja_subscription_t *s = NULL;
+    EXPECT_EQ(lahja_subscribe(app.ep, "T", peer_sink, NULL, &s), 0);
+    struct result r = { 0 };
+    START(lahja_wait_until_any_endpoint_subscribed_to_cb(app.ep, "T", LAHJA_FOREVER, on_done, &r,
+                                                         NULL));
+    EXPECT_EQ(last_rc, 0);
+    lahja_subscription_cancel(s); /* before the callback is due */
+    uv_run(&app.loop, UV_RUN_NOWAIT);
+    uv_run(&app.loop, UV_RUN_NOWAIT);
+    EXPECT_EQ(r.called, 0);
+    EXPECT_EQ(lahja_subscribe(app.ep, "T", peer_sink, NULL, &s), 0);
+    run_until(&r.called);
+    EXPECT_EQ(r.status, 0);
+    EXPECT_TRUE(lahja_is_any_endpoint_subscribed_to(app.ep, "T"));
+
+    /* Cancelled while due, the condition gone: -ECANCELED. */
+    struct result c = { 0 };
+    lahja_op_t *op = NULL;
+    START(lahja_wait_until_any_endpoint_subscribed_to_cb(app.ep, "T", LAHJA_FOREVER, on_done, &c,
+                                                         &op));
+    lahja_subscription_cancel(s);
+    lahja_op_cancel(op);
+    run_until(&c.called);
+    EXPECT_EQ(c.status, -ECANCELED);
+    /* Cancelled while due, the condition holding: the result stands. */
+    EXPECT_EQ(lahja_subscribe(app.ep, "T", peer_sink, NULL, &s), 0);
+    struct result k = { 0 };
+    START(lahja_wait_until_any_endpoint_subscribed_to_cb(app.ep, "T", LAHJA_FOREVER, on_done, &k,
+                                                         &op));
+    lahja_op_cancel(op);
+    run_until(&k.called);
+    EXPECT_EQ(k.status, 0);
+    lahja_subscription_cancel(s);
+    app_close();
+    return 0;
+}
+PLAIN_TEST(condition_checked_when_due)
+
 /* --------------------------------------------------- errors at once */
 
 static void *from_thread(void *arg)
@@ -782,6 +831,7 @@ int main(void)
         cmocka_unit_test(test_peer_death),
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_stop_ends_every_call),
+        cmocka_unit_test(test_condition_checked_when_due),
         cmocka_unit_test(test_errors_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
