@@ -36,13 +36,24 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
 
 #include "lahja/error.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/*
+ * The libuv types of the prototypes below, by their struct tags
+ * (uv_loop_t is struct uv_loop_s, uv_req_t struct uv_req_s, uv_handle_t
+ * struct uv_handle_s), so that this header need not include <uv.h>,
+ * which does not compile under a strict -std=c11 without a feature-test
+ * macro.  A program that calls libuv includes <uv.h> itself; its
+ * uv_loop_t * and the like are these very types.
+ */
+struct uv_loop_s;
+struct uv_req_s;
+struct uv_handle_s;
 
 /* ---------------------------------------------------------------- time */
 
@@ -107,7 +118,7 @@ typedef struct lahja_rt_options {
  * lahja_rt_close().
  * Errors: -EINVAL, -ENOMEM, -EBUSY (this thread already has a runtime).
  */
-int lahja_rt_new(uv_loop_t *loop, const lahja_rt_options_t *opts, lahja_rt_t **out);
+int lahja_rt_new(struct uv_loop_s *loop, const lahja_rt_options_t *opts, lahja_rt_t **out);
 
 /*
  * Closes a runtime that has no live tasks.  Its handles are closed and
@@ -127,7 +138,7 @@ int lahja_rt_close(lahja_rt_t *rt);
 void lahja_rt_cancel(lahja_rt_t *rt);
 
 /* The loop a runtime runs on. */
-uv_loop_t *lahja_rt_loop(const lahja_rt_t *rt);
+struct uv_loop_s *lahja_rt_loop(const lahja_rt_t *rt);
 
 /* The calling thread's runtime, or NULL. */
 lahja_rt_t *lahja_rt_current(void);
@@ -458,14 +469,14 @@ int lahja_completion_wait(lahja_completion_t *c, lahja_time_t deadline);
  * connects) are awaited to completion; close the handle to end them.
  * Suspending; errors: -ECANCELED, -ETIMEDOUT, -EPERM.
  */
-int lahja_uv_req_wait(uv_req_t *req, lahja_completion_t *c, lahja_time_t deadline);
+int lahja_uv_req_wait(struct uv_req_s *req, lahja_completion_t *c, lahja_time_t deadline);
 
 /*
  * Closes a handle and waits, not cancellable, for its close callback;
  * after it returns the handle's memory may be freed.  The handle's data
  * field is overwritten.  Errors: -EPERM (not in a task).
  */
-int lahja_uv_close(uv_handle_t *h);
+int lahja_uv_close(struct uv_handle_s *h);
 
 #ifdef __cplusplus
 }

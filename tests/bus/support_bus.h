@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <uv.h>
 
 #include <lahja/lahja.h>
 

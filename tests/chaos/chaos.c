@@ -69,6 +69,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include <lahja/lahja.h>
 

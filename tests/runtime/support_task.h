@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <uv.h>
 
 #include <lahja/lahja.h>
 
