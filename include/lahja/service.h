@@ -1,5 +1,6 @@
-/*
- * lahja/service.h - services and their managers.
+/**
+ * @file lahja/service.h
+ * Services and their managers.
  *
  * A service is a run function with a name and user data.  A manager runs
  * one service, once, as a tree of tasks: the run function is the first
@@ -39,29 +40,30 @@
 extern "C" {
 #endif
 
+/** A manager: runs one service, once (lahja_manager_new()). */
 typedef struct lahja_manager lahja_manager_t;
 
-/* A service's run function: runs as the service's first task.  Returns 0
+/** A service's run function: runs as the service's first task.  Returns 0
  * or a negative error code, like any task. */
 typedef int (*lahja_service_fn)(lahja_manager_t *manager, void *user);
 
-/*
+/**
  * A service: fill it in (or use lahja_service_init) and hand it to a
  * manager.  The manager does not own it; it must outlive the manager.
  */
 typedef struct lahja_service {
-    const char *name;          /* shown in messages; NULL gives "service" */
-    lahja_service_fn run;
-    void *user;
-    lahja_manager_t *manager;  /* private: the manager that took it */
-    lahja_task_fn plain_fn;    /* private: lahja_as_service */
-    void *plain_arg;           /* private: lahja_as_service */
+    const char *name;          /**< shown in messages; NULL gives "service" */
+    lahja_service_fn run;      /**< the run function */
+    void *user;                /**< passed to run */
+    lahja_manager_t *manager;  /**< private: the manager that took it */
+    lahja_task_fn plain_fn;    /**< private: lahja_as_service */
+    void *plain_arg;           /**< private: lahja_as_service */
 } lahja_service_t;
 
-/* Fills in a service.  Needed only when not using a designated initializer. */
+/** Fills in a service.  Needed only when not using a designated initializer. */
 void lahja_service_init(lahja_service_t *svc, const char *name, lahja_service_fn run, void *user);
 
-/*
+/**
  * Makes a service out of a plain task function (as_service): its run
  * calls fn(arg); inside, lahja_manager_current() is the manager.
  * `svc` holds fn and arg; it must outlive its manager.
@@ -70,7 +72,7 @@ void lahja_as_service(lahja_service_t *svc, const char *name, lahja_task_fn fn, 
 
 /* ------------------------------------------------------------ managers */
 
-/*
+/**
  * Creates the manager of `svc` (not started).  A service has at most one
  * manager, ever: a second one is LAHJA_ELIFECYCLE.  On success *out owns
  * the manager; free it with lahja_manager_free once it is not running.
@@ -78,14 +80,14 @@ void lahja_as_service(lahja_service_t *svc, const char *name, lahja_task_fn fn, 
  */
 int lahja_manager_new(lahja_service_t *svc, lahja_manager_t **out);
 
-/*
+/**
  * Frees a manager that never started or has finished, and its recorded
  * errors.  The service keeps its manager pointer (it cannot be run
  * again).  Accepts NULL.  Errors: -EBUSY while it runs (nothing done).
  */
 int lahja_manager_free(lahja_manager_t *m);
 
-/*
+/**
  * Runs the service in the calling task until it has finished: the run
  * function, every task and child service it started.  If the calling task
  * is cancelled, the service is cancelled (leaves first) and awaited.
@@ -95,19 +97,20 @@ int lahja_manager_free(lahja_manager_t *m);
  */
 int lahja_manager_run(lahja_manager_t *m);
 
-/* lahja_manager_new + lahja_manager_run + lahja_manager_free. */
+/** lahja_manager_new + lahja_manager_run + lahja_manager_free. */
 int lahja_service_run(lahja_service_t *svc);
 
-/* The manager of the service task calling, or NULL. */
+/** The manager of the service task calling, or NULL. */
 lahja_manager_t *lahja_manager_current(void);
 
 /* ------------------------------------------------- scheduling (inside) */
 
+/** The flags of lahja_manager_run_task() and lahja_manager_run_child_service(). */
 enum lahja_manager_flags {
-    LAHJA_DAEMON = 1u << 0 /* expected to run until the service is cancelled */
+    LAHJA_DAEMON = 1u << 0 /**< expected to run until the service is cancelled */
 };
 
-/*
+/**
  * Starts fn(arg) as a task of the service, named `name` (copied; NULL
  * gives "task"), a child of the calling service task or a root task.
  * With LAHJA_DAEMON its returning is an error.  While the service is
@@ -120,11 +123,11 @@ enum lahja_manager_flags {
 int lahja_manager_run_task(lahja_manager_t *m, lahja_task_fn fn, void *arg, unsigned flags,
                            const char *name);
 
-/* lahja_manager_run_task(m, fn, arg, LAHJA_DAEMON, name). */
+/** lahja_manager_run_task(m, fn, arg, LAHJA_DAEMON, name). */
 int lahja_manager_run_daemon_task(lahja_manager_t *m, lahja_task_fn fn, void *arg,
                                   const char *name);
 
-/*
+/**
  * Runs `child` as a child service: a task of this service whose work is
  * running the child's manager, created here and stored in *out (if
  * non-NULL; owned by this manager, valid until it is freed).  The child's
@@ -137,62 +140,70 @@ int lahja_manager_run_daemon_task(lahja_manager_t *m, lahja_task_fn fn, void *ar
 int lahja_manager_run_child_service(lahja_manager_t *m, lahja_service_t *child, unsigned flags,
                                     const char *name, lahja_manager_t **out);
 
-/* lahja_manager_run_child_service(m, child, LAHJA_DAEMON, name, out). */
+/** lahja_manager_run_child_service(m, child, LAHJA_DAEMON, name, out). */
 int lahja_manager_run_daemon_child_service(lahja_manager_t *m, lahja_service_t *child,
                                            const char *name, lahja_manager_t **out);
 
 /* --------------------------------------------------- control (outside) */
 
-/*
+/**
  * Cancels the service: its tasks are cancelled leaves first and it
  * finishes.  Does nothing if finished.  Errors: LAHJA_ELIFECYCLE (never
  * started).  Does not suspend.
  */
 int lahja_manager_cancel(lahja_manager_t *m);
 
-/*
+/**
  * Cancels the service and waits until it has finished.  The wait is not
  * cancellable (a cancelled service finishes as soon as its cleanup has
  * run).  Returns 0, or LAHJA_ELIFECYCLE if it never started.
  */
 int lahja_manager_stop(lahja_manager_t *m);
 
-/* Suspending waits for the flags; errors -ECANCELED, -ETIMEDOUT, -EPERM. */
+/** Suspending waits for the flags; errors -ECANCELED, -ETIMEDOUT, -EPERM.
+ * @{ */
 int lahja_manager_wait_started(lahja_manager_t *m, lahja_time_t deadline);
 int lahja_manager_wait_finished(lahja_manager_t *m, lahja_time_t deadline);
+/** @} */
 
-/*
+/**
  * The flags (S7); they only move forward.  running = started and not
  * finished; did_error turns on with the first error, before finishing.
+ * @{
  */
 int lahja_manager_is_started(const lahja_manager_t *m);
 int lahja_manager_is_running(const lahja_manager_t *m);
 int lahja_manager_is_cancelled(const lahja_manager_t *m);
 int lahja_manager_is_finished(const lahja_manager_t *m);
 int lahja_manager_did_error(const lahja_manager_t *m);
+/** @} */
 
+/** How many tasks a manager has scheduled, and finished. */
 typedef struct lahja_manager_stats {
-    size_t total;    /* tasks scheduled: daemons and child services count
+    size_t total;    /**< tasks scheduled: daemons and child services count
                         one each, the run function not at all */
-    size_t finished; /* of those, how many are done */
-    size_t pending;  /* total - finished */
+    size_t finished; /**< of those, how many are done */
+    size_t pending;  /**< total - finished */
 } lahja_manager_stats_t;
 
+/** Fills in *out with the manager's counts. */
 void lahja_manager_stats(const lahja_manager_t *m, lahja_manager_stats_t *out);
 
-/* An error recorded by a manager. */
+/** An error recorded by a manager. */
 typedef struct lahja_service_error {
-    const char *task_name; /* the task that failed */
-    int code;              /* its result, or LAHJA_EDAEMONEXIT */
-    const char *message;   /* human-readable, never NULL */
+    const char *task_name; /**< the task that failed */
+    int code;              /**< its result, or LAHJA_EDAEMONEXIT */
+    const char *message;   /**< human-readable, never NULL */
 } lahja_service_error_t;
 
-/* Number of errors recorded, and the i-th (NULL if out of range), in the
- * order they happened; valid until the manager is freed. */
+/** Number of errors recorded, and the i-th (NULL if out of range), in the
+ * order they happened; valid until the manager is freed.
+ * @{ */
 size_t lahja_manager_nerrors(const lahja_manager_t *m);
 const lahja_service_error_t *lahja_manager_error(const lahja_manager_t *m, size_t i);
+/** @} */
 
-/*
+/**
  * Writes "<Manager[NAME] flags=SRCFE>" into buf (at most len bytes with
  * the NUL): each letter upper case when its flag (started, running,
  * cancelled, finished, did_error) is on, lower case when off.  Returns
@@ -200,16 +211,18 @@ const lahja_service_error_t *lahja_manager_error(const lahja_manager_t *m, size_
  */
 int lahja_manager_describe(const lahja_manager_t *m, char *buf, size_t len);
 
-/*
+/**
  * The message of the last LAHJA_ETOOMANYCHILDREN returned by this
  * manager (naming the ten most common task names), or "".
  */
 const char *lahja_manager_last_message(const lahja_manager_t *m);
 
-/*
+/**
  * Records a message for the calling service task's failure and returns
  * `code`, so that a task can end with
+ *
  *     return lahja_service_fail(-EIO, "peer %s went away", name);
+ *
  * The message (printf format, truncated to 255 bytes) becomes the error's
  * message; without it the message is lahja_strerror(code).  Outside a
  * service task it only returns `code`.
@@ -222,7 +235,7 @@ int lahja_service_fail(int code, const char *fmt, ...)
 
 /* ----------------------------------------------- external calls (S17) */
 
-/*
+/**
  * Runs fn(arg) for code outside the service, from the calling task, and
  * returns its result; if the service finishes while fn is under way, fn
  * is cancelled and the call returns LAHJA_ELIFECYCLE.  Tasks fn starts
@@ -234,7 +247,7 @@ int lahja_manager_call(lahja_manager_t *m, lahja_task_fn fn, void *arg);
 
 /* ------------------------------------------- background service (S18) */
 
-/*
+/**
  * Starts `svc` in the background, in a root task of the runtime, and
  * waits until it has started; *out is its manager.  End the scope with
  * lahja_background_end(), always.
@@ -242,7 +255,7 @@ int lahja_manager_call(lahja_manager_t *m, lahja_task_fn fn, void *arg);
  */
 int lahja_background_start(lahja_service_t *svc, lahja_manager_t **out);
 
-/*
+/**
  * Ends the scope of a background service: stops it (cancel, then wait,
  * not cancellable, until it has finished) and reaps its task.  Returns 0
  * if it recorded no error, else its first error's code; the manager stays
