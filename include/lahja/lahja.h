@@ -1,5 +1,6 @@
-/*
- * lahja/lahja.h - the whole public API of lahja.
+/**
+ * @file lahja/lahja.h
+ * The whole public API of lahja.
  */
 #ifndef LAHJA_LAHJA_H
 #define LAHJA_LAHJA_H
