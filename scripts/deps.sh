@@ -8,7 +8,7 @@ need="build-essential cmake pkg-config libuv1-dev liblz4-dev"
 case "${1:-build}" in
     build) ;;
     test) need="$need libcmocka-dev" ;;
-    ci) need="$need libcmocka-dev valgrind clang" ;;
+    ci) need="$need libcmocka-dev valgrind clang doxygen" ;;
     *) echo "usage: $0 [build|test|ci]" >&2; exit 2 ;;
 esac
 
