@@ -1,6 +1,7 @@
 #!/bin/sh
 # Makes sure the Debian packages lahja builds and tests with are installed.
-# As root it installs what is missing; otherwise it prints the exact
+# As root it installs what is missing, printing one line (apt's output
+# goes to a log, shown only on failure); otherwise it prints the exact
 # apt-get line and fails.  Usage: scripts/deps.sh [build|test|ci]
 set -eu
 
@@ -21,11 +22,19 @@ done
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then
-    echo "installing:$missing" >&2
+    # apt's few hundred lines go to a log, shown only if it fails, so
+    # that what the caller prints next is not lost among them.
+    echo "installing Debian packages:$missing" >&2
+    log=$(mktemp "${TMPDIR:-/tmp}/lahja-deps.XXXXXX")
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing >&2
+    if ! { apt-get update && apt-get install -y --no-install-recommends $missing; } \
+            </dev/null >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        echo "installing Debian packages failed; apt's whole output: $log" >&2
+        exit 1
+    fi
+    rm -f "$log"
 else
     echo "missing Debian packages:$missing" >&2
     echo "run: sudo apt-get install -y$missing" >&2
