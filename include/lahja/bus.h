@@ -309,6 +309,101 @@ int lahja_endpoint_is_serving(const lahja_endpoint_t *ep);
 int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n,
                   lahja_time_t deadline);
 
+/* -------------------------------------------------------- kept connections */
+
+/*
+ * How a kept connection (lahja_keep_connected) is re-established: as
+ * ZeroMQ's ZMQ_RECONNECT_IVL / ZMQ_RECONNECT_IVL_MAX and nng's
+ * NNG_OPT_RECONNMINT / NNG_OPT_RECONNMAXT.  The wait before an attempt
+ * starts at min_ms and doubles after every failed attempt, up to max_ms;
+ * each wait is drawn between three quarters of that value and the value
+ * itself (jitter, so that the peers of one endpoint that went away do not
+ * all come back in step).  It starts again at min_ms once a connection
+ * has been established.
+ */
+typedef struct lahja_reconnect_options {
+    uint32_t min_ms; /* the first wait; 0 gives 100 ms */
+    uint32_t max_ms; /* the longest; 0 gives 5000 ms (at least min_ms) */
+} lahja_reconnect_options_t;
+
+/*
+ * Keeps the endpoint connected to `cfg->name` at `cfg->path` (B33), in
+ * the background, as long as it runs: connects now, without waiting (see
+ * lahja_wait_until_connected_to), and whenever the connection to that
+ * name ends (the peer stopped or died, a network error), connects again,
+ * with the backoff of `opts` (NULL: the defaults), until it is back.  A
+ * socket that does not exist yet is retried the same way: it appears
+ * when the peer starts.  Each attempt is bounded: a peer that accepts but
+ * does not complete the handshake is dropped after handshake_timeout_ms,
+ * and the attempt counts as failed.
+ *
+ * The connection may be opened by either side: a peer that connects to
+ * us first (it keeps us too, say) leaves nothing to dial, and two
+ * endpoints that keep each other end up with one connection (as with
+ * lahja_connect).  Every new connection exchanges subscriptions again;
+ * requests waiting on a connection that ended fail as always
+ * (LAHJA_EREMOTEDISCONNECTED).  A lahja_connect to a kept name may find
+ * an attempt of the keeping under way, and then fails with
+ * LAHJA_ECONNREJECTED: wait with lahja_wait_until_connected_to instead.
+ *
+ * The loss of a kept connection and its return are logged at INFO, each
+ * failed attempt at DEBUG; lahja_peer_info tells where it stands.
+ * Keeping a name already kept replaces its config and options (from the
+ * next attempt on); keeping a name already connected is fine (it is kept
+ * from then on).  Stopping the endpoint ends all of it.  `cfg` and `opts`
+ * are copied.  Non-suspending; errors: -EINVAL (a bad name or empty
+ * path), LAHJA_ECONNREJECTED (the endpoint's own name), LAHJA_ELIFECYCLE
+ * (not running), LAHJA_EWRONGTHREAD, -ENOMEM (nothing done).
+ */
+int lahja_keep_connected(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
+                         const lahja_reconnect_options_t *opts);
+
+/*
+ * Stops keeping `name` connected: no attempt is started for it any more.
+ * A connection that is established stays (until either side ends it),
+ * and so does an attempt already under way, which is then not retried.
+ * Non-suspending; errors: -EINVAL, -ENOENT (not kept), LAHJA_ELIFECYCLE,
+ * LAHJA_EWRONGTHREAD.
+ */
+int lahja_stop_keeping(lahja_endpoint_t *ep, const char *name);
+
+/* Where the endpoint stands with a peer: see lahja_peer_info. */
+typedef enum lahja_peer_state {
+    LAHJA_PEER_UNKNOWN = 0, /* not connected, nor being connected or kept */
+    LAHJA_PEER_CONNECTING,  /* an attempt is under way: waiting for the
+                               socket or the handshake, ours or the peer's */
+    LAHJA_PEER_CONNECTED,   /* established (lahja_is_connected_to) */
+    LAHJA_PEER_RETRYING     /* kept, not connected: the next attempt is at
+                               next_attempt; last_error says what failed */
+} lahja_peer_state_t;
+
+/* What lahja_peer_info tells of one peer; times on lahja_now()'s clock. */
+typedef struct lahja_peer_info {
+    lahja_peer_state_t state;
+    int kept;                  /* lahja_keep_connected holds the name */
+    int outbound;              /* CONNECTED: we opened it (else the peer did) */
+    pid_t pid;                 /* CONNECTED: the peer's process */
+    lahja_time_t since;        /* CONNECTED: when it was established */
+    lahja_time_t next_attempt; /* RETRYING: when the next attempt starts */
+    uint32_t retry_ms;         /* RETRYING: the wait the backoff chose */
+    uint32_t failures;         /* kept: attempts failed since it was last
+                                  connected (or kept) */
+    uint32_t reconnects;       /* kept: times it came back after a loss */
+    int last_error;            /* kept: what ended the last failed attempt
+                                  or lost connection, or 0 */
+} lahja_peer_info_t;
+
+/*
+ * Fills *out with where the endpoint stands with endpoint `name`: for
+ * "why is my peer not connected".  Any name may be asked; one the
+ * endpoint knows nothing of is LAHJA_PEER_UNKNOWN, and its own name is
+ * LAHJA_PEER_CONNECTED (it counts itself, as lahja_is_connected_to
+ * does).  A stopped endpoint knows no peers.  Non-suspending, also
+ * before start and after stop; errors: -EINVAL, LAHJA_EWRONGTHREAD
+ * (*out untouched).
+ */
+int lahja_peer_info(const lahja_endpoint_t *ep, const char *name, lahja_peer_info_t *out);
+
 /* ---------------------------------------------------------- broadcasting */
 
 typedef struct lahja_broadcast_config {

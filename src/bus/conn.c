@@ -209,17 +209,22 @@ static void conn_end(struct conn *c, int err, lahja_log_level_t level, const cha
         lahja_pending_peer_gone(ep, c);
         lahja_ep_changed(ep, 1);
     }
+    lahja_dial_conn_ended(c, was_up, err);
     close_handle((uv_handle_t *)&c->pipe);
     close_handle((uv_handle_t *)&c->timer);
 }
 
 /* conn_end, logged as a routine close (INFO) when a connected peer went
- * or we stop, else as a WARNING. */
+ * or we stop, else as a WARNING; a kept peer's failed attempt at DEBUG
+ * (dial.c says what follows). */
 static void conn_fail(struct conn *c, int err, const char *why)
 {
-    int routine = (c->state == CONN_READY || c->state == CONN_DRAINING)
-                  && (err == LAHJA_EREMOTEDISCONNECTED || err == LAHJA_ELIFECYCLE);
-    conn_end(c, err, routine ? LAHJA_LOG_INFO : LAHJA_LOG_WARNING, why);
+    int up = c->state == CONN_READY || c->state == CONN_DRAINING;
+    int routine = up && (err == LAHJA_EREMOTEDISCONNECTED || err == LAHJA_ELIFECYCLE);
+    lahja_log_level_t level = routine ? LAHJA_LOG_INFO : LAHJA_LOG_WARNING;
+    if (!up && c->background == CONN_KEPT)
+        level = LAHJA_LOG_DEBUG;
+    conn_end(c, err, level, why);
 }
 
 void lahja_conn_close(struct conn *c, int err, const char *why)
@@ -1023,6 +1028,7 @@ static int conn_ready(struct conn *c)
     uv_timer_stop(&c->timer);
     lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connected %s %s", c->outbound ? "to" : "from",
                   c->peer->s);
+    lahja_dial_conn_ready(c);
     lahja_ep_changed(ep, 1);
     return 0;
 }
@@ -1565,7 +1571,9 @@ static void try_connect(struct conn *c)
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         int err = errno;
         close(fd);
-        if (err == ENOENT || err == ECONNREFUSED || err == EAGAIN) {
+        /* A kept peer's attempt is one connect: dial.c backs off. */
+        if ((err == ENOENT || err == ECONNREFUSED || err == EAGAIN)
+            && c->background != CONN_KEPT) {
             c->connect_err = err;
             c->retry_ms = c->retry_ms ? c->retry_ms * 2 : RETRY_MIN_MS;
             if (c->retry_ms > RETRY_MAX_MS)
@@ -1599,4 +1607,18 @@ struct conn *lahja_conn_connect(lahja_endpoint_t *ep, const lahja_conn_config_t 
     op->pending++;
     try_connect(c);
     return c;
+}
+
+int lahja_conn_dial(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg, uint8_t background)
+{
+    struct conn *c = conn_new(ep);
+    if (c == NULL)
+        return -ENOMEM;
+    c->outbound = 1;
+    c->background = background;
+    c->state = CONN_CONNECTING;
+    memcpy(c->target, cfg->name, sizeof c->target);
+    memcpy(c->path, cfg->path, sizeof c->path);
+    try_connect(c);
+    return 0;
 }
