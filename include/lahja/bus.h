@@ -309,7 +309,7 @@ int lahja_endpoint_is_serving(const lahja_endpoint_t *ep);
 int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n,
                   lahja_time_t deadline);
 
-/* -------------------------------------------------------- kept connections */
+/* ------------------------------------------ kept and background connections */
 
 /*
  * How a kept connection (lahja_keep_connected) is re-established: as
@@ -367,14 +367,36 @@ int lahja_keep_connected(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
  */
 int lahja_stop_keeping(lahja_endpoint_t *ep, const char *name);
 
+/*
+ * Starts connecting to each of the n endpoints and returns at once
+ * (lahja's connect_to_endpoints_nowait).  Each attempt waits for its
+ * socket to exist and for the handshake, as lahja_connect does, for up to
+ * handshake_timeout_ms from the call, the wait for the socket included
+ * (an endpoint that may come up later, or go and come back, is what
+ * lahja_keep_connected is for); then it gives up.  A failure is logged at
+ * WARNING, and lahja_peer_info says LAHJA_PEER_FAILED with its error;
+ * lahja_wait_until_connected_to waits for a success.
+ *
+ * Connecting to itself or to the same name twice in one call is
+ * LAHJA_ECONNREJECTED (nothing is done), as for lahja_connect; unlike
+ * lahja_connect, a name already connected, being connected or kept is
+ * not an error: there is nothing more to do for it.  Non-suspending;
+ * errors also -EINVAL, LAHJA_ELIFECYCLE, LAHJA_EWRONGTHREAD, -ENOMEM
+ * (nothing started; an attempt that cannot be allocated later is a
+ * failure like any other).
+ */
+int lahja_connect_nowait(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n);
+
 /* Where the endpoint stands with a peer: see lahja_peer_info. */
 typedef enum lahja_peer_state {
     LAHJA_PEER_UNKNOWN = 0, /* not connected, nor being connected or kept */
     LAHJA_PEER_CONNECTING,  /* an attempt is under way: waiting for the
-                               socket or the handshake, ours or the peer's */
+                               socket (background connects) or the handshake,
+                               ours or the peer's */
     LAHJA_PEER_CONNECTED,   /* established (lahja_is_connected_to) */
-    LAHJA_PEER_RETRYING     /* kept, not connected: the next attempt is at
+    LAHJA_PEER_RETRYING,    /* kept, not connected: the next attempt is at
                                next_attempt; last_error says what failed */
+    LAHJA_PEER_FAILED       /* a lahja_connect_nowait gave up: last_error */
 } lahja_peer_state_t;
 
 /* What lahja_peer_info tells of one peer; times on lahja_now()'s clock. */
@@ -389,8 +411,8 @@ typedef struct lahja_peer_info {
     uint32_t failures;         /* kept: attempts failed since it was last
                                   connected (or kept) */
     uint32_t reconnects;       /* kept: times it came back after a loss */
-    int last_error;            /* kept: what ended the last failed attempt
-                                  or lost connection, or 0 */
+    int last_error;            /* what ended the last failed attempt or
+                                  lost connection (kept, FAILED), or 0 */
 } lahja_peer_info_t;
 
 /*

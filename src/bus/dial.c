@@ -1,11 +1,13 @@
 /*
- * Kept peers (B33) and what the endpoint knows of a peer: connections
- * nobody waits for, driven by the beginnings and ends conn.c reports and
- * by one timer.
+ * Kept peers (B33), background connects, and what the endpoint knows of
+ * a peer: connections nobody waits for, driven by the beginnings and
+ * ends conn.c reports and by one timer.
  *
  * A dial is what the endpoint wants for one peer name: to keep it
- * connected (connect whenever there is no connection, with backoff).
- * A dial follows its peer by name, not by connection: whichever connection to
+ * connected (connect whenever there is no connection, with backoff), a
+ * background connect under way (until its deadline), or the failure of
+ * the last background connect (kept for lahja_peer_info).  A dial
+ * follows its peer by name, not by connection: whichever connection to
  * the name becomes READY counts, ours, the peer's or a lahja_connect's.
  * So the simultaneous-connect rule of conn.c (settle) decides between
  * two endpoints that keep each other, as it does between two
@@ -28,6 +30,7 @@
 
 #define DEFAULT_MIN_MS 100
 #define DEFAULT_MAX_MS 5000
+#define FAILED_MAX 64 /* failed background connects remembered */
 
 enum dial_phase {
     DIAL_IDLE,    /* not kept: nothing scheduled */
@@ -37,9 +40,13 @@ enum dial_phase {
 };
 
 struct dial {
-    lahja_link_t link;       /* in dialer->dials */
+    lahja_link_t link;       /* in dialer->dials, oldest failure first */
     lahja_conn_config_t cfg;
     uint8_t kept;            /* lahja_keep_connected */
+    uint8_t awaiting;        /* a lahja_connect_nowait under way, until
+                                give_up_at */
+    uint8_t failed;          /* not kept: the last background connect
+                                failed (last_error) */
     uint8_t lost;            /* kept: it was connected and lost; its
                                 return is logged */
     uint8_t phase;           /* enum dial_phase */
@@ -47,6 +54,7 @@ struct dial {
     uint32_t next_ms;        /* the backoff's next wait, before jitter */
     uint32_t retry_ms;       /* DIAL_WAITING: the wait chosen */
     uint64_t due;            /* DIAL_WAITING: loop time of the next attempt */
+    uint64_t give_up_at;     /* awaiting: loop time it gives up */
     uint32_t failures;       /* kept: failed attempts since last READY */
     uint32_t reconnects;     /* kept: returns after a loss */
     int last_error;          /* the last failed attempt's or loss's error */
@@ -141,7 +149,7 @@ static void dial_free(struct dial *d)
 /* A dial that wants nothing any more goes. */
 static void dial_release(struct dial *d)
 {
-    if (!d->kept)
+    if (!d->kept && !d->awaiting && !d->failed)
         dial_free(d);
 }
 
@@ -221,15 +229,78 @@ static void attempt(struct dialer *dl, struct dial *d)
         attempt_failed(dl, d, rc);
 }
 
+/* ------------------------------------------------- background connects */
+
+/* Failed background connects are remembered for lahja_peer_info, the
+ * latest FAILED_MAX of them. */
+static void failed_trim(struct dialer *dl)
+{
+    size_t n = 0;
+    struct dial *oldest = NULL;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &dl->dials) {
+        struct dial *d = lahja_container_of(l, struct dial, link);
+        if (d->failed && !d->kept && !d->awaiting) {
+            if (oldest == NULL)
+                oldest = d;
+            n++;
+        }
+    }
+    if (n > FAILED_MAX)
+        dial_free(oldest);
+}
+
+/* d's background connect is over, unsuccessfully (its connection, if
+ * any, logged why at WARNING). */
+static void nowait_failed(struct dialer *dl, struct dial *d, int err)
+{
+    d->awaiting = 0;
+    d->last_error = err;
+    if (d->kept)
+        return;
+    d->failed = 1;
+    lahja_list_remove(&d->link);
+    lahja_list_push_back(&dl->dials, &d->link);
+    failed_trim(dl);
+}
+
+/* d's background connect, still under way at its deadline, gives up. */
+static void give_up(struct dialer *dl, struct dial *d)
+{
+    lahja_endpoint_t *ep = dl->ep;
+    struct conn *c = NULL;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *o = lahja_container_of(l, struct conn, link);
+        if (o->background == CONN_NOWAIT && o->state != CONN_READY && o->state != CONN_DRAINING
+            && strcmp(o->target, d->cfg.name) == 0)
+            c = o;
+    }
+    nowait_failed(dl, d, -ETIMEDOUT);
+    if (c == NULL) {
+        /* The peer's connection took its place, and has not come. */
+        lahja_bus_log(ep, LAHJA_LOG_WARNING, "connection to %s: %s: the peer's did not come",
+                      d->cfg.name, lahja_strerror(-ETIMEDOUT));
+        return;
+    }
+    /* As lahja_connect says it: no socket to connect to, or no answer
+     * from the one there. */
+    char why[LAHJA_PATH_MAX + 96];
+    snprintf(why, sizeof why, "%s: %s %s", lahja_strerror(-ETIMEDOUT),
+             c->state == CONN_CONNECTING ? "nobody serves at" : "no handshake from", c->path);
+    lahja_conn_close(c, -ETIMEDOUT, why);
+}
+
 /* ---------------------------------------------------------------- timer */
 
-/* A dial with an attempt due at `now`. */
+/* A dial with something due at `now`: an attempt, or a deadline. */
 static struct dial *next_due(struct dialer *dl, uint64_t now)
 {
     lahja_link_t *l;
     lahja_list_foreach(l, &dl->dials) {
         struct dial *d = lahja_container_of(l, struct dial, link);
-        if (d->kept && d->phase == DIAL_WAITING && d->due <= now)
+        if ((d->kept && d->phase == DIAL_WAITING && d->due <= now)
+            || (d->awaiting && d->give_up_at <= now))
             return d;
     }
     return NULL;
@@ -237,8 +308,9 @@ static struct dial *next_due(struct dialer *dl, uint64_t now)
 
 /*
  * Whatever is due.  Each step makes its dial not due any more (an
- * attempt started, or failed and scheduled later), and the walk starts
- * again after each (what an attempt sets off may change the list).
+ * attempt started, or failed and scheduled later; a deadline passed),
+ * and may change the list (a failure trims it): the walk starts again
+ * after each.
  */
 static void on_timer(uv_timer_t *t)
 {
@@ -248,8 +320,12 @@ static void on_timer(uv_timer_t *t)
         return;
     uint64_t now = now_ms(ep);
     struct dial *d;
-    while ((d = next_due(dl, now)) != NULL)
-        attempt(dl, d);
+    while ((d = next_due(dl, now)) != NULL) {
+        if (d->awaiting && d->give_up_at <= now)
+            give_up(dl, d);
+        else
+            attempt(dl, d);
+    }
     rearm(dl);
 }
 
@@ -261,6 +337,8 @@ static void rearm(struct dialer *dl)
         struct dial *d = lahja_container_of(l, struct dial, link);
         if (d->kept && d->phase == DIAL_WAITING && d->due < wake)
             wake = d->due;
+        if (d->awaiting && d->give_up_at < wake)
+            wake = d->give_up_at;
     }
     if (wake == UINT64_MAX) {
         uv_timer_stop(&dl->timer);
@@ -280,6 +358,8 @@ void lahja_dial_conn_ready(struct conn *c)
     struct dial *d = dial_find(dl, c->peer->s);
     if (d == NULL)
         return;
+    d->awaiting = 0;
+    d->failed = 0;
     if (d->kept) {
         if (d->lost) {
             d->reconnects++;
@@ -304,8 +384,14 @@ void lahja_dial_conn_ended(struct conn *c, int was_up, int err)
         return; /* an incoming one that never got up was nobody's attempt */
     const char *name = c->peer != NULL ? c->peer->s : c->target;
     struct dial *d = dial_find(dl, name);
-    if (d == NULL || !d->kept)
+    if (d == NULL)
         return;
+    if (d->awaiting && c->background == CONN_NOWAIT && !was_up && err != 0)
+        nowait_failed(dl, d, err);
+    if (!d->kept) {
+        rearm(dl);
+        return;
+    }
     int ready;
     if (conn_to(ep, name, &ready) != NULL) {
         d->phase = ready ? DIAL_UP : DIAL_ATTEMPT; /* that one is followed */
@@ -373,6 +459,7 @@ int lahja_keep_connected(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
         return 0;
     }
     d->kept = 1;
+    d->failed = 0;
     d->lost = 0;
     d->failures = 0;
     d->next_ms = d->min_ms;
@@ -396,6 +483,70 @@ int lahja_stop_keeping(lahja_endpoint_t *ep, const char *name)
     d->phase = DIAL_IDLE;
     dial_release(d);
     rearm(ep->dialer);
+    return 0;
+}
+
+/* Whether a background connect to cfg has anything to do: not for a name
+ * connected, being connected, kept or awaited already. */
+static int nowait_wanted(lahja_endpoint_t *ep, struct dialer *dl, const lahja_conn_config_t *cfg)
+{
+    int ready;
+    if (conn_to(ep, cfg->name, &ready) != NULL)
+        return 0;
+    struct dial *d = dial_find(dl, cfg->name);
+    return d == NULL || (!d->kept && !d->awaiting);
+}
+
+int lahja_connect_nowait(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n)
+{
+    if (ep == NULL || (configs == NULL && n > 0))
+        return -EINVAL;
+    int rc = lahja_ep_check(ep);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (!config_valid(&configs[i]))
+            return -EINVAL;
+        if (strcmp(configs[i].name, ep->name->s) == 0)
+            return LAHJA_ECONNREJECTED;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(configs[i].name, configs[j].name) == 0)
+                return LAHJA_ECONNREJECTED;
+    }
+    struct dialer *dl;
+    if ((rc = dialer_get(ep, &dl)) != 0)
+        return rc;
+    /* Every dial first, so that running out of memory starts nothing:
+     * the ones made here (wanting nothing yet) go again. */
+    for (size_t i = 0; i < n; i++) {
+        if (!nowait_wanted(ep, dl, &configs[i]) || dial_find(dl, configs[i].name) != NULL)
+            continue;
+        if (dial_new(dl, &configs[i]) == NULL) {
+            for (size_t j = 0; j < i; j++) {
+                struct dial *d = dial_find(dl, configs[j].name);
+                if (d != NULL)
+                    dial_release(d);
+            }
+            return -ENOMEM;
+        }
+    }
+    uint64_t deadline = now_ms(ep) + ep->opts.handshake_timeout_ms;
+    for (size_t i = 0; i < n; i++) {
+        if (!nowait_wanted(ep, dl, &configs[i]))
+            continue;
+        struct dial *d = dial_find(dl, configs[i].name);
+        d->cfg = configs[i];
+        d->awaiting = 1;
+        d->failed = 0;
+        d->give_up_at = deadline;
+        rc = lahja_conn_dial(ep, &d->cfg, CONN_NOWAIT);
+        if (rc != 0) {
+            lahja_bus_log(ep, LAHJA_LOG_WARNING, "connection to %s: %s", d->cfg.name,
+                          lahja_strerror(rc));
+            nowait_failed(dl, d, rc);
+        }
+    }
+    rearm(dl);
     return 0;
 }
 
@@ -427,12 +578,14 @@ int lahja_peer_info(const lahja_endpoint_t *ep, const char *name, lahja_peer_inf
         info.outbound = c->outbound;
         info.pid = c->peer_pid;
         info.since = c->up_at;
-    } else if (c != NULL || (d != NULL && d->kept && d->phase != DIAL_WAITING)) {
+    } else if (c != NULL || (d != NULL && (d->awaiting || (d->kept && d->phase != DIAL_WAITING)))) {
         info.state = LAHJA_PEER_CONNECTING;
     } else if (d != NULL && d->kept) {
         info.state = LAHJA_PEER_RETRYING;
         info.next_attempt = d->due;
         info.retry_ms = d->retry_ms;
+    } else if (d != NULL && d->failed) {
+        info.state = LAHJA_PEER_FAILED;
     }
     *out = info;
     return 0;

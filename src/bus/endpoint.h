@@ -184,6 +184,8 @@ enum conn_state {
 /* Who opened an outbound connection, and so what its failure means. */
 enum conn_background {
     CONN_FOREGROUND = 0, /* lahja_connect (or accepted) */
+    CONN_NOWAIT,         /* lahja_connect_nowait: waits for the socket as
+                            lahja_connect does; nobody waits on it */
     CONN_KEPT            /* an attempt for a kept peer: one connect(), its
                             failure ends it, logged at DEBUG (dial.c retries) */
 };
@@ -400,8 +402,8 @@ struct lahja_endpoint {
     lahja_link_t stop_cbs;       /* struct stop_cb: lahja_endpoint_stop_cb */
     lahja_link_t ops;            /* callback calls not yet called back */
     char path[LAHJA_PATH_MAX + 1];
-    struct dialer *dialer;       /* kept peers (dial.c); NULL until the
-                                    first */
+    struct dialer *dialer;       /* kept peers and background connects
+                                    (dial.c); NULL until the first */
     lahja_link_t conns;
     lahja_link_t dirty;          /* connections with queued output */
     lahja_strmap_t types;        /* type -> struct type_entry */
@@ -564,10 +566,10 @@ struct pending *lahja_pending_find(const lahja_endpoint_t *ep, uint64_t id);
 /* Connection or subscription sets changed: wake the B21 waiters. */
 void lahja_ep_changed(lahja_endpoint_t *ep, int connections);
 
-/* dial.c: kept peers (B33) */
-/* An outbound connection nobody waits for (background: CONN_KEPT); its
- * end is reported to lahja_dial_conn_ended like any other's, possibly
- * before this returns.  -ENOMEM: none was made. */
+/* dial.c: kept peers (B33) and background connects */
+/* An outbound connection nobody waits for (background: CONN_NOWAIT or
+ * CONN_KEPT); its end is reported to lahja_dial_conn_ended like any
+ * other's, possibly before this returns.  -ENOMEM: none was made. */
 int lahja_conn_dial(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg, uint8_t background);
 /* c became READY (conn.c, before its waiters hear of it). */
 void lahja_dial_conn_ready(struct conn *c);
@@ -575,8 +577,8 @@ void lahja_dial_conn_ready(struct conn *c);
  * `err` why (0: another connection to the peer took its place).  Never
  * opens a connection itself: a retry is scheduled on the dialer's timer. */
 void lahja_dial_conn_ended(struct conn *c, int was_up, int err);
-/* Stop: forgets every kept peer, closes the dialer's timer (counted in
- * ep->nopen). */
+/* Stop: forgets every kept peer and background connect, closes the
+ * dialer's timer (counted in ep->nopen). */
 void lahja_dial_stop(lahja_endpoint_t *ep);
 
 #pragma GCC visibility pop
