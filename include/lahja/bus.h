@@ -426,6 +426,16 @@ typedef struct lahja_peer_info {
  */
 int lahja_peer_info(const lahja_endpoint_t *ep, const char *name, lahja_peer_info_t *out);
 
+/*
+ * The path the endpoint serves at (what peers give lahja_connect), or ""
+ * when it does not serve: not started, started without serving, or
+ * stopped.  The string is the endpoint's, valid until it is freed.  Any
+ * thread, as lahja_endpoint_is_serving: the path is set by
+ * lahja_endpoint_start and never changes after; from another thread,
+ * call it once start has returned.
+ */
+const char *lahja_endpoint_path(const lahja_endpoint_t *ep);
+
 /* ---------------------------------------------------------- broadcasting */
 
 typedef struct lahja_broadcast_config {

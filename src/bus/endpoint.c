@@ -177,6 +177,11 @@ int lahja_endpoint_is_serving(const lahja_endpoint_t *ep)
     return ep->serving && !ep->stopped;
 }
 
+const char *lahja_endpoint_path(const lahja_endpoint_t *ep)
+{
+    return ep != NULL && lahja_endpoint_is_serving(ep) ? ep->path : "";
+}
+
 /* ------------------------------------------------------------ serving */
 
 /* Creates the default base directory, 0700, or checks that an existing
