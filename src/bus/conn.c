@@ -962,17 +962,21 @@ void lahja_conn_forget_op(lahja_endpoint_t *ep, struct connect_op *op)
         struct conn *c = lahja_container_of(l, struct conn, link);
         if (c->op != op)
             continue;
-        /* Say why it took so long: no socket to connect to, or no
-         * answer from the one there. */
-        const char *seen = c->state != CONN_CONNECTING ? "connected, but no handshake came"
-                           : c->connect_err == ENOENT ? "no socket file there: nobody serves that name"
-                           : c->connect_err == ECONNREFUSED
-                               ? "a socket file, but nobody listening (left by a dead endpoint?)"
-                               : "its listener's backlog stayed full";
         char why[160];
-        snprintf(why, sizeof why, "%s: %s", lahja_strerror(op->error), seen);
+        snprintf(why, sizeof why, "%s: %s", lahja_strerror(op->error), lahja_conn_seen(c));
         lahja_conn_close(c, op->error, why);
     }
+}
+
+/* Say why it took so long: no socket to connect to, or no answer from
+ * the one there. */
+const char *lahja_conn_seen(const struct conn *c)
+{
+    return c->state != CONN_CONNECTING   ? "connected, but no handshake came"
+           : c->connect_err == ENOENT       ? "no socket file there: nobody serves that name"
+           : c->connect_err == ECONNREFUSED ? "a socket file, but nobody listening (left by a dead "
+                                              "endpoint?)"
+                                            : "its listener's backlog stayed full";
 }
 
 void lahja_conn_fail_parked(lahja_endpoint_t *ep, int err)

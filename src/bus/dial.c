@@ -283,11 +283,11 @@ static void give_up(struct dialer *dl, struct dial *d)
                       d->cfg.name, lahja_strerror(-ETIMEDOUT));
         return;
     }
-    /* As lahja_connect says it: no socket to connect to, or no answer
-     * from the one there. */
-    char why[LAHJA_PATH_MAX + 96];
-    snprintf(why, sizeof why, "%s: %s %s", lahja_strerror(-ETIMEDOUT),
-             c->state == CONN_CONNECTING ? "nobody serves at" : "no handshake from", c->path);
+    /* As lahja_connect says it, with the path: the log is where a
+     * background connect reports. */
+    char why[LAHJA_PATH_MAX + 160];
+    snprintf(why, sizeof why, "%s at %s: %s", lahja_strerror(-ETIMEDOUT), c->path,
+             lahja_conn_seen(c));
     lahja_conn_close(c, -ETIMEDOUT, why);
 }
 

@@ -492,6 +492,9 @@ struct conn *lahja_conn_connect(lahja_endpoint_t *ep, const lahja_conn_config_t 
 void lahja_conn_close(struct conn *c, int err, const char *why);
 /* Forgets the lahja_connect call `op` wherever it waits (it gave up). */
 void lahja_conn_forget_op(lahja_endpoint_t *ep, struct connect_op *op);
+/* What an outbound connection not yet up has found where it connects
+ * ("no socket file there: ..."), for the reason it is given up with. */
+const char *lahja_conn_seen(const struct conn *c);
 /* Fails every lahja_connect call waiting for a peer's own connection. */
 void lahja_conn_fail_parked(lahja_endpoint_t *ep, int err);
 /* The connection to `name` that is not closing, or NULL. */
