@@ -12,7 +12,8 @@
  *  - -ECANCELED   an enclosing cancel scope was cancelled;
  *  - -ETIMEDOUT   the call's deadline, or an enclosing scope's, has passed;
  *  - -EINVAL      an argument was invalid;
- *  - -EAGAIN      the operation would have to wait and was asked not to.
+ *  - -EAGAIN      the operation would have to wait and was asked not to;
+ *  - LAHJA_ENOTASK  it was not called from a task.
  */
 #ifndef LAHJA_ERROR_H
 #define LAHJA_ERROR_H
@@ -45,8 +46,12 @@ enum lahja_error {
     LAHJA_EWRONGTHREAD = -4009,
     /** Every task is waiting and nothing (no handle, no timer) can wake any. */
     LAHJA_EDEADLOCK = -4010,
+    /** A call that only a task may make (it suspends, or works on the
+     * calling task's scopes) came from outside any task: from main(), a
+     * plain libuv callback or another thread. */
+    LAHJA_ENOTASK = -4011,
     /** Not a code: one past the last of lahja's codes. */
-    LAHJA_ELAST = -4011
+    LAHJA_ELAST = -4012
 };
 
 /**

@@ -187,7 +187,7 @@ int lahja_spawn(lahja_rt_t *rt, lahja_task_fn fn, void *arg,
  * result in *result (if non-NULL).  For a root task's handle, a successful
  * join releases the handle.  A task cannot join itself (-EDEADLK).
  * Suspending; errors: -ECANCELED, -ETIMEDOUT (the handle stays valid),
- * -EPERM when not called from a task.
+ * LAHJA_ENOTASK when not called from a task.
  */
 int lahja_task_join(lahja_task_t *t, lahja_time_t deadline, int *result);
 
@@ -215,20 +215,20 @@ lahja_task_t *lahja_task_current(void);
 
 /**
  * A checkpoint that lets every other ready task run before the caller
- * continues.  Suspending; errors: -ECANCELED, -ETIMEDOUT, -EPERM.
+ * continues.  Suspending; errors: -ECANCELED, -ETIMEDOUT, LAHJA_ENOTASK.
  */
 int lahja_yield(void);
 
 /**
  * A checkpoint that does not suspend: returns -ECANCELED or -ETIMEDOUT
- * if the calling task is being cancelled, else 0.  -EPERM outside a task.
+ * if the calling task is being cancelled, else 0.  LAHJA_ENOTASK outside a task.
  */
 int lahja_checkpoint(void);
 
 /**
  * Suspends until `deadline` (returns 0) unless cancelled first.
  * Suspending; errors: -ECANCELED, -ETIMEDOUT (an enclosing scope's
- * deadline came first), -EPERM.
+ * deadline came first), LAHJA_ENOTASK.
  */
 int lahja_sleep_until(lahja_time_t deadline);
 
@@ -249,7 +249,7 @@ enum lahja_scope_flags {
  * `deadline` has passed (LAHJA_FOREVER for none) and -ECANCELED once it is
  * cancelled.  Scopes are closed in the reverse order of opening, by the
  * task that opened them (a programmer error otherwise: assertion).
- * Errors: -EPERM (not in a task), -ENOMEM.
+ * Errors: LAHJA_ENOTASK, -ENOMEM.
  */
 int lahja_scope_open(lahja_time_t deadline, unsigned flags, lahja_scope_t **out);
 
@@ -289,7 +289,7 @@ typedef struct lahja_failure {
  * Opens a nursery in the calling task: a cancel scope nested inside the
  * task's innermost scope that also owns child tasks.  Must be closed (or
  * joined and freed) by the same task, in scope order.
- * Errors: -EPERM (not in a task), -ENOMEM.
+ * Errors: LAHJA_ENOTASK, -ENOMEM.
  */
 int lahja_nursery_open(lahja_nursery_t **out);
 
@@ -368,7 +368,7 @@ int lahja_latch_is_set(const lahja_latch_t *e);
 
 /**
  * Suspends until the latch is set (0 at once if it already is; this is
- * still a checkpoint).  Suspending; errors: -ECANCELED, -ETIMEDOUT, -EPERM.
+ * still a checkpoint).  Suspending; errors: -ECANCELED, -ETIMEDOUT, LAHJA_ENOTASK.
  */
 int lahja_latch_wait(lahja_latch_t *e, lahja_time_t deadline);
 
@@ -384,7 +384,7 @@ typedef struct lahja_cond {
 /** Initializes a condition, with no waiters. */
 void lahja_cond_init(lahja_cond_t *c);
 
-/** Suspending; errors: -ECANCELED, -ETIMEDOUT, -EPERM. */
+/** Suspending; errors: -ECANCELED, -ETIMEDOUT, LAHJA_ENOTASK. */
 int lahja_cond_wait(lahja_cond_t *c, lahja_time_t deadline);
 
 /** Wakes the longest waiting task, if any.  Errors: LAHJA_EWRONGTHREAD. */
@@ -405,7 +405,7 @@ int lahja_queue_new(size_t capacity, lahja_queue_t **out);
 /**
  * Appends an item, suspending while the queue is full.  The item is in
  * the queue (or handed to a receiver) exactly when 0 is returned.
- * Suspending; errors: -EPIPE (queue closed), -ECANCELED, -ETIMEDOUT, -EPERM.
+ * Suspending; errors: -EPIPE (queue closed), -ECANCELED, -ETIMEDOUT, LAHJA_ENOTASK.
  */
 int lahja_queue_send(lahja_queue_t *q, void *item, lahja_time_t deadline);
 
@@ -415,7 +415,7 @@ int lahja_queue_try_send(lahja_queue_t *q, void *item);
 /**
  * Takes the oldest item into *item, suspending while the queue is empty.
  * After close, the items still queued are delivered, then -EPIPE.
- * Suspending; errors: -EPIPE, -ECANCELED, -ETIMEDOUT, -EPERM.
+ * Suspending; errors: -EPIPE, -ECANCELED, -ETIMEDOUT, LAHJA_ENOTASK.
  */
 int lahja_queue_recv(lahja_queue_t *q, void **item, lahja_time_t deadline);
 
@@ -467,7 +467,7 @@ void lahja_complete(lahja_completion_t *c, int status);
  * On -ECANCELED/-ETIMEDOUT the completion is still pending: the caller
  * must make sure the callback can no longer touch it (stop the handle)
  * before it goes out of scope.
- * Suspending; errors: -ECANCELED, -ETIMEDOUT, -EPERM.
+ * Suspending; errors: -ECANCELED, -ETIMEDOUT, LAHJA_ENOTASK.
  */
 int lahja_completion_wait(lahja_completion_t *c, lahja_time_t deadline);
 
@@ -479,14 +479,14 @@ int lahja_completion_wait(lahja_completion_t *c, lahja_time_t deadline);
  * this returns.  Returns the callback's status if it completed normally,
  * else -ECANCELED/-ETIMEDOUT.  Requests uv_cancel() cannot stop (writes,
  * connects) are awaited to completion; close the handle to end them.
- * Suspending; errors: -ECANCELED, -ETIMEDOUT, -EPERM.
+ * Suspending; errors: -ECANCELED, -ETIMEDOUT, LAHJA_ENOTASK.
  */
 int lahja_uv_req_wait(struct uv_req_s *req, lahja_completion_t *c, lahja_time_t deadline);
 
 /**
  * Closes a handle and waits, not cancellable, for its close callback;
  * after it returns the handle's memory may be freed.  The handle's data
- * field is overwritten.  Errors: -EPERM (not in a task).
+ * field is overwritten.  Errors: LAHJA_ENOTASK.
  */
 int lahja_uv_close(struct uv_handle_s *h);
 

@@ -93,7 +93,7 @@ int lahja_manager_free(lahja_manager_t *m);
  * is cancelled, the service is cancelled (leaves first) and awaited.
  * Returns 0 if no error was recorded, else the first error's code (all of
  * them: lahja_manager_error()).  Running twice is LAHJA_ELIFECYCLE.
- * Suspending; errors also -EPERM (not in a task).
+ * Suspending; errors also LAHJA_ENOTASK.
  */
 int lahja_manager_run(lahja_manager_t *m);
 
@@ -160,7 +160,7 @@ int lahja_manager_cancel(lahja_manager_t *m);
  */
 int lahja_manager_stop(lahja_manager_t *m);
 
-/** Suspending waits for the flags; errors -ECANCELED, -ETIMEDOUT, -EPERM.
+/** Suspending waits for the flags; errors -ECANCELED, -ETIMEDOUT, LAHJA_ENOTASK.
  * @{ */
 int lahja_manager_wait_started(lahja_manager_t *m, lahja_time_t deadline);
 int lahja_manager_wait_finished(lahja_manager_t *m, lahja_time_t deadline);
@@ -240,7 +240,7 @@ int lahja_service_fail(int code, const char *fmt, ...)
  * returns its result; if the service finishes while fn is under way, fn
  * is cancelled and the call returns LAHJA_ELIFECYCLE.  Tasks fn starts
  * with lahja_manager_run_task are root tasks of the service.
- * Errors: LAHJA_ELIFECYCLE (not running), -EPERM (not in a task),
+ * Errors: LAHJA_ELIFECYCLE (not running), LAHJA_ENOTASK,
  * -ECANCELED when the calling task is cancelled.
  */
 int lahja_manager_call(lahja_manager_t *m, lahja_task_fn fn, void *arg);
@@ -251,7 +251,7 @@ int lahja_manager_call(lahja_manager_t *m, lahja_task_fn fn, void *arg);
  * Starts `svc` in the background, in a root task of the runtime, and
  * waits until it has started; *out is its manager.  End the scope with
  * lahja_background_end(), always.
- * Errors: as lahja_manager_new, -EPERM.
+ * Errors: as lahja_manager_new, LAHJA_ENOTASK.
  */
 int lahja_background_start(lahja_service_t *svc, lahja_manager_t **out);
 
@@ -260,7 +260,7 @@ int lahja_background_start(lahja_service_t *svc, lahja_manager_t **out);
  * not cancellable, until it has finished) and reaps its task.  Returns 0
  * if it recorded no error, else its first error's code; the manager stays
  * valid for inspection (flags, stats, errors) until lahja_manager_free.
- * Errors: -EINVAL, -EPERM (not in a task).
+ * Errors: -EINVAL, LAHJA_ENOTASK.
  */
 int lahja_background_end(lahja_manager_t *m);
 

@@ -25,6 +25,9 @@ static const struct {
                                               "Called from a thread that does not own the object" },
     [-(LAHJA_EDEADLOCK - LAHJA_EBASE)] = { "LAHJA_EDEADLOCK",
                                            "Every task is blocked and nothing can wake one" },
+    [-(LAHJA_ENOTASK - LAHJA_EBASE)] = { "LAHJA_ENOTASK",
+                                         "Must be called from a task (lahja_spawn, lahja_run); "
+                                         "the bus's calls also have lahja_*_cb forms" },
 };
 
 static int own_index(int err)

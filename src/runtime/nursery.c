@@ -15,7 +15,7 @@ int lahja_nursery_open(lahja_nursery_t **out)
     if (out == NULL)
         return -EINVAL;
     if (t == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     struct lahja_nursery *n = calloc(1, sizeof *n);
     if (n == NULL)
         return -ENOMEM;
@@ -107,7 +107,7 @@ int lahja_nursery_join(lahja_nursery_t *n)
     if (n == NULL)
         return -EINVAL;
     if (t == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     assert(!n->joined && t->scope == &n->scope && "nursery joined out of scope order");
     /* Not cancellable: cancellation reaches the children through the
      * scope tree, and the nursery must outlive them all. */
@@ -153,7 +153,7 @@ int lahja_nursery_close(lahja_nursery_t *n)
     if (n == NULL)
         return -EINVAL;
     if (lahja_tls_task == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     int rc = lahja_nursery_join(n);
     lahja_nursery_free(n);
     return rc;

@@ -70,7 +70,7 @@ int lahja_queue_try_send(lahja_queue_t *q, void *item)
 int lahja_queue_send(lahja_queue_t *q, void *item, lahja_time_t deadline)
 {
     struct lahja_task *t = lahja_tls_task;
-    int rc = lahja_checkpoint(); /* -EPERM outside a task */
+    int rc = lahja_checkpoint(); /* LAHJA_ENOTASK outside a task */
     if (rc != 0)
         return rc;
     rc = lahja_queue_try_send(q, item);
@@ -97,7 +97,7 @@ int lahja_queue_try_recv(lahja_queue_t *q, void **item)
 int lahja_queue_recv(lahja_queue_t *q, void **item, lahja_time_t deadline)
 {
     struct lahja_task *t = lahja_tls_task;
-    int rc = lahja_checkpoint(); /* -EPERM outside a task */
+    int rc = lahja_checkpoint(); /* LAHJA_ENOTASK outside a task */
     if (rc != 0)
         return rc;
     rc = lahja_queue_try_recv(q, item);

@@ -278,7 +278,7 @@ int lahja_yield(void)
 {
     struct lahja_task *t = lahja_tls_task;
     if (t == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     int rc = lahja_scope_status(t->scope, uv_now(t->rt->loop), NULL);
     if (rc != 0)
         return rc;
@@ -292,7 +292,7 @@ int lahja_checkpoint(void)
 {
     struct lahja_task *t = lahja_tls_task;
     if (t == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     return lahja_scope_status(t->scope, uv_now(t->rt->loop), NULL);
 }
 

@@ -119,7 +119,7 @@ int lahja_scope_open(lahja_time_t deadline, unsigned flags, lahja_scope_t **out)
     if (out == NULL)
         return -EINVAL;
     if (t == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     struct lahja_scope *s = malloc(sizeof *s);
     if (s == NULL)
         return -ENOMEM;

@@ -15,7 +15,7 @@ static int timed(int rc)
 int lahja_sleep_until(lahja_time_t deadline)
 {
     if (lahja_tls_task == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     int rc = lahja_wait(NULL, deadline, 0);
     return rc == LAHJA_WAIT_EXPIRED ? 0 : rc;
 }
@@ -67,7 +67,7 @@ int lahja_latch_is_set(const lahja_latch_t *e)
 int lahja_latch_wait(lahja_latch_t *e, lahja_time_t deadline)
 {
     if (lahja_tls_task == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     if (e->set)
         return lahja_checkpoint();
     return timed(lahja_wait(&e->waiters, deadline, 0));
@@ -83,7 +83,7 @@ void lahja_cond_init(lahja_cond_t *c)
 int lahja_cond_wait(lahja_cond_t *c, lahja_time_t deadline)
 {
     if (lahja_tls_task == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     return timed(lahja_wait(&c->waiters, deadline, 0));
 }
 
@@ -140,7 +140,7 @@ static int completion_wait(lahja_completion_t *c, lahja_time_t deadline, unsigne
 int lahja_completion_wait(lahja_completion_t *c, lahja_time_t deadline)
 {
     if (lahja_tls_task == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     /* A completed operation's status is returned even when cancelled:
      * it may carry a resource (an fd) the caller must not lose. */
     if (c->done)
@@ -151,7 +151,7 @@ int lahja_completion_wait(lahja_completion_t *c, lahja_time_t deadline)
 int lahja_uv_req_wait(uv_req_t *req, lahja_completion_t *c, lahja_time_t deadline)
 {
     if (lahja_tls_task == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     int rc = lahja_completion_wait(c, deadline);
     if (c->done)
         return c->status;
@@ -173,7 +173,7 @@ int lahja_uv_close(uv_handle_t *h)
     if (h == NULL)
         return -EINVAL;
     if (lahja_tls_task == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     if (uv_is_closing(h))
         return -EALREADY;
     lahja_completion_t c;

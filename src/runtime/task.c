@@ -191,7 +191,7 @@ int lahja_task_join(lahja_task_t *t, lahja_time_t deadline, int *result)
     if (t == NULL)
         return -EINVAL;
     if (self == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     if (t == self)
         return -EDEADLK;
     int rc = 0;

@@ -38,7 +38,7 @@ int lahja_manager_call(lahja_manager_t *m, lahja_task_fn fn, void *arg)
     if (m == NULL || fn == NULL)
         return -EINVAL;
     if (lahja_tls_task == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     if (!lahja_manager_is_running(m))
         return LAHJA_ELIFECYCLE;
     struct call c = { m, fn, arg, 0, 0, NULL };
@@ -80,7 +80,7 @@ int lahja_background_start(lahja_service_t *svc, lahja_manager_t **out)
     if (svc == NULL || out == NULL)
         return -EINVAL;
     if (self == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     lahja_manager_t *m;
     int rc = lahja_manager_new(svc, &m);
     if (rc != 0)
@@ -109,7 +109,7 @@ int lahja_background_end(lahja_manager_t *m)
     if (m == NULL || m->bg == NULL)
         return -EINVAL;
     if (lahja_tls_task == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     lahja_manager_stop(m);
     reap(m->bg);
     m->bg = NULL;

@@ -117,7 +117,7 @@ int lahja_manager_run(lahja_manager_t *m)
     if (m == NULL)
         return -EINVAL;
     if (self == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     if (m->started)
         return LAHJA_ELIFECYCLE;
 
@@ -254,7 +254,7 @@ int lahja_manager_stop(lahja_manager_t *m)
     if (rc != 0)
         return rc;
     if (lahja_tls_task == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     if (called_from_inside(m))
         return lahja_checkpoint(); /* this task is being cancelled too */
     lahja_svc_wait_set(&m->finished_ev);

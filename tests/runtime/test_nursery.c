@@ -789,7 +789,7 @@ static void test_outside_task(void **state)
 {
     (void)state;
     lahja_nursery_t *n = NULL;
-    assert_int_equal(lahja_nursery_open(&n), -EPERM);
+    assert_int_equal(lahja_nursery_open(&n), LAHJA_ENOTASK);
     assert_null(n);
     lahja_nursery_free(NULL); /* accepted */
 }

@@ -101,8 +101,8 @@ static void test_suspending_calls_outside_task(void **state)
     (void)state;
     lahja_queue_t *q = new_queue(1);
     void *item = NULL;
-    assert_int_equal(lahja_queue_send(q, ITEM(1), LAHJA_FOREVER), -EPERM);
-    assert_int_equal(lahja_queue_recv(q, &item, LAHJA_FOREVER), -EPERM);
+    assert_int_equal(lahja_queue_send(q, ITEM(1), LAHJA_FOREVER), LAHJA_ENOTASK);
+    assert_int_equal(lahja_queue_recv(q, &item, LAHJA_FOREVER), LAHJA_ENOTASK);
     assert_int_equal(lahja_queue_len(q), 0);
     lahja_queue_free(q);
 }

@@ -368,8 +368,8 @@ static void test_open_user_handles_do_not_block_return(void **state)
 
 /* ------------------------------------------------------ outside a task */
 
-/* Every suspending call refuses, with -EPERM, a caller that is no task. */
-static void expect_eperm_outside_task(lahja_task_t *some_task)
+/* Every suspending call refuses, with LAHJA_ENOTASK, a caller that is no task. */
+static void expect_notask_outside_task(lahja_task_t *some_task)
 {
     lahja_latch_t ev;
     lahja_cond_t cond;
@@ -384,21 +384,21 @@ static void expect_eperm_outside_task(lahja_task_t *some_task)
     assert_int_equal(lahja_queue_new(1, &q), 0);
 
     assert_null(lahja_task_current());
-    assert_int_equal(lahja_sleep(1), -EPERM);
-    assert_int_equal(lahja_sleep_until(LAHJA_FOREVER), -EPERM);
-    assert_int_equal(lahja_latch_wait(&ev, LAHJA_FOREVER), -EPERM);
-    assert_int_equal(lahja_cond_wait(&cond, LAHJA_FOREVER), -EPERM);
-    assert_int_equal(lahja_queue_recv(q, &item, LAHJA_FOREVER), -EPERM);
-    assert_int_equal(lahja_queue_send(q, ITEM(1), LAHJA_FOREVER), -EPERM);
-    assert_int_equal(lahja_completion_wait(&comp, LAHJA_FOREVER), -EPERM);
-    assert_int_equal(lahja_yield(), -EPERM);
-    assert_int_equal(lahja_checkpoint(), -EPERM);
-    assert_int_equal(lahja_nursery_open(&n), -EPERM);
-    assert_int_equal(lahja_scope_open(LAHJA_FOREVER, 0, &s), -EPERM);
+    assert_int_equal(lahja_sleep(1), LAHJA_ENOTASK);
+    assert_int_equal(lahja_sleep_until(LAHJA_FOREVER), LAHJA_ENOTASK);
+    assert_int_equal(lahja_latch_wait(&ev, LAHJA_FOREVER), LAHJA_ENOTASK);
+    assert_int_equal(lahja_cond_wait(&cond, LAHJA_FOREVER), LAHJA_ENOTASK);
+    assert_int_equal(lahja_queue_recv(q, &item, LAHJA_FOREVER), LAHJA_ENOTASK);
+    assert_int_equal(lahja_queue_send(q, ITEM(1), LAHJA_FOREVER), LAHJA_ENOTASK);
+    assert_int_equal(lahja_completion_wait(&comp, LAHJA_FOREVER), LAHJA_ENOTASK);
+    assert_int_equal(lahja_yield(), LAHJA_ENOTASK);
+    assert_int_equal(lahja_checkpoint(), LAHJA_ENOTASK);
+    assert_int_equal(lahja_nursery_open(&n), LAHJA_ENOTASK);
+    assert_int_equal(lahja_scope_open(LAHJA_FOREVER, 0, &s), LAHJA_ENOTASK);
     assert_null(n);
     assert_null(s);
     if (some_task != NULL)
-        assert_int_equal(lahja_task_join(some_task, LAHJA_FOREVER, NULL), -EPERM);
+        assert_int_equal(lahja_task_join(some_task, LAHJA_FOREVER, NULL), LAHJA_ENOTASK);
     assert_int_equal(lahja_queue_len(q), 0);
     lahja_queue_free(q);
 }
@@ -407,7 +407,7 @@ static void test_suspending_calls_without_runtime(void **state)
 {
     (void)state;
     assert_null(lahja_rt_current());
-    expect_eperm_outside_task(NULL);
+    expect_notask_outside_task(NULL);
 }
 
 struct from_callback {
@@ -420,7 +420,7 @@ struct from_callback {
 static void on_check_timer(uv_timer_t *h)
 {
     struct from_callback *fc = h->data;
-    expect_eperm_outside_task(fc->task);
+    expect_notask_outside_task(fc->task);
     fc->ran = 1;
     lahja_latch_set(&fc->checked);
 }

@@ -206,11 +206,11 @@ static void test_join_outside_task(void **state)
 
     int res = PENDING;
     assert_null(lahja_task_current());
-    assert_int_equal(lahja_task_join(t, LAHJA_FOREVER, &res), -EPERM);
+    assert_int_equal(lahja_task_join(t, LAHJA_FOREVER, &res), LAHJA_ENOTASK);
     assert_int_equal(res, PENDING);
-    assert_int_equal(lahja_yield(), -EPERM);
-    assert_int_equal(lahja_checkpoint(), -EPERM);
-    assert_int_equal(lahja_sleep(1), -EPERM);
+    assert_int_equal(lahja_yield(), LAHJA_ENOTASK);
+    assert_int_equal(lahja_checkpoint(), LAHJA_ENOTASK);
+    assert_int_equal(lahja_sleep(1), LAHJA_ENOTASK);
 
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(lahja_task_done(t), 1);
@@ -754,7 +754,7 @@ static int main_checkpoint(void *unused)
 static void test_checkpoint(void **state)
 {
     (void)state;
-    assert_int_equal(lahja_checkpoint(), -EPERM); /* no runtime at all */
+    assert_int_equal(lahja_checkpoint(), LAHJA_ENOTASK); /* no runtime at all */
     run_main(main_checkpoint, NULL);
 }
 
@@ -987,6 +987,7 @@ static void test_error_names(void **state)
         { LAHJA_ETOOMANYCHILDREN, "LAHJA_ETOOMANYCHILDREN" },
         { LAHJA_EWRONGTHREAD, "LAHJA_EWRONGTHREAD" },
         { LAHJA_EDEADLOCK, "LAHJA_EDEADLOCK" },
+        { LAHJA_ENOTASK, "LAHJA_ENOTASK" },
     };
     size_t n = sizeof own / sizeof own[0];
     /* The table covers every code between the bounds. */

@@ -498,7 +498,7 @@ static void test_uv_close_outside_task(void **state)
     uv_timer_t timer;
     assert_int_equal(uv_loop_init(&loop), 0);
     assert_int_equal(uv_timer_init(&loop, &timer), 0);
-    assert_int_equal(lahja_uv_close((uv_handle_t *)&timer), -EPERM);
+    assert_int_equal(lahja_uv_close((uv_handle_t *)&timer), LAHJA_ENOTASK);
     assert_false(uv_is_closing((uv_handle_t *)&timer));
     uv_close((uv_handle_t *)&timer, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -59,7 +59,7 @@ static void test_call_outside_task(void **state)
     lahja_manager_t *m;
     assert_int_equal(lahja_manager_new(&svc, &m), 0);
     int calls = 0;
-    assert_int_equal(lahja_manager_call(m, call_counted, &calls), -EPERM);
+    assert_int_equal(lahja_manager_call(m, call_counted, &calls), LAHJA_ENOTASK);
     assert_int_equal(calls, 0);
     assert_int_equal(lahja_manager_free(m), 0);
 }
