@@ -13,11 +13,11 @@
  *  - non-suspending (start, subscribe, broadcast_nowait, queries): from a
  *    task or from any libuv callback on the endpoint's thread;
  *  - suspending (connect, broadcast, stream_next, wait_for, request,
- *    stop, the wait_until_* family): from a task (lahja/runtime.h); each
- *    takes a deadline and is a cancellation checkpoint.  Each has a
- *    callback form (lahja_*_cb, at the end of this header) for programs
- *    not written as tasks: from any libuv callback on the endpoint's
- *    thread.
+ *    stop, the wait_until_* family): from a task (lahja/runtime.h;
+ *    elsewhere they return LAHJA_ENOTASK); each takes a deadline and is
+ *    a cancellation checkpoint.  Each has a callback form (lahja_*_cb,
+ *    at the end of this header) for programs not written as tasks: from
+ *    any libuv callback on the endpoint's thread.
  *
  * Threads: an endpoint belongs to the thread whose runtime created it;
  * calls from another thread return LAHJA_EWRONGTHREAD.  The calls that
@@ -223,8 +223,9 @@ typedef struct lahja_endpoint_options {
  * runtime (lahja_rt_new or lahja_run).  `opts` may be NULL; it is copied
  * (allowed_uids too).  If the process left SIGPIPE at its default action
  * (terminate), it is set to ignored: a peer that goes away must not kill
- * the process; a handler the application installed is kept.  Errors: -EINVAL (bad name), -EPERM (no runtime on
- * this thread), -ENOMEM.
+ * the process; a handler the application installed is kept.
+ * Errors: -EINVAL (bad name), LAHJA_ENORUNTIME (no runtime on this
+ * thread), -ENOMEM.
  */
 int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
                        lahja_endpoint_t **out);

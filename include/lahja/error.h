@@ -50,8 +50,11 @@ enum lahja_error {
      * calling task's scopes) came from outside any task: from main(), a
      * plain libuv callback or another thread. */
     LAHJA_ENOTASK = -4011,
+    /** The calling thread has no lahja runtime (lahja_rt_new, lahja_run)
+     * for an object that must belong to one. */
+    LAHJA_ENORUNTIME = -4012,
     /** Not a code: one past the last of lahja's codes. */
-    LAHJA_ELAST = -4012
+    LAHJA_ELAST = -4013
 };
 
 /**

@@ -74,7 +74,7 @@ int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size
 {
     int rc = connect_check(ep, configs, n);
     if (rc == 0 && lahja_task_current() == NULL)
-        rc = -EPERM;
+        rc = LAHJA_ENOTASK;
     if (rc != 0)
         return rc;
     struct connect_call cc = { .call = { 0 } };
@@ -511,7 +511,7 @@ static int broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadc
     if (rc != 0)
         return rc;
     if (lahja_task_current() == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     return lahja_call_run(&b.call, deadline);
 }
 

@@ -66,7 +66,7 @@ int lahja_ep_check_task(const lahja_endpoint_t *ep)
 {
     int rc = lahja_ep_check(ep);
     if (rc == 0 && lahja_task_current() == NULL)
-        rc = -EPERM;
+        rc = LAHJA_ENOTASK;
     return rc;
 }
 
@@ -120,7 +120,7 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
     if (name == NULL || out == NULL || !lahja_wire_name_valid(name, strlen(name)))
         return -EINVAL;
     if (lahja_rt_current() == NULL)
-        return -EPERM;
+        return LAHJA_ENORUNTIME;
     lahja_endpoint_t *ep = calloc(1, sizeof *ep);
     if (ep == NULL)
         return -ENOMEM;
@@ -500,7 +500,7 @@ int lahja_endpoint_stop(lahja_endpoint_t *ep)
     if (!stop_check(ep, &rc))
         return rc;
     if (lahja_task_current() == NULL)
-        return -EPERM;
+        return LAHJA_ENOTASK;
     if (ep->stop_state == STOP_NONE)
         stop_begin(ep);
     /* Not cancellable: the peers get linger_ms, the handles close within

@@ -471,7 +471,7 @@ void lahja_ep_busy_poll(lahja_endpoint_t *ep);
 
 /* LAHJA_EWRONGTHREAD, LAHJA_ELIFECYCLE (not running), or 0. */
 int lahja_ep_check(const lahja_endpoint_t *ep);
-/* The same, and -EPERM outside a task: for the suspending calls. */
+/* The same, and LAHJA_ENOTASK outside a task: for the suspending calls. */
 int lahja_ep_check_task(const lahja_endpoint_t *ep);
 
 /*

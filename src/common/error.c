@@ -28,6 +28,9 @@ static const struct {
     [-(LAHJA_ENOTASK - LAHJA_EBASE)] = { "LAHJA_ENOTASK",
                                          "Must be called from a task (lahja_spawn, lahja_run); "
                                          "the bus's calls also have lahja_*_cb forms" },
+    [-(LAHJA_ENORUNTIME - LAHJA_EBASE)] = { "LAHJA_ENORUNTIME",
+                                            "No lahja runtime on this thread "
+                                            "(create one with lahja_rt_new or lahja_run)" },
 };
 
 static int own_index(int err)

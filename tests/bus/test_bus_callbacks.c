@@ -760,9 +760,11 @@ static int plain_errors_at_once(void *arg)
     (void)arg;
     memset(&app, 0, sizeof app);
     bus_dir_make(app.dir);
+    lahja_endpoint_options_t o = bus_opts(NULL);
+    EXPECT_EQ(lahja_endpoint_new("a", &o, &app.ep), LAHJA_ENORUNTIME);
+    EXPECT_TRUE(app.ep == NULL);
     EXPECT_EQ(uv_loop_init(&app.loop), 0);
     EXPECT_EQ(lahja_rt_new(&app.loop, NULL, &app.rt), 0);
-    lahja_endpoint_options_t o = bus_opts(NULL);
     EXPECT_EQ(lahja_endpoint_new("a", &o, &app.ep), 0);
     struct result r = { 0 };
     lahja_conn_config_t self = bus_cfg(app.dir, "a");
@@ -806,6 +808,18 @@ static int plain_errors_at_once(void *arg)
     EXPECT_EQ(pthread_create(&t, NULL, from_thread, &rc), 0);
     EXPECT_EQ(pthread_join(t, NULL), 0);
     EXPECT_EQ(rc, LAHJA_EWRONGTHREAD);
+    /* The task forms, from this plain program: refused, nothing done. */
+    lahja_event_t *ev = bus_event("T", NULL);
+    lahja_conn_config_t other = bus_cfg(app.dir, "b");
+    EXPECT_EQ(lahja_connect(app.ep, &other, 1, LAHJA_FOREVER), LAHJA_ENOTASK);
+    EXPECT_EQ(lahja_broadcast(app.ep, ev, NULL, LAHJA_FOREVER), LAHJA_ENOTASK);
+    EXPECT_TRUE(lahja_event_origin(ev) == NULL); /* not bound */
+    lahja_event_t *got = NULL;
+    EXPECT_EQ(lahja_wait_for(app.ep, "T", LAHJA_FOREVER, &got), LAHJA_ENOTASK);
+    EXPECT_TRUE(got == NULL);
+    EXPECT_EQ(lahja_endpoint_stop(app.ep), LAHJA_ENOTASK);
+    EXPECT_TRUE(lahja_endpoint_is_running(app.ep));
+    lahja_event_unref(ev);
     /* After the stop has completed. */
     struct result stopped = { 0 };
     START(lahja_endpoint_stop_cb(app.ep, on_done, &stopped));

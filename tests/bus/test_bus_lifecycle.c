@@ -717,7 +717,7 @@ static int main_wrong_thread(void *arg)
     EXPECT_EQ(f.subscribe_rc, LAHJA_EWRONGTHREAD);
     EXPECT_EQ(f.broadcast_rc, LAHJA_EWRONGTHREAD);
     EXPECT_EQ(f.stop_rc, LAHJA_EWRONGTHREAD);
-    EXPECT_EQ(f.new_rc, -EPERM); /* no runtime on that thread */
+    EXPECT_EQ(f.new_rc, LAHJA_ENORUNTIME); /* no runtime on that thread */
     EXPECT_EQ(lahja_endpoint_is_running(f.ep), 0);
     struct stat st; /* the refused start made no socket */
     EXPECT_EQ(lstat(f.cfg.path, &st), -1);

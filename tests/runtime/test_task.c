@@ -988,6 +988,7 @@ static void test_error_names(void **state)
         { LAHJA_EWRONGTHREAD, "LAHJA_EWRONGTHREAD" },
         { LAHJA_EDEADLOCK, "LAHJA_EDEADLOCK" },
         { LAHJA_ENOTASK, "LAHJA_ENOTASK" },
+        { LAHJA_ENORUNTIME, "LAHJA_ENORUNTIME" },
     };
     size_t n = sizeof own / sizeof own[0];
     /* The table covers every code between the bounds. */
