@@ -171,6 +171,29 @@ static void op_release(struct conn *c, int err)
 }
 
 /*
+ * The one line a connection's end is logged with.  Events it carried
+ * that the peer did not confirm are lost (B30): the line then says how
+ * many, and is a WARNING whatever the cause, so that no loss is seen
+ * only by those who log INFO.
+ */
+static void conn_end_log(struct conn *c, int was_up, lahja_log_level_t level, const char *why)
+{
+    uint64_t lost = was_up ? c->tx_events - c->confirmed : 0;
+    char loss[96] = "";
+    if (lost > 0) {
+        snprintf(loss, sizeof loss, "; %llu of %llu events sent unconfirmed, counted as lost",
+                 (unsigned long long)lost, (unsigned long long)c->tx_events);
+        if (level < LAHJA_LOG_WARNING)
+            level = LAHJA_LOG_WARNING;
+    }
+    if (c->peer != NULL || c->target[0] != '\0')
+        lahja_bus_log(c->ep, level, "connection %s %s: %s%s", c->outbound ? "to" : "from",
+                      conn_name(c), why, loss);
+    else
+        lahja_bus_log(c->ep, level, "incoming connection dropped: %s", why);
+}
+
+/*
  * Ends a connection, whatever its state: it leaves every table at once,
  * its waiters are woken, what it sent unconfirmed is reported, and its
  * memory goes when libuv has closed its handles.  A lahja_connect
@@ -185,11 +208,7 @@ static void conn_end(struct conn *c, int err, lahja_log_level_t level, const cha
     int was_up = c->state == CONN_READY || c->state == CONN_DRAINING;
     c->state = CONN_CLOSING;
     receipt_paid(c);
-    if (c->peer != NULL || c->target[0] != '\0')
-        lahja_bus_log(ep, level, "connection %s %s: %s", c->outbound ? "to" : "from",
-                      conn_name(c), why);
-    else
-        lahja_bus_log(ep, level, "incoming connection dropped: %s", why);
+    conn_end_log(c, was_up, level, why);
     lahja_list_remove(&c->link);
     if (c->dirty) {
         lahja_list_remove(&c->dirty_link);

@@ -73,12 +73,7 @@ void lahja_delivery_conn_ended(lahja_endpoint_t *ep, struct conn *c)
     t->lost += lost;
     if (lost == 0 && t->lost == 0 && ep->totals.count > TOTALS_KEEP)
         totals_forget(ep, c);
-    if (lost > 0)
-        lahja_bus_log(ep, LAHJA_LOG_WARNING,
-                      "connection %s %s ended with %llu of %llu events unconfirmed: "
-                      "counted as lost",
-                      c->outbound ? "to" : "from", c->peer->s, (unsigned long long)lost,
-                      (unsigned long long)c->tx_events);
+    /* The loss is in the line conn_end logs. */
     lahja_link_t *l;
     lahja_list_foreach(l, &ep->delivery_waits) {
         struct delivery_wait *w = lahja_container_of(l, struct delivery_wait, link);

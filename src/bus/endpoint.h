@@ -537,8 +537,9 @@ int lahja_broadcast_try(lahja_endpoint_t *ep, lahja_event_t *ev,
                         const lahja_broadcast_config_t *cfg);
 
 /* delivery.c */
-/* A connection ends: what it sent and the peer did not confirm is lost,
- * logged and counted; the delivery waits that counted on it learn it. */
+/* A connection ends: what it sent and the peer did not confirm is lost
+ * and counted (conn_end's line says it); the delivery waits that counted
+ * on it learn it. */
 void lahja_delivery_conn_ended(lahja_endpoint_t *ep, struct conn *c);
 /* Receipts came for c: the delivery waits look again. */
 void lahja_delivery_progress(lahja_endpoint_t *ep);

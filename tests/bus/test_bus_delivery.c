@@ -402,7 +402,8 @@ static int main_write_failure_keeps_unread_input(void *arg)
     char path[BUS_DIR_MAX + 16];
     blocked_path(path, sizeof path, dir);
     EXPECT_EQ(mkfifo(path, 0600), 0);
-    lahja_endpoint_options_t opts = bus_opts(NULL);
+    static struct bus_log log;
+    lahja_endpoint_options_t opts = bus_opts(&log);
     lahja_endpoint_t *ep = bus_serve(dir, "y", &opts);
     struct bus_counter last;
     bus_counter_init(&last);
@@ -437,6 +438,18 @@ static int main_write_failure_keeps_unread_input(void *arg)
     lahja_delivery_t d;
     EXPECT_EQ(lahja_delivery_stats(ep, "x", &d), 0);
     EXPECT_EQ(d.lost, 1);
+    /* One WARNING says it: why the connection ended, and the loss. */
+    int warned = 0, with_loss = 0;
+    for (int i = 0; i < log.n; i++) {
+        if (log.level[i] < LAHJA_LOG_WARNING || strstr(log.line[i], "connection from x") == NULL)
+            continue;
+        warned++;
+        with_loss += strstr(log.line[i], "1 of 2 events sent unconfirmed, counted as lost") != NULL;
+    }
+    if (warned != 1 || with_loss != 1)
+        bus_log_dump(&log);
+    EXPECT_EQ(warned, 1);
+    EXPECT_EQ(with_loss, 1);
     lahja_subscription_cancel(s);
     bus_close(ep);
     bus_dir_remove(dir);
