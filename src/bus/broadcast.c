@@ -205,7 +205,7 @@ static int check_peer_limits(lahja_endpoint_t *ep, const lahja_event_t *ev,
         if (ev->len + LAHJA_WIRE_EVENT_PREFIX_MAX > t->v[i]->peer_max) {
             lahja_ep_error(ep, "%s refused: %zu bytes is over what %s accepts", ev->type,
                            ev->len, t->v[i]->peer->s);
-            lahja_bus_log(ep, LAHJA_LOG_WARNING, "%s", ep->errmsg);
+            lahja_bus_log(ep, LAHJA_LOG_DEBUG, "%s", ep->errmsg); /* returned */
             return -EMSGSIZE;
         }
     }
@@ -327,7 +327,7 @@ static int deliver(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcas
         ev->origin = NULL;
         ev->id = 0;
         lahja_ep_error(ep, "cannot queue %s: %s", ev->type, lahja_strerror(rc));
-        lahja_bus_log(ep, LAHJA_LOG_ERROR, "%s", ep->errmsg);
+        lahja_bus_log(ep, LAHJA_LOG_DEBUG, "%s", ep->errmsg); /* returned */
     } else {
         for (i = 0; i < t->n; i++)
             lahja_conn_commit(t->v[i], ev, &slots[i], flags, id);

@@ -233,13 +233,18 @@ static void conn_end(struct conn *c, int err, lahja_log_level_t level, const cha
     close_handle((uv_handle_t *)&c->timer);
 }
 
-/* conn_end, logged as a routine close (INFO) when a connected peer went
- * or we stop, else as a WARNING; a kept peer's failed attempt at DEBUG
- * (dial.c says what follows). */
+/* conn_end, at the level its end deserves: INFO when routine (a
+ * connected peer went, we stop, a client left before its handshake, or
+ * a lahja_connect waiting on the connection returns the failure to its
+ * caller); DEBUG for a kept peer's failed attempt (dial.c says what
+ * follows); else WARNING: what nobody else hears of (bad input, a limit,
+ * a refused user, a timeout, a background connect's failure).  Lost
+ * events make it a WARNING anyway (conn_end). */
 static void conn_fail(struct conn *c, int err, const char *why)
 {
     int up = c->state == CONN_READY || c->state == CONN_DRAINING;
-    int routine = up && (err == LAHJA_EREMOTEDISCONNECTED || err == LAHJA_ELIFECYCLE);
+    int went = err == LAHJA_EREMOTEDISCONNECTED && (up || !c->outbound);
+    int routine = went || err == LAHJA_ELIFECYCLE || (!up && c->op != NULL);
     lahja_log_level_t level = routine ? LAHJA_LOG_INFO : LAHJA_LOG_WARNING;
     if (!up && c->background == CONN_KEPT)
         level = LAHJA_LOG_DEBUG;
@@ -1457,8 +1462,8 @@ static void on_handshake_timeout(uv_timer_t *t)
     conn_fail(c, -ETIMEDOUT, "no handshake in time");
 }
 
-/* B27: same user only, unless widened. */
-static int peer_allowed(struct conn *c)
+/* B27: same user only, unless widened.  A refusal's reason goes to why. */
+static int peer_allowed(struct conn *c, char *why, size_t whylen)
 {
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
@@ -1473,14 +1478,15 @@ static int peer_allowed(struct conn *c)
     for (size_t i = 0; i < c->ep->opts.n_allowed_uids; i++)
         if (c->ep->opts.allowed_uids[i] == cred.uid)
             return 1;
-    lahja_bus_log(c->ep, LAHJA_LOG_WARNING, "refusing a process of uid %u", (unsigned)cred.uid);
+    snprintf(why, whylen, "refusing a process of uid %u (not an allowed user)", (unsigned)cred.uid);
     return 0;
 }
 
 static void start_handshake(struct conn *c)
 {
-    if (!peer_allowed(c)) {
-        conn_fail(c, -EACCES, "peer's user not allowed");
+    char why[80] = "peer's credentials unreadable";
+    if (!peer_allowed(c, why, sizeof why)) {
+        conn_fail(c, -EACCES, why);
         return;
     }
     c->state = CONN_HANDSHAKE;

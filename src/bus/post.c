@@ -90,18 +90,20 @@ static void more_later(lahja_endpoint_t *ep)
     pthread_mutex_unlock(&ep->post_lock);
 }
 
-static void broadcast_failed(lahja_endpoint_t *ep, const char *type, int rc)
+/* Nobody is left to return a posted broadcast's failure to: it is
+ * logged, with what the call saw (`detail`, NULL: rc's message). */
+static void broadcast_failed(lahja_endpoint_t *ep, const char *type, int rc, const char *detail)
 {
     lahja_bus_log(ep, LAHJA_LOG_WARNING, "posted %s not broadcast: %s", type,
-                  lahja_strerror(rc));
+                  detail != NULL && detail[0] != '\0' ? detail : lahja_strerror(rc));
 }
 
 /* A posted broadcast that waited has gone (or failed): take on. */
 static void on_posted_sent(lahja_endpoint_t *ep, int status, void *user)
 {
     lahja_event_t *ev = user;
-    if (status != 0)
-        broadcast_failed(ep, lahja_event_type(ev), status);
+    if (status != 0) /* the call's detail, in its callback */
+        broadcast_failed(ep, lahja_event_type(ev), status, lahja_endpoint_last_error(ep));
     lahja_event_unref(ev);
     ep->post_blocked = 0;
     more_later(ep);
@@ -110,6 +112,7 @@ static void on_posted_sent(lahja_endpoint_t *ep, int status, void *user)
 static void run_broadcast(lahja_endpoint_t *ep, struct post_item *it)
 {
     const lahja_broadcast_config_t *cfg = it->has_cfg ? &it->cfg : NULL;
+    uint32_t seq = ep->errseq;
     int rc = lahja_broadcast_try(ep, it->ev, cfg);
     if (rc == LAHJA_PENDING) {
         /* The event goes to the callback, which holds it for its type. */
@@ -120,7 +123,7 @@ static void run_broadcast(lahja_endpoint_t *ep, struct post_item *it)
         }
     }
     if (rc != 0)
-        broadcast_failed(ep, it->ev->type, rc);
+        broadcast_failed(ep, it->ev->type, rc, ep->errseq != seq ? ep->errmsg : NULL);
     lahja_event_unref(it->ev);
 }
 
