@@ -530,7 +530,10 @@ typedef enum lahja_stream_policy {
 
 typedef struct lahja_stream_options {
     size_t capacity;              /* queued events; 0 gives 1024 */
-    lahja_stream_policy_t policy; /* when full; dropped events are counted */
+    lahja_stream_policy_t policy; /* when full; dropped events are counted,
+                                   * and logged at WARNING: the first at
+                                   * once, then a line a second at most,
+                                   * the rest when the stream is closed */
 } lahja_stream_options_t;
 
 /*

@@ -235,10 +235,41 @@ void lahja_subscription_cancel(lahja_subscription_t *s)
 
 /* ------------------------------------------------------------- streams */
 
+#define DROPS_LOG_INTERVAL_MS 1000
+
+/*
+ * A full stream loses events: a WARNING says so at the first drop, then
+ * at most once a second with the count since the line before, so that a
+ * flood of drops makes a line a second and not one per event.  What the
+ * last line did not count is said when the stream is closed.
+ */
+static void stream_drops_log(struct lahja_stream *st, int closing)
+{
+    size_t n = st->dropped - st->dropped_logged;
+    if (n == 0)
+        return;
+    uint64_t now = uv_now(st->ep->rt->loop);
+    if (st->dropped_logged == 0)
+        lahja_bus_log(st->ep, LAHJA_LOG_WARNING,
+                      "stream of %s full (capacity %zu): dropping %s; "
+                      "more drops logged at most once a second",
+                      st->type, st->cap,
+                      st->policy == LAHJA_STREAM_DROP_NEWEST ? "new events" : "its oldest events");
+    else if (closing || now - st->dropped_logged_at >= DROPS_LOG_INTERVAL_MS)
+        lahja_bus_log(st->ep, LAHJA_LOG_WARNING,
+                      "stream of %s: dropped %zu more (%zu in all)", st->type, n,
+                      st->dropped);
+    else
+        return;
+    st->dropped_logged = st->dropped;
+    st->dropped_logged_at = now;
+}
+
 static void stream_push(struct lahja_stream *st, lahja_event_t *ev)
 {
     if (st->len == st->cap) {
         st->dropped++;
+        stream_drops_log(st, 0);
         if (st->policy == LAHJA_STREAM_DROP_NEWEST)
             return;
         lahja_event_unref(st->ring[st->head]);
@@ -263,7 +294,8 @@ int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
     size_t cap = opts != NULL && opts->capacity ? opts->capacity : DEFAULT_STREAM_CAPACITY;
     if (num_events != 0 && num_events < cap)
         cap = num_events;
-    struct lahja_stream *st = calloc(1, sizeof *st);
+    size_t type_len = strlen(type);
+    struct lahja_stream *st = calloc(1, sizeof *st + type_len + 1);
     lahja_event_t **ring = calloc(cap, sizeof *ring);
     if (st == NULL || ring == NULL) {
         free(st);
@@ -271,6 +303,7 @@ int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
         return -ENOMEM;
     }
     st->ep = ep;
+    memcpy(st->type, type, type_len + 1);
     st->ring = ring;
     st->cap = cap;
     st->remaining = num_events ? num_events : SIZE_MAX;
@@ -371,6 +404,7 @@ void lahja_stream_close(lahja_stream_t *st)
     if (st == NULL || lahja_rt_wrong_thread(st->ep->rt))
         return;
     lahja_waitq_end(&st->ready, -EPIPE);
+    stream_drops_log(st, 1);
     consumer_release(st->ep, &st->c);
 }
 

@@ -340,9 +340,12 @@ struct lahja_stream {
     size_t cap, head, len;
     size_t remaining;            /* events still to accept; SIZE_MAX: no end */
     size_t dropped;
+    size_t dropped_logged;       /* dropped, as the last log line said */
+    uint64_t dropped_logged_at;  /* the loop's time (ms) of that line */
     lahja_stream_policy_t policy;
     int ended;                   /* num_events reached or endpoint stopped */
     struct lahja_waitq ready;
+    char type[];                 /* for the log: its type entry may go first */
 };
 
 struct waiter {

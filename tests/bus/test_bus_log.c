@@ -120,7 +120,8 @@ static int main_levels(void *arg)
     EXPECT_EQ(wlog_count_at(&w, from, LAHJA_LOG_WARNING), 0);
 
     post_nobody(ep);
-    EXPECT_EQ(wlog_wait_level(&w, from, "posted Nobody not broadcast", "nobody subscribes to Nobody"),
+    EXPECT_EQ(wlog_wait_level(&w, from, "posted Nobody not broadcast",
+                              "nobody subscribes to Nobody"),
               LAHJA_LOG_WARNING);
     uint8_t buf[512];
     fd = raw_connect(self.path);
@@ -137,11 +138,86 @@ static int main_levels(void *arg)
 }
 BUS_MAIN_TEST(levels)
 
+/* ------------------------------------------------------ stream drops */
+
+/* Lines containing `a`, all of them WARNINGs (else -1). */
+static int warnings_with(const struct wlog *w, const char *a)
+{
+    int n = 0;
+    for (int i = 0; i < w->log.n; i++) {
+        if (strstr(w->log.line[i], a) == NULL)
+            continue;
+        if (w->log.level[i] != LAHJA_LOG_WARNING)
+            return -1;
+        n++;
+    }
+    return n;
+}
+
+static void send_n(lahja_endpoint_t *ep, const char *type, int n)
+{
+    for (int i = 0; i < n; i++)
+        EXPECT_EQ(bus_send(ep, type, "x"), 0);
+}
+
+/*
+ * A full stream loses events: one WARNING at the first drop, none for a
+ * flood in the same second, one with the count once a second has
+ * passed, and one for the rest when it is closed.
+ */
+static int main_stream_drops_rate_limited(void *arg)
+{
+    (void)arg;
+    static struct wlog w;
+    lahja_endpoint_options_t opts = wlog_opts(&w);
+    lahja_endpoint_t *ep = bus_client("e", &opts);
+    lahja_stream_options_t oldest = { .capacity = 2, .policy = LAHJA_STREAM_DROP_OLDEST };
+    lahja_stream_t *st = NULL;
+    EXPECT_EQ(lahja_stream_open(ep, "Tick", 0, &oldest, &st), 0);
+
+    send_n(ep, "Tick", 2); /* fills it: nothing lost */
+    EXPECT_EQ(warnings_with(&w, "stream of Tick"), 0);
+    send_n(ep, "Tick", 1);
+    EXPECT_EQ(warnings_with(&w, "stream of Tick"), 1);
+    EXPECT_TRUE(wlog_find(&w, 0, "stream of Tick full (capacity 2): dropping its oldest events",
+                          NULL) >= 0);
+    send_n(ep, "Tick", 50);
+    EXPECT_EQ(lahja_stream_dropped(st), 51);
+    EXPECT_EQ(warnings_with(&w, "stream of Tick"), 1);
+
+    /* Not synchronization: the rate limit's second has to pass. */
+    EXPECT_EQ(lahja_sleep(1100), 0);
+    send_n(ep, "Tick", 1);
+    EXPECT_EQ(warnings_with(&w, "stream of Tick"), 2);
+    EXPECT_TRUE(wlog_find(&w, 0, "stream of Tick: dropped 51 more (52 in all)", NULL) >= 0);
+    send_n(ep, "Tick", 5);
+    EXPECT_EQ(warnings_with(&w, "stream of Tick"), 2);
+    lahja_stream_close(st);
+    EXPECT_EQ(warnings_with(&w, "stream of Tick"), 3);
+    EXPECT_TRUE(wlog_find(&w, 0, "stream of Tick: dropped 5 more (57 in all)", NULL) >= 0);
+
+    /* The other policy says what it drops; a close with nothing more
+     * to say says nothing. */
+    lahja_stream_options_t newest = { .capacity = 1, .policy = LAHJA_STREAM_DROP_NEWEST };
+    EXPECT_EQ(lahja_stream_open(ep, "Tock", 0, &newest, &st), 0);
+    send_n(ep, "Tock", 2);
+    EXPECT_EQ(warnings_with(&w, "stream of Tock"), 1);
+    EXPECT_TRUE(wlog_find(&w, 0, "stream of Tock full (capacity 1): dropping new events",
+                          NULL) >= 0);
+    lahja_stream_close(st);
+    EXPECT_EQ(warnings_with(&w, "stream of Tock"), 1);
+
+    bus_close(ep);
+    return 0;
+}
+BUS_MAIN_TEST(stream_drops_rate_limited)
+
 int main(void)
 {
     bus_filter_from_env();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_levels),
+        cmocka_unit_test(test_stream_drops_rate_limited),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
