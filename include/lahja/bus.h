@@ -158,7 +158,8 @@ typedef enum lahja_log_level {
 } lahja_log_level_t;
 
 /* Where an endpoint reports what it cannot return: a dropped peer and
- * why, a failing handler.  Called on the endpoint's thread. */
+ * why, events lost, a failing handler.  Called on the endpoint's thread;
+ * `message` is one line, valid during the call. */
 typedef void (*lahja_log_fn)(void *user, lahja_log_level_t level, const char *endpoint,
                              const char *message);
 
@@ -213,7 +214,11 @@ typedef struct lahja_endpoint_options {
     /* Other users allowed to connect besides our own (B27). */
     const uid_t *allowed_uids;
     size_t n_allowed_uids;
-    /* Logging; NULL: nothing is printed. */
+    /* Logging (docs/bus.md, Logging).  A callback replaces the default
+     * entirely.  NULL: lines go to stderr, from the level that the
+     * environment variable LAHJA_LOG names when the endpoint is created:
+     * debug, info, warning, error or off, in any case; unset, warning
+     * (losses and failures nobody else is told of). */
     lahja_log_fn log;
     void *log_user;
 } lahja_endpoint_options_t;

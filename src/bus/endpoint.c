@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,16 +19,95 @@
 #define DEFAULT_MAX_PAYLOAD ((size_t)64 << 20)
 #define DEFAULT_HIGH_WATER ((size_t)4 << 20)
 
+/* ------------------------------------------------------------ logging */
+
+/* Above every level: LAHJA_LOG=off. */
+#define LOG_OFF (LAHJA_LOG_ERROR + 1)
+
+static const char *const level_names[] = { "DEBUG", "INFO", "WARNING", "ERROR" };
+
+/*
+ * Without a log callback, lines go to stderr:
+ * "lahja[<pid>] <endpoint>: <LEVEL>: <message>\n", in one write(2), so
+ * that the lines of processes sharing a stderr do not mix within a line
+ * (a pipe keeps a write of up to PIPE_BUF bytes whole; a line is at most
+ * about 800).  Control characters become '?' (an event type may hold any
+ * byte), so that a message is always one line.  errno is kept: a caller
+ * may log between a failing call and reading it.
+ */
+static void log_to_stderr(const char *endpoint, lahja_log_level_t level, const char *msg)
+{
+    int saved = errno;
+    char line[1024];
+    int n = snprintf(line, sizeof line - 1, "lahja[%ld] %s: %s: %s", (long)getpid(), endpoint,
+                     (unsigned)level <= LAHJA_LOG_ERROR ? level_names[level] : "?", msg);
+    if (n >= 0) {
+        size_t len = (size_t)n < sizeof line - 1 ? (size_t)n : sizeof line - 2;
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+                line[i] = '?';
+        line[len++] = '\n';
+        while (write(STDERR_FILENO, line, len) < 0 && errno == EINTR)
+            ;
+    }
+    errno = saved;
+}
+
+/*
+ * The least level the default log prints, from LAHJA_LOG: debug, info,
+ * warning, error or off, in any case.  Unset or empty gives warning:
+ * what loses data or fails with nobody else to tell is seen unless
+ * silenced.  -1 for a value it does not know.
+ */
+static int log_level_parse(const char *v)
+{
+    static const struct {
+        const char *name;
+        int level;
+    } names[] = {
+        { "debug", LAHJA_LOG_DEBUG }, { "info", LAHJA_LOG_INFO },
+        { "warning", LAHJA_LOG_WARNING }, { "error", LAHJA_LOG_ERROR },
+        { "off", LOG_OFF },
+    };
+    if (v == NULL || v[0] == '\0')
+        return LAHJA_LOG_WARNING;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcasecmp(v, names[i].name) == 0)
+            return names[i].level;
+    return -1;
+}
+
+/* Read once, at the endpoint's creation: getenv is not safe against a
+ * setenv on another thread, and creating an endpoint is the
+ * application's own moment, not a loop callback's. */
+static void log_setup(lahja_endpoint_t *ep)
+{
+    if (ep->opts.log != NULL)
+        return;
+    const char *v = getenv("LAHJA_LOG");
+    ep->log_min = log_level_parse(v);
+    if (ep->log_min < 0) {
+        ep->log_min = LAHJA_LOG_WARNING;
+        lahja_bus_log(ep, LAHJA_LOG_WARNING,
+                      "LAHJA_LOG=%s not understood (debug, info, warning, error or off): "
+                      "logging warnings and errors",
+                      v);
+    }
+}
+
 void lahja_bus_log(lahja_endpoint_t *ep, lahja_log_level_t level, const char *fmt, ...)
 {
-    if (ep->opts.log == NULL)
+    if (ep->opts.log == NULL && (int)level < ep->log_min)
         return;
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    ep->opts.log(ep->opts.log_user, level, ep->name->s, msg);
+    if (ep->opts.log != NULL)
+        ep->opts.log(ep->opts.log_user, level, ep->name->s, msg);
+    else
+        log_to_stderr(ep->name->s, level, msg);
 }
 
 void lahja_ep_error(lahja_endpoint_t *ep, const char *fmt, ...)
@@ -143,6 +223,7 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
     }
     ep->rt = lahja_rt_current();
     ignore_sigpipe();
+    log_setup(ep);
     lahja_list_init(&ep->conns);
     lahja_list_init(&ep->dirty);
     lahja_list_init(&ep->pending);

@@ -383,6 +383,8 @@ struct lahja_endpoint {
     lahja_name_t *name;
     struct lahja_rt *rt;
     lahja_endpoint_options_t opts;
+    int log_min;                 /* without opts.log: the least level
+                                    printed to stderr (LAHJA_LOG) */
     uid_t *allowed;
     uint8_t started, stopped, serving;
     uv_pipe_t server;

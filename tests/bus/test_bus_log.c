@@ -212,12 +212,256 @@ static int main_stream_drops_rate_limited(void *arg)
 }
 BUS_MAIN_TEST(stream_drops_rate_limited)
 
+/* ------------------------------------------------- the default log */
+
+/* stderr into a pipe, for the lines the endpoints print meanwhile. */
+struct stderr_capture {
+    int saved; /* the real stderr */
+    int rd;    /* the pipe's read end */
+};
+
+static void capture_begin(struct stderr_capture *c)
+{
+    int p[2];
+    EXPECT_EQ(pipe2(p, O_CLOEXEC), 0);
+    fflush(stderr);
+    c->saved = dup(STDERR_FILENO);
+    EXPECT_TRUE(c->saved >= 0);
+    EXPECT_EQ(dup2(p[1], STDERR_FILENO), STDERR_FILENO);
+    close(p[1]);
+    c->rd = p[0];
+}
+
+/* Gives stderr back; buf gets what was written to it meanwhile. */
+static void capture_end(struct stderr_capture *c, char *buf, size_t cap)
+{
+    EXPECT_EQ(dup2(c->saved, STDERR_FILENO), STDERR_FILENO);
+    close(c->saved);
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(c->rd, buf + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    close(c->rd);
+}
+
+/* The number of lines of `out` that are exactly
+ * "lahja[<our pid>] <ep>: <level>: <message...>" with `text` in the
+ * message; NULL level: any. */
+static int lines_with(const char *out, const char *ep, const char *level, const char *text)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "lahja[%d] %s: ", (int)getpid(), ep);
+    int n = 0;
+    for (const char *l = out; *l != '\0';) {
+        const char *end = strchr(l, '\n');
+        size_t len = end != NULL ? (size_t)(end - l) : strlen(l);
+        char line[1024];
+        snprintf(line, sizeof line, "%.*s", (int)len, l);
+        if (strncmp(line, prefix, strlen(prefix)) == 0) {
+            const char *lv = line + strlen(prefix);
+            const char *colon = strstr(lv, ": ");
+            if (colon != NULL && (level == NULL || (strncmp(lv, level, strlen(level)) == 0 &&
+                                                    colon == lv + strlen(level))))
+                n += strstr(colon, text) != NULL;
+        }
+        l += len + (end != NULL);
+    }
+    return n;
+}
+
+static int fails(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    (void)ev;
+    (void)user;
+    return -EIO;
+}
+
+/* Two endpoints without a log callback, and a line of each level from
+ * "e": DEBUG (connected to srv), INFO (a connect that timed out),
+ * WARNING (a stream's drop), ERROR (a failing handler).  LAHJA_LOG is
+ * set to `at_creation` while they are created, to `after` then. */
+static void lines_of_every_level(const char *dir, const char *at_creation, const char *after)
+{
+    if (at_creation != NULL)
+        EXPECT_EQ(setenv("LAHJA_LOG", at_creation, 1), 0);
+    else
+        EXPECT_EQ(unsetenv("LAHJA_LOG"), 0);
+    lahja_endpoint_options_t none = { 0 };
+    lahja_endpoint_t *srv = bus_serve(dir, "srv", &none);
+    lahja_endpoint_t *e = bus_client("e", &none);
+    EXPECT_EQ(setenv("LAHJA_LOG", after, 1), 0);
+
+    EXPECT_EQ(bus_connect(e, dir, "srv"), 0);
+    lahja_conn_config_t ghost = bus_cfg(dir, "ghost");
+    EXPECT_EQ(lahja_connect(e, &ghost, 1, lahja_deadline_in(20)), -ETIMEDOUT);
+    lahja_stream_options_t one = { .capacity = 1 };
+    lahja_stream_t *st = NULL;
+    EXPECT_EQ(lahja_stream_open(e, "Tick", 0, &one, &st), 0);
+    EXPECT_EQ(bus_send(e, "Tick", "1"), 0);
+    EXPECT_EQ(bus_send(e, "Tick", "2"), 0);
+    lahja_subscription_t *s = NULL;
+    EXPECT_EQ(lahja_subscribe(e, "Fails", fails, NULL, &s), 0);
+    EXPECT_EQ(bus_send(e, "Fails", ""), 0);
+    lahja_subscription_cancel(s);
+    lahja_stream_close(st);
+    bus_close(e);
+    bus_close(srv);
+}
+
+/* What `at_creation` makes the endpoints print. */
+static void run_with(const char *dir, const char *at_creation, char *out, size_t cap)
+{
+    struct stderr_capture c;
+    capture_begin(&c);
+    lines_of_every_level(dir, at_creation, "debug");
+    capture_end(&c, out, cap);
+}
+
+static void expect_levels(const char *out, int debug, int info, int warning, int error)
+{
+    int d = lines_with(out, "e", "DEBUG", "connected to srv");
+    int i = lines_with(out, "e", "INFO", "connection to ghost");
+    int w = lines_with(out, "e", "WARNING", "stream of Tick full");
+    int r = lines_with(out, "e", "ERROR", "handler for Fails failed: Input/output error");
+    if (d != debug || i != info || w != warning || r != error)
+        fprintf(stderr, "printed:\n%s", out);
+    EXPECT_EQ(d, debug);
+    EXPECT_EQ(i, info);
+    EXPECT_EQ(w, warning);
+    EXPECT_EQ(r, error);
+}
+
+static void expect_nothing(const char *out)
+{
+    if (out[0] != '\0')
+        fprintf(stderr, "printed:\n%s", out);
+    EXPECT_TRUE(out[0] == '\0');
+}
+
+/*
+ * Without a log callback, lines go to stderr from the level LAHJA_LOG
+ * names (in any case), as read when the endpoint was created; warnings
+ * and errors when it is unset; nothing for "off".  Each is one line
+ * "lahja[<pid>] <endpoint>: <LEVEL>: <message>".
+ */
+static int main_default_log_to_stderr(void *arg)
+{
+    (void)arg;
+    char dir[BUS_DIR_MAX];
+    bus_dir_make(dir);
+    static char out[65536];
+
+    run_with(dir, NULL, out, sizeof out);
+    expect_levels(out, 0, 0, 1, 1);
+    EXPECT_EQ(lines_with(out, "e", "DEBUG", "") + lines_with(out, "e", "INFO", ""), 0);
+    EXPECT_TRUE(out[0] != '\0' && out[strlen(out) - 1] == '\n');
+
+    run_with(dir, "debug", out, sizeof out);
+    expect_levels(out, 1, 1, 1, 1);
+    EXPECT_TRUE(lines_with(out, "srv", "DEBUG", "connected from e") == 1);
+
+    run_with(dir, "INFO", out, sizeof out);
+    expect_levels(out, 0, 1, 1, 1);
+
+    run_with(dir, "Error", out, sizeof out);
+    expect_levels(out, 0, 0, 0, 1);
+    EXPECT_EQ(lines_with(out, "e", "WARNING", ""), 0);
+
+    run_with(dir, "off", out, sizeof out); /* LAHJA_LOG=debug after creation */
+    expect_nothing(out);
+
+    run_with(dir, "loud", out, sizeof out);
+    EXPECT_EQ(lines_with(out, "e", "WARNING", "LAHJA_LOG=loud not understood"), 1);
+    expect_levels(out, 0, 0, 1, 1);
+
+    /* An application's callback replaces it entirely. */
+    static struct bus_log log;
+    lahja_endpoint_options_t opts = bus_opts(&log);
+    struct stderr_capture c;
+    capture_begin(&c);
+    EXPECT_EQ(setenv("LAHJA_LOG", "debug", 1), 0);
+    lahja_endpoint_t *e = bus_client("e", &opts);
+    lahja_subscription_t *s = NULL;
+    EXPECT_EQ(lahja_subscribe(e, "Fails", fails, NULL, &s), 0);
+    EXPECT_EQ(bus_send(e, "Fails", ""), 0);
+    bus_close(e);
+    capture_end(&c, out, sizeof out);
+    expect_nothing(out);
+    EXPECT_EQ(bus_log_count(&log, "handler for Fails failed", NULL, NULL), 1);
+
+    bus_dir_remove(dir);
+    return 0;
+}
+BUS_MAIN_TEST(default_log_to_stderr)
+
+/* A child that prints many lines: a handler that fails every event. */
+static int child_noisy(void *arg)
+{
+    int n = *(const int *)arg;
+    EXPECT_EQ(unsetenv("LAHJA_LOG"), 0);
+    lahja_endpoint_options_t none = { 0 };
+    lahja_endpoint_t *e = bus_client("noisy", &none);
+    lahja_subscription_t *s = NULL;
+    EXPECT_EQ(lahja_subscribe(e, "Fails", fails, NULL, &s), 0);
+    for (int i = 0; i < n; i++)
+        EXPECT_EQ(bus_send(e, "Fails", "x"), 0);
+    bus_close(e);
+    return 0;
+}
+
+/*
+ * Two processes printing at once into one stderr (a pipe, read as they
+ * write): every line arrives whole, each process's from start to end.
+ */
+static int main_default_log_lines_whole(void *arg)
+{
+    (void)arg;
+    static int n = 400; /* lines each: more than a pipe holds, together */
+    static char out[1 << 18];
+    struct stderr_capture c;
+    capture_begin(&c);
+    bus_child_t a = bus_fork(child_noisy, &n);
+    bus_child_t b = bus_fork(child_noisy, &n);
+    capture_end(&c, out, sizeof out); /* reads until both have exited */
+    EXPECT_CHILD_OK(&a);
+    EXPECT_CHILD_OK(&b);
+
+    char want_a[128], want_b[128];
+    const char *rest = " noisy: ERROR: handler for Fails failed: Input/output error";
+    snprintf(want_a, sizeof want_a, "lahja[%d]%s", (int)a.pid, rest);
+    snprintf(want_b, sizeof want_b, "lahja[%d]%s", (int)b.pid, rest);
+    int from_a = 0, from_b = 0, other = 0;
+    for (char *save = NULL, *l = strtok_r(out, "\n", &save); l != NULL;
+         l = strtok_r(NULL, "\n", &save)) {
+        if (strcmp(l, want_a) == 0)
+            from_a++;
+        else if (strcmp(l, want_b) == 0)
+            from_b++;
+        else if (other++ < 5)
+            fprintf(stderr, "a line not whole: \"%s\"\n", l);
+    }
+    EXPECT_EQ(from_a, n);
+    EXPECT_EQ(from_b, n);
+    EXPECT_EQ(other, 0);
+    return 0;
+}
+BUS_MAIN_TEST(default_log_lines_whole)
+
 int main(void)
 {
     bus_filter_from_env();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_levels),
         cmocka_unit_test(test_stream_drops_rate_limited),
+        cmocka_unit_test(test_default_log_to_stderr),
+        cmocka_unit_test(test_default_log_lines_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
