@@ -2,8 +2,10 @@
  * The examples, run as a user runs them: a real process, its output read
  * through a pipe, signals sent to it.  The bus examples fork a pair of
  * processes each; their lines are counted, since the two processes'
- * lines interleave differently from run to run.  Paths to the binaries
- * come from the command line (CTest passes them).
+ * lines interleave differently from run to run.  The publisher and the
+ * subscriber are separate programs, started here as a user starts them
+ * in two terminals, in a private socket directory.  Paths to the
+ * binaries come from the command line (CTest passes them).
  */
 #include <errno.h>
 #include <poll.h>
@@ -27,6 +29,8 @@ extern char **environ;
 static const char *services_bin;
 static const char *ping_pong_bin;
 static const char *request_api_bin;
+static const char *publisher_bin;
+static const char *subscriber_bin;
 
 #define DEADLINE_MS 20000 /* generous: the machine may be loaded */
 
@@ -36,6 +40,33 @@ struct child {
     char buf[65536];
     size_t len;
 };
+
+/* The children started and not yet reaped: a failed test leaves some,
+ * and its teardown kills them, rather than leave a publisher waiting
+ * forever for a subscriber. */
+static pid_t live[8];
+
+static void track(pid_t pid, pid_t with)
+{
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (live[i] == with) {
+            live[i] = pid;
+            return;
+        }
+    assert_true(0); /* more children at once than live[] holds */
+}
+
+static int kill_leftovers(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (live[i] > 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+            live[i] = 0;
+        }
+    return 0;
+}
 
 static int64_t now_ms(void)
 {
@@ -57,6 +88,7 @@ static void start_with(struct child *c, char *const argv[], int with_stderr)
         posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO);
     posix_spawn_file_actions_addclose(&fa, fds[0]);
     assert_int_equal(posix_spawn(&c->pid, argv[0], &fa, NULL, argv, environ), 0);
+    track(c->pid, 0);
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
     c->out = fds[0];
@@ -102,6 +134,7 @@ static int finish(struct child *c)
         kill(c->pid, SIGKILL);
     int status;
     assert_int_equal(waitpid(c->pid, &status, 0), c->pid);
+    track(0, c->pid);
     assert_true(ok);
     assert_true(WIFEXITED(status));
     return WEXITSTATUS(status);
@@ -257,15 +290,120 @@ static void test_request_api_count(void **state)
     assert_int_equal(rmdir(dir), 0); /* the responder removed its socket */
 }
 
+/* ------------------------------------------ publisher and subscriber */
+
+/* What the subscriber prints for `n` events of `type` (lower case) from
+ * `from`, whose payloads are payloads[i] (NULL: i + 1). */
+static void expect_events(char *buf, size_t size, const char *from, const char *type, int n,
+                          const char *const *payloads)
+{
+    size_t len = (size_t)snprintf(buf, size, "waiting for %s\n", from);
+    for (int i = 0; i < n; i++) {
+        char num[16];
+        snprintf(num, sizeof num, "%d", i + 1);
+        len += (size_t)snprintf(buf + len, size - len, "got %s %s from %s\n", type,
+                                payloads != NULL ? payloads[i] : num, from);
+        assert_true(len < size);
+    }
+}
+
+/* The subscriber printed exactly the five ticks, in order, and the
+ * publisher sent them; the socket directory is empty again. */
+static void assert_five_ticks(struct child *sub, struct child *pub, const char *dir)
+{
+    char want[512];
+    expect_events(want, sizeof want, "publisher", "tick", 5, NULL);
+    assert_string_equal(sub->buf, want);
+    assert_int_equal(count_lines(pub, "sent tick 5"), 1);
+    assert_null(strstr(pub->buf, "sent tick 6"));
+    assert_int_equal(rmdir(dir), 0); /* the publisher removed its socket */
+}
+
+static void test_subscriber_first_then_publisher(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    struct child sub, pub;
+    char *sub_argv[] = { (char *)subscriber_bin, "--dir", dir, "--count", "5",
+                         "--wait-ms", "20000", NULL };
+    char *pub_argv[] = { (char *)publisher_bin, "--dir", dir, "--count", "5",
+                         "--interval-ms", "20", NULL };
+    start(&sub, sub_argv);
+    assert_true(read_until(&sub, "waiting for publisher\n")); /* no socket there yet */
+    start(&pub, pub_argv);
+    assert_int_equal(finish(&sub), 0);
+    assert_int_equal(finish(&pub), 0);
+    assert_five_ticks(&sub, &pub, dir);
+}
+
+static void test_publisher_first_then_subscriber(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    struct child sub, pub;
+    char *sub_argv[] = { (char *)subscriber_bin, "--dir", dir, "--count", "5", NULL };
+    char *pub_argv[] = { (char *)publisher_bin, "--dir", dir, "--count", "5",
+                         "--interval-ms", "20", NULL };
+    start(&pub, pub_argv);
+    assert_true(read_until(&pub, "waiting for a subscriber\n"));
+    start(&sub, sub_argv);
+    assert_int_equal(finish(&sub), 0);
+    assert_int_equal(finish(&pub), 0);
+    assert_five_ticks(&sub, &pub, dir);
+}
+
+/* Each stops cleanly on a signal, whatever it was waiting for: the
+ * publisher for a subscriber, the subscriber for a publisher. */
+static void test_publisher_and_subscriber_stop_on_signals(void **state)
+{
+    (void)state;
+    char dir[64], path[96];
+    make_tmpdir(dir, sizeof dir);
+    struct child pub, sub;
+    char *pub_argv[] = { (char *)publisher_bin, "--dir", dir, NULL };
+    start(&pub, pub_argv);
+    assert_true(read_until(&pub, "waiting for a subscriber\n"));
+    kill(pub.pid, SIGTERM);
+    assert_int_equal(finish(&pub), 0);
+    assert_non_null(strstr(pub.buf, "SIGTERM: stopping\n"));
+    snprintf(path, sizeof path, "%s/publisher.ipc", dir);
+    assert_int_equal(access(path, F_OK), -1);
+
+    char *sub_argv[] = { (char *)subscriber_bin, "--dir", dir, "--wait-ms", "60000", NULL };
+    start(&sub, sub_argv);
+    assert_true(read_until(&sub, "waiting for publisher\n"));
+    kill(sub.pid, SIGINT);
+    assert_int_equal(finish(&sub), 0);
+    assert_string_equal(sub.buf, "waiting for publisher\nSIGINT: stopping\n");
+    assert_int_equal(rmdir(dir), 0);
+}
+
+static void test_new_examples_reject_bad_arguments(void **state)
+{
+    (void)state;
+    const char *bins[] = { publisher_bin, subscriber_bin };
+    for (size_t i = 0; i < sizeof bins / sizeof bins[0]; i++) {
+        struct child c;
+        char *argv[] = { (char *)bins[i], "--count", "x", NULL };
+        start(&c, argv);
+        assert_int_equal(finish(&c), 2);
+    }
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s SERVICES PING_PONG REQUEST_API\n", argv[0]);
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s SERVICES PING_PONG REQUEST_API PUBLISHER SUBSCRIBER\n",
+                argv[0]);
         return 2;
     }
     services_bin = argv[1];
     ping_pong_bin = argv[2];
     request_api_bin = argv[3];
+    publisher_bin = argv[4];
+    subscriber_bin = argv[5];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_services_stops_cleanly_on_sigint),
         cmocka_unit_test(test_services_failure_cancels_everything),
@@ -274,6 +412,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ping_pong_rejects_bad_arguments),
         cmocka_unit_test(test_request_api_three_answers_by_default),
         cmocka_unit_test(test_request_api_count),
+        cmocka_unit_test_teardown(test_subscriber_first_then_publisher, kill_leftovers),
+        cmocka_unit_test_teardown(test_publisher_first_then_subscriber, kill_leftovers),
+        cmocka_unit_test_teardown(test_publisher_and_subscriber_stop_on_signals, kill_leftovers),
+        cmocka_unit_test_teardown(test_new_examples_reject_bad_arguments, kill_leftovers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
