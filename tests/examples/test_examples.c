@@ -2,12 +2,14 @@
  * The examples, run as a user runs them: a real process, its output read
  * through a pipe, signals sent to it.  The bus examples fork a pair of
  * processes each; their lines are counted, since the two processes'
- * lines interleave differently from run to run.  The publisher and the
- * subscriber are separate programs, started here as a user starts them
- * in two terminals, in a private socket directory.  Paths to the
- * binaries come from the command line (CTest passes them).
+ * lines interleave differently from run to run.  The publisher, the
+ * subscriber and libuv_app are separate programs, started here as a user
+ * starts them in two terminals, in a private socket directory.  Paths to
+ * the binaries come from the command line (CTest passes them).
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +34,7 @@ static const char *ping_pong_bin;
 static const char *request_api_bin;
 static const char *publisher_bin;
 static const char *subscriber_bin;
+static const char *libuv_app_bin;
 
 #define DEADLINE_MS 20000 /* generous: the machine may be loaded */
 
@@ -383,7 +387,7 @@ static void test_publisher_and_subscriber_stop_on_signals(void **state)
 static void test_new_examples_reject_bad_arguments(void **state)
 {
     (void)state;
-    const char *bins[] = { publisher_bin, subscriber_bin };
+    const char *bins[] = { publisher_bin, subscriber_bin, libuv_app_bin };
     for (size_t i = 0; i < sizeof bins / sizeof bins[0]; i++) {
         struct child c;
         char *argv[] = { (char *)bins[i], "--count", "x", NULL };
@@ -392,11 +396,89 @@ static void test_new_examples_reject_bad_arguments(void **state)
     }
 }
 
+/* ----------------------------------------------------------- libuv_app */
+
+/* Connects to 127.0.0.1:port, sends `line` and returns the first line of
+ * the answer in buf (with its newline). */
+static void tcp_exchange(int port, const char *line, char *buf, size_t size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    assert_int_equal(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+    size_t len = 0;
+    int64_t end = now_ms() + DEADLINE_MS;
+    buf[0] = '\0';
+    while (strchr(buf, '\n') == NULL && now_ms() < end && len + 1 < size) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, (int)(end - now_ms())) <= 0)
+            continue;
+        ssize_t n = read(fd, buf + len, size - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    close(fd);
+}
+
+static void test_libuv_app_tcp_status_heartbeat_and_sigint(void **state)
+{
+    (void)state;
+    char dir[64], path[96], answer[64];
+    make_tmpdir(dir, sizeof dir);
+    struct child app, ask, sub;
+    char *app_argv[] = { (char *)libuv_app_bin, "--dir", dir, "--interval-ms", "20", NULL };
+    start(&app, app_argv);
+    assert_true(read_until(&app, "TCP on 127.0.0.1:"));
+    assert_true(read_until(&app, "\n"));
+    int port = atoi(strstr(app.buf, "TCP on 127.0.0.1:") + strlen("TCP on 127.0.0.1:"));
+    assert_true(port > 0);
+
+    tcp_exchange(port, "hello\n", answer, sizeof answer);
+    assert_string_equal(answer, "echo hello\n");
+
+    char *ask_argv[] = { (char *)libuv_app_bin, "--dir", dir, "--ask", "app", NULL };
+    run_to_end(&ask, ask_argv);
+    assert_string_equal(ask.buf, "app: TCP clients served: 1\n");
+
+    /* The heartbeats start with the first subscriber. */
+    char want[256];
+    char *sub_argv[] = { (char *)subscriber_bin, "--dir", dir, "--from", "app",
+                         "--type", "Heartbeat", "--count", "2", NULL };
+    run_to_end(&sub, sub_argv);
+    expect_events(want, sizeof want, "app", "heartbeat", 2, NULL);
+    assert_string_equal(sub.buf, want);
+
+    kill(app.pid, SIGINT);
+    assert_int_equal(finish(&app), 0);
+    assert_non_null(strstr(app.buf, "SIGINT: stopping\n"));
+    snprintf(path, sizeof path, "%s/app.ipc", dir);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* Asking an endpoint nobody serves fails with the endpoint's own words. */
+static void test_libuv_app_ask_nobody(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    struct child c;
+    char *argv[] = { (char *)libuv_app_bin, "--dir", dir, "--ask", "nobody", NULL };
+    start_with(&c, argv, 1);
+    assert_int_equal(finish(&c), 1);
+    assert_non_null(strstr(c.buf, "no socket file there: nobody serves that name"));
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s SERVICES PING_PONG REQUEST_API PUBLISHER SUBSCRIBER\n",
-                argv[0]);
+    if (argc != 7) {
+        fprintf(stderr, "usage: %s SERVICES PING_PONG REQUEST_API PUBLISHER SUBSCRIBER "
+                        "LIBUV_APP\n", argv[0]);
         return 2;
     }
     services_bin = argv[1];
@@ -404,6 +486,7 @@ int main(int argc, char **argv)
     request_api_bin = argv[3];
     publisher_bin = argv[4];
     subscriber_bin = argv[5];
+    libuv_app_bin = argv[6];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_services_stops_cleanly_on_sigint),
         cmocka_unit_test(test_services_failure_cancels_everything),
@@ -416,6 +499,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_publisher_first_then_subscriber, kill_leftovers),
         cmocka_unit_test_teardown(test_publisher_and_subscriber_stop_on_signals, kill_leftovers),
         cmocka_unit_test_teardown(test_new_examples_reject_bad_arguments, kill_leftovers),
+        cmocka_unit_test_teardown(test_libuv_app_tcp_status_heartbeat_and_sigint, kill_leftovers),
+        cmocka_unit_test_teardown(test_libuv_app_ask_nobody, kill_leftovers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
