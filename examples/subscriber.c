@@ -9,9 +9,10 @@
  *   build/examples/subscriber --count 5
  *   build/examples/publisher --interval-ms 500
  *
- * It also listens to the other example's events:
+ * It also listens to the other examples' events:
  *
  *   build/examples/subscriber --from app --type Heartbeat     (libuv_app)
+ *   build/examples/subscriber --from worker --type Progress   (worker_thread)
  *
  * --dir DIR is the directory of the sockets: the same as the other
  * program's.  SIGINT or SIGTERM stops it cleanly, with exit status 0.

@@ -3,9 +3,10 @@
  * through a pipe, signals sent to it.  The bus examples fork a pair of
  * processes each; their lines are counted, since the two processes'
  * lines interleave differently from run to run.  The publisher, the
- * subscriber and libuv_app are separate programs, started here as a user
- * starts them in two terminals, in a private socket directory.  Paths to
- * the binaries come from the command line (CTest passes them).
+ * subscriber, libuv_app and worker_thread are separate programs, started
+ * here as a user starts them in two terminals, in a private socket
+ * directory.  Paths to the binaries come from the command line (CTest
+ * passes them).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,6 +36,7 @@ static const char *request_api_bin;
 static const char *publisher_bin;
 static const char *subscriber_bin;
 static const char *libuv_app_bin;
+static const char *worker_thread_bin;
 
 #define DEADLINE_MS 20000 /* generous: the machine may be loaded */
 
@@ -387,7 +389,7 @@ static void test_publisher_and_subscriber_stop_on_signals(void **state)
 static void test_new_examples_reject_bad_arguments(void **state)
 {
     (void)state;
-    const char *bins[] = { publisher_bin, subscriber_bin, libuv_app_bin };
+    const char *bins[] = { publisher_bin, subscriber_bin, libuv_app_bin, worker_thread_bin };
     for (size_t i = 0; i < sizeof bins / sizeof bins[0]; i++) {
         struct child c;
         char *argv[] = { (char *)bins[i], "--count", "x", NULL };
@@ -474,11 +476,41 @@ static void test_libuv_app_ask_nobody(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* -------------------------------------------------------- worker_thread */
+
+static void test_worker_thread_progress_in_order(void **state)
+{
+    (void)state;
+    /* The primes below 10000, 20000, ... 100000. */
+    static const char *const progress[] = {
+        "1/10: 1229 primes below 10000",  "2/10: 2262 primes below 20000",
+        "3/10: 3245 primes below 30000",  "4/10: 4203 primes below 40000",
+        "5/10: 5133 primes below 50000",  "6/10: 6057 primes below 60000",
+        "7/10: 6935 primes below 70000",  "8/10: 7837 primes below 80000",
+        "9/10: 8713 primes below 90000",  "10/10: 9592 primes below 100000",
+    };
+    char dir[64], want[1024];
+    make_tmpdir(dir, sizeof dir);
+    struct child sub, worker;
+    char *sub_argv[] = { (char *)subscriber_bin, "--dir", dir, "--from", "worker",
+                         "--type", "Progress", "--count", "10", "--wait-ms", "20000", NULL };
+    char *worker_argv[] = { (char *)worker_thread_bin, "--dir", dir, NULL };
+    start(&sub, sub_argv);
+    assert_true(read_until(&sub, "waiting for worker\n"));
+    start(&worker, worker_argv);
+    assert_int_equal(finish(&sub), 0);
+    assert_int_equal(finish(&worker), 0);
+    expect_events(want, sizeof want, "worker", "progress", 10, progress);
+    assert_string_equal(sub.buf, want);
+    assert_non_null(strstr(worker.buf, "\n9592 primes below 100000\n"));
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 7) {
+    if (argc != 8) {
         fprintf(stderr, "usage: %s SERVICES PING_PONG REQUEST_API PUBLISHER SUBSCRIBER "
-                        "LIBUV_APP\n", argv[0]);
+                        "LIBUV_APP WORKER_THREAD\n", argv[0]);
         return 2;
     }
     services_bin = argv[1];
@@ -487,6 +519,7 @@ int main(int argc, char **argv)
     publisher_bin = argv[4];
     subscriber_bin = argv[5];
     libuv_app_bin = argv[6];
+    worker_thread_bin = argv[7];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_services_stops_cleanly_on_sigint),
         cmocka_unit_test(test_services_failure_cancels_everything),
@@ -501,6 +534,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_new_examples_reject_bad_arguments, kill_leftovers),
         cmocka_unit_test_teardown(test_libuv_app_tcp_status_heartbeat_and_sigint, kill_leftovers),
         cmocka_unit_test_teardown(test_libuv_app_ask_nobody, kill_leftovers),
+        cmocka_unit_test_teardown(test_worker_thread_progress_in_order, kill_leftovers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
