@@ -1,9 +1,10 @@
-/*
- * lahja/bus.h - endpoints: named, connected directly to each other over
+/**
+ * @file lahja/bus.h
+ * Endpoints: named, connected directly to each other over
  * Unix sockets, exchanging typed events.
  *
  * An endpoint has a name and, while it runs, a set of connections.  It
- * may serve (listen on <base>/<name>.ipc) or only connect out.  Each
+ * may serve (listen on `<base>/<name>.ipc`) or only connect out.  Each
  * connection carries traffic both ways; each side tells the other which
  * event types it subscribes to, so that a broadcast is serialized once
  * and sent only to the peers that want its type.  Nothing is relayed: an
@@ -57,53 +58,59 @@
 extern "C" {
 #endif
 
+/** An endpoint: a named member of the bus (lahja_endpoint_new()). */
 typedef struct lahja_endpoint lahja_endpoint_t;
+/** An event: a type and a payload, reference counted (lahja_event_new()). */
 typedef struct lahja_event lahja_event_t;
+/** A subscription: a handler called for every event of a type (lahja_subscribe()). */
 typedef struct lahja_subscription lahja_subscription_t;
+/** A stream: the events of a type, queued to be pulled (lahja_stream_open()). */
 typedef struct lahja_stream lahja_stream_t;
 
 /* ---------------------------------------------------- connection configs */
 
+/** The longest endpoint name, in bytes, without the NUL; event types
+ * have the same bound. */
 #define LAHJA_NAME_MAX 255
-#define LAHJA_PATH_MAX 107 /* what fits in sockaddr_un.sun_path */
+#define LAHJA_PATH_MAX 107 /**< what fits in sockaddr_un.sun_path */
 
-/* Where an endpoint listens: its name and its socket's path. */
+/** Where an endpoint listens: its name and its socket's path. */
 typedef struct lahja_conn_config {
-    char name[LAHJA_NAME_MAX + 1];
-    char path[LAHJA_PATH_MAX + 1];
+    char name[LAHJA_NAME_MAX + 1]; /**< the endpoint's name, NUL-terminated */
+    char path[LAHJA_PATH_MAX + 1]; /**< its socket's path, NUL-terminated */
 } lahja_conn_config_t;
 
-/*
+/**
  * The config of endpoint `name` in `base_dir` (NULL: the default, see
- * lahja_default_base_dir): path = <base_dir>/<name>.ipc.
+ * lahja_default_base_dir): path = `<base_dir>/<name>.ipc`.
  * Errors: -EINVAL (name not 1..255 printable bytes without '/'),
  * -ENAMETOOLONG (the path does not fit a Unix socket address).
  */
 int lahja_conn_config_from_name(lahja_conn_config_t *cfg, const char *name, const char *base_dir);
 
-/* The config of endpoint `name` listening at an explicit `path`. */
+/** The config of endpoint `name` listening at an explicit `path`. */
 int lahja_conn_config_from_path(lahja_conn_config_t *cfg, const char *name, const char *path);
 
-/*
- * Writes the default base directory into buf: $XDG_RUNTIME_DIR/lahja if
- * that variable is set, else /tmp/lahja-<uid>.  Does not create it (an
+/**
+ * Writes the default base directory into buf: `$XDG_RUNTIME_DIR/lahja` if
+ * that variable is set, else `/tmp/lahja-<uid>`.  Does not create it (an
  * endpoint that serves there does, mode 0700).  Errors: -ENAMETOOLONG.
  */
 int lahja_default_base_dir(char *buf, size_t len);
 
 /* -------------------------------------------------------------- events */
 
-/*
+/**
  * A new event of type `type` (1..255 bytes, copied) with a copy of
  * payload[0..len).  *out is the caller's reference.
  * Errors: -EINVAL, -EMSGSIZE (len over 4 GiB), -ENOMEM.
  */
 int lahja_event_new(const char *type, const void *payload, size_t len, lahja_event_t **out);
 
-/* Releases a payload given to lahja_event_wrap. */
+/** Releases a payload given to lahja_event_wrap. */
 typedef void (*lahja_free_fn)(void *payload, void *user);
 
-/*
+/**
  * A new event of type `type` whose payload is payload[0..len) itself, not
  * a copy: for large payloads, which are then written to every peer
  * straight from the caller's buffer.  The event owns the buffer from a
@@ -117,113 +124,129 @@ typedef void (*lahja_free_fn)(void *payload, void *user);
 int lahja_event_wrap(const char *type, void *payload, size_t len, lahja_free_fn free_fn,
                      void *user, lahja_event_t **out);
 
-/*
+/**
  * A new request event: like lahja_event_new, and declares the type of
  * the response it expects (B18).
  */
 int lahja_request_new(const char *type, const char *response_type, const void *payload,
                       size_t len, lahja_event_t **out);
 
-/*
+/**
  * Takes a reference.  Returns the event to keep: `ev` itself, or, for an
  * event lent to a subscription handler (valid only during the call), a
  * new copy the caller owns.  NULL only if that copy cannot be allocated.
  */
 lahja_event_t *lahja_event_ref(lahja_event_t *ev);
 
-/* Drops a reference; the event is freed with the last.  Accepts NULL. */
+/** Drops a reference; the event is freed with the last.  Accepts NULL. */
 void lahja_event_unref(lahja_event_t *ev);
 
-/* An unbound copy (no origin, no id): what can be broadcast again (B8). */
+/** An unbound copy (no origin, no id): what can be broadcast again (B8). */
 int lahja_event_copy(const lahja_event_t *ev, lahja_event_t **out);
 
+/** The event's type; the string is the event's. */
 const char *lahja_event_type(const lahja_event_t *ev);
+/** The event's payload (the event's); its length in bytes goes to *len
+ * unless `len` is NULL. */
 const void *lahja_event_payload(const lahja_event_t *ev, size_t *len);
-/* The sending endpoint's name once broadcast (or received), else NULL. */
+/** The sending endpoint's name once broadcast (or received), else NULL. */
 const char *lahja_event_origin(const lahja_event_t *ev);
-/* A request's id once broadcast, a response's request id; else 0. */
+/** A request's id once broadcast, a response's request id; else 0. */
 uint64_t lahja_event_id(const lahja_event_t *ev);
-/* A request's expected response type, else NULL; also NULL for a
+/** A request's expected response type, else NULL; also NULL for a
  * request received from another endpoint (checking the response's type
  * is the requester's business, and it is not sent). */
 const char *lahja_event_response_type(const lahja_event_t *ev);
 
 /* ------------------------------------------------------------ endpoints */
 
+/** The level of a log line (lahja_log_fn), from the least serious up;
+ * docs/bus.md, Logging, lists what is logged at each. */
 typedef enum lahja_log_level {
-    LAHJA_LOG_DEBUG,
-    LAHJA_LOG_INFO,
-    LAHJA_LOG_WARNING,
-    LAHJA_LOG_ERROR
+    LAHJA_LOG_DEBUG,   /**< connections made, a kept peer's failed attempts,
+                          what a failed call also returns */
+    LAHJA_LOG_INFO,    /**< a connection that ended with nothing lost; a kept
+                          connection lost and re-established */
+    LAHJA_LOG_WARNING, /**< events lost, a peer dropped, a background connect
+                          that gave up */
+    LAHJA_LOG_ERROR    /**< a subscription handler failed; no memory to
+                          deliver an event */
 } lahja_log_level_t;
 
-/* Where an endpoint reports what it cannot return: a dropped peer and
+/** Where an endpoint reports what it cannot return: a dropped peer and
  * why, events lost, a failing handler.  Called on the endpoint's thread;
  * `message` is one line, valid during the call. */
 typedef void (*lahja_log_fn)(void *user, lahja_log_level_t level, const char *endpoint,
                              const char *message);
 
+/** How to set up an endpoint (lahja_endpoint_new()); NULL gives every
+ * default, and so does a field left 0. */
 typedef struct lahja_endpoint_options {
-    /* Largest event payload accepted or sent; 0 gives 64 MiB. */
+    /** Largest event payload accepted or sent; 0 gives 64 MiB. */
     size_t max_payload;
-    /* Bytes queued for one peer above which lahja_broadcast suspends;
+    /** Bytes queued for one peer above which lahja_broadcast suspends;
      * 0 gives 4 MiB. */
     size_t high_water;
-    /* Bytes queued for one peer above which lahja_broadcast_nowait fails
+    /** Bytes queued for one peer above which lahja_broadcast_nowait fails
      * with -EAGAIN; 0 gives 4 x high_water + max_payload. */
     size_t hard_limit;
-    /* A peer that has not completed the handshake after this is dropped;
+    /** A peer that has not completed the handshake after this is dropped;
      * 0 gives 5000 ms. */
     uint32_t handshake_timeout_ms;
-    /* Payloads at least this large are LZ4-compressed for peers that
+    /** Payloads at least this large are LZ4-compressed for peers that
      * support it, when that saves bytes; 0 gives 8 KiB; SIZE_MAX never. */
     size_t compress_threshold;
-    /* How long lahja_endpoint_stop waits for the peers to confirm the
+    /** How long lahja_endpoint_stop waits for the peers to confirm the
      * events sent to them before closing; 0 gives 1000 ms. */
     uint32_t linger_ms;
-    /* After receiving, keep polling the sockets this long (microseconds)
+    /** After receiving, keep polling the sockets this long (microseconds)
      * before the loop sleeps: a reply that comes within it is read
      * without the wake-up that sleeping costs (tens of microseconds on
      * virtual machines), for a core spinning meanwhile.  0: off. */
     uint32_t busy_poll_us;
-    /* B31: bounds on what peers may make us hold; 0 gives the default.
-     * Every refusal is logged with its reason. */
-    /* Largest frame body accepted before the handshake completes (a
+    /**
+     * @name Bounds on peers
+     * B31: bounds on what peers may make us hold; 0 gives the default.
+     * Every refusal is logged with its reason.
+     * @{
+     */
+    /** Largest frame body accepted before the handshake completes (a
      * HELLO is at most 270 bytes); 0 gives 4096. */
     uint32_t max_hello;
-    /* Connections accepted and still in their handshake, at once; more
+    /** Connections accepted and still in their handshake, at once; more
      * are closed as they come.  0 gives 64. */
     uint32_t max_incomplete;
-    /* Connections in all, inbound and outbound; more inbound ones are
+    /** Connections in all, inbound and outbound; more inbound ones are
      * closed as they come.  0 gives 1024. */
     uint32_t max_connections;
-    /* Event types one peer may subscribe to (announce in one SUBS); a
+    /** Event types one peer may subscribe to (announce in one SUBS); a
      * peer announcing more is disconnected as soon as it says how many.
      * 0 gives 16384. */
     uint32_t max_peer_types;
-    /* A frame whose first bytes arrived must be complete within this
+    /** A frame whose first bytes arrived must be complete within this
      * (the clock restarts each time 64 KiB more of it arrives), or the
      * peer is disconnected; 0 gives 10000 ms.  Also how long a
      * connection whose writing failed is read for the rest of what its
      * peer sent. */
     uint32_t frame_timeout_ms;
-    /* Calls other threads may have posted and the endpoint's thread not
+    /** @} */
+    /** Calls other threads may have posted and the endpoint's thread not
      * yet taken (lahja_post and its kin); a poster waits, or fails with
      * -EAGAIN, while it is full.  0 gives 1024. */
     uint32_t post_queue;
-    /* Other users allowed to connect besides our own (B27). */
+    /** Other users allowed to connect besides our own (B27). */
     const uid_t *allowed_uids;
-    size_t n_allowed_uids;
-    /* Logging (docs/bus.md, Logging).  A callback replaces the default
+    size_t n_allowed_uids; /**< how many uids allowed_uids points to */
+    /** Logging (docs/bus.md, Logging).  A callback replaces the default
      * entirely.  NULL: lines go to stderr, from the level that the
      * environment variable LAHJA_LOG names when the endpoint is created:
      * debug, info, warning, error or off, in any case; unset, warning
      * (losses and failures nobody else is told of). */
     lahja_log_fn log;
-    void *log_user;
+    void *log_user; /**< passed to log as its `user` */
 } lahja_endpoint_options_t;
 
-/*
+/**
  * Creates a stopped endpoint named `name` on the calling thread's
  * runtime (lahja_rt_new or lahja_run).  `opts` may be NULL; it is copied
  * (allowed_uids too).  If the process left SIGPIPE at its default action
@@ -235,7 +258,7 @@ typedef struct lahja_endpoint_options {
 int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
                        lahja_endpoint_t **out);
 
-/*
+/**
  * Starts the endpoint.  With `serve` non-NULL it also listens at
  * serve->path (creating the default base directory 0700 if that is where
  * it is); a stale socket file left by a dead process is replaced, a live
@@ -247,7 +270,7 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
  */
 int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve);
 
-/*
+/**
  * Stops the endpoint: stops listening and removes the socket file, gives
  * the peers up to options.linger_ms to read and confirm the events sent
  * to them (what is not confirmed by then is reported lost, see
@@ -259,13 +282,13 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
  */
 int lahja_endpoint_stop(lahja_endpoint_t *ep);
 
-/* Frees a stopped (or never started) endpoint, with the subscriptions
+/** Frees a stopped (or never started) endpoint, with the subscriptions
  * and streams the application did not cancel or close (their handles
  * become invalid).  Accepts NULL.
  * Errors: -EBUSY if it is running (nothing done), LAHJA_EWRONGTHREAD. */
 int lahja_endpoint_free(lahja_endpoint_t *ep);
 
-/*
+/**
  * Makes `svc` a service that runs the endpoint: starting it (serving at
  * `serve`, copied, if non-NULL) when the service starts, and stopping it
  * when the service is cancelled, so that stopping a service tree closes
@@ -277,7 +300,7 @@ int lahja_endpoint_free(lahja_endpoint_t *ep);
 void lahja_endpoint_service(lahja_service_t *svc, lahja_endpoint_t *ep,
                             const lahja_conn_config_t *serve);
 
-/*
+/**
  * What the endpoint's last failed call saw, in a sentence naming what
  * concerned it: for a connect, the name, the path and what was found
  * there ("no socket file there: nobody serves that name", "a socket file,
@@ -291,15 +314,17 @@ void lahja_endpoint_service(lahja_service_t *svc, lahja_endpoint_t *ep,
  */
 const char *lahja_endpoint_last_error(const lahja_endpoint_t *ep);
 
-/* The endpoint's name; any thread. */
+/** The endpoint's name; any thread. */
 const char *lahja_endpoint_name(const lahja_endpoint_t *ep);
-/* Whether it runs (started, not stopped) and serves.  They read flags
+/** Whether it runs (started, not stopped) and serves.  They read flags
  * only the endpoint's thread changes, and touch nothing else: true also
- * after its runtime is gone; from another thread, a value of the past. */
+ * after its runtime is gone; from another thread, a value of the past.
+ * @{ */
 int lahja_endpoint_is_running(const lahja_endpoint_t *ep);
 int lahja_endpoint_is_serving(const lahja_endpoint_t *ep);
+/** @} */
 
-/*
+/**
  * Connects to each of the n endpoints and waits, until `deadline`, for
  * every socket to exist and every handshake to complete (B4), the peer's
  * subscriptions included: a broadcast right after reaches its
@@ -317,7 +342,7 @@ int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size
 
 /* ------------------------------------------ kept and background connections */
 
-/*
+/**
  * How a kept connection (lahja_keep_connected) is re-established: as
  * ZeroMQ's ZMQ_RECONNECT_IVL / ZMQ_RECONNECT_IVL_MAX and nng's
  * NNG_OPT_RECONNMINT / NNG_OPT_RECONNMAXT.  The wait before an attempt
@@ -328,11 +353,11 @@ int lahja_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size
  * has been established.
  */
 typedef struct lahja_reconnect_options {
-    uint32_t min_ms; /* the first wait; 0 gives 100 ms */
-    uint32_t max_ms; /* the longest; 0 gives 5000 ms (at least min_ms) */
+    uint32_t min_ms; /**< the first wait; 0 gives 100 ms */
+    uint32_t max_ms; /**< the longest; 0 gives 5000 ms (at least min_ms) */
 } lahja_reconnect_options_t;
 
-/*
+/**
  * Keeps the endpoint connected to `cfg->name` at `cfg->path` (B33), in
  * the background, as long as it runs: connects now, without waiting (see
  * lahja_wait_until_connected_to), and whenever the connection to that
@@ -364,7 +389,7 @@ typedef struct lahja_reconnect_options {
 int lahja_keep_connected(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
                          const lahja_reconnect_options_t *opts);
 
-/*
+/**
  * Stops keeping `name` connected: no attempt is started for it any more.
  * A connection that is established stays (until either side ends it),
  * and so does an attempt already under way, which is then not retried.
@@ -373,7 +398,7 @@ int lahja_keep_connected(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
  */
 int lahja_stop_keeping(lahja_endpoint_t *ep, const char *name);
 
-/*
+/**
  * Starts connecting to each of the n endpoints and returns at once
  * (lahja's connect_to_endpoints_nowait).  Each attempt waits for its
  * socket to exist and for the handshake, as lahja_connect does, for up to
@@ -393,35 +418,35 @@ int lahja_stop_keeping(lahja_endpoint_t *ep, const char *name);
  */
 int lahja_connect_nowait(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n);
 
-/* Where the endpoint stands with a peer: see lahja_peer_info. */
+/** Where the endpoint stands with a peer: see lahja_peer_info. */
 typedef enum lahja_peer_state {
-    LAHJA_PEER_UNKNOWN = 0, /* not connected, nor being connected or kept */
-    LAHJA_PEER_CONNECTING,  /* an attempt is under way: waiting for the
+    LAHJA_PEER_UNKNOWN = 0, /**< not connected, nor being connected or kept */
+    LAHJA_PEER_CONNECTING,  /**< an attempt is under way: waiting for the
                                socket (background connects) or the handshake,
                                ours or the peer's */
-    LAHJA_PEER_CONNECTED,   /* established (lahja_is_connected_to) */
-    LAHJA_PEER_RETRYING,    /* kept, not connected: the next attempt is at
+    LAHJA_PEER_CONNECTED,   /**< established (lahja_is_connected_to) */
+    LAHJA_PEER_RETRYING,    /**< kept, not connected: the next attempt is at
                                next_attempt; last_error says what failed */
-    LAHJA_PEER_FAILED       /* a lahja_connect_nowait gave up: last_error */
+    LAHJA_PEER_FAILED       /**< a lahja_connect_nowait gave up: last_error */
 } lahja_peer_state_t;
 
-/* What lahja_peer_info tells of one peer; times on lahja_now()'s clock. */
+/** What lahja_peer_info tells of one peer; times on lahja_now()'s clock. */
 typedef struct lahja_peer_info {
-    lahja_peer_state_t state;
-    int kept;                  /* lahja_keep_connected holds the name */
-    int outbound;              /* CONNECTED: we opened it (else the peer did) */
-    pid_t pid;                 /* CONNECTED: the peer's process */
-    lahja_time_t since;        /* CONNECTED: when it was established */
-    lahja_time_t next_attempt; /* RETRYING: when the next attempt starts */
-    uint32_t retry_ms;         /* RETRYING: the wait the backoff chose */
-    uint32_t failures;         /* kept: attempts failed since it was last
+    lahja_peer_state_t state;  /**< where it stands */
+    int kept;                  /**< lahja_keep_connected holds the name */
+    int outbound;              /**< CONNECTED: we opened it (else the peer did) */
+    pid_t pid;                 /**< CONNECTED: the peer's process */
+    lahja_time_t since;        /**< CONNECTED: when it was established */
+    lahja_time_t next_attempt; /**< RETRYING: when the next attempt starts */
+    uint32_t retry_ms;         /**< RETRYING: the wait the backoff chose */
+    uint32_t failures;         /**< kept: attempts failed since it was last
                                   connected (or kept) */
-    uint32_t reconnects;       /* kept: times it came back after a loss */
-    int last_error;            /* what ended the last failed attempt or
+    uint32_t reconnects;       /**< kept: times it came back after a loss */
+    int last_error;            /**< what ended the last failed attempt or
                                   lost connection (kept, FAILED), or 0 */
 } lahja_peer_info_t;
 
-/*
+/**
  * Fills *out with where the endpoint stands with endpoint `name`: for
  * "why is my peer not connected".  Any name may be asked; one the
  * endpoint knows nothing of is LAHJA_PEER_UNKNOWN, and its own name is
@@ -432,7 +457,7 @@ typedef struct lahja_peer_info {
  */
 int lahja_peer_info(const lahja_endpoint_t *ep, const char *name, lahja_peer_info_t *out);
 
-/*
+/**
  * The path the endpoint serves at (what peers give lahja_connect), or ""
  * when it does not serve: not started, started without serving, or
  * stopped.  The string is the endpoint's, valid until it is freed.  Any
@@ -444,21 +469,24 @@ const char *lahja_endpoint_path(const lahja_endpoint_t *ep);
 
 /* ---------------------------------------------------------- broadcasting */
 
+/** Which endpoints a broadcast may reach (lahja_broadcast() and the other
+ * calls that take a `cfg`); NULL gives the default, a zeroed one: every
+ * subscriber. */
 typedef struct lahja_broadcast_config {
-    /* Only this endpoint (by name) may receive it; NULL: any. */
+    /** Only this endpoint (by name) may receive it; NULL: any. */
     const char *filter_endpoint;
-    /* A response to request `filter_event_id`: delivered to that
+    /** A response to request `filter_event_id`: delivered to that
      * request's waiter whatever the subscriptions; 0: not a response. */
     uint64_t filter_event_id;
-    /* Deliver to this endpoint only (with filter_endpoint: -EINVAL). */
+    /** Deliver to this endpoint only (with filter_endpoint: -EINVAL). */
     int internal;
-    /* Drop silently instead of failing with LAHJA_ENOSUBSCRIBERS when
+    /** Drop silently instead of failing with LAHJA_ENOSUBSCRIBERS when
      * nobody subscribes (require_subscriber off): the call returns 0 and
      * the event is bound, as broadcast to nobody. */
     int allow_no_subscribers;
 } lahja_broadcast_config_t;
 
-/*
+/**
  * Broadcasts `ev` to every endpoint, this one included, that subscribes
  * to its type and that `cfg` (NULL: the default) allows.  The event is
  * bound: its origin and id are set, and broadcasting it again is
@@ -477,7 +505,7 @@ typedef struct lahja_broadcast_config {
 int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                     lahja_time_t deadline);
 
-/*
+/**
  * Broadcasts an event of type `type` carrying a copy of payload[0..len):
  * lahja_event_new, lahja_broadcast and lahja_event_unref in one call,
  * without allocating an event for payloads up to 64 KiB (which are
@@ -489,7 +517,7 @@ int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadca
 int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *payload, size_t len,
                           const lahja_broadcast_config_t *cfg, lahja_time_t deadline);
 
-/*
+/**
  * As lahja_broadcast, never suspending: when a receiving peer's queue is
  * over the hard limit, fails with -EAGAIN and queues nothing anywhere;
  * lahja_endpoint_blocked_peer() then names that peer.  Success means what
@@ -498,13 +526,13 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
 int lahja_broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
                            const lahja_broadcast_config_t *cfg);
 
-/* The peer that made the last lahja_broadcast_nowait fail with -EAGAIN
+/** The peer that made the last lahja_broadcast_nowait fail with -EAGAIN
  * ("" if none, or on another thread); valid until the next broadcast. */
 const char *lahja_endpoint_blocked_peer(const lahja_endpoint_t *ep);
 
 /* --------------------------------------------------------------- consuming */
 
-/*
+/**
  * A subscription handler.  Called on the loop for every matching event,
  * not in a task: it must not suspend (spawn a task for work that waits).
  * `ev` is lent for the call; lahja_event_ref() keeps it.  A non-zero
@@ -512,7 +540,7 @@ const char *lahja_endpoint_blocked_peer(const lahja_endpoint_t *ep);
  */
 typedef int (*lahja_handler_fn)(lahja_endpoint_t *ep, lahja_event_t *ev, void *user);
 
-/*
+/**
  * Calls handler(ep, ev, user) for every event of `type` until the
  * subscription is cancelled.  Peers learn of the type (B19).  *out is
  * the caller's until lahja_subscription_cancel (allowed also after the
@@ -523,25 +551,26 @@ typedef int (*lahja_handler_fn)(lahja_endpoint_t *ep, lahja_event_t *ev, void *u
 int lahja_subscribe(lahja_endpoint_t *ep, const char *type, lahja_handler_fn handler, void *user,
                     lahja_subscription_t **out);
 
-/* Ends a subscription and frees it.  Safe inside its own handler.
+/** Ends a subscription and frees it.  Safe inside its own handler.
  * On another thread than the endpoint's it does nothing. */
 void lahja_subscription_cancel(lahja_subscription_t *s);
 
-/* What a stream does when an event arrives and its queue is full. */
+/** What a stream does when an event arrives and its queue is full. */
 typedef enum lahja_stream_policy {
-    LAHJA_STREAM_DROP_OLDEST = 0, /* keep the newest events */
-    LAHJA_STREAM_DROP_NEWEST      /* keep the oldest events */
+    LAHJA_STREAM_DROP_OLDEST = 0, /**< keep the newest events */
+    LAHJA_STREAM_DROP_NEWEST      /**< keep the oldest events */
 } lahja_stream_policy_t;
 
+/** How to open a stream (lahja_stream_open()); NULL gives every default. */
 typedef struct lahja_stream_options {
-    size_t capacity;              /* queued events; 0 gives 1024 */
-    lahja_stream_policy_t policy; /* when full; dropped events are counted,
+    size_t capacity;              /**< queued events; 0 gives 1024 */
+    lahja_stream_policy_t policy; /**< when full; dropped events are counted,
                                    * and logged at WARNING: the first at
                                    * once, then a line a second at most,
                                    * the rest when the stream is closed */
 } lahja_stream_options_t;
 
-/*
+/**
  * Opens a stream of events of `type` (B16): pull them with
  * lahja_stream_next.  It ends after `num_events` events (0: never), or
  * when closed or the endpoint stops.  Its queue is its own: a slow reader
@@ -551,7 +580,7 @@ typedef struct lahja_stream_options {
 int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
                       const lahja_stream_options_t *opts, lahja_stream_t **out);
 
-/*
+/**
  * The next event (the caller owns the reference in *ev).  Suspending;
  * errors: -EPIPE (the stream ended: num_events delivered, or closed),
  * LAHJA_ELIFECYCLE (the endpoint stopped), -ECANCELED, -ETIMEDOUT,
@@ -559,17 +588,17 @@ int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
  */
 int lahja_stream_next(lahja_stream_t *s, lahja_time_t deadline, lahja_event_t **ev);
 
-/* Events dropped so far because the queue was full (0 on another thread). */
+/** Events dropped so far because the queue was full (0 on another thread). */
 size_t lahja_stream_dropped(const lahja_stream_t *s);
 
-/* Closes the stream (unsubscribing) and frees it with what it queued,
+/** Closes the stream (unsubscribing) and frees it with what it queued,
  * also once it has ended or the endpoint stopped, until the endpoint is
  * freed (which frees the streams left open).  No task may be waiting in
  * lahja_stream_next on it.  Accepts NULL; on another thread than the
  * endpoint's it does nothing. */
 void lahja_stream_close(lahja_stream_t *s);
 
-/*
+/**
  * The next event of `type` (B17); *ev is the caller's reference.  The
  * type is subscribed for the length of the wait.  Suspending; errors:
  * LAHJA_ELIFECYCLE, -ECANCELED, -ETIMEDOUT.
@@ -577,7 +606,7 @@ void lahja_stream_close(lahja_stream_t *s);
 int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
                    lahja_event_t **ev);
 
-/*
+/**
  * Broadcasts the request `req` (made with lahja_request_new) and waits
  * for the first response to it (B18).  *response is the caller's
  * reference.  A response of another type than the request expects is
@@ -589,7 +618,7 @@ int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline
 int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcast_config_t *cfg,
                   lahja_time_t deadline, lahja_event_t **response);
 
-/*
+/**
  * Answers `request` (received by a handler, stream or wait_for) with
  * `response`: broadcast_nowait to the requester only, addressed to the
  * request's id.  Errors as lahja_broadcast_nowait, and -EINVAL if
@@ -597,7 +626,7 @@ int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcas
  */
 int lahja_respond(lahja_endpoint_t *ep, const lahja_event_t *request, lahja_event_t *response);
 
-/*
+/**
  * lahja_request_new, lahja_request and lahja_event_unref in one call: a
  * request of `type` carrying a copy of payload[0..len), expecting
  * `response_type`.  *response is the caller's reference.  Suspending;
@@ -607,7 +636,7 @@ int lahja_request_bytes(lahja_endpoint_t *ep, const char *type, const char *resp
                         const void *payload, size_t len, const lahja_broadcast_config_t *cfg,
                         lahja_time_t deadline, lahja_event_t **response);
 
-/*
+/**
  * Answers `request` with an event of `type` carrying a copy of
  * payload[0..len), as lahja_respond, without allocating an event for
  * payloads up to 64 KiB (as lahja_broadcast_bytes).  Errors as
@@ -618,16 +647,16 @@ int lahja_respond_bytes(lahja_endpoint_t *ep, const lahja_event_t *request, cons
 
 /* ---------------------------------------------------------------- delivery */
 
-/* What was sent to a peer and what became of it (B30). */
+/** What was sent to a peer and what became of it (B30). */
 typedef struct lahja_delivery {
-    uint64_t sent;      /* events (requests and responses too) queued for it */
-    uint64_t confirmed; /* of those, confirmed read by its receipts (a peer
+    uint64_t sent;      /**< events (requests and responses too) queued for it */
+    uint64_t confirmed; /**< of those, confirmed read by its receipts (a peer
                            that sends none: written to its socket) */
-    uint64_t lost;      /* sent on connections that ended before confirming
+    uint64_t lost;      /**< sent on connections that ended before confirming
                            them: maybe read, maybe not, but not confirmed */
 } lahja_delivery_t;
 
-/*
+/**
  * The counts of peer `name`, over every connection to it so far (NULL:
  * the sums over all peers); sent - confirmed - lost are in flight.
  * Non-suspending, also after stop, until the endpoint is freed.  Once
@@ -638,7 +667,7 @@ typedef struct lahja_delivery {
  */
 int lahja_delivery_stats(const lahja_endpoint_t *ep, const char *name, lahja_delivery_t *out);
 
-/*
+/**
  * Waits until every peer has confirmed every event sent to it so far:
  * what a program does before it exits, or tells a user "saved".  Output
  * still queued is written at once.  Returns 0, or
@@ -652,31 +681,36 @@ int lahja_wait_until_delivered(lahja_endpoint_t *ep, lahja_time_t deadline);
 
 /* ---------------------------------------------------------------- queries */
 
-/* Non-zero if a connection to endpoint `name` is established, or
+/** Non-zero if a connection to endpoint `name` is established, or
  * `name` is this endpoint's own (it counts itself, as in lahja). */
 int lahja_is_connected_to(const lahja_endpoint_t *ep, const char *name);
 
-/* Calls fn for every connected endpoint with its subscribed types. */
+/** Calls fn for every connected endpoint with its subscribed types.
+ * @{ */
 typedef void (*lahja_peer_fn)(const char *name, const char *const *types, size_t ntypes,
                               void *user);
 void lahja_foreach_peer(const lahja_endpoint_t *ep, lahja_peer_fn fn, void *user);
+/** @} */
 
-/* The types this endpoint subscribes to: fills up to `max` pointers
+/** The types this endpoint subscribes to: fills up to `max` pointers
  * (valid until the subscriptions change) and returns how many there are. */
 size_t lahja_subscribed_types(const lahja_endpoint_t *ep, const char **types, size_t max);
 
+/** Non-zero if endpoint `name`, a connected one or this one, subscribes
+ * to `type`. */
 int lahja_is_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *name,
                                     const char *type);
-/* Any connected endpoint, or this one (B22). */
+/** Any connected endpoint, or this one (B22). */
 int lahja_is_any_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *type);
-/* Every connected endpoint, and this one unless include_self is 0. */
+/** Every connected endpoint, and this one unless include_self is 0. */
 int lahja_are_all_endpoints_subscribed_to(const lahja_endpoint_t *ep, const char *type,
                                           int include_self);
 
 /* ------------------------------------------------------------------ waits */
 
-/* Each suspends until its condition holds (0 at once if it already does).
- * Suspending; errors: LAHJA_ELIFECYCLE, -ECANCELED, -ETIMEDOUT. */
+/** Each suspends until its condition holds (0 at once if it already does).
+ * Suspending; errors: LAHJA_ELIFECYCLE, -ECANCELED, -ETIMEDOUT.
+ * @{ */
 int lahja_wait_until_connected_to(lahja_endpoint_t *ep, const char *name, lahja_time_t deadline);
 int lahja_wait_until_connections_change(lahja_endpoint_t *ep, lahja_time_t deadline);
 int lahja_wait_until_endpoint_subscriptions_change(lahja_endpoint_t *ep, lahja_time_t deadline);
@@ -686,10 +720,11 @@ int lahja_wait_until_any_endpoint_subscribed_to(lahja_endpoint_t *ep, const char
                                                 lahja_time_t deadline);
 int lahja_wait_until_all_endpoints_subscribed_to(lahja_endpoint_t *ep, const char *type,
                                                  int include_self, lahja_time_t deadline);
+/** @} */
 
 /* --------------------------------------------------------- callback forms */
 
-/*
+/**
  * Every call above that waits has a callback form, for a program that is
  * not written as tasks (a plain libuv program, a language binding); the
  * suspending calls are thin wrappers over the same core, so both behave
@@ -707,20 +742,21 @@ int lahja_wait_until_all_endpoints_subscribed_to(lahja_endpoint_t *ep, const cha
  *    none; lahja_deadline_in turns a timeout into a deadline), -ECANCELED
  *    after lahja_op_cancel, LAHJA_ELIFECYCLE when the endpoint stops
  *    first (every call under way ends so before stop's own callback).
+ *
  * `user` is passed through.  If `op` is not NULL it receives the call's
  * handle, valid until its callback returns: lahja_op_cancel ends the call.
  */
 typedef struct lahja_op lahja_op_t;
 
-/* The end of a call that yields nothing but its status. */
+/** The end of a call that yields nothing but its status. */
 typedef void (*lahja_done_fn)(lahja_endpoint_t *ep, int status, void *user);
 
-/* The end of a call that yields an event: with status 0, `ev` is the
+/** The end of a call that yields an event: with status 0, `ev` is the
  * callback's reference (keep it, or lahja_event_unref it); otherwise NULL. */
 typedef void (*lahja_event_done_fn)(lahja_endpoint_t *ep, int status, lahja_event_t *ev,
                                     void *user);
 
-/*
+/**
  * Cancels a call under way: it ends as a deadline would, and its callback
  * is called with -ECANCELED at the next loop turn.  If the call has
  * already ended (its callback is due), the callback gets that result
@@ -730,11 +766,11 @@ typedef void (*lahja_event_done_fn)(lahja_endpoint_t *ep, int status, lahja_even
  */
 void lahja_op_cancel(lahja_op_t *op);
 
-/* lahja_connect.  The configs are copied before it returns. */
+/** lahja_connect.  The configs are copied before it returns. */
 int lahja_connect_cb(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n,
                      lahja_time_t deadline, lahja_done_fn cb, void *user, lahja_op_t **op);
 
-/*
+/**
  * lahja_broadcast: the callback comes once the event is queued for every
  * receiver under its high-water mark (or with the error; then it was
  * queued for nobody and stays unbound).  The endpoint holds a reference
@@ -743,16 +779,16 @@ int lahja_connect_cb(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, s
 int lahja_broadcast_cb(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                        lahja_time_t deadline, lahja_done_fn cb, void *user, lahja_op_t **op);
 
-/* lahja_request: the callback gets the response.  The endpoint holds a
+/** lahja_request: the callback gets the response.  The endpoint holds a
  * reference to `req` until then; `cfg` is copied. */
 int lahja_request_cb(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcast_config_t *cfg,
                      lahja_time_t deadline, lahja_event_done_fn cb, void *user, lahja_op_t **op);
 
-/* lahja_wait_for: the callback gets the event. */
+/** lahja_wait_for: the callback gets the event. */
 int lahja_wait_for_cb(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
                       lahja_event_done_fn cb, void *user, lahja_op_t **op);
 
-/*
+/**
  * lahja_stream_next: the callback gets the next event.  Several may wait
  * on one stream; they get events in the order they were called.  Closing
  * the stream ends them with -EPIPE.
@@ -760,14 +796,15 @@ int lahja_wait_for_cb(lahja_endpoint_t *ep, const char *type, lahja_time_t deadl
 int lahja_stream_next_cb(lahja_stream_t *s, lahja_time_t deadline, lahja_event_done_fn cb,
                          void *user, lahja_op_t **op);
 
-/* lahja_wait_until_delivered. */
+/** lahja_wait_until_delivered. */
 int lahja_wait_until_delivered_cb(lahja_endpoint_t *ep, lahja_time_t deadline, lahja_done_fn cb,
                                   void *user, lahja_op_t **op);
 
-/* The wait_until family; names and types are copied.  The condition is
+/** The wait_until family; names and types are copied.  The condition is
  * checked again when the callback is due: the callback runs while it
  * holds (a condition that held and stopped holding meanwhile is waited
- * for again). */
+ * for again).
+ * @{ */
 int lahja_wait_until_connected_to_cb(lahja_endpoint_t *ep, const char *name, lahja_time_t deadline,
                                      lahja_done_fn cb, void *user, lahja_op_t **op);
 int lahja_wait_until_connections_change_cb(lahja_endpoint_t *ep, lahja_time_t deadline,
@@ -785,8 +822,9 @@ int lahja_wait_until_all_endpoints_subscribed_to_cb(lahja_endpoint_t *ep, const 
                                                     int include_self, lahja_time_t deadline,
                                                     lahja_done_fn cb, void *user,
                                                     lahja_op_t **op);
+/** @} */
 
-/*
+/**
  * lahja_endpoint_stop: the callback comes once the endpoint is stopped,
  * its handles closed and every call under way ended (their callbacks
  * first); the endpoint may be freed in it (with several stop callbacks,
@@ -801,7 +839,8 @@ int lahja_endpoint_stop_cb(lahja_endpoint_t *ep, lahja_done_fn cb, void *user);
 
 /* ------------------------------------------------------ from other threads */
 
-/*
+/**
+ * @name From other threads
  * The calls any thread may make.  An endpoint is used on its own thread;
  * another thread (a worker) hands it work through its post queue, which
  * the endpoint's thread takes in order at its next loop turn.  The queue
@@ -820,9 +859,10 @@ int lahja_endpoint_stop_cb(lahja_endpoint_t *ep, lahja_done_fn cb, void *user);
  * carried out (a posted broadcast still waiting then ends as a call
  * under way does, and its loss is logged).  The endpoint must not be
  * freed while a thread may still post to it.
+ * @{
  */
 
-/*
+/**
  * Broadcasts `ev` from the endpoint's thread, as lahja_broadcast would
  * from a task there: in the order posted, each waiting while a receiving
  * peer is over its high-water mark, and meanwhile the queue is not taken
@@ -839,7 +879,7 @@ int lahja_endpoint_stop_cb(lahja_endpoint_t *ep, lahja_done_fn cb, void *user);
 int lahja_post(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
                int timeout_ms);
 
-/*
+/**
  * Sends the request `req` from the endpoint's thread (lahja_request_cb,
  * with a deadline `timeout_ms` after the endpoint's thread takes it; 0:
  * none), and calls cb(ep, status, response, user) there with its result,
@@ -853,10 +893,10 @@ int lahja_post_request(lahja_endpoint_t *ep, lahja_event_t *req,
                        const lahja_broadcast_config_t *cfg, uint32_t timeout_ms,
                        lahja_event_done_fn cb, void *user, int queue_timeout_ms);
 
-/* Work for the endpoint's thread (lahja_post_call). */
+/** Work for the endpoint's thread (lahja_post_call). */
 typedef void (*lahja_call_fn)(lahja_endpoint_t *ep, void *user);
 
-/*
+/**
  * Calls fn(ep, user) on the endpoint's thread, from its loop, in order
  * with the posted broadcasts and requests: the way to run any of the
  * endpoint's calls (the callback forms included) on behalf of another
@@ -866,6 +906,7 @@ typedef void (*lahja_call_fn)(lahja_endpoint_t *ep, void *user);
  * -ENOMEM.
  */
 int lahja_post_call(lahja_endpoint_t *ep, lahja_call_fn fn, void *user, int timeout_ms);
+/** @} */
 
 #ifdef __cplusplus
 }
