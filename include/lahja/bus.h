@@ -93,7 +93,7 @@ int lahja_conn_config_from_path(lahja_conn_config_t *cfg, const char *name, cons
 
 /**
  * Writes the default base directory into buf: `$XDG_RUNTIME_DIR/lahja` if
- * that variable is set, else `/tmp/lahja-<uid>`.  Does not create it (an
+ * that variable is set to an absolute path, else `/tmp/lahja-<uid>`.  Does not create it (an
  * endpoint that serves there does, mode 0700).  Errors: -ENAMETOOLONG.
  */
 int lahja_default_base_dir(char *buf, size_t len);
@@ -306,11 +306,13 @@ void lahja_endpoint_service(lahja_service_t *svc, lahja_endpoint_t *ep,
  * there ("no socket file there: nobody serves that name", "a socket file,
  * but nobody listening", "connected, but no handshake came", the peer's
  * refusal); for a request, its type and what came back or who went away;
- * for a broadcast, the type nobody subscribes to or the size refused; else
+ * for a broadcast, the type nobody subscribes to or the size refused;
+ * for lahja_endpoint_start, the path and why it cannot serve there; else
  * the call and its error's message.  Set when a call that waits fails
- * (either form) and by the broadcasts' own refusals: read it right after
- * the suspending call returns, or in the callback.  Valid until the next
- * failure; "" before any, and on another thread than the endpoint's.
+ * (either form), by the broadcasts' own refusals and by a failed start:
+ * read it right after the call returns, or in the callback.  Valid until
+ * the next failure; "" before any, and on another thread than the
+ * endpoint's.  Other calls return plain codes (lahja_strerror).
  */
 const char *lahja_endpoint_last_error(const lahja_endpoint_t *ep);
 
@@ -545,7 +547,8 @@ typedef int (*lahja_handler_fn)(lahja_endpoint_t *ep, lahja_event_t *ev, void *u
  * subscription is cancelled.  Peers learn of the type (B19).  *out is
  * the caller's until lahja_subscription_cancel (allowed also after the
  * endpoint stopped, until it is freed); lahja_endpoint_free frees it
- * otherwise.
+ * otherwise.  `out` may be NULL: the subscription then lasts as long as
+ * the endpoint.
  * Errors: -EINVAL, -ENOMEM, LAHJA_ELIFECYCLE (stopped).
  */
 int lahja_subscribe(lahja_endpoint_t *ep, const char *type, lahja_handler_fn handler, void *user,
@@ -783,6 +786,26 @@ int lahja_broadcast_cb(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broa
  * reference to `req` until then; `cfg` is copied. */
 int lahja_request_cb(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcast_config_t *cfg,
                      lahja_time_t deadline, lahja_event_done_fn cb, void *user, lahja_op_t **op);
+
+/**
+ * lahja_broadcast_bytes in callback form: an event of `type` carrying a
+ * copy of payload[0..len), broadcast as lahja_broadcast_cb does.  Errors
+ * as lahja_broadcast_cb, and -EINVAL for a bad type.
+ */
+int lahja_broadcast_bytes_cb(lahja_endpoint_t *ep, const char *type, const void *payload,
+                             size_t len, const lahja_broadcast_config_t *cfg,
+                             lahja_time_t deadline, lahja_done_fn cb, void *user,
+                             lahja_op_t **op);
+
+/**
+ * lahja_request_bytes in callback form: a request of `type` carrying a
+ * copy of payload[0..len), expecting `response_type`; the callback gets
+ * the response.  Errors as lahja_request_cb, and -EINVAL for a bad type.
+ */
+int lahja_request_bytes_cb(lahja_endpoint_t *ep, const char *type, const char *response_type,
+                           const void *payload, size_t len, const lahja_broadcast_config_t *cfg,
+                           lahja_time_t deadline, lahja_event_done_fn cb, void *user,
+                           lahja_op_t **op);
 
 /** lahja_wait_for: the callback gets the event. */
 int lahja_wait_for_cb(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,

@@ -314,7 +314,10 @@ static int deliver(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcas
     if (rc != 0)
         i--; /* the one that failed took nothing */
     ev->bound = 1;
-    ev->origin = lahja_name_ref(ep->name);
+    /* A stack event (the bytes forms) lives within this call, which the
+     * endpoint's name outlives: it borrows the name.  Name references are
+     * atomic, and this is the path of every small broadcast. */
+    ev->origin = ev->on_stack ? ep->name : lahja_name_ref(ep->name);
     ev->id = id;
     lahja_event_t *copy = NULL;
     if (rc == 0 && local)
@@ -323,7 +326,8 @@ static int deliver(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcas
         while (i-- > 0)
             lahja_conn_cancel(t->v[i], ev, &slots[i]);
         ev->bound = 0;
-        lahja_name_unref(ev->origin);
+        if (!ev->on_stack)
+            lahja_name_unref(ev->origin);
         ev->origin = NULL;
         ev->id = 0;
         lahja_ep_error(ep, "cannot queue %s: %s", ev->type, lahja_strerror(rc));
@@ -575,8 +579,7 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
         .payload = payload, .len = len,
     };
     int rc = broadcast(ep, &ev, cfg, deadline, 0);
-    lahja_name_unref(ev.origin);
-    free(ev.lz4);
+    free(ev.lz4); /* its origin was borrowed */
     return rc;
 }
 
@@ -741,6 +744,36 @@ int lahja_request_bytes(lahja_endpoint_t *ep, const char *type, const char *resp
     return rc;
 }
 
+int lahja_broadcast_bytes_cb(lahja_endpoint_t *ep, const char *type, const void *payload,
+                             size_t len, const lahja_broadcast_config_t *cfg,
+                             lahja_time_t deadline, lahja_done_fn cb, void *user,
+                             lahja_op_t **op)
+{
+    if (ep == NULL || cb == NULL)
+        return -EINVAL;
+    lahja_event_t *ev = NULL;
+    int rc = lahja_event_new(type, payload, len, &ev);
+    if (rc == 0)
+        rc = lahja_broadcast_cb(ep, ev, cfg, deadline, cb, user, op);
+    lahja_event_unref(ev); /* the call holds its own */
+    return rc;
+}
+
+int lahja_request_bytes_cb(lahja_endpoint_t *ep, const char *type, const char *response_type,
+                           const void *payload, size_t len, const lahja_broadcast_config_t *cfg,
+                           lahja_time_t deadline, lahja_event_done_fn cb, void *user,
+                           lahja_op_t **op)
+{
+    if (ep == NULL || cb == NULL)
+        return -EINVAL;
+    lahja_event_t *req = NULL;
+    int rc = lahja_request_new(type, response_type, payload, len, &req);
+    if (rc == 0)
+        rc = lahja_request_cb(ep, req, cfg, deadline, cb, user, op);
+    lahja_event_unref(req);
+    return rc;
+}
+
 int lahja_respond_bytes(lahja_endpoint_t *ep, const lahja_event_t *request, const char *type,
                         const void *payload, size_t len)
 {
@@ -764,8 +797,7 @@ int lahja_respond_bytes(lahja_endpoint_t *ep, const lahja_event_t *request, cons
         .payload = payload, .len = len,
     };
     int rc = lahja_respond(ep, request, &ev);
-    lahja_name_unref(ev.origin);
-    free(ev.lz4);
+    free(ev.lz4); /* its origin was borrowed */
     return rc;
 }
 

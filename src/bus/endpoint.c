@@ -403,6 +403,14 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
         return -EINVAL;
     if (serve != NULL) {
         int rc = listen_at(ep, serve);
+        if (rc == -EADDRINUSE)
+            lahja_ep_error(ep, "serve at %s: a live endpoint serves there already",
+                           serve->path);
+        else if (rc == -EPERM)
+            lahja_ep_error(ep, "serve at %s: its directory belongs to another user",
+                           serve->path);
+        else if (rc != 0)
+            lahja_ep_error(ep, "serve at %s: %s", serve->path, lahja_strerror(rc));
         if (rc != 0)
             return rc;
     }

@@ -294,6 +294,23 @@ static int plain_every_call_completes(void *arg)
     EXPECT_EQ(strcmp(lahja_event_origin(r.ev), "b"), 0);
     lahja_event_unref(r.ev);
 
+    /* The bytes forms: no event to make. */
+    struct result rb = { 0 }, bb = { 0 };
+    START(lahja_request_bytes_cb(app.ep, "Question", "Answer", "y", 1, NULL,
+                                 lahja_deadline_in(GUARD_MS), on_event, &rb, NULL));
+    EXPECT_EQ(last_rc, 0);
+    START(lahja_broadcast_bytes_cb(app.ep, "Sink", "z", 1, NULL, LAHJA_FOREVER, on_done, &bb,
+                                   NULL));
+    EXPECT_EQ(last_rc, 0);
+    EXPECT_EQ(lahja_request_bytes_cb(app.ep, "", "Answer", "y", 1, NULL, LAHJA_FOREVER, on_event,
+                                     &rb, NULL), -EINVAL);
+    run_until(&rb.called);
+    run_until(&bb.called);
+    EXPECT_EQ(rb.status, 0);
+    EXPECT_TRUE(payload_is(rb.ev, "re:y"));
+    lahja_event_unref(rb.ev);
+    EXPECT_EQ(bb.status, 0);
+
     /* The awareness waits that already hold end at once (at the next
      * turn), as the task forms return at once. */
     struct result w[3] = { { 0 } };
@@ -793,6 +810,9 @@ static int plain_errors_at_once(void *arg)
               LAHJA_EBIND);
     lahja_subscription_cancel(s);
     lahja_event_unref(plain);
+    /* A subscription nobody will cancel: it lasts as long as the endpoint. */
+    EXPECT_EQ(lahja_subscribe(app.ep, "Forever", peer_sink, NULL, NULL), 0);
+    EXPECT_TRUE(lahja_is_any_endpoint_subscribed_to(app.ep, "Forever"));
     /* Nobody subscribes: that is the call's outcome, in the callback. */
     lahja_event_t *lonely = bus_event("Lonely", NULL);
     START(lahja_broadcast_cb(app.ep, lonely, NULL, LAHJA_FOREVER, on_done, &r, NULL));

@@ -298,6 +298,8 @@ static int child_second_server(void *arg)
     EXPECT_EQ(lahja_endpoint_new("srv", NULL, &dup), 0);
     lahja_conn_config_t cfg = bus_cfg(dir, "srv");
     EXPECT_EQ(lahja_endpoint_start(dup, &cfg), -EADDRINUSE);
+    EXPECT_TRUE(strstr(lahja_endpoint_last_error(dup), "a live endpoint serves there") != NULL);
+    EXPECT_TRUE(strstr(lahja_endpoint_last_error(dup), cfg.path) != NULL);
     EXPECT_EQ(lahja_endpoint_is_serving(dup), 0);
     EXPECT_EQ(lahja_endpoint_is_running(dup), 0);
     EXPECT_EQ(lahja_endpoint_free(dup), 0);
