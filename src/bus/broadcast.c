@@ -436,13 +436,12 @@ struct bcast_call {
     char filter[LAHJA_NAME_MAX + 1];
 };
 
-static int bcast_try(struct bcast_call *b, struct lahja_waitq **q)
+/* bcast_try once the event is known valid. */
+static int bcast_route(struct bcast_call *b, struct lahja_waitq **q)
 {
     lahja_endpoint_t *ep = b->call.ep;
-    int rc = validate(ep, b->ev, b->cfg); /* stopped, or broadcast meanwhile */
-    if (rc != 0)
-        return rc;
     struct targets t;
+    int rc;
     int local;
     rc = receivers(ep, b->ev, b->cfg, &t, &local);
     if (rc <= 0)
@@ -455,6 +454,12 @@ static int bcast_try(struct bcast_call *b, struct lahja_waitq **q)
         return rc;
     *q = &over->drained;
     return LAHJA_PENDING;
+}
+
+static int bcast_try(struct bcast_call *b, struct lahja_waitq **q)
+{
+    int rc = validate(b->call.ep, b->ev, b->cfg); /* stopped, or broadcast meanwhile */
+    return rc != 0 ? rc : bcast_route(b, q);
 }
 
 static void bcast_release(struct bcast_call *b)
@@ -516,7 +521,17 @@ static int broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadc
         return rc;
     if (lahja_task_current() == NULL)
         return LAHJA_ENOTASK;
-    return lahja_call_run(&b.call, deadline);
+    /* Most broadcasts need not wait: they go without the driver. */
+    struct lahja_waitq *q;
+    uint32_t seq = ep->errseq;
+    rc = bcast_route(&b, &q);
+    if (rc == LAHJA_PENDING)
+        return lahja_call_run(&b.call, deadline);
+    if (rc < 0) {
+        lahja_call_explain(&b.call, rc, seq, ep->errmsg, sizeof ep->errmsg);
+        ep->errseq++;
+    }
+    return rc;
 }
 
 int lahja_broadcast(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,
