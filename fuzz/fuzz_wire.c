@@ -83,6 +83,56 @@ static void handle_hello(const struct conn *c, const lahja_wire_hello_t *h, cons
     CHECK(m == n && memcmp(out, frame, n) == 0);
 }
 
+/* A SUBS with flag ENTRIES: every entry and origin within the frame and
+ * valid, within max_subs counted units, and re-encoded to the same bytes. */
+static void handle_subs_entries(const struct conn *c, lahja_wire_subs_t it,
+                                const uint8_t *frame, size_t n)
+{
+    lahja_wire_entry_t *es = malloc((it.count + 1) * sizeof *es);
+    /* Origins: at most (n - 16) / 2 names in the whole frame. */
+    size_t maxo = (n - LAHJA_WIRE_HEADER_SIZE - 8) / 2 + 1;
+    const char **names = malloc(maxo * sizeof *names);
+    size_t *nlens = malloc(maxo * sizeof *nlens);
+    CHECK(es != NULL && names != NULL && nlens != NULL);
+    size_t k = 0, o = 0;
+    uint64_t units = 0;
+    lahja_wire_entry_t e;
+    while (lahja_wire_subs_entry(&it, &e)) {
+        CHECK(k < it.count);
+        CHECK((e.flags & LAHJA_WIRE_ENTRY_PATTERN) ? lahja_wire_pattern_valid(e.type, e.len)
+                                                   : lahja_wire_type_valid(e.type, e.len));
+        CHECK((const uint8_t *)e.type > frame && (const uint8_t *)e.type + e.len <= frame + n);
+        CHECK(((e.flags & LAHJA_WIRE_ENTRY_ORIGINS) != 0) == (e.norigins > 0));
+        es[k] = e;
+        es[k].origins = names + o;
+        es[k].origin_lens = nlens + o;
+        const char *name;
+        size_t len, m = 0;
+        while (lahja_wire_entry_origin(&e, &name, &len)) {
+            CHECK(o < maxo);
+            CHECK(lahja_wire_name_valid(name, len));
+            CHECK((const uint8_t *)name > frame && (const uint8_t *)name + len <= frame + n);
+            names[o] = name;
+            nlens[o++] = len;
+            m++;
+        }
+        CHECK(m == es[k].norigins);
+        units += 1 + m;
+        k++;
+    }
+    CHECK(k == it.count);
+    CHECK(units <= c->rx.max_subs);
+    CHECK(lahja_wire_subs_entries_encode(NULL, 0, it.seq, es, k) == n);
+    uint8_t *out = malloc(n);
+    CHECK(out != NULL);
+    CHECK(lahja_wire_subs_entries_encode(out, n, it.seq, es, k) == n);
+    CHECK(memcmp(out, frame, n) == 0);
+    free(out);
+    free(nlens);
+    free(names);
+    free(es);
+}
+
 static void handle_subs(const struct conn *c, lahja_wire_subs_t it, const uint8_t *frame,
                         size_t n)
 {
@@ -90,6 +140,11 @@ static void handle_subs(const struct conn *c, lahja_wire_subs_t it, const uint8_
     size_t max = (n - LAHJA_WIRE_HEADER_SIZE - 8) / 2;
     CHECK(it.count <= max);
     CHECK(it.count <= (uint64_t)c->rx.max_subs);
+    CHECK(it.flags == (frame[5] & LAHJA_WIRE_SUBS_ENTRIES));
+    if (it.flags & LAHJA_WIRE_SUBS_ENTRIES) {
+        handle_subs_entries(c, it, frame, n);
+        return;
+    }
     const char **types = malloc((it.count + 1) * sizeof *types);
     size_t *lens = malloc((it.count + 1) * sizeof *lens);
     CHECK(types != NULL && lens != NULL);

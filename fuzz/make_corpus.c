@@ -62,6 +62,23 @@ static void subs(struct seed *s, uint32_t seq, const char *const *types, size_t 
     s->len += lahja_wire_subs_encode(end(s), sizeof s->buf - s->len, seq, types, lens, n);
 }
 
+/* A SUBS with flag ENTRIES, of the first n of: "block.*" (a pattern), "x" from alpha and
+ * beta only, "*" from gamma only, and a plain "peer.Joined". */
+static void subs_entries(struct seed *s, uint32_t seq, size_t n)
+{
+    static const char *const ab[] = { "alpha", "beta" }, *const g[] = { "gamma" };
+    static const size_t ab_lens[] = { 5, 4 }, g_lens[] = { 5 };
+    const lahja_wire_entry_t es[] = {
+        { .type = "block.*", .len = 7, .flags = LAHJA_WIRE_ENTRY_PATTERN },
+        { .type = "x", .len = 1, .flags = LAHJA_WIRE_ENTRY_ORIGINS, .norigins = 2,
+          .origins = ab, .origin_lens = ab_lens },
+        { .type = "*", .len = 1, .flags = LAHJA_WIRE_ENTRY_PATTERN | LAHJA_WIRE_ENTRY_ORIGINS,
+          .norigins = 1, .origins = g, .origin_lens = g_lens },
+        { .type = "peer.Joined", .len = 11 },
+    };
+    s->len += lahja_wire_subs_entries_encode(end(s), sizeof s->buf - s->len, seq, es, n);
+}
+
 static void raw(struct seed *s, const void *bytes, size_t len)
 {
     memcpy(end(s), bytes, len);
@@ -107,6 +124,18 @@ static int valid_seeds(const char *dir)
     s.len += lahja_wire_ack_encode(end(&s), 7);
     subs(&s, 2, NULL, 0);
     bad |= save(dir, "subs_and_ack", &s);
+
+    start(&s, LIMITS, READS_SMALL);
+    hello(&s, "beta");
+    subs_entries(&s, 1, 4);
+    s.len += lahja_wire_ack_encode(end(&s), 1);
+    subs(&s, 2, three, 3);
+    bad |= save(dir, "subs_entries", &s);
+
+    start(&s, LIMITS | TIGHT, READS_ALL); /* two entries, but four counted units */
+    hello(&s, "rho");
+    subs_entries(&s, 1, 2);
+    bad |= save(dir, "tight_subs_entries_over", &s);
 
     start(&s, LIMITS, READS_ONE);
     hello(&s, "gamma");
@@ -198,6 +227,11 @@ static int invalid_seeds(const char *dir)
     hello(&s, "kappa");
     raw(&s, "\x0b\0\0\0\x02\0\0\0" "\1\0\0\0\1\0\0\0" "\1a\0", 19);
     bad |= save(dir, "subs_trailing", &s);
+
+    start(&s, LIMITS, READS_SMALL); /* a pattern entry without its '*' */
+    hello(&s, "kappa");
+    raw(&s, "\x0c\0\0\0\x02\x01\0\0" "\1\0\0\0\1\0\0\0" "\1\1a\0", 20);
+    bad |= save(dir, "subs_entries_bad_pattern", &s);
 
     start(&s, LIMITS, READS_ALL);
     hello(&s, "lambda");

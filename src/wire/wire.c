@@ -20,6 +20,9 @@
 #define HELLO_PREFIX 6  /* magic, version: the same in every version */
 #define HELLO_FIXED 15  /* magic 5, version 1, features 4, max_frame 4, name_len 1 */
 #define SUBS_FIXED 8    /* seq, count */
+/* The most bytes one unit counted against max_subs takes: an entry
+ * (flags, length, type, origin count) or one origin (length, name). */
+#define SUBS_UNIT_MAX (3 + LAHJA_WIRE_NAME_MAX)
 #define ACK_BODY 4      /* seq */
 #define TYPE_FIXED 5    /* id, name_len */
 #define RECEIPT_BODY 8  /* count */
@@ -105,6 +108,16 @@ int lahja_wire_type_valid(const char *type, size_t len)
     return memchr(type, '\0', len) == NULL;
 }
 
+int lahja_wire_pattern_valid(const char *type, size_t len)
+{
+    return lahja_wire_type_valid(type, len) && type[len - 1] == '*';
+}
+
+int lahja_wire_pattern_match(const char *pat, size_t plen, const char *type, size_t len)
+{
+    return len >= plen && memcmp(pat, type, plen - 1) == 0;
+}
+
 /* ----------------------------------------------------------- encoding */
 
 size_t lahja_wire_hello_encode(uint8_t *out, const char *name, size_t name_len,
@@ -159,6 +172,67 @@ size_t lahja_wire_subs_encode(uint8_t *out, size_t cap, uint32_t seq,
         *p++ = (uint8_t)lens[i];
         memcpy(p, types[i], lens[i]);
         p += lens[i];
+    }
+    return HDR + body;
+}
+
+/* The body length of an entry, or 0 if it is invalid. */
+static size_t entry_len(const lahja_wire_entry_t *e)
+{
+    int pattern = (e->flags & LAHJA_WIRE_ENTRY_PATTERN) != 0;
+    if ((e->flags & ~(unsigned)(LAHJA_WIRE_ENTRY_PATTERN | LAHJA_WIRE_ENTRY_ORIGINS)) != 0
+        || (pattern ? !lahja_wire_pattern_valid(e->type, e->len)
+                    : !lahja_wire_type_valid(e->type, e->len))
+        || ((e->flags & LAHJA_WIRE_ENTRY_ORIGINS) != 0) != (e->norigins > 0)
+        || e->norigins > LAHJA_WIRE_ORIGINS_MAX)
+        return 0;
+    size_t len = 2 + e->len;
+    if (e->norigins > 0)
+        len++;
+    for (size_t i = 0; i < e->norigins; i++) {
+        if (!lahja_wire_name_valid(e->origins[i], e->origin_lens[i]))
+            return 0;
+        len += 1 + e->origin_lens[i];
+    }
+    return len;
+}
+
+size_t lahja_wire_subs_entries_encode(uint8_t *out, size_t cap, uint32_t seq,
+                                      const lahja_wire_entry_t *entries, size_t n)
+{
+    if (n > UINT32_MAX)
+        return 0;
+    size_t body = SUBS_FIXED;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = entry_len(&entries[i]);
+        if (len == 0)
+            return 0;
+        body += len; /* at most 256 * 258 a step: no wrap before the check */
+        if (body > UINT32_MAX)
+            return 0;
+    }
+    if (out == NULL)
+        return HDR + body;
+    if (cap < HDR || body > cap - HDR)
+        return 0;
+    uint8_t *p = out + put_header(out, (uint32_t)body, LAHJA_WIRE_SUBS, LAHJA_WIRE_SUBS_ENTRIES);
+    put_u32(p, seq);
+    put_u32(p + 4, (uint32_t)n);
+    p += SUBS_FIXED;
+    for (size_t i = 0; i < n; i++) {
+        const lahja_wire_entry_t *e = &entries[i];
+        *p++ = e->flags;
+        *p++ = (uint8_t)e->len;
+        memcpy(p, e->type, e->len);
+        p += e->len;
+        if (e->norigins == 0)
+            continue;
+        *p++ = (uint8_t)e->norigins;
+        for (size_t k = 0; k < e->norigins; k++) {
+            *p++ = (uint8_t)e->origin_lens[k];
+            memcpy(p, e->origins[k], e->origin_lens[k]);
+            p += e->origin_lens[k];
+        }
     }
     return HDR + body;
 }
@@ -295,7 +369,9 @@ static int check_header(const lahja_wire_rx_t *rx, uint32_t body_len, uint8_t ki
     /* HELLO first, and only first. */
     if ((kind == LAHJA_WIRE_HELLO) == (rx->hello_done != 0))
         return -EPROTO;
-    if (kind == LAHJA_WIRE_EVENT ? !event_flags_valid(flags) : flags != 0)
+    if (kind == LAHJA_WIRE_EVENT ? !event_flags_valid(flags)
+        : kind == LAHJA_WIRE_SUBS ? (flags & ~LAHJA_WIRE_SUBS_ENTRIES) != 0
+        : flags != 0)
         return -EPROTO;
     /* The frame's size must also fit the ssize_t we return.  Before the
      * handshake, only a HELLO can come: a few hundred bytes. */
@@ -304,8 +380,11 @@ static int check_header(const lahja_wire_rx_t *rx, uint32_t body_len, uint8_t ki
         return -EMSGSIZE;
     if (body_len < body_min(kind, flags) || body_len > body_max(kind))
         return -EPROTO;
-    /* A SUBS entry takes at most 256 bytes: more is over max_subs types. */
-    if (kind == LAHJA_WIRE_SUBS && (uint64_t)body_len - SUBS_FIXED > (uint64_t)rx->max_subs * 256)
+    /* A plain SUBS entry takes at most 256 bytes, a counted unit of one
+     * with flag ENTRIES SUBS_UNIT_MAX: more is over max_subs. */
+    if (kind == LAHJA_WIRE_SUBS
+        && (uint64_t)body_len - SUBS_FIXED
+               > (uint64_t)rx->max_subs * (flags ? SUBS_UNIT_MAX : 256))
         return -EMSGSIZE;
     /* An uncompressed payload's size is known now; a compressed one's waits for raw_len. */
     if (kind == LAHJA_WIRE_EVENT && !(flags & LAHJA_WIRE_LZ4)
@@ -337,15 +416,59 @@ static int parse_hello(lahja_wire_rx_t *rx, const uint8_t *b, size_t len,
     return 0;
 }
 
-static int parse_subs(const lahja_wire_rx_t *rx, const uint8_t *b, size_t len,
+/* Checks one entry of a SUBS with flag ENTRIES at *pp, moving past it;
+ * *units grows by the entry and its origins. */
+static int check_entry(const uint8_t **pp, const uint8_t *end, uint64_t *units)
+{
+    const uint8_t *p = *pp;
+    if (end - p < 2)
+        return -EPROTO;
+    uint8_t flags = *p++;
+    size_t n = *p++;
+    if ((flags & ~(unsigned)(LAHJA_WIRE_ENTRY_PATTERN | LAHJA_WIRE_ENTRY_ORIGINS)) != 0
+        || n > (size_t)(end - p))
+        return -EPROTO;
+    if ((flags & LAHJA_WIRE_ENTRY_PATTERN) ? !lahja_wire_pattern_valid((const char *)p, n)
+                                           : !lahja_wire_type_valid((const char *)p, n))
+        return -EPROTO;
+    p += n;
+    (*units)++;
+    if (flags & LAHJA_WIRE_ENTRY_ORIGINS) {
+        if (p == end || *p == 0)
+            return -EPROTO;
+        size_t k = *p++;
+        *units += k;
+        for (size_t i = 0; i < k; i++) {
+            if (p == end)
+                return -EPROTO;
+            size_t len = *p++;
+            if (len > (size_t)(end - p) || !lahja_wire_name_valid((const char *)p, len))
+                return -EPROTO;
+            p += len;
+        }
+    }
+    *pp = p;
+    return 0;
+}
+
+static int parse_subs(const lahja_wire_rx_t *rx, const uint8_t *b, size_t len, uint8_t flags,
                       lahja_wire_subs_t *s)
 {
     const uint8_t *p = b + SUBS_FIXED, *end = b + len;
     uint32_t count = get_u32(b + 4);
     if (count > rx->max_subs)
         return -EMSGSIZE;
+    uint64_t units = 0;
     /* Each entry takes at least 2 bytes, so this loop is bounded by len. */
     for (uint32_t i = 0; i < count; i++) {
+        if (flags) {
+            int rc = check_entry(&p, end, &units);
+            if (rc < 0)
+                return rc;
+            if (units > rx->max_subs)
+                return -EMSGSIZE;
+            continue;
+        }
         if (p == end)
             return -EPROTO;
         size_t n = *p++;
@@ -357,6 +480,7 @@ static int parse_subs(const lahja_wire_rx_t *rx, const uint8_t *b, size_t len,
         return -EPROTO;
     s->seq = get_u32(b);
     s->count = count;
+    s->flags = flags;
     s->p = b + SUBS_FIXED;
     s->end = end;
     return 0;
@@ -460,7 +584,7 @@ ssize_t lahja_wire_rx_next(lahja_wire_rx_t *rx, const uint8_t *buf, size_t avail
     const uint8_t *body = buf + HDR;
     switch (kind) {
     case LAHJA_WIRE_HELLO: rc = parse_hello(rx, body, body_len, &msg->u.hello); break;
-    case LAHJA_WIRE_SUBS: rc = parse_subs(rx, body, body_len, &msg->u.subs); break;
+    case LAHJA_WIRE_SUBS: rc = parse_subs(rx, body, body_len, flags, &msg->u.subs); break;
     case LAHJA_WIRE_SUBS_ACK: msg->u.ack_seq = get_u32(body); break;
     case LAHJA_WIRE_RECEIPT: msg->u.receipt = get_u64(body); break;
     case LAHJA_WIRE_CLOSE: msg->u.close_reason = get_u32(body); break;
@@ -475,15 +599,52 @@ ssize_t lahja_wire_rx_next(lahja_wire_rx_t *rx, const uint8_t *buf, size_t avail
 
 int lahja_wire_subs_next(lahja_wire_subs_t *it, const char **type, size_t *len)
 {
-    /* Checked again so that a zeroed or exhausted iterator is harmless. */
+    lahja_wire_entry_t e;
+    if (!lahja_wire_subs_entry(it, &e))
+        return 0;
+    *type = e.type;
+    *len = e.len;
+    return 1;
+}
+
+int lahja_wire_subs_entry(lahja_wire_subs_t *it, lahja_wire_entry_t *e)
+{
+    /* Checked again so that a zeroed or exhausted iterator is harmless:
+     * the frame was validated whole by lahja_wire_rx_next. */
     if (it->p == NULL || it->p >= it->end)
         return 0;
-    size_t n = it->p[0];
-    if (n > (size_t)(it->end - it->p) - 1)
+    const uint8_t *p = it->p;
+    memset(e, 0, sizeof *e);
+    if (it->flags & LAHJA_WIRE_SUBS_ENTRIES)
+        e->flags = *p++;
+    if (p >= it->end || (size_t)*p > (size_t)(it->end - p) - 1)
         return 0;
-    *type = (const char *)it->p + 1;
-    *len = n;
-    it->p += 1 + n;
+    e->len = *p++;
+    e->type = (const char *)p;
+    p += e->len;
+    if (e->flags & LAHJA_WIRE_ENTRY_ORIGINS) {
+        if (p >= it->end)
+            return 0;
+        e->norigins = e->left = *p++;
+        e->op = p;
+        for (size_t i = 0; i < e->norigins; i++) {
+            if (p >= it->end || (size_t)*p > (size_t)(it->end - p) - 1)
+                return 0;
+            p += 1 + *p;
+        }
+    }
+    it->p = p;
+    return 1;
+}
+
+int lahja_wire_entry_origin(lahja_wire_entry_t *e, const char **name, size_t *len)
+{
+    if (e->left == 0 || e->op == NULL)
+        return 0;
+    *len = e->op[0];
+    *name = (const char *)e->op + 1;
+    e->op += 1 + *len;
+    e->left--;
     return 1;
 }
 

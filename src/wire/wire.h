@@ -71,8 +71,30 @@ enum lahja_wire_event_flags {
 enum lahja_wire_features {
     LAHJA_WIRE_FEAT_LZ4 = 1u << 0,
     /* reads RECEIPT and CLOSE frames, and sends RECEIPTs */
-    LAHJA_WIRE_FEAT_RECEIPTS = 1u << 1
+    LAHJA_WIRE_FEAT_RECEIPTS = 1u << 1,
+    /* reads SUBS frames with flag ENTRIES: patterns and origin-limited
+     * entries (B34) */
+    LAHJA_WIRE_FEAT_PATTERNS = 1u << 2
 };
+
+/* SUBS flags */
+enum lahja_wire_subs_flags {
+    /* each entry starts with entry flags and may carry origins: sent only
+     * to a peer whose HELLO has FEAT_PATTERNS */
+    LAHJA_WIRE_SUBS_ENTRIES = 1u << 0
+};
+
+/* Entry flags of a SUBS with flag ENTRIES */
+enum lahja_wire_entry_flags {
+    /* the type is a pattern: it ends in '*' and matches every type that
+     * starts with what comes before the '*' and is longer than that */
+    LAHJA_WIRE_ENTRY_PATTERN = 1u << 0,
+    /* origins follow: the entry holds only for events from those endpoints */
+    LAHJA_WIRE_ENTRY_ORIGINS = 1u << 1
+};
+
+/* The most origins one entry names (a u8 on the wire). */
+#define LAHJA_WIRE_ORIGINS_MAX 255
 
 #define LAHJA_WIRE_RECEIPT_SIZE (LAHJA_WIRE_HEADER_SIZE + 8)
 #define LAHJA_WIRE_CLOSE_SIZE (LAHJA_WIRE_HEADER_SIZE + 4)
@@ -111,6 +133,39 @@ size_t lahja_wire_subs_size(size_t n, size_t total_len);
  */
 size_t lahja_wire_subs_encode(uint8_t *out, size_t cap, uint32_t seq,
                               const char *const *types, const size_t *lens, size_t n);
+
+/*
+ * One entry of a SUBS frame with flag ENTRIES: a type or pattern and,
+ * with norigins > 0, the endpoints whose events it is limited to.
+ */
+typedef struct lahja_wire_entry {
+    const char *type;           /* not NUL-terminated when decoded */
+    size_t len;
+    uint8_t flags;              /* LAHJA_WIRE_ENTRY_*; ORIGINS iff norigins */
+    size_t norigins;
+    const char *const *origins; /* encoding: the names */
+    const size_t *origin_lens;
+    const uint8_t *op;          /* decoding: the origins' private cursor */
+    size_t left;                /* decoding: origins not yet walked */
+} lahja_wire_entry_t;
+
+/* Non-zero if type[0..len) is a valid pattern: a valid type ending in '*'. */
+int lahja_wire_pattern_valid(const char *type, size_t len);
+
+/* Non-zero if `type` matches the pattern pat[0..plen) (which ends in '*'):
+ * type starts with pat's first plen - 1 bytes and is longer than that. */
+int lahja_wire_pattern_match(const char *pat, size_t plen, const char *type, size_t len);
+
+/*
+ * Writes a SUBS frame with flag ENTRIES (for a peer with FEAT_PATTERNS)
+ * holding entries[0..n) with sequence number `seq` into out (cap bytes).
+ * Returns the frame's size, or 0 if it does not fit or an entry is
+ * invalid (a bad type or pattern, an origin that is not a valid endpoint
+ * name, more than LAHJA_WIRE_ORIGINS_MAX origins).  With out NULL it
+ * writes nothing and returns the size the frame needs.
+ */
+size_t lahja_wire_subs_entries_encode(uint8_t *out, size_t cap, uint32_t seq,
+                                      const lahja_wire_entry_t *entries, size_t n);
 
 /* Writes a SUBS_ACK frame (12 bytes) for `seq`.  Returns 12. */
 size_t lahja_wire_ack_encode(uint8_t out[12], uint32_t seq);
@@ -157,6 +212,7 @@ typedef struct lahja_wire_hello {
 typedef struct lahja_wire_subs {
     uint32_t seq;
     uint32_t count;
+    uint8_t flags;          /* LAHJA_WIRE_SUBS_ENTRIES or 0 */
     const uint8_t *p, *end; /* private cursor */
 } lahja_wire_subs_t;
 
@@ -190,7 +246,8 @@ typedef struct lahja_wire_rx {
     uint32_t max_payload;   /* largest uncompressed payload accepted */
     uint32_t max_types;     /* most TYPE bindings accepted */
     uint32_t max_hello;     /* largest body accepted before HELLO */
-    uint32_t max_subs;      /* most types in one SUBS */
+    uint32_t max_subs;      /* most entries in one SUBS, each origin
+                               named counting as one more */
     int hello_done;
     char **types;           /* types[id - 1], NUL-terminated copies */
     uint32_t ntypes, captypes;
@@ -230,6 +287,18 @@ ssize_t lahja_wire_rx_next(lahja_wire_rx_t *rx, const uint8_t *buf, size_t avail
  * The frame was validated whole by lahja_wire_rx_next.
  */
 int lahja_wire_subs_next(lahja_wire_subs_t *it, const char **type, size_t *len);
+
+/*
+ * Next entry of a SUBS message, plain or with flag ENTRIES (a plain
+ * frame's entries have flags 0 and no origins): returns 1 and fills *e
+ * (pointers into the frame), or 0 at the end.  Walk e's origins with
+ * lahja_wire_entry_origin.
+ */
+int lahja_wire_subs_entry(lahja_wire_subs_t *it, lahja_wire_entry_t *e);
+
+/* Next origin of an entry: returns 1 and sets *name (not NUL-terminated)
+ * and *len, or 0 when there are no more. */
+int lahja_wire_entry_origin(lahja_wire_entry_t *e, const char **name, size_t *len);
 
 /* ------------------------------------------------------------ sending */
 

@@ -261,6 +261,89 @@ static void test_roundtrip_subs(void **state)
     lahja_wire_rx_free(&rx);
 }
 
+static void test_subs_entries(void **state)
+{
+    (void)state;
+    static const char *const ab[] = { "alpha", "beta" };
+    static const size_t ab_lens[] = { 5, 4 };
+    const lahja_wire_entry_t es[] = {
+        { .type = "block.*", .len = 7, .flags = LAHJA_WIRE_ENTRY_PATTERN },
+        { .type = "x", .len = 1, .flags = LAHJA_WIRE_ENTRY_ORIGINS, .norigins = 2,
+          .origins = ab, .origin_lens = ab_lens },
+        { .type = "a*b", .len = 3 },
+    };
+    size_t size = lahja_wire_subs_entries_encode(NULL, 0, 9, es, 3);
+    /* 16 fixed; 2+7; 2+1 +1 +6+5; 2+3 */
+    assert_int_equal(size, 16 + 9 + 15 + 5);
+    uint8_t buf[128];
+    assert_int_equal(lahja_wire_subs_entries_encode(buf, size - 1, 9, es, 3), 0);
+    assert_int_equal(lahja_wire_subs_entries_encode(buf, sizeof buf, 9, es, 3), size);
+    assert_int_equal(buf[5], LAHJA_WIRE_SUBS_ENTRIES);
+
+    /* A pattern must end in '*'; origins must be endpoint names. */
+    lahja_wire_entry_t bad = { .type = "block.", .len = 6, .flags = LAHJA_WIRE_ENTRY_PATTERN };
+    assert_int_equal(lahja_wire_subs_entries_encode(buf, sizeof buf, 9, &bad, 1), 0);
+    static const char *const slash[] = { "a/b" };
+    static const size_t slash_len[] = { 3 };
+    bad = (lahja_wire_entry_t){ .type = "x", .len = 1, .flags = LAHJA_WIRE_ENTRY_ORIGINS,
+                                .norigins = 1, .origins = slash, .origin_lens = slash_len };
+    assert_int_equal(lahja_wire_subs_entries_encode(buf, sizeof buf, 9, &bad, 1), 0);
+
+    lahja_wire_rx_t rx;
+    start(&rx);
+    lahja_wire_msg_t msg;
+    size_t need;
+    assert_int_equal(lahja_wire_subs_entries_encode(buf, sizeof buf, 9, es, 3), size);
+    assert_int_equal(next(&rx, buf, size, &msg, &need), (ssize_t)size);
+    assert_int_equal(msg.u.subs.count, 3);
+    lahja_wire_entry_t e;
+    const char *name;
+    size_t len;
+    assert_int_equal(lahja_wire_subs_entry(&msg.u.subs, &e), 1);
+    assert_int_equal(e.flags, LAHJA_WIRE_ENTRY_PATTERN);
+    assert_int_equal(e.len, 7);
+    assert_memory_equal(e.type, "block.*", 7);
+    assert_int_equal(lahja_wire_entry_origin(&e, &name, &len), 0);
+    assert_int_equal(lahja_wire_subs_entry(&msg.u.subs, &e), 1);
+    assert_int_equal(e.norigins, 2);
+    assert_int_equal(lahja_wire_entry_origin(&e, &name, &len), 1);
+    assert_int_equal(len, 5);
+    assert_memory_equal(name, "alpha", 5);
+    assert_int_equal(lahja_wire_entry_origin(&e, &name, &len), 1);
+    assert_memory_equal(name, "beta", 4);
+    assert_int_equal(lahja_wire_entry_origin(&e, &name, &len), 0);
+    assert_int_equal(lahja_wire_subs_entry(&msg.u.subs, &e), 1);
+    assert_int_equal(e.flags, 0);
+    assert_memory_equal(e.type, "a*b", 3);
+    assert_int_equal(lahja_wire_subs_entry(&msg.u.subs, &e), 0);
+
+    /* max_subs counts origins too: 1 + 1 + 2 + 1 = 5 units. */
+    lahja_wire_rx_limits(&rx, MAX_FRAME, 4);
+    assert_int_equal(next(&rx, buf, size, &msg, &need), -EMSGSIZE);
+    lahja_wire_rx_free(&rx);
+
+    /* Unknown entry flags are an error. */
+    start(&rx);
+    assert_int_equal(lahja_wire_subs_entries_encode(buf, sizeof buf, 9, es, 1), 16 + 9);
+    buf[16] = 0x04;
+    assert_int_equal(next(&rx, buf, 16 + 9, &msg, &need), -EPROTO);
+    lahja_wire_rx_free(&rx);
+}
+
+static void test_pattern_match(void **state)
+{
+    (void)state;
+    assert_true(lahja_wire_pattern_match("block.*", 7, "block.new", 9));
+    assert_true(lahja_wire_pattern_match("block.*", 7, "block.x.y", 9));
+    assert_false(lahja_wire_pattern_match("block.*", 7, "block", 5));
+    assert_false(lahja_wire_pattern_match("block.*", 7, "block.", 6));
+    assert_false(lahja_wire_pattern_match("block.*", 7, "blocks", 6));
+    assert_true(lahja_wire_pattern_match("*", 1, "x", 1));
+    assert_true(lahja_wire_pattern_match("blo*", 4, "block", 5));
+    assert_false(lahja_wire_pattern_valid("a*b", 3));
+    assert_true(lahja_wire_pattern_valid("*", 1));
+}
+
 static void test_roundtrip_ack(void **state)
 {
     (void)state;
@@ -1203,6 +1286,8 @@ int main(void)
         cmocka_unit_test(test_lz4_incompressible),
         cmocka_unit_test(test_lz4_corrupt),
         cmocka_unit_test(test_encode_limits),
+        cmocka_unit_test(test_subs_entries),
+        cmocka_unit_test(test_pattern_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
