@@ -101,8 +101,9 @@ int lahja_default_base_dir(char *buf, size_t len);
 /* -------------------------------------------------------------- events */
 
 /**
- * A new event of type `type` (1..255 bytes, copied) with a copy of
- * payload[0..len).  *out is the caller's reference.
+ * A new event of type `type` (1..255 bytes, copied; no NUL, and not
+ * ending in `*`, which would make a subscription to it a pattern) with a
+ * copy of payload[0..len).  *out is the caller's reference.
  * Errors: -EINVAL, -EMSGSIZE (len over 4 GiB), -ENOMEM.
  */
 int lahja_event_new(const char *type, const void *payload, size_t len, lahja_event_t **out);
@@ -535,6 +536,30 @@ const char *lahja_endpoint_blocked_peer(const lahja_endpoint_t *ep);
 /* --------------------------------------------------------------- consuming */
 
 /**
+ * @par Types, patterns and origins (B34)
+ * What a subscription, stream or wait_for names is either an exact event
+ * type or a **pattern**: a name whose last byte is `*`.  The pattern
+ * `P*` matches every type that starts with the bytes P and is longer than
+ * P: `block.*` matches `block.new` and `block.x.y`, not `block.` nor
+ * `block`; `blo*` matches `block` and `blob`; `*` matches every type.
+ * Only a final `*` is special: `a*b` is an exact type, and no event type
+ * may end in `*` (lahja_event_new and the bytes forms refuse it).  An
+ * event reaches every consumer whose type or pattern matches it, each
+ * once, whatever else matches.  Patterns are announced to peers like
+ * types, so a peer sends only what some type or pattern here matches
+ * (peers of older versions, which cannot read patterns, send nothing
+ * that only a pattern matches; see docs/protocol.md).
+ *
+ * The `_from` forms take **origins**: the names of the endpoints whose
+ * events the consumer wants (1 to 255 names, copied; none: every
+ * endpoint).  Events of this endpoint's own count as from its own name.
+ * Peers learn the origins too: one not named does not send the events
+ * at all.  lahja_subscribed_types and lahja_foreach_peer list types and
+ * patterns as given; for a peer, only what holds for this endpoint's
+ * events (an entry limited to other origins is not listed).
+ */
+
+/**
  * A subscription handler.  Called on the loop for every matching event,
  * not in a task: it must not suspend (spawn a task for work that waits).
  * `ev` is lent for the call; lahja_event_ref() keeps it.  A non-zero
@@ -553,6 +578,16 @@ typedef int (*lahja_handler_fn)(lahja_endpoint_t *ep, lahja_event_t *ev, void *u
  */
 int lahja_subscribe(lahja_endpoint_t *ep, const char *type, lahja_handler_fn handler, void *user,
                     lahja_subscription_t **out);
+
+/**
+ * lahja_subscribe for the events of `type` (a type or pattern) from the
+ * endpoints named origins[0..norigins) only (norigins 0: every one).
+ * Errors: those of lahja_subscribe; -EINVAL also for an invalid name or
+ * more than 255.
+ */
+int lahja_subscribe_from(lahja_endpoint_t *ep, const char *type, const char *const *origins,
+                         size_t norigins, lahja_handler_fn handler, void *user,
+                         lahja_subscription_t **out);
 
 /** Ends a subscription and frees it.  Safe inside its own handler.
  * On another thread than the endpoint's it does nothing. */
@@ -583,6 +618,12 @@ typedef struct lahja_stream_options {
 int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
                       const lahja_stream_options_t *opts, lahja_stream_t **out);
 
+/** lahja_stream_open for events from origins[0..norigins) only (0: every
+ * endpoint).  Errors also -EINVAL for an invalid name or more than 255. */
+int lahja_stream_open_from(lahja_endpoint_t *ep, const char *type, const char *const *origins,
+                           size_t norigins, size_t num_events,
+                           const lahja_stream_options_t *opts, lahja_stream_t **out);
+
 /**
  * The next event (the caller owns the reference in *ev).  Suspending;
  * errors: -EPIPE (the stream ended: num_events delivered, or closed),
@@ -608,6 +649,11 @@ void lahja_stream_close(lahja_stream_t *s);
  */
 int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
                    lahja_event_t **ev);
+
+/** lahja_wait_for for an event from one of origins[0..norigins) (0:
+ * any).  Errors also -EINVAL for an invalid name or more than 255. */
+int lahja_wait_for_from(lahja_endpoint_t *ep, const char *type, const char *const *origins,
+                        size_t norigins, lahja_time_t deadline, lahja_event_t **ev);
 
 /**
  * Broadcasts the request `req` (made with lahja_request_new) and waits
@@ -810,6 +856,11 @@ int lahja_request_bytes_cb(lahja_endpoint_t *ep, const char *type, const char *r
 /** lahja_wait_for: the callback gets the event. */
 int lahja_wait_for_cb(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
                       lahja_event_done_fn cb, void *user, lahja_op_t **op);
+
+/** lahja_wait_for_from: the callback gets the event. */
+int lahja_wait_for_from_cb(lahja_endpoint_t *ep, const char *type, const char *const *origins,
+                           size_t norigins, lahja_time_t deadline, lahja_event_done_fn cb,
+                           void *user, lahja_op_t **op);
 
 /**
  * lahja_stream_next: the callback gets the next event.  Several may wait

@@ -3,6 +3,7 @@
  * wrappers over the callback-driven core.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,13 +106,44 @@ static int allowed(const lahja_broadcast_config_t *cfg, const char *name)
     return cfg->filter_endpoint == NULL || strcmp(cfg->filter_endpoint, name) == 0;
 }
 
-static int peer_wants(const struct conn *c, const lahja_event_t *ev,
+#define ROUTE_YES ((void *)(uintptr_t)1)
+#define ROUTE_NO ((void *)(uintptr_t)2)
+/* Types remembered per connection before the cache starts over: a
+ * publisher of ever new type names must not grow it without end. */
+#define ROUTE_MAX 4096
+
+/*
+ * Whether a peer with patterns wants ev: decided once per type and kept
+ * in c->route (which a new SUBS clears), so that a run of events of one
+ * type costs one lookup, as for a peer without patterns.  Lacking memory
+ * to remember it, the answer is only not kept.
+ */
+static int route_wants(struct conn *c, const lahja_event_t *ev)
+{
+    lahja_strmap_slot_t *s = lahja_strmap_find_h(&c->route, ev->type, ev->type_len, ev->hash);
+    if (s != NULL)
+        return s->value == ROUTE_YES;
+    int wants = lahja_peer_matches(c, ev->type, ev->type_len);
+    if (c->route.count >= ROUTE_MAX) {
+        lahja_strmap_free(&c->route);
+        lahja_strmap_init(&c->route);
+    }
+    int is_new;
+    s = lahja_strmap_insert_h(&c->route, ev->type, ev->type_len, ev->hash, &is_new);
+    if (s != NULL)
+        s->value = wants ? ROUTE_YES : ROUTE_NO;
+    return wants;
+}
+
+static int peer_wants(struct conn *c, const lahja_event_t *ev,
                       const lahja_broadcast_config_t *cfg)
 {
     if (c->state != CONN_READY || !allowed(cfg, c->peer->s))
         return 0;
     if (cfg->filter_event_id != 0)
         return 1; /* a response goes to the requester whatever it subscribes */
+    if (c->npats > 0)
+        return route_wants(c, ev);
     return lahja_strmap_find_h(&c->subs, ev->type, ev->type_len, ev->hash) != NULL;
 }
 
@@ -168,7 +200,13 @@ static int local_wants(const lahja_endpoint_t *ep, const lahja_event_t *ev,
     if (cfg->filter_event_id != 0)
         return lahja_pending_find(ep, cfg->filter_event_id) != NULL;
     struct type_entry *te = lahja_type_find(ep, ev->type, ev->type_len, ev->hash);
-    return te != NULL && te->n > 0;
+    if (te != NULL && te->n_any > 0)
+        return 1;
+    if ((te == NULL || te->n == 0) && lahja_list_empty(&ep->patterns))
+        return 0;
+    /* Consumers limited to origins, or patterns: our own events count
+     * as from our own name. */
+    return lahja_consumers_want(ep, te, ev->type, ev->type_len, ep->name->s);
 }
 
 /* Checks that ev may be broadcast, and hashes its type for the lookups
@@ -275,7 +313,9 @@ static int local_copy(lahja_endpoint_t *ep, lahja_event_t *ev, lahja_event_t **c
     if (!ev->on_stack)
         return 0;
     struct type_entry *te = lahja_type_find(ep, ev->type, ev->type_len, ev->hash);
-    if (te == NULL || !lahja_type_keeps(te))
+    /* With patterns, one of them may keep it: a copy made for nothing
+     * costs less than a walk of the patterns here. */
+    if ((te == NULL || !lahja_type_keeps(te)) && lahja_list_empty(&ep->patterns))
         return 0;
     if ((*copy = lahja_event_ref(ev)) == NULL)
         return -ENOMEM;
@@ -577,7 +617,7 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
     if (ep == NULL || type == NULL || (payload == NULL && len > 0))
         return -EINVAL;
     size_t tlen = strlen(type);
-    if (!lahja_wire_type_valid(type, tlen))
+    if (!lahja_event_type_valid(type, tlen))
         return -EINVAL;
     if (len > BYTES_STACK_MAX) {
         lahja_event_t *ev;
@@ -795,7 +835,7 @@ int lahja_respond_bytes(lahja_endpoint_t *ep, const lahja_event_t *request, cons
     if (ep == NULL || request == NULL || type == NULL || (payload == NULL && len > 0))
         return -EINVAL;
     size_t tlen = strlen(type);
-    if (!lahja_wire_type_valid(type, tlen))
+    if (!lahja_event_type_valid(type, tlen))
         return -EINVAL;
     if (len > BYTES_STACK_MAX) {
         lahja_event_t *ev;

@@ -76,6 +76,7 @@ static struct conn *conn_new(lahja_endpoint_t *ep)
     lahja_list_init(&c->inflight);
     lahja_waitq_init(&c->drained);
     lahja_strmap_init(&c->subs);
+    lahja_strmap_init(&c->route);
     lahja_list_push_back(&ep->conns, &c->link);
     ep->nconns_open++;
     return c;
@@ -124,6 +125,18 @@ static void subs_free(lahja_strmap_t *subs)
 #endif
 }
 
+/* Frees the peer's patterns and the routing decisions made from them. */
+static void pats_free(struct conn *c)
+{
+    for (size_t i = 0; i < c->npats; i++)
+        free(c->pats[i]);
+    free(c->pats);
+    c->pats = NULL;
+    c->npats = 0;
+    lahja_strmap_free(&c->route);
+    lahja_strmap_init(&c->route);
+}
+
 static void on_conn_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
@@ -135,6 +148,7 @@ static void on_conn_closed(uv_handle_t *h)
     lahja_wire_rx_free(&c->rx);
     lahja_wire_tx_free(&c->tx);
     subs_free(&c->subs);
+    pats_free(c);
     lahja_name_unref(c->peer);
     free(c->rbuf);
     free(c);
@@ -825,38 +839,123 @@ void lahja_ep_flush(lahja_endpoint_t *ep)
 
 /* ------------------------------------------------------- subscriptions */
 
+/* Our subscription set as SUBS entries, in ep->types' order. */
+struct subs_build {
+    lahja_wire_entry_t *es;
+    size_t n;
+    const char **names;          /* every entry's origins, one array */
+    size_t *lens;
+};
+
+static void subs_build_free(struct subs_build *b)
+{
+    free(b->es);
+    free(b->names);
+    free(b->lens);
+}
+
+static int subs_build(lahja_endpoint_t *ep, struct subs_build *b)
+{
+    size_t n = 0, norigins = 0;
+    for (size_t i = 0; i < ep->types.nslots; i++) {
+        lahja_strmap_slot_t *s = &ep->types.slots[i];
+        if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0) {
+            n++;
+            norigins += lahja_type_origins_max(s->value);
+        }
+    }
+    b->n = 0;
+    b->es = calloc(n ? n : 1, sizeof *b->es);
+    b->names = malloc((norigins ? norigins : 1) * sizeof *b->names);
+    b->lens = malloc((norigins ? norigins : 1) * sizeof *b->lens);
+    if (b->es == NULL || b->names == NULL || b->lens == NULL) {
+        subs_build_free(b);
+        return -ENOMEM;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < ep->types.nslots; i++) {
+        lahja_strmap_slot_t *s = &ep->types.slots[i];
+        struct type_entry *te = s->value;
+        if (!lahja_strmap_live(s) || te->n == 0)
+            continue;
+        lahja_wire_entry_t *e = &b->es[b->n++];
+        e->type = s->key;
+        e->len = s->len;
+        e->flags = te->is_pattern ? LAHJA_WIRE_ENTRY_PATTERN : 0;
+        e->origins = b->names + o;
+        e->origin_lens = b->lens + o;
+        e->norigins = lahja_type_origins(te, b->names + o, norigins - o);
+        for (size_t k = 0; k < e->norigins; k++)
+            b->lens[o + k] = strlen(b->names[o + k]);
+        if (e->norigins > 0)
+            e->flags |= LAHJA_WIRE_ENTRY_ORIGINS;
+        o += e->norigins;
+    }
+    return 0;
+}
+
+/* Whether an entry limited to origins names `name`. */
+static int entry_names(const lahja_wire_entry_t *e, const char *name)
+{
+    for (size_t k = 0; k < e->norigins; k++)
+        if (strcmp(e->origins[k], name) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * A plain SUBS for a peer without FEAT_PATTERNS: what it can act on.
+ * Patterns are left out (it would take them for exact types: it sends
+ * nothing that only a pattern matches); entries limited to origins go
+ * as exact types if the peer is one of them, else not at all.
+ */
+static size_t subs_encode_plain(struct conn *c, const struct subs_build *b, uint8_t **frame)
+{
+    const char **types = malloc((b->n ? b->n : 1) * sizeof *types);
+    size_t *lens = malloc((b->n ? b->n : 1) * sizeof *lens);
+    size_t k = 0, total = 0, len = 0;
+    *frame = NULL;
+    if (types != NULL && lens != NULL) {
+        for (size_t i = 0; i < b->n; i++) {
+            const lahja_wire_entry_t *e = &b->es[i];
+            if ((e->flags & LAHJA_WIRE_ENTRY_PATTERN)
+                || (e->norigins > 0 && !entry_names(e, c->peer->s)))
+                continue;
+            types[k] = e->type;
+            lens[k++] = e->len;
+            total += e->len;
+        }
+        size_t size = lahja_wire_subs_size(k, total);
+        if ((*frame = malloc(size)) != NULL)
+            len = lahja_wire_subs_encode(*frame, size, c->subs_seq + 1, types, lens, k);
+    }
+    free(types);
+    free(lens);
+    return len;
+}
+
+static size_t subs_encode_entries(struct conn *c, const struct subs_build *b, uint8_t **frame)
+{
+    size_t size = lahja_wire_subs_entries_encode(NULL, 0, c->subs_seq + 1, b->es, b->n);
+    if (size == 0 || (*frame = malloc(size)) == NULL)
+        return 0;
+    return lahja_wire_subs_entries_encode(*frame, size, c->subs_seq + 1, b->es, b->n);
+}
+
 /* Queues our subscription set for c.  Lacking memory, it is retried
  * RETRY_NOMEM_MS later: the peer keeps the previous set meanwhile. */
 void lahja_conn_send_subs(struct conn *c)
 {
     lahja_endpoint_t *ep = c->ep;
-    size_t n = 0, total = 0;
-    for (size_t i = 0; i < ep->types.nslots; i++) {
-        lahja_strmap_slot_t *s = &ep->types.slots[i];
-        if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0) {
-            n++;
-            total += s->len;
-        }
+    struct subs_build b;
+    uint8_t *frame = NULL;
+    int rc = subs_build(ep, &b);
+    if (rc == 0) {
+        size_t len = c->peer_patterns ? subs_encode_entries(c, &b, &frame)
+                                      : subs_encode_plain(c, &b, &frame);
+        rc = len == 0 ? -ENOMEM : enqueue_frame(c, frame, len);
+        subs_build_free(&b);
     }
-    const char **types = malloc((n ? n : 1) * sizeof *types);
-    size_t *lens = malloc((n ? n : 1) * sizeof *lens);
-    size_t size = lahja_wire_subs_size(n, total);
-    uint8_t *frame = malloc(size);
-    int rc = -ENOMEM;
-    if (types != NULL && lens != NULL && frame != NULL) {
-        size_t k = 0;
-        for (size_t i = 0; i < ep->types.nslots; i++) {
-            lahja_strmap_slot_t *s = &ep->types.slots[i];
-            if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0) {
-                types[k] = s->key;
-                lens[k++] = s->len;
-            }
-        }
-        size_t len = lahja_wire_subs_encode(frame, size, c->subs_seq + 1, types, lens, n);
-        rc = len == 0 ? -EINVAL : enqueue_frame(c, frame, len);
-    }
-    free(types);
-    free(lens);
     free(frame);
     if (rc == 0) {
         c->subs_seq++;
@@ -888,7 +987,25 @@ static void take_op(struct conn *to, struct conn *from)
 
 static int conn_ready(struct conn *c);
 
-/* Replaces the peer's subscription set with a SUBS frame's (B19). */
+/* Whether a SUBS entry holds for events from us: it names no origins,
+ * or our name among them. */
+static int entry_for_us(const lahja_endpoint_t *ep, lahja_wire_entry_t e)
+{
+    if (e.norigins == 0)
+        return 1;
+    const char *name;
+    size_t len;
+    while (lahja_wire_entry_origin(&e, &name, &len))
+        if (len == ep->name->len && memcmp(name, ep->name->s, len) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * Replaces the peer's subscription set with a SUBS frame's (B19, B34).
+ * Only what holds for our events is kept: an entry limited to other
+ * origins is as if it was not there.
+ */
 static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
 {
     if (c->state == CONN_CONFIRMING) { /* the peer keeps this connection */
@@ -898,17 +1015,38 @@ static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
     }
     lahja_strmap_t fresh;
     lahja_strmap_init(&fresh);
-    const char *type;
-    size_t len;
-    int is_new;
-    while (lahja_wire_subs_next(it, &type, &len)) {
-        if (lahja_strmap_insert(&fresh, type, len, &is_new) == NULL) {
-            lahja_strmap_free(&fresh);
-            return -ENOMEM;
+    char **pats = calloc(it->count ? it->count : 1, sizeof *pats);
+    size_t npats = 0;
+    lahja_wire_entry_t e;
+    int is_new, rc = pats != NULL ? 0 : -ENOMEM;
+    while (rc == 0 && lahja_wire_subs_entry(it, &e)) {
+        if (!entry_for_us(c->ep, e))
+            continue;
+        if (!(e.flags & LAHJA_WIRE_ENTRY_PATTERN)) {
+            if (lahja_strmap_insert(&fresh, e.type, e.len, &is_new) == NULL)
+                rc = -ENOMEM;
+        } else if ((pats[npats] = strndup(e.type, e.len)) != NULL) {
+            npats++;
+        } else {
+            rc = -ENOMEM;
         }
     }
+    if (rc != 0) {
+        lahja_strmap_free(&fresh);
+        for (size_t i = 0; i < npats; i++)
+            free(pats[i]);
+        free(pats);
+        return rc;
+    }
     subs_free(&c->subs);
+    pats_free(c);
     c->subs = fresh;
+    if (npats > 0) {
+        c->pats = pats;
+        c->npats = npats;
+    } else {
+        free(pats);
+    }
     if (!c->got_subs) {
         /* The peer sends its subscriptions right after its HELLO: a
          * connect returns once they are known, so that a broadcast
@@ -918,7 +1056,7 @@ static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
     }
     uint8_t ack[12];
     size_t n = lahja_wire_ack_encode(ack, it->seq);
-    int rc = enqueue_frame(c, ack, n);
+    rc = enqueue_frame(c, ack, n);
     lahja_ep_changed(c->ep, 0);
     return rc;
 }
@@ -1024,7 +1162,7 @@ static int send_hello(struct conn *c)
     struct out_item *it = item_get(ep);
     if (it == NULL)
         return -ENOMEM;
-    uint32_t features = LAHJA_WIRE_FEAT_RECEIPTS;
+    uint32_t features = LAHJA_WIRE_FEAT_RECEIPTS | LAHJA_WIRE_FEAT_PATTERNS;
     if (ep->opts.compress_threshold != SIZE_MAX)
         features |= LAHJA_WIRE_FEAT_LZ4;
     it->head_len = lahja_wire_hello_encode(it->head, ep->name->s, ep->name->len, features,
@@ -1136,6 +1274,7 @@ static int on_hello(struct conn *c, const lahja_wire_hello_t *h)
         return LAHJA_ECONNREJECTED;
     c->peer_lz4 = (h->features & LAHJA_WIRE_FEAT_LZ4) && ep->opts.compress_threshold != SIZE_MAX;
     c->peer_receipts = (h->features & LAHJA_WIRE_FEAT_RECEIPTS) != 0;
+    c->peer_patterns = (h->features & LAHJA_WIRE_FEAT_PATTERNS) != 0;
     c->peer_max = h->max_frame;
     struct conn *o = other_conn(c, h->name);
     if (o != NULL) {

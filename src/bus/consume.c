@@ -18,11 +18,16 @@
 
 /* ------------------------------------------------------------ registry */
 
+/* A pattern's entry is never an exact type's: an event type ending in
+ * '*' (a peer's, from an old peer) finds no exact entry. */
 struct type_entry *lahja_type_find(const lahja_endpoint_t *ep, const char *type, size_t len,
                                    uint64_t hash)
 {
     lahja_strmap_slot_t *s = lahja_strmap_find_h(&ep->types, type, len, hash);
-    return s != NULL ? s->value : NULL;
+    if (s == NULL)
+        return NULL;
+    struct type_entry *te = s->value;
+    return te->is_pattern ? NULL : te;
 }
 
 static struct type_entry *type_find(const lahja_endpoint_t *ep, const char *type, size_t len)
@@ -44,6 +49,9 @@ static struct type_entry *type_get(lahja_endpoint_t *ep, const char *type, size_
         }
         te->name = s->key;
         lahja_list_init(&te->consumers);
+        te->is_pattern = type[len - 1] == '*';
+        if (te->is_pattern)
+            lahja_list_push_back(&ep->patterns, &te->plink);
         s->value = te;
         ep->types_gen++;
     }
@@ -53,21 +61,76 @@ static struct type_entry *type_get(lahja_endpoint_t *ep, const char *type, size_
 /* Forgets a type nobody consumes any more. */
 static void type_maybe_drop(lahja_endpoint_t *ep, struct type_entry *te)
 {
-    if (te->n > 0 || te->dispatching > 0 || !lahja_list_empty(&te->consumers))
+    if (te->n > 0 || te->dispatching > 0 || !lahja_list_empty(&te->consumers)
+        || (te->is_pattern && ep->pattern_walk > 0))
         return;
+    if (te->is_pattern)
+        lahja_list_remove(&te->plink);
     lahja_strmap_remove(&ep->types, lahja_strmap_find(&ep->types, te->name, strlen(te->name)));
     free(te);
     ep->types_gen++;
 }
 
-static int consumer_add(lahja_endpoint_t *ep, struct consumer *c, const char *type, uint8_t kind)
+/*
+ * Copies origins[0..n) into one block (the pointers, then the names),
+ * checking each is an endpoint name.  *out NULL when n is 0.
+ * Errors: -EINVAL, -ENOMEM.
+ */
+static int origins_copy(const char *const *origins, size_t n, char ***out)
+{
+    *out = NULL;
+    if (n == 0)
+        return 0;
+    if (origins == NULL || n > LAHJA_WIRE_ORIGINS_MAX)
+        return -EINVAL;
+    size_t size = n * sizeof(char *);
+    for (size_t i = 0; i < n; i++) {
+        if (origins[i] == NULL || !lahja_wire_name_valid(origins[i], strlen(origins[i])))
+            return -EINVAL;
+        size += strlen(origins[i]) + 1;
+    }
+    char **v = malloc(size);
+    if (v == NULL)
+        return -ENOMEM;
+    char *p = (char *)(v + n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(origins[i]) + 1;
+        v[i] = memcpy(p, origins[i], len);
+        p += len;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Whether consumer c takes events from `origin`. */
+static int origin_ok(const struct consumer *c, const char *origin)
+{
+    if (c->norigins == 0)
+        return 1;
+    for (size_t i = 0; i < c->norigins; i++)
+        if (strcmp(c->origins[i], origin) == 0)
+            return 1;
+    return 0;
+}
+
+/* Adds c as a consumer of `type` (an exact type or a pattern), limited to
+ * the origins[0..norigins) (none: every endpoint). */
+static int consumer_add(lahja_endpoint_t *ep, struct consumer *c, const char *type, uint8_t kind,
+                        const char *const *origins, size_t norigins)
 {
     size_t len = strlen(type);
     if (!lahja_wire_type_valid(type, len))
         return -EINVAL;
+    int rc = origins_copy(origins, norigins, &c->origins);
+    if (rc != 0)
+        return rc;
     struct type_entry *te = type_get(ep, type, len);
-    if (te == NULL)
+    if (te == NULL) {
+        free(c->origins);
+        c->origins = NULL;
         return -ENOMEM;
+    }
+    c->norigins = norigins;
     c->te = te;
     c->kind = kind;
     c->owned.prev = c->owned.next = NULL;
@@ -77,7 +140,10 @@ static int consumer_add(lahja_endpoint_t *ep, struct consumer *c, const char *ty
     c->dead = 0;
     c->free_on_sweep = 0;
     lahja_list_push_back(&te->consumers, &c->link);
-    if (++te->n == 1) {
+    if (norigins == 0)
+        te->n_any++;
+    /* A consumer with origins changes what te's announcement names. */
+    if (++te->n == 1 || norigins > 0) {
         lahja_ep_subs_dirty(ep);
         lahja_ep_changed(ep, 0);
     }
@@ -95,7 +161,13 @@ static void consumer_remove(lahja_endpoint_t *ep, struct consumer *c)
         c->dead = 1;
     else
         lahja_list_remove(&c->link);
-    if (--te->n == 0) {
+    int limited = c->norigins > 0;
+    if (!limited)
+        te->n_any--;
+    free(c->origins); /* only an active consumer's are read */
+    c->origins = NULL;
+    c->norigins = 0;
+    if (--te->n == 0 || limited) {
         lahja_ep_subs_dirty(ep);
         lahja_ep_changed(ep, 0);
     }
@@ -107,6 +179,7 @@ static void stream_free(struct lahja_stream *st);
 static void consumer_free(struct consumer *c)
 {
     lahja_list_remove(&c->owned);
+    free(c->origins); /* still counting when the endpoint is freed */
     if (c->kind == CONSUMER_STREAM)
         stream_free((struct lahja_stream *)c);
     else
@@ -149,10 +222,76 @@ int lahja_type_keeps(const struct type_entry *te)
     return 0;
 }
 
+/* Whether te has a consumer taking events from `origin`. */
+static int entry_wants(const struct type_entry *te, const char *origin)
+{
+    if (te->n_any > 0)
+        return 1;
+    const lahja_link_t *l;
+    lahja_list_foreach(l, &te->consumers) {
+        const struct consumer *c = lahja_container_of(l, struct consumer, link);
+        if (c->active && origin_ok(c, origin))
+            return 1;
+    }
+    return 0;
+}
+
+int lahja_consumers_want(const lahja_endpoint_t *ep, struct type_entry *te, const char *type,
+                         size_t len, const char *origin)
+{
+    if (te != NULL && te->n > 0 && entry_wants(te, origin))
+        return 1;
+    const lahja_link_t *l;
+    lahja_list_foreach(l, &ep->patterns) {
+        const struct type_entry *pe = lahja_container_of(l, struct type_entry, plink);
+        if (pe->n > 0 && lahja_wire_pattern_match(pe->name, strlen(pe->name), type, len)
+            && entry_wants(pe, origin))
+            return 1;
+    }
+    return 0;
+}
+
+/* An endpoint subscribes to a type when its own event of the type would
+ * reach a consumer: origins are its own name's, for this question. */
 int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type)
 {
-    struct type_entry *te = type_find(ep, type, strlen(type));
-    return te != NULL && te->n > 0;
+    size_t len = strlen(type);
+    return lahja_consumers_want(ep, type_find(ep, type, len), type, len, ep->name->s);
+}
+
+size_t lahja_type_origins_max(const struct type_entry *te)
+{
+    if (te->n_any > 0)
+        return 0;
+    size_t n = 0;
+    const lahja_link_t *l;
+    lahja_list_foreach(l, &te->consumers) {
+        const struct consumer *c = lahja_container_of(l, struct consumer, link);
+        if (c->active)
+            n += c->norigins;
+    }
+    return n;
+}
+
+size_t lahja_type_origins(const struct type_entry *te, const char **out, size_t max)
+{
+    if (te->n_any > 0)
+        return 0;
+    size_t k = 0;
+    const lahja_link_t *l;
+    lahja_list_foreach(l, &te->consumers) {
+        const struct consumer *c = lahja_container_of(l, struct consumer, link);
+        for (size_t i = 0; c->active && i < c->norigins; i++) {
+            size_t j = 0;
+            while (j < k && strcmp(out[j], c->origins[i]) != 0)
+                j++;
+            if (j == k && k < max)
+                out[k++] = c->origins[i];
+        }
+    }
+    /* More than one entry can name: announced for every origin, and
+     * filtered here at dispatch. */
+    return k > LAHJA_WIRE_ORIGINS_MAX ? 0 : k;
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -164,10 +303,9 @@ void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev)
     lahja_dispatch_entry(ep, lahja_type_find(ep, ev->type, ev->type_len, ev->hash), ev);
 }
 
-void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev)
+/* Dispatches ev to the consumers of one entry that take its origin. */
+static void dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev)
 {
-    if (te == NULL || te->n == 0)
-        return;
     te->dispatching++;
     lahja_event_t *owned = NULL; /* one copy shared by streams and waiters */
     lahja_link_t *l, *next;
@@ -175,6 +313,8 @@ void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_eve
         next = l->next;
         struct consumer *c = lahja_container_of(l, struct consumer, link);
         if (!c->active)
+            continue;
+        if (c->norigins > 0 && (ev->origin == NULL || !origin_ok(c, ev->origin->s)))
             continue;
         if (c->kind == CONSUMER_HANDLER) {
             lahja_subscription_t *s = (lahja_subscription_t *)c;
@@ -202,10 +342,46 @@ void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_eve
         sweep(ep, te);
 }
 
+/*
+ * ev goes to te's consumers, then to those of every pattern it matches
+ * (a consumer has one type or pattern: it gets ev once).  While the walk
+ * is under way no pattern entry is freed (a handler may cancel the last
+ * consumer of the next one): those left empty are dropped after it.
+ */
+void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev)
+{
+    if (lahja_list_empty(&ep->patterns)) {
+        if (te != NULL && te->n > 0)
+            dispatch_one(ep, te, ev);
+        return;
+    }
+    ep->pattern_walk++;
+    if (te != NULL && te->n > 0)
+        dispatch_one(ep, te, ev);
+    lahja_link_t *l, *tmp;
+    for (l = ep->patterns.next; l != &ep->patterns; l = l->next) {
+        struct type_entry *pe = lahja_container_of(l, struct type_entry, plink);
+        if (pe->n > 0 && lahja_wire_pattern_match(pe->name, strlen(pe->name), ev->type,
+                                                  ev->type_len))
+            dispatch_one(ep, pe, ev);
+    }
+    if (--ep->pattern_walk > 0)
+        return;
+    lahja_list_foreach_safe(l, tmp, &ep->patterns)
+        type_maybe_drop(ep, lahja_container_of(l, struct type_entry, plink));
+}
+
 /* ------------------------------------------------------- subscriptions */
 
 int lahja_subscribe(lahja_endpoint_t *ep, const char *type, lahja_handler_fn handler, void *user,
                     lahja_subscription_t **out)
+{
+    return lahja_subscribe_from(ep, type, NULL, 0, handler, user, out);
+}
+
+int lahja_subscribe_from(lahja_endpoint_t *ep, const char *type, const char *const *origins,
+                         size_t norigins, lahja_handler_fn handler, void *user,
+                         lahja_subscription_t **out)
 {
     if (ep == NULL || type == NULL || handler == NULL)
         return -EINVAL;
@@ -218,7 +394,7 @@ int lahja_subscribe(lahja_endpoint_t *ep, const char *type, lahja_handler_fn han
     s->ep = ep;
     s->fn = handler;
     s->user = user;
-    rc = consumer_add(ep, &s->c, type, CONSUMER_HANDLER);
+    rc = consumer_add(ep, &s->c, type, CONSUMER_HANDLER, origins, norigins);
     if (rc != 0) {
         free(s);
         return rc;
@@ -287,6 +463,13 @@ static void stream_push(struct lahja_stream *st, lahja_event_t *ev)
 int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
                       const lahja_stream_options_t *opts, lahja_stream_t **out)
 {
+    return lahja_stream_open_from(ep, type, NULL, 0, num_events, opts, out);
+}
+
+int lahja_stream_open_from(lahja_endpoint_t *ep, const char *type, const char *const *origins,
+                           size_t norigins, size_t num_events,
+                           const lahja_stream_options_t *opts, lahja_stream_t **out)
+{
     if (ep == NULL || type == NULL || out == NULL)
         return -EINVAL;
     int rc = lahja_ep_check(ep);
@@ -310,7 +493,7 @@ int lahja_stream_open(lahja_endpoint_t *ep, const char *type, size_t num_events,
     st->remaining = num_events ? num_events : SIZE_MAX;
     st->policy = opts != NULL ? opts->policy : LAHJA_STREAM_DROP_OLDEST;
     lahja_waitq_init(&st->ready);
-    rc = consumer_add(ep, &st->c, type, CONSUMER_STREAM);
+    rc = consumer_add(ep, &st->c, type, CONSUMER_STREAM, origins, norigins);
     if (rc != 0) {
         stream_free(st);
         return rc;
@@ -446,16 +629,29 @@ static int wait_for_abandon(struct lahja_call *call, int why)
 
 static const struct lahja_call_kind wait_for_kind = { "wait_for", 0, wait_for_step, wait_for_abandon };
 
-static int wait_for_begin(struct wait_for_call *wc, lahja_endpoint_t *ep, const char *type)
+static int wait_for_begin(struct wait_for_call *wc, lahja_endpoint_t *ep, const char *type,
+                          const char *const *origins, size_t norigins)
 {
     wc->call.kind = &wait_for_kind;
     wc->call.ep = ep;
     lahja_waitq_init(&wc->w.ready);
-    return consumer_add(ep, &wc->w.c, type, CONSUMER_WAITER);
+    return consumer_add(ep, &wc->w.c, type, CONSUMER_WAITER, origins, norigins);
 }
 
 int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
                    lahja_event_t **ev)
+{
+    return lahja_wait_for_from(ep, type, NULL, 0, deadline, ev);
+}
+
+int lahja_wait_for_cb(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
+                      lahja_event_done_fn cb, void *user, lahja_op_t **out)
+{
+    return lahja_wait_for_from_cb(ep, type, NULL, 0, deadline, cb, user, out);
+}
+
+int lahja_wait_for_from(lahja_endpoint_t *ep, const char *type, const char *const *origins,
+                        size_t norigins, lahja_time_t deadline, lahja_event_t **ev)
 {
     if (ep == NULL || type == NULL || ev == NULL)
         return -EINVAL;
@@ -463,7 +659,7 @@ int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline
     if (rc != 0)
         return rc;
     struct wait_for_call wc = { .call = { 0 } };
-    rc = wait_for_begin(&wc, ep, type);
+    rc = wait_for_begin(&wc, ep, type, origins, norigins);
     if (rc == 0)
         rc = lahja_call_run(&wc.call, deadline);
     if (rc == 0)
@@ -471,8 +667,9 @@ int lahja_wait_for(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline
     return rc;
 }
 
-int lahja_wait_for_cb(lahja_endpoint_t *ep, const char *type, lahja_time_t deadline,
-                      lahja_event_done_fn cb, void *user, lahja_op_t **out)
+int lahja_wait_for_from_cb(lahja_endpoint_t *ep, const char *type, const char *const *origins,
+                           size_t norigins, lahja_time_t deadline, lahja_event_done_fn cb,
+                           void *user, lahja_op_t **out)
 {
     if (ep == NULL || type == NULL || cb == NULL)
         return -EINVAL;
@@ -482,7 +679,7 @@ int lahja_wait_for_cb(lahja_endpoint_t *ep, const char *type, lahja_time_t deadl
     struct lahja_op *op = lahja_op_new(ep, &wait_for_kind, sizeof(struct wait_for_call));
     if (op == NULL)
         return -ENOMEM;
-    rc = wait_for_begin((struct wait_for_call *)op->call, ep, type);
+    rc = wait_for_begin((struct wait_for_call *)op->call, ep, type, origins, norigins);
     if (rc != 0) {
         free(op);
         return rc;
@@ -697,13 +894,16 @@ void lahja_foreach_peer(const lahja_endpoint_t *ep, lahja_peer_fn fn, void *user
         struct conn *c = lahja_container_of(l, struct conn, link);
         if (c->state != CONN_READY)
             continue;
-        const char **types = malloc((c->subs.count ? c->subs.count : 1) * sizeof *types);
+        size_t n = c->subs.count + c->npats;
+        const char **types = malloc((n ? n : 1) * sizeof *types);
         if (types == NULL)
             continue;
         size_t k = 0;
         for (size_t i = 0; i < c->subs.nslots; i++)
             if (lahja_strmap_live(&c->subs.slots[i]))
                 types[k++] = c->subs.slots[i].key;
+        for (size_t i = 0; i < c->npats; i++)
+            types[k++] = c->pats[i];
         fn(c->peer->s, types, k, user);
         free(types);
     }
@@ -725,9 +925,21 @@ size_t lahja_subscribed_types(const lahja_endpoint_t *ep, const char **types, si
     return k;
 }
 
+int lahja_peer_matches(const struct conn *c, const char *type, size_t len)
+{
+    if (lahja_strmap_find(&c->subs, type, len) != NULL)
+        return 1;
+    for (size_t i = 0; i < c->npats; i++)
+        if (lahja_wire_pattern_match(c->pats[i], strlen(c->pats[i]), type, len))
+            return 1;
+    return 0;
+}
+
+/* A peer subscribed to `*` is subscribed to every type; asked about a
+ * pattern, whether the peer has it or one that covers it. */
 static int peer_has(const struct conn *c, const char *type)
 {
-    return lahja_strmap_find(&c->subs, type, strlen(type)) != NULL;
+    return lahja_peer_matches(c, type, strlen(type));
 }
 
 int lahja_is_endpoint_subscribed_to(const lahja_endpoint_t *ep, const char *name,

@@ -231,6 +231,7 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
     lahja_list_init(&ep->parked);
     lahja_list_init(&ep->delivery_waits);
     lahja_strmap_init(&ep->types);
+    lahja_list_init(&ep->patterns);
     lahja_strmap_init(&ep->totals);
     lahja_list_init(&ep->stop_tasks);
     lahja_list_init(&ep->stop_cbs);

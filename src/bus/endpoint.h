@@ -160,6 +160,13 @@ struct lahja_event {
     /* type, response type and payload follow, for owned events */
 };
 
+/* Non-zero if type[0..len) may name an event: a valid wire type that
+ * does not end in '*' (a subscription to one would be a pattern, B34). */
+static inline int lahja_event_type_valid(const char *type, size_t len)
+{
+    return lahja_wire_type_valid(type, len) && type[len - 1] != '*';
+}
+
 /* Makes an owned event: type/response_type/payload copied. */
 int lahja_event_make(const char *type, size_t type_len, const char *response_type,
                      const void *payload, size_t len, lahja_event_t **out);
@@ -247,6 +254,7 @@ struct conn {
     uint8_t dirty;               /* in ep->dirty */
     uint8_t peer_lz4;            /* the peer reads LZ4 payloads */
     uint8_t peer_receipts;       /* the peer confirms what it reads */
+    uint8_t peer_patterns;       /* the peer reads SUBS with ENTRIES */
     uint32_t peer_max;           /* largest frame body the peer accepts */
     uint32_t subs_acked;         /* the peer's last SUBS_ACK */
     uint8_t got_subs;            /* the peer's first SUBS arrived */
@@ -279,7 +287,15 @@ struct conn {
                                     event counts its uncompressed size */
     lahja_link_t dirty_link;
     struct lahja_waitq drained;  /* broadcasters waiting under high water */
-    lahja_strmap_t subs;         /* types the peer subscribes to */
+    lahja_strmap_t subs;         /* exact types the peer subscribes to
+                                    (those limited to origins that do not
+                                    include us are left out) */
+    char **pats;                 /* the peer's patterns, as it gave them
+                                    (also only those that hold for us) */
+    size_t npats;
+    lahja_strmap_t route;        /* with patterns: type -> ROUTE_YES/NO,
+                                    whether the peer wants it, cleared
+                                    when its SUBS changes */
     const char *rx_type;         /* the type of the last event received, */
     struct type_entry *rx_te;    /* its consumers, */
     uint32_t rx_gen;             /* valid while ep->types_gen is this */
@@ -317,13 +333,19 @@ struct consumer {
     uint8_t dead;                /* removed during a dispatch: unlinked by
                                     the sweep after it */
     uint8_t free_on_sweep;       /* released by its owner meanwhile */
+    size_t norigins;             /* 0: events from every endpoint */
+    char **origins;              /* else only from these (one block,
+                                    freed when it stops counting) */
 };
 
 struct type_entry {
     char *name;                  /* the map's key copy (stable) */
     lahja_link_t consumers;
     size_t n;                    /* live consumers */
+    size_t n_any;                /* of them, those without origins */
     int dispatching;
+    uint8_t is_pattern;          /* name ends in '*': in ep->patterns */
+    lahja_link_t plink;          /* in ep->patterns */
 };
 
 struct lahja_subscription {
@@ -411,7 +433,11 @@ struct lahja_endpoint {
                                     (dial.c); NULL until the first */
     lahja_link_t conns;
     lahja_link_t dirty;          /* connections with queued output */
-    lahja_strmap_t types;        /* type -> struct type_entry */
+    lahja_strmap_t types;        /* type or pattern -> struct type_entry */
+    lahja_link_t patterns;       /* the type entries of patterns */
+    int pattern_walk;            /* dispatches walking ep->patterns: a
+                                    pattern entry left empty meanwhile is
+                                    dropped after the last */
     uint32_t types_gen;          /* bumped when an entry comes or goes */
     int subs_dirty;              /* our set changed: send SUBS */
     int subs_retry;              /* a connection's SUBS is due (subs_due) */
@@ -562,6 +588,18 @@ struct type_entry *lahja_type_find(const lahja_endpoint_t *ep, const char *type,
 void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev);
 void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev);
 int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type);
+/* Whether an event of type[0..len) from `origin` reaches a consumer
+ * (exact or pattern) of this endpoint. */
+int lahja_consumers_want(const lahja_endpoint_t *ep, struct type_entry *te, const char *type,
+                         size_t len, const char *origin);
+/* The origins te's announcement is limited to: 0 if it is not (a
+ * consumer takes every origin, or they are more than the wire can name),
+ * else their number, the names in out[0..max) (max: the sum of its
+ * consumers' norigins, lahja_type_origins_max). */
+size_t lahja_type_origins(const struct type_entry *te, const char **out, size_t max);
+size_t lahja_type_origins_max(const struct type_entry *te);
+/* Whether peer c subscribes to type[0..len) (exact or pattern). */
+int lahja_peer_matches(const struct conn *c, const char *type, size_t len);
 /* Whether te has consumers that keep events (streams, waiters). */
 int lahja_type_keeps(const struct type_entry *te);
 void lahja_consumers_stop(lahja_endpoint_t *ep);

@@ -77,7 +77,7 @@ int lahja_event_new(const char *type, const void *payload, size_t len, lahja_eve
     if (type == NULL || out == NULL || (payload == NULL && len > 0))
         return -EINVAL;
     size_t tlen = strlen(type);
-    if (!lahja_wire_type_valid(type, tlen))
+    if (!lahja_event_type_valid(type, tlen))
         return -EINVAL;
     return lahja_event_make(type, tlen, NULL, payload, len, out);
 }
@@ -88,7 +88,7 @@ int lahja_event_wrap(const char *type, void *payload, size_t len, lahja_free_fn 
     if (type == NULL || out == NULL || (payload == NULL && len > 0))
         return -EINVAL;
     size_t tlen = strlen(type);
-    if (!lahja_wire_type_valid(type, tlen))
+    if (!lahja_event_type_valid(type, tlen))
         return -EINVAL;
     if (len > UINT32_MAX)
         return -EMSGSIZE;
@@ -110,8 +110,8 @@ int lahja_request_new(const char *type, const char *response_type, const void *p
     if (type == NULL || response_type == NULL || out == NULL || (payload == NULL && len > 0))
         return -EINVAL;
     size_t tlen = strlen(type);
-    if (!lahja_wire_type_valid(type, tlen) ||
-        !lahja_wire_type_valid(response_type, strlen(response_type)))
+    if (!lahja_event_type_valid(type, tlen) ||
+        !lahja_event_type_valid(response_type, strlen(response_type)))
         return -EINVAL;
     return lahja_event_make(type, tlen, response_type, payload, len, out);
 }
