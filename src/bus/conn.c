@@ -1006,7 +1006,7 @@ static int entry_for_us(const lahja_endpoint_t *ep, lahja_wire_entry_t e)
  * Only what holds for our events is kept: an entry limited to other
  * origins is as if it was not there.
  */
-static int peer_subs(struct conn *c, lahja_wire_subs_t *it)
+static __attribute__((noinline)) int peer_subs(struct conn *c, lahja_wire_subs_t *it)
 {
     if (c->state == CONN_CONFIRMING) { /* the peer keeps this connection */
         int rc = conn_ready(c);

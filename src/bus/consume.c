@@ -102,8 +102,9 @@ static int origins_copy(const char *const *origins, size_t n, char ***out)
     return 0;
 }
 
-/* Whether consumer c takes events from `origin`. */
-static int origin_ok(const struct consumer *c, const char *origin)
+/* Whether consumer c takes events from `origin`.  Out of line: the
+ * dispatch loop, where it is rare, keeps its registers. */
+static __attribute__((noinline)) int origin_ok(const struct consumer *c, const char *origin)
 {
     if (c->norigins == 0)
         return 1;
@@ -303,8 +304,7 @@ void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev)
     lahja_dispatch_entry(ep, lahja_type_find(ep, ev->type, ev->type_len, ev->hash), ev);
 }
 
-/* Dispatches ev to the consumers of one entry that take its origin. */
-static void dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev)
+void lahja_dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev)
 {
     te->dispatching++;
     lahja_event_t *owned = NULL; /* one copy shared by streams and waiters */
@@ -348,22 +348,17 @@ static void dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_even
  * is under way no pattern entry is freed (a handler may cancel the last
  * consumer of the next one): those left empty are dropped after it.
  */
-void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev)
+void lahja_dispatch_patterns(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev)
 {
-    if (lahja_list_empty(&ep->patterns)) {
-        if (te != NULL && te->n > 0)
-            dispatch_one(ep, te, ev);
-        return;
-    }
     ep->pattern_walk++;
     if (te != NULL && te->n > 0)
-        dispatch_one(ep, te, ev);
+        lahja_dispatch_one(ep, te, ev);
     lahja_link_t *l, *tmp;
     for (l = ep->patterns.next; l != &ep->patterns; l = l->next) {
         struct type_entry *pe = lahja_container_of(l, struct type_entry, plink);
         if (pe->n > 0 && lahja_wire_pattern_match(pe->name, strlen(pe->name), ev->type,
                                                   ev->type_len))
-            dispatch_one(ep, pe, ev);
+            lahja_dispatch_one(ep, pe, ev);
     }
     if (--ep->pattern_walk > 0)
         return;

@@ -584,8 +584,23 @@ void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev);
 /* The consumers of type[0..len) (hash: its lahja_strmap_hash), or NULL. */
 struct type_entry *lahja_type_find(const lahja_endpoint_t *ep, const char *type, size_t len,
                                    uint64_t hash);
-/* Dispatches ev to te's consumers (te may be NULL: nobody). */
-void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev);
+/* Dispatches ev to the consumers of one entry that take its origin. */
+void lahja_dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev);
+/* Dispatches ev to te's consumers (te may be NULL) and those of every
+ * pattern it matches. */
+void lahja_dispatch_patterns(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev);
+
+/* Dispatches ev to te's consumers (te may be NULL: nobody), and with
+ * patterns subscribed to theirs.  Inline: without patterns, the path of
+ * every received event is the one call it was before them. */
+static inline void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry *te,
+                                        lahja_event_t *ev)
+{
+    if (ep->patterns.next != &ep->patterns)
+        lahja_dispatch_patterns(ep, te, ev);
+    else if (te != NULL && te->n > 0)
+        lahja_dispatch_one(ep, te, ev);
+}
 void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev);
 int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type);
 /* Whether an event of type[0..len) from `origin` reaches a consumer
