@@ -320,6 +320,7 @@ struct client {
     uint32_t features;
     lahja_wire_tx_t tx;       /* the types it bound */
     lahja_strmap_t subs;      /* every type its SUBS frames named */
+    int star;                 /* a SUBS of it had the pattern `*` */
     uint32_t subs_seq;
     uint32_t seqs[MAX_SEQS];  /* its SUBS seqs, in order, for the ACKs */
     size_t nseqs, nacked;
@@ -659,7 +660,7 @@ static void on_ep_event(struct client *c, const lahja_wire_event_t *ev, size_t f
             CHECK(req_sent(ev->id));
     } else if (!untracked) {
         /* Only types this client asked for (B19). */
-        CHECK(lahja_strmap_find(&c->subs, ev->type, ev->type_len) != NULL);
+        CHECK(c->star || lahja_strmap_find(&c->subs, ev->type, ev->type_len) != NULL);
     }
     if (ev->flags & LAHJA_WIRE_REQUEST) {
         CHECK(ev->id != 0);
@@ -679,11 +680,15 @@ static void on_ep_message(struct client *c, const lahja_wire_msg_t *m, size_t fr
     switch (m->kind) {
     case LAHJA_WIRE_HELLO:
         CHECK(strcmp(m->u.hello.name, EP_NAME) == 0);
-        CHECK(m->u.hello.features == (LAHJA_WIRE_FEAT_LZ4 | LAHJA_WIRE_FEAT_RECEIPTS));
+        CHECK(m->u.hello.features
+              == (LAHJA_WIRE_FEAT_LZ4 | LAHJA_WIRE_FEAT_RECEIPTS | LAHJA_WIRE_FEAT_PATTERNS));
         CHECK(m->u.hello.max_frame == MAX_PAYLOAD + LAHJA_WIRE_EVENT_PREFIX_MAX);
         break;
     case LAHJA_WIRE_SUBS:
         CHECK(m->u.subs.seq == c->ep_subs_seq + 1);
+        /* Entries only to a client whose HELLO reads them (B34). */
+        if (m->u.subs.flags & LAHJA_WIRE_SUBS_ENTRIES)
+            CHECK(c->hello_sent && (c->features & LAHJA_WIRE_FEAT_PATTERNS));
         c->ep_subs_seq = m->u.subs.seq;
         break;
     case LAHJA_WIRE_SUBS_ACK:
@@ -808,6 +813,47 @@ static void note_subs_type(struct client *c, const char *t, size_t len)
         CHECK(lahja_strmap_insert(&names_tab[c->named].types, t, len, &is_new) != NULL);
 }
 
+/* A SUBS with flag ENTRIES: the types, each limited (sel bit 4) to the
+ * endpoint's name or (bit 3) to another name, which leaves it out of what
+ * the endpoint may send; with bit 5, the pattern `*` too. */
+static void subs_entries(struct client *c, uint8_t sel, uint32_t seq, const struct str *types,
+                         size_t n)
+{
+    static const char *const ep_name[] = { EP_NAME }, *const other[] = { "zz" };
+    static const size_t ep_len[] = { sizeof EP_NAME - 1 }, other_len[] = { 2 };
+    lahja_wire_entry_t es[9];
+    int limited = (sel & 0x18) != 0, for_us = (sel & 0x10) != 0;
+    for (size_t i = 0; i <= n; i++) {
+        es[i] = (lahja_wire_entry_t){ .type = "*", .len = 1, .flags = LAHJA_WIRE_ENTRY_PATTERN };
+        if (i < n) {
+            es[i].type = types[i].s;
+            es[i].len = types[i].len;
+            es[i].flags = 0;
+        }
+        if (limited) {
+            es[i].flags |= LAHJA_WIRE_ENTRY_ORIGINS;
+            es[i].norigins = 1;
+            es[i].origins = for_us ? ep_name : other;
+            es[i].origin_lens = for_us ? ep_len : other_len;
+        }
+    }
+    size_t ne = n + ((sel & 0x20) != 0);
+    size_t size = lahja_wire_subs_entries_encode(NULL, 0, seq, es, ne);
+    CHECK(size > 0);
+    uint8_t *p = client_frame(c, size);
+    if (p == NULL)
+        return;
+    CHECK(lahja_wire_subs_entries_encode(p, size, seq, es, ne) == size);
+    if (limited && !for_us)
+        return;
+    for (size_t i = 0; i < n; i++)
+        note_subs_type(c, types[i].s, types[i].len);
+    if (sel & 0x20) {
+        note_subs_type(c, "*", 1); /* foreach_peer lists it as given */
+        c->star = 1;
+    }
+}
+
 static void op_subs(struct in *in)
 {
     struct client *c = client_at(in);
@@ -816,24 +862,30 @@ static void op_subs(struct in *in)
     size_t n = in_u8(in) % 9;
     struct str types[8];
     size_t body = 8;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && i < 8; i++) {
         in_str(in, conn_types, N_TYPES, &types[i]);
         body += 1 + types[i].len;
     }
+    if (n > 8)
+        n = 8;
     if (in->out)
         return;
-    uint8_t *p = client_frame(c, LAHJA_WIRE_HEADER_SIZE + body);
-    if (p == NULL)
-        return;
-    put_header(p, (uint32_t)body, LAHJA_WIRE_SUBS, 0);
-    put_u32(p + 8, seq);
-    put_u32(p + 12, (uint32_t)n);
-    p += 16;
-    for (size_t i = 0; i < n; i++) {
-        *p++ = (uint8_t)types[i].len;
-        memcpy(p, types[i].s, types[i].len);
-        p += types[i].len;
-        note_subs_type(c, types[i].s, types[i].len);
+    if (sel & 0x40) {
+        subs_entries(c, sel, seq, types, n);
+    } else {
+        uint8_t *p = client_frame(c, LAHJA_WIRE_HEADER_SIZE + body);
+        if (p == NULL)
+            return;
+        put_header(p, (uint32_t)body, LAHJA_WIRE_SUBS, 0);
+        put_u32(p + 8, seq);
+        put_u32(p + 12, (uint32_t)n);
+        p += 16;
+        for (size_t i = 0; i < n; i++) {
+            *p++ = (uint8_t)types[i].len;
+            memcpy(p, types[i].s, types[i].len);
+            p += types[i].len;
+            note_subs_type(c, types[i].s, types[i].len);
+        }
     }
     c->subs_seq = seq;
     if (c->nseqs < MAX_SEQS)

@@ -16,7 +16,10 @@
  *                          bad magic); max picks from max_frames[]
  *   SUBS c seq:u8[ u32] n:u8 type*n
  *                          append a SUBS of n % 9 types; seq bit 7: a
- *                          literal u32 follows, else c's next seq
+ *                          literal u32 follows, else c's next seq; bit 6:
+ *                          with flag ENTRIES (B34), bit 5 adding `*`,
+ *                          bit 4 limiting each to the endpoint's name,
+ *                          bit 3 (without 4) to another name
  *   ACK c sel:u8[ u32]     append a SUBS_ACK: the endpoint's last SUBS
  *                          seq c read, or (sel bit 7) a literal u32
  *   TYPE c sel:u8[ u32] type

@@ -48,6 +48,7 @@ enum { MS1, MS10, MS500, MS1999, MS2001, MS5000, MS20000, MS_FOREVER };
 
 #define LZ4 1u
 #define RECEIPTS 2u
+#define PATTERNS 4u
 #define F_REQUEST 1u
 #define F_RESPONSE 2u
 #define F_LZ4 4u
@@ -103,6 +104,18 @@ static void hello_raw_name(struct prog *p, unsigned c, const char *name, size_t 
     u8(p, LZ4);
     u8(p, 0);
     u8(p, 0);
+}
+
+/* A SUBS with the selector `sel` (fuzz_conn.h: bit 6 entries, 5 `*`,
+ * 4 limited to the endpoint, 3 to another name). */
+static void subs_sel(struct prog *p, unsigned c, unsigned sel, const unsigned *types, unsigned n)
+{
+    u8(p, OP_SUBS);
+    u8(p, c);
+    u8(p, sel);
+    u8(p, n);
+    for (unsigned i = 0; i < n; i++)
+        u8(p, types[i]);
 }
 
 static void subs(struct prog *p, unsigned c, const unsigned *types, unsigned n)
@@ -611,6 +624,21 @@ static void subscriptions(const char *dir)
         pump(p);
         ack(p, 0);
         subs(p, 0, NULL, 0);
+        pump(p);
+    });
+    SEED("subs_patterns", {
+        static const unsigned one[] = { T_A };
+        open_(p, 0);
+        hello(p, 0, ALPHA, LZ4 | RECEIPTS | PATTERNS);
+        subs_sel(p, 0, 0x40 | 0x20 | 0x10, one, 1); /* T_A and `*`, from the endpoint */
+        open_(p, 1);
+        hello(p, 1, BETA, LZ4);
+        subs_sel(p, 1, 0x40 | 0x08, one, 1);        /* T_A from another: nothing */
+        pump(p);
+        subscribe(p, T_B, 0);
+        pump(p);
+        broadcast(p, T_B, Z64, 6, 0);
+        broadcast(p, T_A, Z64, 6, 0);
         pump(p);
     });
     SEED("endpoint_subs_changes", {
