@@ -220,9 +220,10 @@ typedef struct lahja_endpoint_options {
     /** Connections in all, inbound and outbound; more inbound ones are
      * closed as they come.  0 gives 1024. */
     uint32_t max_connections;
-    /** Event types one peer may subscribe to (announce in one SUBS); a
-     * peer announcing more is disconnected as soon as it says how many.
-     * 0 gives 16384. */
+    /** Event types and patterns one peer may subscribe to (announce in
+     * one SUBS), each origin named by an origin-limited one counting as
+     * one more; a peer announcing more is disconnected as soon as it
+     * says how many.  0 gives 16384. */
     uint32_t max_peer_types;
     /** A frame whose first bytes arrived must be complete within this
      * (the clock restarts each time 64 KiB more of it arrives), or the
