@@ -815,8 +815,9 @@ static void note_subs_type(struct client *c, const char *t, size_t len)
 
 /* A SUBS with flag ENTRIES: the types, each limited (sel bit 4) to the
  * endpoint's name or (bit 3) to another name, which leaves it out of what
- * the endpoint may send; with bit 5, the pattern `*` too. */
-static void subs_entries(struct client *c, uint8_t sel, uint32_t seq, const struct str *types,
+ * the endpoint may send; with bit 5, the pattern `*` too.  Returns 0 if
+ * a type is one the encoder refuses: the plain SUBS carries those. */
+static int subs_entries(struct client *c, uint8_t sel, uint32_t seq, const struct str *types,
                          size_t n)
 {
     static const char *const ep_name[] = { EP_NAME }, *const other[] = { "zz" };
@@ -839,19 +840,21 @@ static void subs_entries(struct client *c, uint8_t sel, uint32_t seq, const stru
     }
     size_t ne = n + ((sel & 0x20) != 0);
     size_t size = lahja_wire_subs_entries_encode(NULL, 0, seq, es, ne);
-    CHECK(size > 0);
+    if (size == 0)
+        return 0;
     uint8_t *p = client_frame(c, size);
     if (p == NULL)
-        return;
+        return 1;
     CHECK(lahja_wire_subs_entries_encode(p, size, seq, es, ne) == size);
     if (limited && !for_us)
-        return;
+        return 1;
     for (size_t i = 0; i < n; i++)
         note_subs_type(c, types[i].s, types[i].len);
     if (sel & 0x20) {
         note_subs_type(c, "*", 1); /* foreach_peer lists it as given */
         c->star = 1;
     }
+    return 1;
 }
 
 static void op_subs(struct in *in)
@@ -862,17 +865,13 @@ static void op_subs(struct in *in)
     size_t n = in_u8(in) % 9;
     struct str types[8];
     size_t body = 8;
-    for (size_t i = 0; i < n && i < 8; i++) {
+    for (size_t i = 0; i < n; i++) {
         in_str(in, conn_types, N_TYPES, &types[i]);
         body += 1 + types[i].len;
     }
-    if (n > 8)
-        n = 8;
     if (in->out)
         return;
-    if (sel & 0x40) {
-        subs_entries(c, sel, seq, types, n);
-    } else {
+    if (!(sel & 0x40) || !subs_entries(c, sel, seq, types, n)) {
         uint8_t *p = client_frame(c, LAHJA_WIRE_HEADER_SIZE + body);
         if (p == NULL)
             return;
