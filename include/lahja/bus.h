@@ -422,6 +422,40 @@ int lahja_stop_keeping(lahja_endpoint_t *ep, const char *name);
  */
 int lahja_connect_nowait(lahja_endpoint_t *ep, const lahja_conn_config_t *configs, size_t n);
 
+/**
+ * Joins the bus of directory `dir` (NULL: lahja_default_base_dir), B35,
+ * as lahja's early EventBus: keeps the endpoint connected to every
+ * endpoint whose socket (`<name>.ipc`) is in `dir`, now and as they
+ * appear, so that the endpoints that join one directory form a full mesh
+ * without naming each other.  Returns at once; wait for a peer with
+ * lahja_wait_until_connected_to.
+ *
+ * Each socket found becomes a kept connection (lahja_keep_connected,
+ * 50 ms to 2 s backoff): a peer that dies and restarts comes back; two
+ * joiners that find each other at once end with one connection, nothing
+ * lost.  A peer whose socket is removed (lahja_endpoint_stop removes it)
+ * has left: its name is no longer kept.  A socket nobody listens on
+ * (left by a killed process) is not retried for ever: once it is
+ * certainly stale (refused, and older than 2 s, so that it is not an
+ * endpoint between bind and listen) it is unlinked.  Other files, and
+ * names that are not endpoint names, are ignored.  The directory is
+ * watched (inotify, through libuv) and rescanned every 500 ms; no daemon.
+ *
+ * Serving: to be found, the endpoint serves at `<dir>/<name>.ipc`, i.e.
+ * lahja_endpoint_start with lahja_conn_config_from_name(&cfg, name, dir);
+ * one that serves elsewhere is refused (-EINVAL, see
+ * lahja_endpoint_last_error).  One started without serving may join: it
+ * connects to every member, and none can connect to it.
+ *
+ * Leaving is stopping: lahja_endpoint_stop stops the watching and
+ * removes the socket.  `dir` is copied, and made (0700) if it is not
+ * there.  Non-suspending, on the endpoint's thread, after start; errors:
+ * -EINVAL, -EALREADY (joined before), -ENAMETOOLONG, -ENOTDIR, other
+ * -errno from mkdir or the watch, LAHJA_ELIFECYCLE (not running),
+ * LAHJA_EWRONGTHREAD, -ENOMEM (nothing done).
+ */
+int lahja_join(lahja_endpoint_t *ep, const char *dir);
+
 /** Where the endpoint stands with a peer: see lahja_peer_info. */
 typedef enum lahja_peer_state {
     LAHJA_PEER_UNKNOWN = 0, /**< not connected, nor being connected or kept */

@@ -499,6 +499,7 @@ static void stop_begin(lahja_endpoint_t *ep)
     ep->stop_state = STOP_LINGER;
     lahja_post_stop(ep); /* what other threads posted goes first */
     ep->stopped = 1; /* refuses new calls from here on */
+    lahja_join_stop(ep);
     lahja_dial_stop(ep);
     if (ep->serving) {
         uv_close((uv_handle_t *)&ep->server, lahja_ep_handle_closed);

@@ -431,6 +431,8 @@ struct lahja_endpoint {
     char path[LAHJA_PATH_MAX + 1];
     struct dialer *dialer;       /* kept peers and background connects
                                     (dial.c); NULL until the first */
+    struct joiner *joiner;       /* the directory joined (join.c); NULL
+                                    until lahja_join */
     lahja_link_t conns;
     lahja_link_t dirty;          /* connections with queued output */
     lahja_strmap_t types;        /* type or pattern -> struct type_entry */
@@ -642,6 +644,11 @@ void lahja_dial_conn_ended(struct conn *c, int was_up, int err);
 /* Stop: forgets every kept peer and background connect, closes the
  * dialer's timer (counted in ep->nopen). */
 void lahja_dial_stop(lahja_endpoint_t *ep);
+
+/* join.c: discovery (B35) */
+/* Stop: stops watching the joined directory and closes the joiner's two
+ * handles (counted in ep->nopen); the names it kept go with the dialer. */
+void lahja_join_stop(lahja_endpoint_t *ep);
 
 #pragma GCC visibility pop
 
