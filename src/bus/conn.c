@@ -1243,6 +1243,16 @@ static int settle(struct conn *c, struct conn *o, const char *peer)
         conn_end(o, 0, LAHJA_LOG_DEBUG, "superseded by the peer's connection");
         return 0;
     }
+    if (o->state == CONN_READY && o->outbound && !c->outbound && o->peer_pid == c->peer_pid) {
+        /* The peer's side of a simultaneous connect whose HELLO was on
+         * its way when the peer kept ours (made READY by its SUBS): the
+         * peer drops it itself, and nothing was sent on it.  Routine in
+         * a mesh that forms by discovery (join.c). */
+        send_close(c, LAHJA_WIRE_CLOSE_REFUSED);
+        conn_end(c, LAHJA_ECONNREJECTED, LAHJA_LOG_DEBUG,
+                 "simultaneous connections: ours was kept already");
+        return 0;
+    }
     if (o->state == CONN_READY || c->outbound || !o->outbound) {
         if (o->peer_pid == c->peer_pid || !hung_up(o)) {
             /* Connected already, or another process under that name. */
