@@ -37,6 +37,7 @@ static const char *publisher_bin;
 static const char *subscriber_bin;
 static const char *libuv_app_bin;
 static const char *worker_thread_bin;
+static const char *join_bin;
 
 #define DEADLINE_MS 20000 /* generous: the machine may be loaded */
 
@@ -267,6 +268,64 @@ static void test_ping_pong_rejects_bad_arguments(void **state)
     struct child c;
     char *argv[] = { (char *)ping_pong_bin, "--rounds", "0", NULL };
     start(&c, argv);
+    assert_int_equal(finish(&c), 2);
+}
+
+/*
+ * The early README's ping-pong by discovery: the same binary run twice
+ * (three times), each only joining the bus directory.  Each gets every
+ * hit of every other, and nothing else (no warning either); the
+ * directory is empty afterwards.
+ */
+static void run_joiners(int n, const char *rounds)
+{
+    char dir[64], name[3][16], peers[16], line[64];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(peers, sizeof peers, "%d", n - 1);
+    struct child c[3];
+    for (int i = 0; i < n; i++) {
+        snprintf(name[i], sizeof name[i], "p%d", i + 1);
+        char *argv[] = { (char *)join_bin, name[i], "--bus", dir, "--peers", peers,
+                         "--rounds", (char *)rounds, "--interval-ms", "20", NULL };
+        start_with(&c[i], argv, 1);
+    }
+    int r = atoi(rounds);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(finish(&c[i]), 0);
+        snprintf(line, sizeof line, "Hello from %s", name[i]);
+        assert_int_equal(count_lines(&c[i], line), r);
+        for (int j = 0; j < n; j++) {
+            if (j == i)
+                continue;
+            snprintf(line, sizeof line, "%s received: Hit from %s", name[i], name[j]);
+            assert_int_equal(count_lines(&c[i], line), r);
+        }
+        assert_int_equal(count_all_lines(&c[i]), r * n);
+    }
+    assert_int_equal(rmdir(dir), 0);
+}
+
+static void test_join_ping_pong_two_processes(void **state)
+{
+    (void)state;
+    run_joiners(2, "3");
+}
+
+static void test_join_ping_pong_three_processes(void **state)
+{
+    (void)state;
+    run_joiners(3, "2");
+}
+
+static void test_join_ping_pong_rejects_bad_arguments(void **state)
+{
+    (void)state;
+    struct child c;
+    char *no_name[] = { (char *)join_bin, "--rounds", "1", NULL };
+    start(&c, no_name);
+    assert_int_equal(finish(&c), 2);
+    char *no_peers[] = { (char *)join_bin, "p1", "--peers", "0", NULL };
+    start(&c, no_peers);
     assert_int_equal(finish(&c), 2);
 }
 
@@ -508,9 +567,9 @@ static void test_worker_thread_progress_in_order(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc != 8) {
+    if (argc != 9) {
         fprintf(stderr, "usage: %s SERVICES PING_PONG REQUEST_API PUBLISHER SUBSCRIBER "
-                        "LIBUV_APP WORKER_THREAD\n", argv[0]);
+                        "LIBUV_APP WORKER_THREAD JOIN_PING_PONG\n", argv[0]);
         return 2;
     }
     services_bin = argv[1];
@@ -520,12 +579,16 @@ int main(int argc, char **argv)
     subscriber_bin = argv[5];
     libuv_app_bin = argv[6];
     worker_thread_bin = argv[7];
+    join_bin = argv[8];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_services_stops_cleanly_on_sigint),
         cmocka_unit_test(test_services_failure_cancels_everything),
         cmocka_unit_test(test_ping_pong_three_rounds_by_default),
         cmocka_unit_test(test_ping_pong_rounds_and_base_dir),
         cmocka_unit_test(test_ping_pong_rejects_bad_arguments),
+        cmocka_unit_test_teardown(test_join_ping_pong_two_processes, kill_leftovers),
+        cmocka_unit_test_teardown(test_join_ping_pong_three_processes, kill_leftovers),
+        cmocka_unit_test(test_join_ping_pong_rejects_bad_arguments),
         cmocka_unit_test(test_request_api_three_answers_by_default),
         cmocka_unit_test(test_request_api_count),
         cmocka_unit_test_teardown(test_subscriber_first_then_publisher, kill_leftovers),
