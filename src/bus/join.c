@@ -196,7 +196,10 @@ static void clean_stale(struct joiner *j)
         if (unlink(cfg.path) == 0)
             lahja_bus_log(j->ep, LAHJA_LOG_INFO,
                           "join: removed the stale socket %s (nobody listens on it)", cfg.path);
-        forget(j, n);
+        /* Forgotten once the file is gone; one that cannot be removed
+         * (a directory we may not write) stays kept, at the backoff's
+         * pace, rather than found again at every scan. */
+        reconcile(j, cfg.name);
     }
 }
 
@@ -287,10 +290,16 @@ int lahja_join(lahja_endpoint_t *ep, const char *dir)
         dir = base;
     }
     size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/')
+        len--; /* "dir/" is "dir": the paths compared and built are the same */
     if (len == 0)
         return -EINVAL;
     if (len + 1 > sizeof base)
         return -ENAMETOOLONG;
+    char given[LAHJA_PATH_MAX + 1];
+    memcpy(given, dir, len);
+    given[len] = '\0';
+    dir = given;
     if (!serves_in(ep, dir)) {
         lahja_ep_error(ep, "join %s: the endpoint serves at %s, where its members do not look",
                        dir, ep->path);
@@ -302,7 +311,7 @@ int lahja_join(lahja_endpoint_t *ep, const char *dir)
     if (j == NULL)
         return -ENOMEM;
     j->ep = ep;
-    memcpy(j->dir, dir, len + 1);
+    memcpy(j->dir, dir, len + 1); /* `given`, terminated */
     lahja_list_init(&j->names);
     uv_fs_event_init(ep->rt->loop, &j->watch);
     j->watch.data = ep;
