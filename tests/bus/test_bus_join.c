@@ -248,6 +248,7 @@ static int main_mesh_forms_and_heals(void *arg)
     if (getenv("LAHJA_TEST_SEED") != NULL)
         seed = (unsigned)strtoul(getenv("LAHJA_TEST_SEED"), NULL, 10);
     srand(seed);
+    fprintf(stderr, "mesh_forms_and_heals: seed %u (LAHJA_TEST_SEED=%u repeats it)\n", seed, seed);
     for (int i = 0; i < MEMBERS; i++) {
         args[i] = (struct member_args){ dir, i, MEMBERS, 0 };
         order[i] = i;
@@ -302,8 +303,6 @@ static int main_mesh_forms_and_heals(void *arg)
     members_done(ep, c, MEMBERS);
     lahja_subscription_cancel(s);
     bus_close(ep);
-    if (w.warnings != 0)
-        fprintf(stderr, "seed %u (LAHJA_TEST_SEED)\n", seed);
     EXPECT_EQ(w.warnings, 0);
     bus_dir_remove(dir);
     return 0;
