@@ -61,19 +61,76 @@ static void member_name(char *buf, size_t len, int i)
     snprintf(buf, len, "m%d", i);
 }
 
+#define PINGS 50 /* each member to each other, per check */
+
 struct member {
+    int self;
     int checks;
+    int round;                    /* the last check's */
     int done;
+    int pings[MEMBERS][3];        /* by sender and round */
     lahja_cond_t changed;
 };
 
+/* A one-byte payload: a round. */
+static int round_of(const lahja_event_t *ev)
+{
+    size_t len = 0;
+    const unsigned char *p = lahja_event_payload(ev, &len);
+    return len == 1 && p[0] >= 1 && p[0] <= 2 ? p[0] : 0;
+}
+
 static int on_check(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
 {
-    (void)ep, (void)ev;
+    (void)ep;
     struct member *m = user;
+    m->round = round_of(ev);
     m->checks++;
     lahja_cond_broadcast(&m->changed);
     return 0;
+}
+
+static int on_ping(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    struct member *m = user;
+    int from = -1;
+    EXPECT_EQ(sscanf(lahja_event_origin(ev), "m%d", &from), 1);
+    EXPECT_TRUE(from >= 0 && from < MEMBERS && round_of(ev) != 0);
+    if (from != m->self) /* a broadcast reaches our own subscribers too */
+        m->pings[from][round_of(ev)]++;
+    lahja_cond_broadcast(&m->changed);
+    return 0;
+}
+
+/*
+ * One check's traffic: PINGS events to every other member, and every
+ * other's PINGS received, exactly.  What the simultaneous connects of
+ * discovery chose must carry them all; and they are confirmed before
+ * the answer, so that a member killed after it loses nothing of ours.
+ */
+static void ping_round(lahja_endpoint_t *ep, const struct member_args *a, struct member *m)
+{
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    char other[16];
+    for (int i = 0; i < a->n; i++) {
+        member_name(other, sizeof other, i);
+        if (i != a->self)
+            EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, other, "Ping", deadline), 0);
+    }
+    unsigned char r = (unsigned char)m->round;
+    for (int k = 0; k < PINGS; k++) {
+        lahja_event_t *ev = NULL;
+        EXPECT_EQ(lahja_event_new("Ping", &r, 1, &ev), 0);
+        EXPECT_EQ(lahja_broadcast(ep, ev, NULL, deadline), 0);
+        lahja_event_unref(ev);
+    }
+    for (int i = 0; i < a->n; i++)
+        while (i != a->self && m->pings[i][r] < PINGS)
+            EXPECT_EQ(lahja_cond_wait(&m->changed, deadline), 0);
+    for (int i = 0; i < a->n; i++)
+        EXPECT_EQ(m->pings[i][r], i == a->self ? 0 : PINGS);
+    EXPECT_EQ(lahja_wait_until_delivered(ep, deadline), 0);
 }
 
 static int on_done(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
@@ -153,11 +210,12 @@ static int child_member(void *arg)
     struct watch w;
     lahja_endpoint_options_t opts = watch_opts(&w);
     lahja_endpoint_t *ep = bus_serve(a->dir, name, &opts);
-    struct member m = { 0 };
+    struct member m = { .self = a->self };
     lahja_cond_init(&m.changed);
-    lahja_subscription_t *check = NULL, *done = NULL;
+    lahja_subscription_t *check = NULL, *done = NULL, *ping = NULL;
     EXPECT_EQ(lahja_subscribe(ep, "Check", on_check, &m, &check), 0);
     EXPECT_EQ(lahja_subscribe(ep, "Done", on_done, &m, &done), 0);
+    EXPECT_EQ(lahja_subscribe(ep, "Ping", on_ping, &m, &ping), 0);
     EXPECT_EQ(lahja_join(ep, a->dir), 0);
     wait_mesh(ep, a);
     bus_child_signal();
@@ -170,6 +228,7 @@ static int child_member(void *arg)
         }
         answered = m.checks;
         wait_mesh(ep, a);
+        ping_round(ep, a, &m);
         lahja_broadcast_config_t cfg = { .filter_endpoint = "observer" };
         lahja_event_t *ok = bus_event("MeshOk", name);
         EXPECT_EQ(lahja_broadcast(ep, ok, &cfg, lahja_deadline_in(GUARD_MS)), 0);
@@ -177,6 +236,7 @@ static int child_member(void *arg)
     }
     lahja_subscription_cancel(check);
     lahja_subscription_cancel(done);
+    lahja_subscription_cancel(ping);
     bus_close(ep);
     EXPECT_EQ(w.warnings, 0);
     return 0;
@@ -202,7 +262,7 @@ static void observer_sees_all(lahja_endpoint_t *ep, int n)
 }
 
 /* Every member confirms, once more, that it sees every other. */
-static void check_mesh(lahja_endpoint_t *ep, int n, struct bus_counter *oks)
+static void check_mesh(lahja_endpoint_t *ep, int n, int round, struct bus_counter *oks)
 {
     lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
     for (int i = 0; i < n; i++) {
@@ -211,10 +271,13 @@ static void check_mesh(lahja_endpoint_t *ep, int n, struct bus_counter *oks)
         EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, name, "Check", deadline), 0);
     }
     int before = oks->n;
-    lahja_event_t *ev = bus_event("Check", NULL);
+    unsigned char r = (unsigned char)round;
+    lahja_event_t *ev = NULL;
+    EXPECT_EQ(lahja_event_new("Check", &r, 1, &ev), 0);
     EXPECT_EQ(lahja_broadcast(ep, ev, NULL, deadline), 0);
     lahja_event_unref(ev);
     bus_counter_wait(oks, before + n);
+    EXPECT_EQ(lahja_wait_until_delivered(ep, deadline), 0);
 }
 
 static void members_done(lahja_endpoint_t *ep, bus_child_t *c, int n)
@@ -235,7 +298,8 @@ static void members_done(lahja_endpoint_t *ep, bus_child_t *c, int n)
  * order (the observer joining somewhere among them), form a full mesh:
  * each sees the MEMBERS-1 others.  One is then killed (SIGKILL: its
  * socket stays behind) and started again, and the mesh is whole again,
- * its new process connected to every other.
+ * its new process connected to every other.  Each time, every member
+ * sends PINGS events to every other, and each receives them all.
  */
 static int main_mesh_forms_and_heals(void *arg)
 {
@@ -282,7 +346,7 @@ static int main_mesh_forms_and_heals(void *arg)
     for (int i = 0; i < MEMBERS; i++)
         EXPECT_EQ(bus_child_await_signal(&c[i]), 0);
     observer_sees_all(ep, MEMBERS);
-    check_mesh(ep, MEMBERS, &oks);
+    check_mesh(ep, MEMBERS, 1, &oks);
 
     char name[16];
     member_name(name, sizeof name, k);
@@ -294,7 +358,7 @@ static int main_mesh_forms_and_heals(void *arg)
     barrier_release(&c[k], dir);
     EXPECT_EQ(bus_child_await_signal(&c[k]), 0); /* it sees every other */
     observer_sees_all(ep, MEMBERS);
-    check_mesh(ep, MEMBERS, &oks);                /* and every other sees it */
+    check_mesh(ep, MEMBERS, 2, &oks);             /* and every other sees it */
     lahja_peer_info_t info;
     EXPECT_EQ(lahja_peer_info(ep, name, &info), 0);
     EXPECT_EQ(info.pid, c[k].pid);
