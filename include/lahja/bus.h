@@ -447,6 +447,10 @@ int lahja_connect_nowait(lahja_endpoint_t *ep, const lahja_conn_config_t *config
  * lahja_endpoint_last_error).  One started without serving may join: it
  * connects to every member, and none can connect to it.
  *
+ * A name the application keeps itself (lahja_keep_connected) becomes
+ * the join's once its socket is found: kept with the join's backoff,
+ * and no longer once its socket goes.
+ *
  * Leaving is stopping: lahja_endpoint_stop stops the watching and
  * removes the socket.  `dir` is copied, and made (0700) if it is not
  * there.  Non-suspending, on the endpoint's thread, after start; errors:
