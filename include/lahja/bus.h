@@ -246,6 +246,10 @@ typedef struct lahja_endpoint_options {
      * (losses and failures nobody else is told of). */
     lahja_log_fn log;
     void *log_user; /**< passed to log as its `user` */
+    /** Non-zero: the endpoint does not answer the built-in statistics
+     * request (LAHJA_STATS_REQUEST); a peer asking gets
+     * LAHJA_ENOSUBSCRIBERS.  0: it answers (docs/bus.md, Statistics). */
+    int no_stats;
 } lahja_endpoint_options_t;
 
 /**
@@ -766,6 +770,81 @@ int lahja_delivery_stats(const lahja_endpoint_t *ep, const char *name, lahja_del
  * -ECANCELED, -ETIMEDOUT, -ENOMEM.
  */
 int lahja_wait_until_delivered(lahja_endpoint_t *ep, lahja_time_t deadline);
+
+/* -------------------------------------------------------------- statistics */
+
+/**
+ * @name Statistics
+ * B36: what an endpoint counts, for the program (lahja_peer_stats,
+ * lahja_endpoint_stats) and for a tool asking a running endpoint
+ * (LAHJA_STATS_REQUEST).  The counters are plain counts kept on the
+ * endpoint's thread as it works; reading them costs nothing to others.
+ * docs/bus.md, Statistics, says what each counts.
+ * @{
+ */
+
+/** Event types beginning with this are the library's own: an
+ * application should not use them.  They are never listed by
+ * lahja_subscribed_types nor among a peer's types by lahja_foreach_peer,
+ * though peers are told of them (that is how a request reaches them). */
+#define LAHJA_RESERVED_PREFIX "lahja."
+/** The built-in request every endpoint answers (unless
+ * options.no_stats), from any peer that could connect (B27): empty
+ * payload; answered with LAHJA_STATS_REPLY. */
+#define LAHJA_STATS_REQUEST "lahja.stats"
+/** The answer: text, one `key=value` line each (docs/bus.md). */
+#define LAHJA_STATS_REPLY "lahja.stats.reply"
+/** The version of that text, its first line: `lahja-stats=1`. */
+#define LAHJA_STATS_FORMAT 1
+
+/** One peer's counts (lahja_peer_stats).  The counters of traffic are
+ * those of the connection up now (0 when none is); confirmed and lost
+ * are over every connection to the peer so far, as lahja_delivery_stats. */
+typedef struct lahja_peer_stats {
+    int connected;          /**< a connection is established now */
+    pid_t pid;              /**< connected: the peer's process */
+    lahja_time_t since;     /**< connected: when, on lahja_now()'s clock */
+    uint64_t age_ms;        /**< connected: for how long */
+    uint64_t events_out;    /**< events queued for it (requests, responses too) */
+    uint64_t events_in;     /**< events read from it */
+    uint64_t bytes_out;     /**< bytes written to its socket, every frame,
+                               compressed as sent */
+    uint64_t bytes_in;      /**< bytes read from its socket */
+    uint64_t payload_out;   /**< payload bytes of events_out, uncompressed */
+    uint64_t payload_in;    /**< payload bytes of events_in, uncompressed */
+    uint64_t queued;        /**< bytes queued for it now, not yet written */
+    uint64_t high_water;    /**< options.high_water, to compare queued with */
+    uint64_t blocked;       /**< broadcasts it held up: a lahja_broadcast
+                               that waited for it (once per broadcast), a
+                               lahja_broadcast_nowait that failed -EAGAIN */
+    uint64_t confirmed;     /**< lahja_delivery_stats' confirmed */
+    uint64_t lost;          /**< lahja_delivery_stats' lost */
+} lahja_peer_stats_t;
+
+/**
+ * The counts of peer `name`: connected, or known to the delivery
+ * accounting (a peer connected before).  To go over every connected
+ * peer, call it from a lahja_foreach_peer callback.  Non-suspending.
+ * Errors: -EINVAL, -ENOENT (never connected to that name, or
+ * forgotten: see lahja_delivery_stats), LAHJA_EWRONGTHREAD.
+ */
+int lahja_peer_stats(const lahja_endpoint_t *ep, const char *name, lahja_peer_stats_t *out);
+
+/** The endpoint's own counts (lahja_endpoint_stats). */
+typedef struct lahja_endpoint_stats {
+    uint64_t started_ms;       /**< Unix time (ms) it started; 0: never */
+    uint64_t peers;            /**< connections established now */
+    uint64_t stream_drops;     /**< events its streams dropped, closed
+                                  ones included (lahja_stream_dropped) */
+    uint64_t dispatched;       /**< events handed to its own consumers
+                                  (once per event, whatever their number) */
+    uint64_t requests_pending; /**< requests waiting for their response */
+} lahja_endpoint_stats_t;
+
+/** Fills *out.  Non-suspending, also before start and after stop.
+ * Errors: -EINVAL, LAHJA_EWRONGTHREAD. */
+int lahja_endpoint_stats(const lahja_endpoint_t *ep, lahja_endpoint_stats_t *out);
+/** @} */
 
 /* ---------------------------------------------------------------- queries */
 

@@ -445,6 +445,7 @@ static int broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
     struct conn *over = find_over(&t, ep->opts.hard_limit);
     if (over != NULL) {
         memcpy(ep->blocked, over->peer->s, over->peer->len + 1);
+        over->blocked++;
         rc = -EAGAIN;
     } else {
         rc = deliver(ep, ev, cfg, &t, local, request_id);
@@ -474,6 +475,7 @@ struct bcast_call {
     lahja_event_t *held;             /* its reference to ev */
     lahja_broadcast_config_t cfg_copy;
     char filter[LAHJA_NAME_MAX + 1];
+    const struct conn *over;         /* the peer it last waited for (B36) */
 };
 
 /* bcast_try once the event is known valid. */
@@ -492,6 +494,8 @@ static int bcast_route(struct bcast_call *b, struct lahja_waitq **q)
     targets_free(&t);
     if (over == NULL)
         return rc;
+    over->blocked += over != b->over; /* once per broadcast and peer */
+    b->over = over;
     *q = &over->drained;
     return LAHJA_PENDING;
 }
@@ -537,6 +541,7 @@ static void bcast_init(struct bcast_call *b, lahja_endpoint_t *ep, lahja_event_t
     b->ev = ev;
     b->cfg = cfg != NULL ? cfg : &default_config;
     b->request_id = request_id;
+    b->over = NULL;
 }
 
 /* The callback form's own copies of what the caller may free. */

@@ -500,6 +500,7 @@ void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot
     head_len += lahja_wire_event_prefix(head + head_len, slot->tid, flags, id, (uint32_t)ev->len,
                                         plen);
     c->tx_events++;
+    c->tx_payload += ev->len;
     if (copied(ev, plen)) {
         struct out_item *it = slot->item;
         int fresh = it != NULL;
@@ -623,6 +624,7 @@ static int write_async(struct conn *c)
     c->write_req.data = c;
     c->writing = 1;
     int rc = uv_write(&c->write_req, (uv_stream_t *)&c->pipe, bufs, n, on_write);
+    c->tx_bytes += rc == 0 ? bytes : 0;
     if (rc != 0)
         c->writing = 0;
     return rc;
@@ -647,6 +649,7 @@ static void conn_write(struct conn *c)
             return;
         }
         size_t done = w > 0 ? (size_t)w : 0;
+        c->tx_bytes += done;
         consumed(c, done);
         if (done < bytes) {
             int rc = write_async(c);
@@ -1367,6 +1370,7 @@ static int on_event(struct conn *c, const lahja_wire_event_t *w)
         payload = ep->scratch;
     }
     c->rx_events++;
+    c->rx_payload += w->raw_len;
     lahja_event_t ev = {
         .refs = 1, .bound = 1, .borrowed = 1,
         .is_request = (w->flags & LAHJA_WIRE_REQUEST) != 0,

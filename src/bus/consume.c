@@ -306,6 +306,7 @@ void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev)
 
 void lahja_dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev)
 {
+    ep->dispatched++;
     te->dispatching++;
     lahja_event_t *owned = NULL; /* one copy shared by streams and waiters */
     lahja_link_t *l, *next;
@@ -441,6 +442,7 @@ static void stream_push(struct lahja_stream *st, lahja_event_t *ev)
 {
     if (st->len == st->cap) {
         st->dropped++;
+        st->ep->stream_drops++;
         stream_drops_log(st, 0);
         if (st->policy == LAHJA_STREAM_DROP_NEWEST)
             return;
@@ -895,7 +897,7 @@ void lahja_foreach_peer(const lahja_endpoint_t *ep, lahja_peer_fn fn, void *user
             continue;
         size_t k = 0;
         for (size_t i = 0; i < c->subs.nslots; i++)
-            if (lahja_strmap_live(&c->subs.slots[i]))
+            if (lahja_strmap_live(&c->subs.slots[i]) && !lahja_type_reserved(c->subs.slots[i].key))
                 types[k++] = c->subs.slots[i].key;
         for (size_t i = 0; i < c->npats; i++)
             types[k++] = c->pats[i];
@@ -911,7 +913,7 @@ size_t lahja_subscribed_types(const lahja_endpoint_t *ep, const char **types, si
         return 0;
     for (size_t i = 0; i < ep->types.nslots; i++) {
         lahja_strmap_slot_t *s = &ep->types.slots[i];
-        if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0) {
+        if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0 && !lahja_type_reserved(s->key)) {
             if (k < max)
                 types[k] = s->key;
             k++;

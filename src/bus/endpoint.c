@@ -426,6 +426,7 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
     ep->nopen += 4;
     ep->started = 1;
     lahja_post_start(ep);
+    lahja_stats_start(ep);
     return 0;
 }
 

@@ -308,6 +308,10 @@ struct conn {
      * EVENT frames read, rx_acked the count our last receipt gave. */
     uint64_t tx_events, confirmed;
     uint64_t rx_events, rx_acked;
+    /* Statistics (B36, stats.c), of this connection: bytes handed to the
+     * socket, payload bytes (uncompressed) of the events queued and read,
+     * broadcasts this peer held up (over high water or hard limit). */
+    uint64_t tx_bytes, tx_payload, rx_payload, blocked;
     /* A frame started but not finished: frame_at is rx_total where it
      * begins, frame_since the loop time (ms) it was last seen progress,
      * frame_seen how much of it was there then. */
@@ -480,6 +484,10 @@ struct lahja_endpoint {
                                         queue is not taken meanwhile */
     uv_async_t post_async;
     int service_serves;
+    /* Statistics (B36, stats.c). */
+    uint64_t stream_drops;       /* events every stream dropped, closed ones too */
+    uint64_t dispatched;         /* events handed to local consumers */
+    uint64_t started_ms;         /* the Unix time (ms) of lahja_endpoint_start */
 };
 
 /* The close callback of the endpoint's own handles (server, flusher,
@@ -580,6 +588,15 @@ void lahja_delivery_progress(lahja_endpoint_t *ep);
  * ending a connection never allocates); NULL on -ENOMEM. */
 struct peer_totals *lahja_delivery_totals(lahja_endpoint_t *ep, const lahja_name_t *name);
 void lahja_delivery_free(lahja_endpoint_t *ep);
+
+/* stats.c */
+/* At start: notes the time, and subscribes the built-in stats request
+ * unless options.no_stats (without memory for it, the endpoint runs
+ * without, and says so at WARNING). */
+void lahja_stats_start(lahja_endpoint_t *ep);
+/* Whether `type` is one of the library's own ("lahja." and on): not
+ * listed among an application's or a peer's subscriptions. */
+int lahja_type_reserved(const char *type);
 
 /* consume.c */
 void lahja_dispatch(lahja_endpoint_t *ep, lahja_event_t *ev);
