@@ -29,7 +29,8 @@
  * PB_PIN=same puts every process on CPU 0, PB_PIN=split the parent on CPU
  * 0 and the others on CPU 1 (as the peers' driver does).
  * LAHJA_BUSY_POLL_US and LAHJA_HIGH_WATER set every endpoint's busy_poll_us
- * and high_water.
+ * and high_water; LAHJA_NO_STATS=1 its no_stats (what the built-in
+ * statistics request costs).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -91,6 +92,7 @@ static lahja_endpoint_t *endpoint(const char *name, int serve,
     o.log = log_problem;
     o.busy_poll_us = (uint32_t)strtoul(env_or("LAHJA_BUSY_POLL_US", "0"), NULL, 10);
     o.high_water = (size_t)strtoul(env_or("LAHJA_HIGH_WATER", "0"), NULL, 10);
+    o.no_stats = (int)strtol(env_or("LAHJA_NO_STATS", "0"), NULL, 10);
     lahja_endpoint_t *ep;
     lahja_conn_config_t cfg;
     int rc = lahja_conn_config_from_name(&cfg, name, dir);
