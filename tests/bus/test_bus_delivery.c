@@ -532,6 +532,10 @@ static int foreign_main(void *arg)
     lahja_delivery_t d;
     note(f, "lahja_delivery_stats", lahja_delivery_stats(ep, NULL, &d));
     note(f, "lahja_delivery_stats (one peer)", lahja_delivery_stats(ep, "other", &d));
+    lahja_peer_stats_t ps;
+    note(f, "lahja_peer_stats", lahja_peer_stats(ep, "other", &ps));
+    lahja_endpoint_stats_t es;
+    note(f, "lahja_endpoint_stats", lahja_endpoint_stats(ep, &es));
     note(f, "lahja_wait_until_delivered", lahja_wait_until_delivered(ep, soon));
     lahja_conn_config_t serve = bus_cfg(f->dir, "srv");
     note(f, "lahja_endpoint_start", lahja_endpoint_start(ep, &serve));
@@ -589,8 +593,8 @@ static int task_self_request(void *arg)
 /*
  * B24: a task of another thread's runtime holds the endpoint and one of
  * its streams (which has an event queued).  lahja_stream_next, and every
- * other call that takes the endpoint (lahja_delivery_stats and
- * lahja_wait_until_delivered among them), returns LAHJA_EWRONGTHREAD there;
+ * other call that takes the endpoint (lahja_delivery_stats, the
+ * statistics calls and lahja_wait_until_delivered among them), returns LAHJA_EWRONGTHREAD there;
  * the queries change nothing.  Afterwards, on the owner's thread, the
  * event is still in the stream, the request received is still
  * unanswered (the owner answers it), the subscriptions and the

@@ -412,6 +412,63 @@ static int main_stream_drops_summed(void *arg)
 }
 BUS_MAIN_TEST(stream_drops_summed)
 
+/* ------------------------------------------- requests and bad arguments */
+
+static int silent_handler(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    (void)ev;
+    (void)user;
+    return 0; /* keeps the request unanswered */
+}
+
+static void request_done(lahja_endpoint_t *ep, int status, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    lahja_event_unref(ev);
+    lahja_complete(user, status);
+}
+
+static int main_requests_pending_and_arguments(void *arg)
+{
+    (void)arg;
+    lahja_endpoint_options_t opts = bus_opts(NULL);
+    lahja_endpoint_t *ep = NULL;
+    EXPECT_EQ(lahja_endpoint_new("a", &opts, &ep), 0);
+    lahja_endpoint_stats_t es;
+    EXPECT_EQ(lahja_endpoint_stats(ep, &es), 0); /* before start: all 0 */
+    EXPECT_EQ(es.started_ms, 0);
+    EXPECT_EQ(lahja_endpoint_start(ep, NULL), 0);
+    lahja_subscription_t *s = NULL;
+    EXPECT_EQ(lahja_subscribe(ep, "Question", silent_handler, NULL, &s), 0);
+    lahja_event_t *q = NULL;
+    EXPECT_EQ(lahja_request_new("Question", "Answer", "?", 1, &q), 0);
+    lahja_completion_t done;
+    lahja_completion_init(&done);
+    lahja_op_t *op = NULL;
+    EXPECT_EQ(lahja_request_cb(ep, q, NULL, LAHJA_FOREVER, request_done, &done, &op), 0);
+    EXPECT_EQ(lahja_endpoint_stats(ep, &es), 0);
+    EXPECT_EQ(es.requests_pending, 1);
+    EXPECT_TRUE(es.started_ms > 0);
+    lahja_op_cancel(op);
+    EXPECT_EQ(lahja_completion_wait(&done, lahja_deadline_in(GUARD_MS)), -ECANCELED);
+    EXPECT_EQ(lahja_endpoint_stats(ep, &es), 0);
+    EXPECT_EQ(es.requests_pending, 0);
+    lahja_event_unref(q);
+
+    lahja_peer_stats_t ps;
+    EXPECT_EQ(lahja_peer_stats(NULL, "b", &ps), -EINVAL);
+    EXPECT_EQ(lahja_peer_stats(ep, NULL, &ps), -EINVAL);
+    EXPECT_EQ(lahja_peer_stats(ep, "b", NULL), -EINVAL);
+    EXPECT_EQ(lahja_peer_stats(ep, "b", &ps), -ENOENT);
+    EXPECT_EQ(lahja_endpoint_stats(NULL, &es), -EINVAL);
+    EXPECT_EQ(lahja_endpoint_stats(ep, NULL), -EINVAL);
+    lahja_subscription_cancel(s);
+    bus_close(ep);
+    return 0;
+}
+BUS_MAIN_TEST(requests_pending_and_arguments)
+
 int main(void)
 {
     bus_filter_from_env();
@@ -420,6 +477,7 @@ int main(void)
         cmocka_unit_test(test_refused_when_off),
         cmocka_unit_test(test_blocked_then_lost),
         cmocka_unit_test(test_stream_drops_summed),
+        cmocka_unit_test(test_requests_pending_and_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
