@@ -815,7 +815,8 @@ typedef struct lahja_peer_stats {
     uint64_t queued;        /**< bytes queued for it now, not yet written */
     uint64_t high_water;    /**< options.high_water, to compare queued with */
     uint64_t blocked;       /**< broadcasts it held up: a lahja_broadcast
-                               that waited for it (once per broadcast), a
+                               (or its callback form, or a posted one) that
+                               waited for it, once per broadcast; a
                                lahja_broadcast_nowait that failed -EAGAIN */
     uint64_t confirmed;     /**< lahja_delivery_stats' confirmed */
     uint64_t lost;          /**< lahja_delivery_stats' lost */

@@ -593,7 +593,10 @@ int lahja_broadcast_try(lahja_endpoint_t *ep, lahja_event_t *ev,
     struct bcast_call b;
     bcast_init(&b, ep, ev, cfg, ev->is_request ? ++ep->next_id : 0);
     struct lahja_waitq *q;
-    return bcast_try(&b, &q);
+    int rc = bcast_try(&b, &q);
+    if (rc == LAHJA_PENDING) /* the waiting call that follows counts it */
+        lahja_container_of(q, struct conn, drained)->blocked--;
+    return rc;
 }
 
 int lahja_broadcast_cb(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast_config_t *cfg,

@@ -365,6 +365,17 @@ static int main_blocked_then_lost(void *arg)
     EXPECT_EQ(ps.blocked, 2);
     EXPECT_EQ(ps.events_out, sent);
     EXPECT_EQ(ps.confirmed, 0);
+
+    /* A posted one: tried, then waiting as a callback call; one more. */
+    EXPECT_EQ(lahja_event_new("Big", payload, BIG, &ev), 0);
+    EXPECT_EQ(lahja_post(ep, ev, NULL, 0), 0); /* the endpoint owns ev now */
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    while (lahja_peer_stats(ep, "b", &ps) == 0 && ps.blocked < 3 && lahja_now() < deadline)
+        EXPECT_EQ(lahja_sleep_until(lahja_deadline_in(1)), 0); /* loop turns, bounded */
+    EXPECT_EQ(ps.blocked, 3);
+    EXPECT_EQ(lahja_sleep_until(lahja_deadline_in(20)), 0); /* turns in which it waits on */
+    EXPECT_EQ(lahja_peer_stats(ep, "b", &ps), 0);
+    EXPECT_EQ(ps.blocked, 3);
     free(payload);
 
     EXPECT_EQ(kill(b.pid, SIGKILL), 0);
