@@ -913,7 +913,8 @@ size_t lahja_subscribed_types(const lahja_endpoint_t *ep, const char **types, si
         return 0;
     for (size_t i = 0; i < ep->types.nslots; i++) {
         lahja_strmap_slot_t *s = &ep->types.slots[i];
-        if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0 && !lahja_type_reserved(s->key)) {
+        if (lahja_strmap_live(s) && ((struct type_entry *)s->value)->n > 0
+            && !lahja_type_reserved(s->key)) {
             if (k < max)
                 types[k] = s->key;
             k++;

@@ -10,7 +10,9 @@
  *  - an endpoint with options.no_stats is not asked: LAHJA_ENOSUBSCRIBERS;
  *  - a stopped peer over the high-water mark holds broadcasts up (counted
  *    once per broadcast), and, killed, loses what it did not confirm;
- *  - streams' drops are summed per endpoint, closed streams included.
+ *  - streams' drops are summed per endpoint, closed streams included;
+ *  - a request left unanswered counts as pending until it is cancelled;
+ *    the calls refuse bad arguments and names never connected.
  */
 #define _GNU_SOURCE
 #include "support_bus.h"
