@@ -584,7 +584,9 @@ const char *lahja_endpoint_blocked_peer(const lahja_endpoint_t *ep);
  * type or a **pattern**: a name whose last byte is `*`.  The pattern
  * `P*` matches every type that starts with the bytes P and is longer than
  * P: `block.*` matches `block.new` and `block.x.y`, not `block.` nor
- * `block`; `blo*` matches `block` and `blob`; `*` matches every type.
+ * `block`; `blo*` matches `block` and `blob`; `*` matches every type but
+ * the reserved `lahja.` ones, which only a pattern starting with `lahja.`
+ * matches (a catch-all must not answer the built-in requests).
  * Only a final `*` is special: `a*b` is an exact type, and no event type
  * may end in `*` (lahja_event_new and the bytes forms refuse it).  An
  * event reaches every consumer whose type or pattern matches it, each

@@ -113,9 +113,18 @@ int lahja_wire_pattern_valid(const char *type, size_t len)
     return lahja_wire_type_valid(type, len) && type[len - 1] == '*';
 }
 
+#define RESERVED "lahja."
+#define RESERVED_LEN (sizeof RESERVED - 1)
+
 int lahja_wire_pattern_match(const char *pat, size_t plen, const char *type, size_t len)
 {
-    return len >= plen && memcmp(pat, type, plen - 1) == 0;
+    if (len < plen || memcmp(pat, type, plen - 1) != 0)
+        return 0;
+    /* The reserved types (the built-in requests every endpoint answers)
+     * match only a pattern that names them: `*` is everything of the
+     * application's, and a catch-all must not answer for the library. */
+    return len < RESERVED_LEN || memcmp(type, RESERVED, RESERVED_LEN) != 0 ||
+           plen - 1 >= RESERVED_LEN;
 }
 
 /* ----------------------------------------------------------- encoding */

@@ -153,7 +153,9 @@ typedef struct lahja_wire_entry {
 int lahja_wire_pattern_valid(const char *type, size_t len);
 
 /* Non-zero if `type` matches the pattern pat[0..plen) (which ends in '*'):
- * type starts with pat's first plen - 1 bytes and is longer than that. */
+ * type starts with pat's first plen - 1 bytes and is longer than that; a
+ * reserved type (`lahja.` and more) only if those bytes start with
+ * `lahja.` too. */
 int lahja_wire_pattern_match(const char *pat, size_t plen, const char *type, size_t len);
 
 /*

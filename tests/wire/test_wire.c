@@ -337,6 +337,12 @@ static void test_pattern_match(void **state)
     assert_true(lahja_wire_pattern_match("block.*", 7, "block.x.y", 9));
     assert_false(lahja_wire_pattern_match("block.*", 7, "block", 5));
     assert_false(lahja_wire_pattern_match("block.*", 7, "block.", 6));
+    /* The reserved types match only patterns that name them. */
+    assert_false(lahja_wire_pattern_match("*", 1, "lahja.stats", 11));
+    assert_false(lahja_wire_pattern_match("lah*", 4, "lahja.stats", 11));
+    assert_true(lahja_wire_pattern_match("lahja.*", 7, "lahja.stats", 11));
+    assert_true(lahja_wire_pattern_match("lahja.s*", 8, "lahja.stats", 11));
+    assert_true(lahja_wire_pattern_match("*", 1, "lahja", 5));
     assert_false(lahja_wire_pattern_match("block.*", 7, "blocks", 6));
     assert_true(lahja_wire_pattern_match("*", 1, "x", 1));
     assert_true(lahja_wire_pattern_match("blo*", 4, "block", 5));
