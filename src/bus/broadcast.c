@@ -199,6 +199,12 @@ static int local_wants(const lahja_endpoint_t *ep, const lahja_event_t *ev,
         return 0;
     if (cfg->filter_event_id != 0)
         return lahja_pending_find(ep, cfg->filter_event_id) != NULL;
+    /* An endpoint that consumes nothing of its own still answers the
+     * stats request: that one entry needs no lookup for other types. */
+    if (ep->types.count == 1 && !ep->opts.no_stats && lahja_list_empty(&ep->patterns) &&
+        (ev->type_len != sizeof LAHJA_STATS_REQUEST - 1 ||
+         memcmp(ev->type, LAHJA_STATS_REQUEST, ev->type_len) != 0))
+        return 0;
     struct type_entry *te = lahja_type_find(ep, ev->type, ev->type_len, ev->hash);
     if (te != NULL && te->n_any > 0)
         return 1;
