@@ -279,7 +279,7 @@ static void test_ping_pong_rejects_bad_arguments(void **state)
  */
 static void run_joiners(int n, const char *rounds)
 {
-    char dir[64], name[3][16], peers[16], line[64];
+    char dir[64], name[3][16], peers[16], line[160];
     make_tmpdir(dir, sizeof dir);
     snprintf(peers, sizeof peers, "%d", n - 1);
     struct child c[3];
