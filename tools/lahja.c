@@ -1,0 +1,630 @@
+/*
+ * lahja - look at a bus and take part in it from the shell.
+ *
+ *   lahja [--dir DIR] [--json] [--timeout MS] COMMAND [ARGS...]
+ *
+ * Every command runs one endpoint of its own ("lahja-<command>-<pid>").
+ * emit, request, respond and monitor serve it in the bus directory and
+ * join the bus (lahja_join): they reach every endpoint there, and those
+ * that join reach them.  ls and stats connect to what they look at.  Only the public API is used.
+ * Exit codes: 0 done, 1 failed, 2 usage, 3 no such endpoint, 4 timed
+ * out, 5 nobody subscribes.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lahja/lahja.h>
+
+enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NOENT = 3, EXIT_TIMEOUT = 4, EXIT_NOSUB = 5 };
+
+static const char usage_text[] =
+    "usage: lahja [--dir DIR] [--json] [--timeout MS] COMMAND [ARGS...]\n"
+    "\n"
+    "The bus is a directory of endpoint sockets (default: $XDG_RUNTIME_DIR/lahja\n"
+    "or /tmp/lahja-UID).  Commands:\n"
+    "  ls                         the endpoints there: name, live or stale, pid,\n"
+    "                             subscriptions, and (if it answers) its peers\n"
+    "  emit TYPE [PAYLOAD|@FILE|-] [--count N]\n"
+    "                             broadcast an event, once someone subscribes,\n"
+    "                             and wait until every receiver confirmed it\n"
+    "  request TYPE [PAYLOAD] --response-type T\n"
+    "                             send a request, print the response's payload\n"
+    "  respond TYPE [PAYLOAD] [--response-type T] [--name NAME] [--count N]\n"
+    "                             serve NAME (default lahja-respond) and answer\n"
+    "                             requests of TYPE with PAYLOAD (T: TYPE.reply)\n"
+    "  monitor [PATTERN...] [--count N]\n"
+    "                             print every event matching a pattern (default\n"
+    "                             '*') as it passes: time, origin, type, size,\n"
+    "                             payload preview; Ctrl-C ends it\n"
+    "  stats NAME                 the statistics endpoint NAME keeps\n"
+    "\n"
+    "Options: --dir DIR, --json (machine-readable output), --timeout MS (how\n"
+    "long to wait for a peer, a subscriber, an answer; default 5000).\n"
+    "Exit codes: 0 done, 1 failed, 2 usage, 3 no such endpoint, 4 timed out,\n"
+    "5 nobody subscribes.\n";
+
+/* ----------------------------------------------------------- options */
+
+static struct {
+    const char *dir;
+    int json;
+    uint32_t timeout_ms;
+    const char *response_type;
+    const char *name;
+    long count;
+    const char *cmd;
+    const char **args;
+    int nargs;
+} opt = { .timeout_ms = 5000 };
+
+static char dir_buf[LAHJA_PATH_MAX + 1];
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static int parse(int argc, char **argv)
+{
+    static const char *args[64];
+    opt.args = args;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage_text, stdout);
+            exit(0);
+        } else if (strcmp(a, "--json") == 0) {
+            opt.json = 1;
+        } else if (v != NULL && strcmp(a, "--dir") == 0) {
+            opt.dir = argv[++i];
+        } else if (v != NULL && strcmp(a, "--timeout") == 0) {
+            opt.timeout_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
+        } else if (v != NULL && strcmp(a, "--response-type") == 0) {
+            opt.response_type = argv[++i];
+        } else if (v != NULL && strcmp(a, "--name") == 0) {
+            opt.name = argv[++i];
+        } else if (v != NULL && strcmp(a, "--count") == 0) {
+            opt.count = strtol(argv[++i], NULL, 10);
+        } else if (a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "lahja: unknown option %s\n", a);
+            return -1;
+        } else if (opt.cmd == NULL) {
+            opt.cmd = a;
+        } else if (opt.nargs < 64) {
+            opt.args[opt.nargs++] = a;
+        }
+    }
+    if (opt.cmd == NULL)
+        return -1;
+    if (opt.dir == NULL) {
+        if (lahja_default_base_dir(dir_buf, sizeof dir_buf) != 0)
+            return -1;
+        opt.dir = dir_buf;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ output */
+
+static void json_str(FILE *f, const char *s, size_t len)
+{
+    fputc('"', f);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20 || c >= 0x7f)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static int printable(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!isprint((unsigned char)p[i]) && p[i] != '\n' && p[i] != '\t')
+            return 0;
+    return 1;
+}
+
+/* A payload as text if it is printable, else hex; `max` bytes at most. */
+static void preview(FILE *f, const char *p, size_t len, size_t max)
+{
+    size_t n = len < max ? len : max;
+    if (printable(p, n)) {
+        for (size_t i = 0; i < n; i++)
+            fputc(p[i] == '\n' || p[i] == '\t' ? ' ' : p[i], f);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            fprintf(f, "%02x", (unsigned char)p[i]);
+    }
+    if (n < len)
+        fputs("...", f);
+}
+
+static int exit_for(int rc)
+{
+    switch (rc) {
+    case 0:
+        return 0;
+    case -ETIMEDOUT:
+        return EXIT_TIMEOUT;
+    case LAHJA_ENOSUBSCRIBERS:
+        return EXIT_NOSUB;
+    case -ENOENT:
+        return EXIT_NOENT;
+    default:
+        return EXIT_FAILED;
+    }
+}
+
+static int fail(lahja_endpoint_t *ep, const char *what, int rc)
+{
+    const char *why = ep != NULL ? lahja_endpoint_last_error(ep) : "";
+    fprintf(stderr, "lahja %s: %s\n", what, why[0] != '\0' ? why : lahja_strerror(rc));
+    return exit_for(rc);
+}
+
+/* ---------------------------------------------------------- endpoints */
+
+/* A started endpoint of this command, serving at DIR/name if `serve`. */
+static lahja_endpoint_t *open_ep(const char *name, int serve)
+{
+    char own[LAHJA_NAME_MAX + 1];
+    if (name == NULL) {
+        snprintf(own, sizeof own, "lahja-%s-%d", opt.cmd, (int)getpid());
+        name = own;
+    }
+    lahja_endpoint_options_t o = { .linger_ms = opt.timeout_ms };
+    lahja_endpoint_t *ep = NULL;
+    int rc = lahja_endpoint_new(name, &o, &ep);
+    if (rc != 0) {
+        fail(NULL, "endpoint", rc);
+        return NULL;
+    }
+    lahja_conn_config_t cfg;
+    rc = serve ? lahja_conn_config_from_name(&cfg, name, opt.dir) : 0;
+    if (rc == 0)
+        rc = lahja_endpoint_start(ep, serve ? &cfg : NULL);
+    if (rc != 0) {
+        fail(ep, "start", rc);
+        lahja_endpoint_free(ep);
+        return NULL;
+    }
+    return ep;
+}
+
+static void close_ep(lahja_endpoint_t *ep)
+{
+    lahja_endpoint_stop(ep);
+    lahja_endpoint_free(ep);
+}
+
+/* Joins the bus and waits until `type` has a subscriber (NULL: nothing);
+ * LAHJA_ENOSUBSCRIBERS, said, if none comes in time. */
+static int join_for(lahja_endpoint_t *ep, const char *type)
+{
+    int rc = lahja_join(ep, opt.dir);
+    if (rc != 0 || type == NULL)
+        return rc;
+    rc = lahja_wait_until_any_endpoint_subscribed_to(ep, type, lahja_deadline_in(opt.timeout_ms));
+    if (rc == -ETIMEDOUT) {
+        fprintf(stderr, "lahja %s: nobody in %s subscribes to %s (waited %u ms)\n", opt.cmd,
+                opt.dir, type, (unsigned)opt.timeout_ms);
+        return LAHJA_ENOSUBSCRIBERS;
+    }
+    return rc;
+}
+
+/* The payload argument: text, @FILE or - (standard input). */
+static char *read_payload(const char *arg, size_t *len)
+{
+    if (arg == NULL) {
+        *len = 0;
+        return strdup("");
+    }
+    if (strcmp(arg, "-") != 0 && arg[0] != '@') {
+        *len = strlen(arg);
+        return strdup(arg);
+    }
+    FILE *f = strcmp(arg, "-") == 0 ? stdin : fopen(arg + 1, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while (buf != NULL && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            char *more = realloc(buf, cap *= 2);
+            if (more == NULL)
+                free(buf);
+            buf = more;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    *len = n;
+    return buf;
+}
+
+/* ---------------------------------------------------------------- emit */
+
+static int cmd_emit(void)
+{
+    if (opt.nargs < 1)
+        return EXIT_USAGE;
+    size_t len;
+    char *payload = read_payload(opt.nargs > 1 ? opt.args[1] : NULL, &len);
+    if (payload == NULL) {
+        fprintf(stderr, "lahja emit: cannot read %s\n", opt.args[1]);
+        return EXIT_FAILED;
+    }
+    lahja_endpoint_t *ep = open_ep(NULL, 1);
+    if (ep == NULL) {
+        free(payload);
+        return EXIT_FAILED;
+    }
+    int rc = join_for(ep, opt.args[0]);
+    long n = opt.count > 0 ? opt.count : 1;
+    for (long i = 0; rc == 0 && i < n; i++)
+        rc = lahja_broadcast_bytes(ep, opt.args[0], payload, len, NULL,
+                                   lahja_deadline_in(opt.timeout_ms));
+    if (rc == 0)
+        rc = lahja_wait_until_delivered(ep, lahja_deadline_in(opt.timeout_ms));
+    int code = rc == LAHJA_ENOSUBSCRIBERS ? EXIT_NOSUB : rc == 0 ? 0 : fail(ep, "emit", rc);
+    if (rc == 0 && opt.json)
+        printf("{\"type\":\"%s\",\"events\":%ld,\"size\":%zu}\n", opt.args[0], n, len);
+    free(payload);
+    close_ep(ep);
+    return code;
+}
+
+/* ------------------------------------------------------------- request */
+
+static int cmd_request(void)
+{
+    if (opt.nargs < 1 || opt.response_type == NULL)
+        return EXIT_USAGE;
+    const char *payload = opt.nargs > 1 ? opt.args[1] : "";
+    lahja_endpoint_t *ep = open_ep(NULL, 1);
+    if (ep == NULL)
+        return EXIT_FAILED;
+    int rc = join_for(ep, opt.args[0]);
+    lahja_event_t *resp = NULL;
+    if (rc == 0)
+        rc = lahja_request_bytes(ep, opt.args[0], opt.response_type, payload, strlen(payload),
+                                 NULL, lahja_deadline_in(opt.timeout_ms), &resp);
+    int code = 0;
+    if (rc == LAHJA_ENOSUBSCRIBERS) {
+        code = EXIT_NOSUB;
+    } else if (rc != 0) {
+        code = fail(ep, "request", rc);
+    } else {
+        size_t len;
+        const char *p = lahja_event_payload(resp, &len);
+        if (opt.json) {
+            printf("{\"origin\":");
+            json_str(stdout, lahja_event_origin(resp), strlen(lahja_event_origin(resp)));
+            printf(",\"type\":");
+            json_str(stdout, lahja_event_type(resp), strlen(lahja_event_type(resp)));
+            printf(",\"size\":%zu,\"payload\":", len);
+            json_str(stdout, p, len);
+            printf("}\n");
+        } else {
+            fwrite(p, 1, len, stdout);
+            if (len == 0 || p[len - 1] != '\n')
+                putchar('\n');
+        }
+        lahja_event_unref(resp);
+    }
+    close_ep(ep);
+    return code;
+}
+
+/* ------------------------------------------------------------- respond */
+
+struct responder {
+    const char *type;
+    const char *payload;
+    long answered;
+};
+
+static int on_request(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    struct responder *r = user;
+    int rc = lahja_respond_bytes(ep, ev, r->type, r->payload, strlen(r->payload));
+    if (rc == 0)
+        r->answered++;
+    return rc;
+}
+
+static int cmd_respond(void)
+{
+    if (opt.nargs < 1)
+        return EXIT_USAGE;
+    char reply[LAHJA_NAME_MAX + 1];
+    snprintf(reply, sizeof reply, "%s.reply", opt.args[0]);
+    struct responder r = { opt.response_type != NULL ? opt.response_type : reply,
+                           opt.nargs > 1 ? opt.args[1] : "", 0 };
+    lahja_endpoint_t *ep = open_ep(opt.name != NULL ? opt.name : "lahja-respond", 1);
+    if (ep == NULL)
+        return EXIT_FAILED;
+    int rc = lahja_subscribe(ep, opt.args[0], on_request, &r, NULL);
+    if (rc == 0)
+        rc = lahja_join(ep, opt.dir);
+    if (rc != 0) {
+        int code = fail(ep, "respond", rc);
+        close_ep(ep);
+        return code;
+    }
+    printf("serving %s: answering %s with %s\n", lahja_endpoint_name(ep), opt.args[0], r.type);
+    fflush(stdout);
+    while (!interrupted && (opt.count <= 0 || r.answered < opt.count))
+        lahja_sleep(20);
+    /* The last answer is confirmed before we go (stop lingers for it). */
+    close_ep(ep);
+    return 0;
+}
+
+/* ------------------------------------------------------------- monitor */
+
+struct monitor {
+    uint64_t seen;
+};
+
+static int on_event(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    struct monitor *m = user;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    size_t len;
+    const char *p = lahja_event_payload(ev, &len);
+    const char *origin = lahja_event_origin(ev);
+    if (opt.json) {
+        printf("{\"time\":%ld.%06ld,\"origin\":", (long)tv.tv_sec, (long)tv.tv_usec);
+        json_str(stdout, origin, strlen(origin));
+        printf(",\"type\":");
+        json_str(stdout, lahja_event_type(ev), strlen(lahja_event_type(ev)));
+        printf(",\"size\":%zu,\"payload\":", len);
+        json_str(stdout, p, len < 64 ? len : 64);
+        printf("}\n");
+    } else {
+        struct tm tm;
+        localtime_r(&tv.tv_sec, &tm);
+        printf("%02d:%02d:%02d.%06ld %s %s %zu ", tm.tm_hour, tm.tm_min, tm.tm_sec,
+               (long)tv.tv_usec, origin, lahja_event_type(ev), len);
+        preview(stdout, p, len, 48);
+        putchar('\n');
+    }
+    m->seen++;
+    return 0;
+}
+
+static int cmd_monitor(void)
+{
+    static const char *all[] = { "*" };
+    const char **patterns = opt.nargs > 0 ? opt.args : all;
+    int n = opt.nargs > 0 ? opt.nargs : 1;
+    struct monitor m = { 0 };
+    lahja_endpoint_t *ep = open_ep(NULL, 1); /* found by those that join */
+    if (ep == NULL)
+        return EXIT_FAILED;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < n; i++)
+        rc = lahja_subscribe(ep, patterns[i], on_event, &m, NULL);
+    if (rc == 0)
+        rc = lahja_join(ep, opt.dir);
+    if (rc != 0) {
+        int code = fail(ep, "monitor", rc);
+        close_ep(ep);
+        return code;
+    }
+    /* Handlers never drop an event: a monitor that cannot keep up slows
+     * the publishers (their high-water marks) instead of missing any. */
+    fprintf(stderr, "monitoring %s\n", opt.dir);
+    while (!interrupted && (opt.count <= 0 || (long)m.seen < opt.count)) {
+        fflush(stdout);
+        lahja_sleep(20);
+    }
+    fflush(stdout);
+    fprintf(stderr, "%llu events, 0 missed\n", (unsigned long long)m.seen);
+    close_ep(ep);
+    return 0;
+}
+
+/* --------------------------------------------------------- stats and ls */
+
+/* Asks `name` for its statistics: the reply's payload, or NULL. */
+static lahja_event_t *ask_stats(lahja_endpoint_t *ep, const char *name, int *rc)
+{
+    lahja_broadcast_config_t cfg = { .filter_endpoint = name };
+    lahja_event_t *resp = NULL;
+    *rc = lahja_request_bytes(ep, LAHJA_STATS_REQUEST, LAHJA_STATS_REPLY, NULL, 0, &cfg,
+                              lahja_deadline_in(opt.timeout_ms), &resp);
+    return *rc == 0 ? resp : NULL;
+}
+
+/* Connects to DIR/name; -ENOENT if there is no such socket. */
+static int connect_to(lahja_endpoint_t *ep, const char *name, uint32_t ms)
+{
+    lahja_conn_config_t cfg;
+    int rc = lahja_conn_config_from_name(&cfg, name, opt.dir);
+    if (rc != 0)
+        return rc;
+    struct stat st;
+    if (stat(cfg.path, &st) != 0)
+        return -ENOENT;
+    return lahja_connect(ep, &cfg, 1, lahja_deadline_in(ms));
+}
+
+static int cmd_stats(void)
+{
+    if (opt.nargs < 1)
+        return EXIT_USAGE;
+    lahja_endpoint_t *ep = open_ep(NULL, 0);
+    if (ep == NULL)
+        return EXIT_FAILED;
+    int rc = connect_to(ep, opt.args[0], opt.timeout_ms);
+    lahja_event_t *resp = rc == 0 ? ask_stats(ep, opt.args[0], &rc) : NULL;
+    int code = 0;
+    if (resp == NULL) {
+        code = fail(ep, "stats", rc);
+    } else {
+        size_t len;
+        const char *p = lahja_event_payload(resp, &len);
+        if (opt.json) {
+            /* key=value lines as one object; repeated keys (sub, peer...)
+             * as they come, in an array of pairs. */
+            printf("[");
+            const char *line = p, *end = p + len;
+            int first = 1;
+            while (line < end) {
+                const char *nl = memchr(line, '\n', (size_t)(end - line));
+                const char *stop = nl != NULL ? nl : end;
+                const char *eq = memchr(line, '=', (size_t)(stop - line));
+                if (eq != NULL) {
+                    printf("%s[", first ? "" : ",");
+                    json_str(stdout, line, (size_t)(eq - line));
+                    putchar(',');
+                    json_str(stdout, eq + 1, (size_t)(stop - eq - 1));
+                    putchar(']');
+                    first = 0;
+                }
+                line = stop + 1;
+            }
+            printf("]\n");
+        } else {
+            fwrite(p, 1, len, stdout);
+        }
+        lahja_event_unref(resp);
+    }
+    close_ep(ep);
+    return code;
+}
+
+/* The types a peer announced, for ls. */
+struct peer_view {
+    const char *name;
+    char subs[1024];
+};
+
+static void on_peer(const char *name, const char *const *types, size_t ntypes, void *user)
+{
+    struct peer_view *v = user;
+    if (strcmp(name, v->name) != 0)
+        return;
+    for (size_t i = 0; i < ntypes; i++) {
+        size_t at = strlen(v->subs);
+        snprintf(v->subs + at, sizeof v->subs - at, "%s%s", i ? "," : "", types[i]);
+    }
+}
+
+static int cmd_ls(void)
+{
+    DIR *d = opendir(opt.dir);
+    if (d == NULL) {
+        fprintf(stderr, "lahja ls: %s: %s\n", opt.dir, strerror(errno));
+        return EXIT_NOENT;
+    }
+    lahja_endpoint_t *ep = open_ep(NULL, 0);
+    if (ep == NULL) {
+        closedir(d);
+        return EXIT_FAILED;
+    }
+    if (opt.json)
+        printf("[");
+    else
+        printf("%-24s %-6s %8s  %s\n", "NAME", "STATE", "PID", "SUBSCRIPTIONS");
+    int first = 1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n <= 4 || strcmp(e->d_name + n - 4, ".ipc") != 0)
+            continue;
+        char name[LAHJA_NAME_MAX + 1];
+        snprintf(name, sizeof name, "%.*s", (int)(n - 4), e->d_name);
+        if (strcmp(name, lahja_endpoint_name(ep)) == 0)
+            continue;
+        int rc = connect_to(ep, name, opt.timeout_ms < 1000 ? opt.timeout_ms : 1000);
+        int live = rc == 0;
+        lahja_peer_info_t info = { 0 };
+        struct peer_view v = { name, "" };
+        if (live) {
+            lahja_peer_info(ep, name, &info);
+            lahja_foreach_peer(ep, on_peer, &v);
+        }
+        if (opt.json) {
+            printf("%s{\"name\":", first ? "" : ",");
+            json_str(stdout, name, strlen(name));
+            printf(",\"live\":%s,\"pid\":%d,\"subscriptions\":", live ? "true" : "false",
+                   live ? (int)info.pid : 0);
+            json_str(stdout, v.subs, strlen(v.subs));
+            printf("}");
+        } else {
+            printf("%-24s %-6s %8d  %s\n", name, live ? "live" : "stale",
+                   live ? (int)info.pid : 0, v.subs);
+        }
+        first = 0;
+    }
+    if (opt.json)
+        printf("]\n");
+    closedir(d);
+    close_ep(ep);
+    return 0;
+}
+
+/* --------------------------------------------------------------- main */
+
+static int main_task(void *arg)
+{
+    (void)arg;
+    static const struct {
+        const char *name;
+        int (*fn)(void);
+    } cmds[] = {
+        { "ls", cmd_ls },           { "emit", cmd_emit },       { "request", cmd_request },
+        { "respond", cmd_respond }, { "monitor", cmd_monitor }, { "stats", cmd_stats },
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(opt.cmd, cmds[i].name) != 0)
+            continue;
+        int code = cmds[i].fn();
+        if (code == EXIT_USAGE)
+            fputs(usage_text, stderr);
+        return code;
+    }
+    fprintf(stderr, "lahja: no command %s\n", opt.cmd);
+    fputs(usage_text, stderr);
+    return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    if (parse(argc, argv) != 0) {
+        fputs(usage_text, stderr);
+        return EXIT_USAGE;
+    }
+    struct sigaction sa = { .sa_handler = on_signal };
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int code = lahja_run(main_task, NULL, NULL);
+    fflush(stdout);
+    return code < 0 ? EXIT_FAILED : code;
+}
