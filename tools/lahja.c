@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <dirent.h>
+#include <pwd.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -519,6 +520,40 @@ static int cmd_stats(void)
     return code;
 }
 
+/* From name's stats reply, if it answers: its user and its peers (but
+ * this command's own endpoint). */
+static void stats_summary(lahja_endpoint_t *ep, const char *name, char *user, size_t ulen,
+                          char *peers, size_t plen)
+{
+    if (!lahja_is_endpoint_subscribed_to(ep, name, LAHJA_STATS_REQUEST))
+        return;
+    int rc;
+    lahja_event_t *resp = ask_stats(ep, name, &rc);
+    if (resp == NULL)
+        return;
+    size_t len;
+    const char *p = lahja_event_payload(resp, &len), *end = p + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl != NULL ? nl : end;
+        int n = (int)(stop - p);
+        if (n > 4 && strncmp(p, "uid=", 4) == 0) {
+            uid_t uid = (uid_t)strtoul(p + 4, NULL, 10);
+            struct passwd *pw = getpwuid(uid);
+            if (pw != NULL)
+                snprintf(user, ulen, "%s", pw->pw_name);
+            else
+                snprintf(user, ulen, "%u", (unsigned)uid);
+        } else if (n > 5 && strncmp(p, "peer=", 5) == 0 &&
+                   strncmp(p + 5, lahja_endpoint_name(ep), strlen(lahja_endpoint_name(ep))) != 0) {
+            size_t at = strlen(peers);
+            snprintf(peers + at, plen - at, "%s%.*s", at ? "," : "", n - 5, p + 5);
+        }
+        p = stop + 1;
+    }
+    lahja_event_unref(resp);
+}
+
 /* The types a peer announced, for ls. */
 struct peer_view {
     const char *name;
@@ -551,7 +586,8 @@ static int cmd_ls(void)
     if (opt.json)
         printf("[");
     else
-        printf("%-24s %-6s %8s  %s\n", "NAME", "STATE", "PID", "SUBSCRIPTIONS");
+        printf("%-24s %-6s %8s %-10s %-30s %s\n", "NAME", "STATE", "PID", "USER",
+               "SUBSCRIPTIONS", "PEERS");
     int first = 1;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
@@ -566,20 +602,27 @@ static int cmd_ls(void)
         int live = rc == 0;
         lahja_peer_info_t info = { 0 };
         struct peer_view v = { name, "" };
+        char user[64] = "-", peers[1024] = "";
         if (live) {
             lahja_peer_info(ep, name, &info);
             lahja_foreach_peer(ep, on_peer, &v);
+            stats_summary(ep, name, user, sizeof user, peers, sizeof peers);
         }
         if (opt.json) {
             printf("%s{\"name\":", first ? "" : ",");
             json_str(stdout, name, strlen(name));
-            printf(",\"live\":%s,\"pid\":%d,\"subscriptions\":", live ? "true" : "false",
+            printf(",\"live\":%s,\"pid\":%d,\"user\":", live ? "true" : "false",
                    live ? (int)info.pid : 0);
+            json_str(stdout, user, strlen(user));
+            printf(",\"subscriptions\":");
             json_str(stdout, v.subs, strlen(v.subs));
+            printf(",\"peers\":");
+            json_str(stdout, peers, strlen(peers));
             printf("}");
         } else {
-            printf("%-24s %-6s %8d  %s\n", name, live ? "live" : "stale",
-                   live ? (int)info.pid : 0, v.subs);
+            printf("%-24s %-6s %8d %-10s %-30s %s\n", name, live ? "live" : "stale",
+                   live ? (int)info.pid : 0, user, v.subs[0] ? v.subs : "-",
+                   peers[0] ? peers : "-");
         }
         first = 0;
     }

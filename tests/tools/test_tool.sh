@@ -56,7 +56,7 @@ grep -q "nobody in .* subscribes to Nobody" "$D/nobody.out" || fail "no reason g
 
 # ls and stats see it.
 "$LAHJA" --dir "$D" ls >"$D/ls.out" || fail "ls: exit $?"
-grep -q "^r  *live  *$rpid  *Q" "$D/ls.out" || fail "ls: r not live with pid $rpid and Q"
+grep -q "^r  *live  *$rpid  *[^ ][^ ]*  *Q " "$D/ls.out" || fail "ls: r not live with pid $rpid, a user and Q"
 "$LAHJA" --dir "$D" --json ls >"$D/lsj.out" || fail "ls --json"
 json "$D/lsj.out"
 "$LAHJA" --dir "$D" stats r >"$D/stats.out" || fail "stats: exit $?"
