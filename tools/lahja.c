@@ -43,10 +43,11 @@ static const char usage_text[] =
     "  respond TYPE [PAYLOAD] [--response-type T] [--name NAME] [--count N]\n"
     "                             serve NAME (default lahja-respond) and answer\n"
     "                             requests of TYPE with PAYLOAD (T: TYPE.reply)\n"
-    "  monitor [PATTERN...] [--count N]\n"
+    "  monitor [PATTERN...] [--count N] [--stats]\n"
     "                             print every event matching a pattern (default\n"
     "                             '*') as it passes: time, origin, type, size,\n"
-    "                             payload preview; Ctrl-C ends it\n"
+    "                             payload preview; --stats: rates per type on\n"
+    "                             stderr every second; Ctrl-C ends it\n"
     "  stats NAME                 the statistics endpoint NAME keeps\n"
     "\n"
     "Options: --dir DIR, --json (machine-readable output), --timeout MS (how\n"
@@ -59,6 +60,7 @@ static const char usage_text[] =
 static struct {
     const char *dir;
     int json;
+    int stats;
     uint32_t timeout_ms;
     const char *response_type;
     const char *name;
@@ -89,6 +91,8 @@ static int parse(int argc, char **argv)
             exit(0);
         } else if (strcmp(a, "--json") == 0) {
             opt.json = 1;
+        } else if (strcmp(a, "--stats") == 0) {
+            opt.stats = 1;
         } else if (v != NULL && strcmp(a, "--dir") == 0) {
             opt.dir = argv[++i];
         } else if (v != NULL && strcmp(a, "--timeout") == 0) {
@@ -385,9 +389,47 @@ static int cmd_respond(void)
 
 /* ------------------------------------------------------------- monitor */
 
+#define MONITOR_TYPES 64
+
+/* What a monitor has seen, and per type (the first MONITOR_TYPES types;
+ * the rest together) for --stats. */
 struct monitor {
     uint64_t seen;
+    size_t ntypes;
+    char *type[MONITOR_TYPES];
+    uint64_t count[MONITOR_TYPES + 1], bytes[MONITOR_TYPES + 1];
+    uint64_t last[MONITOR_TYPES + 1];
 };
+
+static void monitor_count(struct monitor *m, const char *type, size_t len)
+{
+    size_t i = 0;
+    while (i < m->ntypes && strcmp(m->type[i], type) != 0)
+        i++;
+    if (i == m->ntypes) {
+        if (i < MONITOR_TYPES && (m->type[i] = strdup(type)) != NULL)
+            m->ntypes++;
+        else
+            i = MONITOR_TYPES;
+    }
+    m->count[i]++;
+    m->bytes[i] += len;
+}
+
+/* One line per type: events/s over the last interval, and in all. */
+static void monitor_rates(struct monitor *m, double secs)
+{
+    for (size_t i = 0; i <= m->ntypes; i++) {
+        size_t k = i < m->ntypes ? i : MONITOR_TYPES;
+        if (k == MONITOR_TYPES && m->count[k] == 0)
+            continue;
+        fprintf(stderr, "%-32s %10.0f events/s %12llu events %14llu bytes\n",
+                k < MONITOR_TYPES ? m->type[k] : "(other types)",
+                (double)(m->count[k] - m->last[k]) / secs, (unsigned long long)m->count[k],
+                (unsigned long long)m->bytes[k]);
+        m->last[k] = m->count[k];
+    }
+}
 
 static int on_event(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
 {
@@ -415,6 +457,8 @@ static int on_event(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
         putchar('\n');
     }
     m->seen++;
+    if (opt.stats)
+        monitor_count(m, lahja_event_type(ev), len);
     return 0;
 }
 
@@ -440,11 +484,20 @@ static int cmd_monitor(void)
     /* Handlers never drop an event: a monitor that cannot keep up slows
      * the publishers (their high-water marks) instead of missing any. */
     fprintf(stderr, "monitoring %s\n", opt.dir);
+    lahja_time_t next = lahja_deadline_in(1000);
     while (!interrupted && (opt.count <= 0 || (long)m.seen < opt.count)) {
         fflush(stdout);
         lahja_sleep(20);
+        if (opt.stats && lahja_now() >= next) {
+            monitor_rates(&m, 1.0 + (double)(lahja_now() - next) / 1000.0);
+            next = lahja_deadline_in(1000);
+        }
     }
     fflush(stdout);
+    if (opt.stats)
+        monitor_rates(&m, 1.0);
+    for (size_t i = 0; i < m.ntypes; i++)
+        free(m.type[i]);
     fprintf(stderr, "%llu events, 0 missed\n", (unsigned long long)m.seen);
     close_ep(ep);
     return 0;

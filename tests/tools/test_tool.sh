@@ -78,7 +78,7 @@ grep -q "^r  *stale" "$D/ls2.out" || fail "ls: r not stale after SIGKILL"
 rm -f "$D/r.ipc"
 
 # A monitor of a pattern sees every event of a burst, and nothing else.
-"$LAHJA" --dir "$D" monitor 'block.*' --count 1001 >"$D/mon.out" 2>"$D/monerr.out" &
+"$LAHJA" --dir "$D" monitor 'block.*' --count 1001 --stats >"$D/mon.out" 2>"$D/monerr.out" &
 mpid=$!
 pids="$pids $mpid"
 wait_for "$D/monerr.out" monitoring
@@ -94,6 +94,8 @@ wait "$mpid" || fail "monitor: exit $?"
 [ "$(grep -c ' block.b 4 last$' "$D/mon.out")" -eq 1 ] || fail "monitor missed the last"
 grep -q ' other ' "$D/mon.out" && fail "monitor saw a type its pattern does not match"
 grep -q "1001 events, 0 missed" "$D/monerr.out" || fail "monitor's count"
+grep -q "^block.a  *[0-9]* events/s  *1000 events  *5000 bytes" "$D/monerr.out" ||
+    fail "monitor --stats: block.a's totals"
 
 # Usage errors.
 set +e
