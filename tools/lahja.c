@@ -19,8 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +51,11 @@ static const char usage_text[] =
     "                             payload preview; --stats: rates per type on\n"
     "                             stderr every second; Ctrl-C ends it\n"
     "  stats NAME                 the statistics endpoint NAME keeps\n"
+    "  bench [--count N] [--size B] [--requests M]\n"
+    "                             start a second endpoint (a process of its own,\n"
+    "                             in a private directory) and measure between the\n"
+    "                             two: N events of B bytes one-to-one (default\n"
+    "                             200000 of 64), then M round trips (20000)\n"
     "\n"
     "Options: --dir DIR, --json (machine-readable output), --timeout MS (how\n"
     "long to wait for a peer, a subscriber, an answer; default 5000).\n"
@@ -65,10 +72,12 @@ static struct {
     const char *response_type;
     const char *name;
     long count;
+    size_t size;
+    long requests;
     const char *cmd;
     const char **args;
     int nargs;
-} opt = { .timeout_ms = 5000 };
+} opt = { .timeout_ms = 5000, .size = 64 };
 
 static char dir_buf[LAHJA_PATH_MAX + 1];
 static volatile sig_atomic_t interrupted;
@@ -103,6 +112,10 @@ static int parse(int argc, char **argv)
             opt.name = argv[++i];
         } else if (v != NULL && strcmp(a, "--count") == 0) {
             opt.count = strtol(argv[++i], NULL, 10);
+        } else if (v != NULL && strcmp(a, "--size") == 0) {
+            opt.size = (size_t)strtoul(argv[++i], NULL, 10);
+        } else if (v != NULL && strcmp(a, "--requests") == 0) {
+            opt.requests = strtol(argv[++i], NULL, 10);
         } else if (a[0] == '-' && a[1] == '-') {
             fprintf(stderr, "lahja: unknown option %s\n", a);
             return -1;
@@ -220,6 +233,38 @@ static void close_ep(lahja_endpoint_t *ep)
     lahja_endpoint_free(ep);
 }
 
+/* Until every endpoint whose socket is in the directory now is
+ * connected, or has been tried and found stale (a second at most), so
+ * that what follows reaches all of them, not only the first to answer.
+ * A connection is made ready by the peer's subscriptions: once it is,
+ * they are known. */
+static void settle(lahja_endpoint_t *ep)
+{
+    lahja_time_t until = lahja_deadline_in(opt.timeout_ms < 1000 ? opt.timeout_ms : 1000);
+    for (;;) {
+        DIR *d = opendir(opt.dir);
+        int pending = 0;
+        struct dirent *e;
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            size_t n = strlen(e->d_name);
+            if (n <= 4 || n - 4 > LAHJA_NAME_MAX || strcmp(e->d_name + n - 4, ".ipc") != 0)
+                continue;
+            char name[LAHJA_NAME_MAX + 1];
+            snprintf(name, sizeof name, "%.*s", (int)(n - 4), e->d_name);
+            lahja_peer_info_t info;
+            if (strcmp(name, lahja_endpoint_name(ep)) != 0 &&
+                (lahja_peer_info(ep, name, &info) != 0 || info.state == LAHJA_PEER_UNKNOWN ||
+                 info.state == LAHJA_PEER_CONNECTING))
+                pending++;
+        }
+        if (d != NULL)
+            closedir(d);
+        if (pending == 0 || lahja_now() >= until)
+            return;
+        lahja_sleep(5);
+    }
+}
+
 /* Joins the bus and waits until `type` has a subscriber (NULL: nothing);
  * LAHJA_ENOSUBSCRIBERS, said, if none comes in time. */
 static int join_for(lahja_endpoint_t *ep, const char *type)
@@ -227,6 +272,7 @@ static int join_for(lahja_endpoint_t *ep, const char *type)
     int rc = lahja_join(ep, opt.dir);
     if (rc != 0 || type == NULL)
         return rc;
+    settle(ep);
     rc = lahja_wait_until_any_endpoint_subscribed_to(ep, type, lahja_deadline_in(opt.timeout_ms));
     if (rc == -ETIMEDOUT) {
         fprintf(stderr, "lahja %s: nobody in %s subscribes to %s (waited %u ms)\n", opt.cmd,
@@ -498,7 +544,13 @@ static int cmd_monitor(void)
         monitor_rates(&m, 1.0);
     for (size_t i = 0; i < m.ntypes; i++)
         free(m.type[i]);
-    fprintf(stderr, "%llu events, 0 missed\n", (unsigned long long)m.seen);
+    /* Missed: what the endpoint's streams dropped (it takes events with
+     * handlers, which never drop; said if that ever changes). */
+    lahja_endpoint_stats_t st = { 0 };
+    lahja_endpoint_stats(ep, &st);
+    uint64_t missed = st.stream_drops;
+    fprintf(stderr, "%llu events, %llu missed\n", (unsigned long long)m.seen,
+            (unsigned long long)missed);
     close_ep(ep);
     return 0;
 }
@@ -686,6 +738,262 @@ static int cmd_ls(void)
     return 0;
 }
 
+/* --------------------------------------------------------------- bench */
+
+/* `lahja bench` starts a second process (this program, as the hidden
+ * command bench-peer) in a private bus directory, and measures between
+ * its endpoint and that one: one-to-one throughput (events broadcast
+ * until every one is confirmed by the receipts, and counted again by the
+ * receiver) and sequential request round trips. */
+
+#define BENCH_PEER "lahja-bench-peer"
+
+struct bench_peer {
+    uint64_t events, bytes;
+    int done;
+};
+
+static int on_bench_event(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    struct bench_peer *b = user;
+    size_t len;
+    lahja_event_payload(ev, &len);
+    b->events++;
+    b->bytes += len;
+    return 0;
+}
+
+static int on_bench_ping(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)user;
+    size_t len;
+    const char *p = lahja_event_payload(ev, &len);
+    return lahja_respond_bytes(ep, ev, "bench.Pong", p, len);
+}
+
+static int on_bench_count(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    struct bench_peer *b = user;
+    char text[64];
+    int n = snprintf(text, sizeof text, "%llu %llu", (unsigned long long)b->events,
+                     (unsigned long long)b->bytes);
+    return lahja_respond_bytes(ep, ev, "bench.Counted", text, (size_t)n);
+}
+
+static int on_bench_done(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    (void)ev;
+    ((struct bench_peer *)user)->done = 1;
+    return 0;
+}
+
+/* The other side: counts events, answers pings and counts, until told
+ * it is done or its parent goes. */
+static int cmd_bench_peer(void)
+{
+    struct bench_peer b = { 0 };
+    pid_t parent = getppid();
+    lahja_endpoint_t *ep = open_ep(BENCH_PEER, 1);
+    if (ep == NULL)
+        return EXIT_FAILED;
+    int rc = lahja_subscribe(ep, "bench.Event", on_bench_event, &b, NULL);
+    if (rc == 0)
+        rc = lahja_subscribe(ep, "bench.Ping", on_bench_ping, &b, NULL);
+    if (rc == 0)
+        rc = lahja_subscribe(ep, "bench.Count", on_bench_count, &b, NULL);
+    if (rc == 0)
+        rc = lahja_subscribe(ep, "bench.Done", on_bench_done, &b, NULL);
+    if (rc != 0) {
+        int code = fail(ep, "bench-peer", rc);
+        close_ep(ep);
+        return code;
+    }
+    while (!b.done && !interrupted && getppid() == parent)
+        lahja_sleep(20);
+    close_ep(ep);
+    return 0;
+}
+
+static double secs_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Starts bench-peer in `dir`; its pid, or -1. */
+static pid_t spawn_peer(const char *dir)
+{
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return -1;
+    self[n] = '\0';
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    char ms[32];
+    snprintf(ms, sizeof ms, "%u", (unsigned)opt.timeout_ms);
+    execl(self, "lahja", "--dir", dir, "--timeout", ms, "bench-peer", (char *)NULL);
+    _exit(127);
+}
+
+struct bench_result {
+    long events;
+    size_t size;
+    double thr_secs;
+    uint64_t counted, counted_bytes;
+    long requests;
+    double rtt_median_us, rtt_p99_us, rtt_secs;
+};
+
+static int bench_run(lahja_endpoint_t *ep, struct bench_result *r)
+{
+    char *payload = calloc(1, r->size ? r->size : 1);
+    double *rtt = calloc((size_t)r->requests, sizeof *rtt);
+    int rc = payload != NULL && rtt != NULL ? 0 : -ENOMEM;
+    lahja_broadcast_config_t to = { .filter_endpoint = BENCH_PEER };
+    struct timespec t0;
+
+    /* Throughput: until the last event is confirmed. */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; rc == 0 && i < r->events; i++)
+        rc = lahja_broadcast_bytes(ep, "bench.Event", payload, r->size, &to,
+                                   lahja_deadline_in(opt.timeout_ms));
+    if (rc == 0)
+        rc = lahja_wait_until_delivered(ep, lahja_deadline_in(opt.timeout_ms));
+    r->thr_secs = secs_since(&t0);
+
+    /* The receiver's own count. */
+    lahja_event_t *resp = NULL;
+    if (rc == 0)
+        rc = lahja_request_bytes(ep, "bench.Count", "bench.Counted", NULL, 0, &to,
+                                 lahja_deadline_in(opt.timeout_ms), &resp);
+    if (rc == 0) {
+        size_t len;
+        const char *p = lahja_event_payload(resp, &len);
+        char text[64];
+        snprintf(text, sizeof text, "%.*s", (int)(len < 63 ? len : 63), p);
+        unsigned long long ev = 0, by = 0;
+        sscanf(text, "%llu %llu", &ev, &by);
+        r->counted = ev;
+        r->counted_bytes = by;
+        lahja_event_unref(resp);
+    }
+
+    /* Round trips, one at a time. */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; rc == 0 && i < r->requests; i++) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        rc = lahja_request_bytes(ep, "bench.Ping", "bench.Pong", payload, r->size, &to,
+                                 lahja_deadline_in(opt.timeout_ms), &resp);
+        rtt[i] = secs_since(&t) * 1e6;
+        lahja_event_unref(resp);
+        resp = NULL;
+    }
+    r->rtt_secs = secs_since(&t0);
+    if (rc == 0 && r->requests > 0) {
+        qsort(rtt, (size_t)r->requests, sizeof *rtt, cmp_double);
+        r->rtt_median_us = rtt[r->requests / 2];
+        r->rtt_p99_us = rtt[(size_t)((double)r->requests * 0.99)];
+    }
+    free(rtt);
+    free(payload);
+    return rc;
+}
+
+static void bench_print(const struct bench_result *r)
+{
+    double evs = (double)r->events / r->thr_secs;
+    double mbs = evs * (double)r->size / 1e6;
+    double rps = (double)r->requests / r->rtt_secs;
+    if (opt.json) {
+        printf("{\"events\":%ld,\"size\":%zu,\"seconds\":%.6f,\"events_per_s\":%.0f,"
+               "\"mb_per_s\":%.3f,\"received\":%llu,\"lost\":%lld,\"requests\":%ld,"
+               "\"requests_per_s\":%.0f,\"rtt_median_us\":%.2f,\"rtt_p99_us\":%.2f}\n",
+               r->events, r->size, r->thr_secs, evs, mbs, (unsigned long long)r->counted,
+               (long long)r->events - (long long)r->counted, r->requests, rps,
+               r->rtt_median_us, r->rtt_p99_us);
+        return;
+    }
+    printf("one-to-one    %ld events of %zu B in %.3f s: %.0f events/s, %.1f MB/s, "
+           "%llu received\n",
+           r->events, r->size, r->thr_secs, evs, mbs, (unsigned long long)r->counted);
+    printf("round trip    %ld requests of %zu B: median %.1f us, p99 %.1f us, "
+           "%.0f requests/s\n",
+           r->requests, r->size, r->rtt_median_us, r->rtt_p99_us, rps);
+}
+
+static int cmd_bench(void)
+{
+    struct bench_result r = {
+        .events = opt.count > 0 ? opt.count : 200000,
+        .size = opt.size,
+        .requests = opt.requests > 0 ? opt.requests : 20000,
+    };
+    char dir[] = "/tmp/lahja-bench-XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        fprintf(stderr, "lahja bench: %s: %s\n", dir, strerror(errno));
+        return EXIT_FAILED;
+    }
+    pid_t pid = spawn_peer(dir);
+    if (pid < 0) {
+        fprintf(stderr, "lahja bench: cannot start the other endpoint: %s\n", strerror(errno));
+        rmdir(dir);
+        return EXIT_FAILED;
+    }
+    lahja_endpoint_t *ep = open_ep(NULL, 0);
+    int rc = ep != NULL ? lahja_join(ep, dir) : -ENOMEM;
+    if (rc == 0)
+        rc = lahja_wait_until_endpoint_subscribed_to(ep, BENCH_PEER, "bench.Done",
+                                                     lahja_deadline_in(opt.timeout_ms));
+    if (rc == 0)
+        rc = bench_run(ep, &r);
+    int code = 0;
+    if (rc != 0) {
+        code = ep != NULL ? fail(ep, "bench", rc) : EXIT_FAILED;
+    } else if (r.counted != (uint64_t)r.events || r.counted_bytes != (uint64_t)r.events * r.size) {
+        fprintf(stderr, "lahja bench: sent %ld events, %llu received\n", r.events,
+                (unsigned long long)r.counted);
+        code = EXIT_FAILED;
+    } else {
+        bench_print(&r);
+    }
+    if (ep != NULL) {
+        lahja_broadcast_config_t to = { .filter_endpoint = BENCH_PEER };
+        if (lahja_is_connected_to(ep, BENCH_PEER))
+            lahja_broadcast_bytes(ep, "bench.Done", NULL, 0, &to, lahja_deadline_in(1000));
+        close_ep(ep);
+    }
+    /* The peer goes when told, or when its parent does; reaped here,
+     * killed if it has not gone within the timeout. */
+    int status;
+    lahja_time_t until = lahja_deadline_in(opt.timeout_ms);
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (lahja_now() >= until) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        lahja_sleep(10);
+    }
+    char sock[sizeof dir + LAHJA_NAME_MAX + 8];
+    snprintf(sock, sizeof sock, "%s/%s.ipc", dir, BENCH_PEER);
+    unlink(sock);
+    rmdir(dir);
+    return code;
+}
+
 /* --------------------------------------------------------------- main */
 
 static int main_task(void *arg)
@@ -697,6 +1005,7 @@ static int main_task(void *arg)
     } cmds[] = {
         { "ls", cmd_ls },           { "emit", cmd_emit },       { "request", cmd_request },
         { "respond", cmd_respond }, { "monitor", cmd_monitor }, { "stats", cmd_stats },
+        { "bench", cmd_bench },     { "bench-peer", cmd_bench_peer },
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(opt.cmd, cmds[i].name) != 0)
