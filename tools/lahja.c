@@ -590,7 +590,10 @@ static int cmd_stats(void)
     int rc = connect_to(ep, opt.args[0], opt.timeout_ms);
     lahja_event_t *resp = rc == 0 ? ask_stats(ep, opt.args[0], &rc) : NULL;
     int code = 0;
-    if (resp == NULL) {
+    if (rc == -ENOENT) {
+        fprintf(stderr, "lahja stats: no endpoint %s in %s\n", opt.args[0], opt.dir);
+        code = EXIT_NOENT;
+    } else if (resp == NULL) {
         code = fail(ep, "stats", rc);
     } else {
         size_t len;

@@ -70,10 +70,11 @@ grep -q "^pid=$rpid$" "$D/stats.out" || fail "stats: no pid"
 lahja --dir "$D" --json stats r >"$D/statsj.out" || fail "stats --json"
 json "$D/statsj.out"
 set +e
-lahja --dir "$D" stats ghost 2>/dev/null
+lahja --dir "$D" stats ghost 2>"$D/ghost.out"
 rc=$?
 set -e
 [ $rc -eq 3 ] || fail "stats of no such endpoint: exit $rc, not 3"
+grep -q "no endpoint ghost in $D" "$D/ghost.out" || fail "stats of no such endpoint: no reason given"
 
 # Killed, it leaves its socket: stale.
 kill -9 "$rpid"
