@@ -123,6 +123,11 @@ typedef struct lahja_rt_options {
  * the loop; they keep it alive only while a task is ready to run.
  * `opts` may be NULL.  On success *out owns the runtime; release it with
  * lahja_rt_close().
+ * After fork(), the child's thread has no runtime: a pthread_atfork
+ * child handler (registered by the first call) forgets the parent's
+ * without closing it, since its loop's kernel objects are shared with
+ * the parent; its memory is leaked in the child.  So lahja_rt_new
+ * succeeds in the child, on a loop the child made with uv_loop_init().
  * Errors: -EINVAL, -ENOMEM, -EBUSY (this thread already has a runtime).
  */
 int lahja_rt_new(struct uv_loop_s *loop, const lahja_rt_options_t *opts, lahja_rt_t **out);

@@ -29,6 +29,31 @@ __thread struct lahja_task *lahja_tls_task;
  * poll for I/O again: tasks that keep yielding cannot starve I/O. */
 #define SCHED_BUDGET 4096
 
+/*
+ * A child of fork() inherits its thread's runtime in TLS, but must not
+ * use it: the loop's epoll fd and sockets are shared with the parent.
+ * The child handler forgets it, leaking its memory (closing it would
+ * close kernel objects the parent still uses), so that in the child
+ * lahja_rt_current() is NULL, lahja_endpoint_new() finds no runtime
+ * instead of the parent's, and lahja_rt_new() can make a new one.  The
+ * pid check of lahja_forget_inherited stays for a child made without
+ * the atfork handlers running (a raw clone()).
+ */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void forget_in_child(void)
+{
+    lahja_tls_rt = NULL;
+    lahja_tls_task = NULL;
+}
+
+static void register_atfork(void)
+{
+    /* Can fail only with ENOMEM; the pid check then still covers
+     * lahja_rt_new and lahja_run. */
+    (void)pthread_atfork(NULL, NULL, forget_in_child);
+}
+
 void lahja_forget_inherited(void)
 {
     if (lahja_tls_rt != NULL && lahja_tls_rt->pid != getpid()) {
@@ -319,6 +344,7 @@ int lahja_rt_new(uv_loop_t *loop, const lahja_rt_options_t *opts, lahja_rt_t **o
 {
     if (loop == NULL || out == NULL)
         return -EINVAL;
+    pthread_once(&atfork_once, register_atfork);
     lahja_forget_inherited();
     if (lahja_tls_rt != NULL)
         return -EBUSY;
