@@ -5,11 +5,11 @@
 # apt-get line and fails.  Usage: scripts/deps.sh [build|test|ci]
 set -eu
 
-need="build-essential cmake pkg-config libuv1-dev liblz4-dev"
+need="build-essential cmake pkg-config libuv1-dev liblz4-dev python3-dev"
 case "${1:-build}" in
     build) ;;
-    test) need="$need libcmocka-dev" ;;
-    ci) need="$need libcmocka-dev valgrind clang doxygen" ;;
+    test) need="$need libcmocka-dev python3-pytest" ;;
+    ci) need="$need libcmocka-dev python3-pytest valgrind clang doxygen" ;;
     *) echo "usage: $0 [build|test|ci]" >&2; exit 2 ;;
 esac
 
