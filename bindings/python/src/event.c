@@ -48,9 +48,12 @@ static int event_keep(EventObject *e)
 
 void event_unlend(EventObject *e)
 {
-    if (e->lent && Py_REFCNT(e) > 1 && event_keep(e) < 0)
+    /* Held by the caller only: it is about to go, and its dealloc leaves
+     * a lent event alone. */
+    if (!e->lent || Py_REFCNT(e) == 1)
+        return;
+    if (event_keep(e) < 0)
         PyErr_Clear(); /* the Event is left empty: its accessors raise */
-    e->lent = 0;
 }
 
 /* The event, or NULL with an exception when keeping it failed. */
@@ -358,11 +361,15 @@ static int on_event(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
     if (e != NULL) {
         PyObject *r = PyObject_CallOneArg(handler, e);
         Py_XDECREF(r);
+    }
+    /* Reported first: its traceback may hold the Event, which is then
+     * kept. */
+    if (PyErr_Occurred())
+        endpoint_report(endpoint, handler);
+    if (e != NULL) {
         event_unlend((EventObject *)e);
         Py_DECREF(e);
     }
-    if (PyErr_Occurred())
-        endpoint_report(endpoint, handler);
     Py_DECREF(handler);
     Py_DECREF(endpoint);
     return 0; /* reported above; the library's log line would repeat it */
