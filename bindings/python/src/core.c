@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -13,8 +14,18 @@
 
 /* The thread's Loop.  Its reference is never dropped: libuv's loop can be
  * closed only once every handle on it is, which the endpoints made on it
- * may never allow; a thread's loop lives as long as the process. */
+ * may never allow; a thread's loop lives as long as the process (one
+ * made by a thread that exits is leaked). */
 static __thread LoopObject *tls_loop;
+
+/* In a fork child the forking thread forgets its Loop, so that checking
+ * a Loop is a comparison, not a getpid() system call on every method
+ * call; the pid is still compared where a loop is made, for a child
+ * made without the atfork handlers running. */
+static void forget_loop_in_child(void)
+{
+    tls_loop = NULL;
+}
 
 LoopObject *loop_get(void)
 {
@@ -44,9 +55,14 @@ LoopObject *loop_get(void)
     return l;
 }
 
+int loop_is_current(const LoopObject *loop)
+{
+    return loop == tls_loop;
+}
+
 int loop_check(const LoopObject *loop)
 {
-    if (loop == tls_loop && loop->pid == getpid())
+    if (loop_is_current(loop))
         return 1;
     PyErr_SetString(PyExc_RuntimeError,
                     "lahja object used on another thread or process than its loop's");
@@ -438,6 +454,12 @@ PyMODINIT_FUNC PyInit__core(void)
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL)
         return NULL;
+    /* Once per import; a second registration (the module imported
+     * again) does the same thing twice. */
+    if (pthread_atfork(NULL, NULL, forget_loop_in_child) != 0) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
     if (add_type(m, &LoopType, "Loop") < 0 || add_type(m, &EventType, "Event") < 0 ||
         add_type(m, &OpType, "Op") < 0 || add_type(m, &SubscriptionType, "Subscription") < 0 ||
         add_type(m, &EndpointType, "Endpoint") < 0 || errors_init(m) < 0 || add_constants(m) < 0) {

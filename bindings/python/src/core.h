@@ -43,6 +43,11 @@ LoopObject *loop_get(void);
  * otherwise sets RuntimeError and returns 0. */
 int loop_check(const LoopObject *loop);
 
+/* loop_check without the exception: for deallocs and the collector,
+ * which may run on any thread (or in a fork child), where the C objects
+ * must be left alone (leaked) rather than touched. */
+int loop_is_current(const LoopObject *loop);
+
 /* ----------------------------------------------------------- the errors */
 
 /* Raises the _core.Error subclass for `code` with `message` (NULL:

@@ -203,12 +203,14 @@ static void core_stopped(lahja_endpoint_t *ep, int status, void *user)
 
 /* Lets the C endpoint go: freed now if it is not running, else stopped
  * and freed by the stop's callback.  One inherited through fork() is
- * not ours to touch (its sockets are the parent's too): leaked. */
+ * not ours to touch (its sockets are the parent's too), nor one whose
+ * last reference went on another thread (the library would refuse, and
+ * its log may still call into the core): leaked. */
 static void core_release(EndpointObject *self)
 {
     EndpointCore *core = self->core;
     self->core = NULL;
-    if (core == NULL || self->loop->pid != getpid())
+    if (core == NULL || !loop_is_current(self->loop))
         return;
     if (lahja_endpoint_is_running(core->ep) &&
         lahja_endpoint_stop_cb(core->ep, core_stopped, core) == 0)
@@ -299,11 +301,16 @@ static int endpoint_traverse(EndpointObject *self, visitproc visit, void *arg)
 }
 
 /* Breaking a cycle (endpoint -> subscription -> handler -> endpoint)
- * cancels the subscriptions: nobody can reach them any more. */
+ * cancels the subscriptions: nobody can reach them any more.  On
+ * another thread than the loop's, or in a fork child, the cycle stays
+ * (a leak): the C subscriptions could not be cancelled there, and would
+ * call into freed objects. */
 static int endpoint_clear(EndpointObject *self)
 {
+    if (!loop_is_current(self->loop))
+        return 0;
     Py_INCREF(self);
-    end_subscriptions(self, self->core != NULL && self->loop->pid == getpid());
+    end_subscriptions(self, self->core != NULL);
     Py_CLEAR(self->on_error);
     Py_DECREF(self);
     return 0;

@@ -493,14 +493,14 @@ static int subscription_traverse(SubscriptionObject *self, visitproc visit, void
 }
 
 /* The collector breaks a cycle through a subscription by cancelling it,
- * which is what dropping every reference to its endpoint means.  A
- * subscription of a process's parent (after fork) is only let go. */
+ * which is what dropping every reference to its endpoint means.  Not on
+ * another thread than the loop's, nor in a fork child: the C side could
+ * not be cancelled there, and the cycle stays (a leak, not a crash). */
 static int subscription_clear(SubscriptionObject *self)
 {
-    if (self->endpoint != NULL) {
+    if (self->endpoint != NULL && loop_is_current(self->endpoint->loop)) {
         Py_INCREF(self);
-        int here = self->endpoint->loop->pid == getpid();
-        subscription_end(self, here);
+        subscription_end(self, 1);
         Py_DECREF(self);
     }
     return 0;
