@@ -135,8 +135,10 @@ static PyObject *loop_pid(LoopObject *self, void *closure)
 static PyMethodDef loop_methods[] = {
     { "run", (PyCFunction)loop_run, METH_NOARGS,
       "run() -> float | None\n\n"
-      "Runs what libuv has ready, without waiting (uv_run UV_RUN_NOWAIT): every\n"
-      "callback into Python (handlers, op callbacks) is called from here.\n"
+      "Runs what libuv has ready, without waiting (uv_run UV_RUN_NOWAIT): the\n"
+      "callbacks into Python (op callbacks, handlers of events from peers) are\n"
+      "called from here; only a handler of an event an endpoint broadcasts to\n"
+      "itself is called from within that broadcast.\n"
       "Returns the seconds until libuv wants to run again: 0.0 when it has work\n"
       "pending, None when no timer is due (wait for fd only, or nothing is alive).\n"
       "Exceptions raised by callbacks are reported, never raised here.\n"

@@ -3,7 +3,9 @@
  * forms and non-suspending calls.  Python's own event loop (asyncio,
  * trio, a select() loop) drives the thread's libuv loop: it waits for
  * Loop.fd to be readable or Loop.timeout() to pass, then calls
- * Loop.run(), inside which every callback into Python happens.
+ * Loop.run(), inside which the callbacks into Python happen (but for the
+ * handlers of an event an endpoint broadcasts to itself, which the
+ * library calls from within the broadcast).
  *
  * Threads: every object belongs to the thread whose Loop it was made on,
  * and the GIL is held in every callback (they come from Loop.run(), or

@@ -228,19 +228,39 @@ static void end_subscriptions(EndpointObject *self, int in_c)
 
 /* ------------------------------------------------------ construction */
 
+/* An option: None (or not given) is 0, the library's default. */
+static int opt_u64(PyObject *o, unsigned long long max, unsigned long long *out)
+{
+    *out = 0;
+    if (o == NULL || o == Py_None)
+        return 0;
+    *out = PyLong_AsUnsignedLongLong(o);
+    if (PyErr_Occurred())
+        return -1;
+    if (*out > max) {
+        PyErr_SetString(PyExc_OverflowError, "option out of range");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *endpoint_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = { "name", "high_water", "hard_limit", "max_payload", "linger_ms",
                               "compress_threshold", "busy_poll_us", "handshake_timeout_ms",
                               "no_stats", "on_error", "log", NULL };
-    PyObject *name, *on_error = Py_None, *log = Py_None;
-    unsigned long long high_water = 0, hard_limit = 0, max_payload = 0, compress = 0;
-    unsigned int linger_ms = 0, busy_poll_us = 0, handshake_ms = 0;
+    PyObject *name, *on_error = Py_None, *log = Py_None, *o[7] = { NULL };
+    unsigned long long high_water, hard_limit, max_payload, compress, linger_ms, busy_poll_us,
+        handshake_ms;
     int no_stats = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|$KKKIKIIpOO:Endpoint", kwlist, &name,
-                                     &high_water, &hard_limit, &max_payload, &linger_ms,
-                                     &compress, &busy_poll_us, &handshake_ms, &no_stats,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|$OOOOOOOpOO:Endpoint", kwlist, &name, &o[0],
+                                     &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &no_stats,
                                      &on_error, &log))
+        return NULL;
+    if (opt_u64(o[0], SIZE_MAX, &high_water) < 0 || opt_u64(o[1], SIZE_MAX, &hard_limit) < 0 ||
+        opt_u64(o[2], SIZE_MAX, &max_payload) < 0 || opt_u64(o[3], UINT32_MAX, &linger_ms) < 0 ||
+        opt_u64(o[4], SIZE_MAX, &compress) < 0 || opt_u64(o[5], UINT32_MAX, &busy_poll_us) < 0 ||
+        opt_u64(o[6], UINT32_MAX, &handshake_ms) < 0)
         return NULL;
     if ((on_error != Py_None && !PyCallable_Check(on_error)) ||
         (log != Py_None && !PyCallable_Check(log))) {
@@ -268,10 +288,10 @@ static PyObject *endpoint_new(PyTypeObject *type, PyObject *args, PyObject *kwds
         .high_water = (size_t)high_water,
         .hard_limit = (size_t)hard_limit,
         .max_payload = (size_t)max_payload,
-        .linger_ms = linger_ms,
+        .linger_ms = (uint32_t)linger_ms,
         .compress_threshold = (size_t)compress,
-        .busy_poll_us = busy_poll_us,
-        .handshake_timeout_ms = handshake_ms,
+        .busy_poll_us = (uint32_t)busy_poll_us,
+        .handshake_timeout_ms = (uint32_t)handshake_ms,
         .no_stats = no_stats,
     };
     if (log != Py_None) {
@@ -1072,8 +1092,10 @@ static PyMethodDef endpoint_methods[] = {
       "request), WouldBlock, LifecycleError." THREAD_DOC },
     { "subscribe", FASTCALL(ep_subscribe), METH_FK,
       "subscribe(type, handler, origins=None) -> Subscription\n\n"
-      "Calls handler(event) from Loop.run() for every event of `type` (a type, or a\n"
-      "pattern ending in '*'), from the endpoints named in `origins` only if given.\n"
+      "Calls handler(event) for every event of `type` (a type, or a pattern ending\n"
+      "in '*'), from the endpoints named in `origins` only if given: from\n"
+      "Loop.run(), or, for an event this endpoint broadcasts to itself, from within\n"
+      "that broadcast call (the library dispatches local events at once).\n"
       "The endpoint holds the handler until Subscription.cancel().  An exception\n"
       "the handler raises goes to on_error (else sys.unraisablehook); the other\n"
       "handlers still run.  Errors: Error (-EINVAL), LifecycleError." THREAD_DOC },
@@ -1171,11 +1193,11 @@ PyTypeObject EndpointType = {
     .tp_dealloc = (destructor)endpoint_dealloc,
     .tp_repr = (reprfunc)ep_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Endpoint(name, *, high_water=0, hard_limit=0, max_payload=0, linger_ms=0,\n"
-              "         compress_threshold=0, busy_poll_us=0, handshake_timeout_ms=0,\n"
-              "         no_stats=False, on_error=None, log=None)\n\n"
-              "A stopped lahja endpoint on the calling thread's Loop (0: the library's\n"
-              "default).  on_error(exc) gets the exceptions raised by handlers and\n"
+    .tp_doc = "Endpoint(name, *, high_water=None, hard_limit=None, max_payload=None,\n"
+              "         linger_ms=None, compress_threshold=None, busy_poll_us=None,\n"
+              "         handshake_timeout_ms=None, no_stats=False, on_error=None, log=None)\n\n"
+              "A stopped lahja endpoint on the calling thread's Loop (None or 0: the\n"
+              "library's default; sizes in bytes).  on_error(exc) gets the exceptions raised by handlers and\n"
               "callbacks (default: sys.unraisablehook); log(level, endpoint, message)\n"
               "replaces the library's stderr logging.  Every method is for the\n"
               "Loop's thread only.  Dropping the last reference to a running endpoint\n"

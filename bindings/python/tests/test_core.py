@@ -384,6 +384,33 @@ def test_stop_while_calls_are_under_way(pair):
         b.stop(lambda s: None)
 
 
+def test_options_and_reentrancy():
+    errors = []
+    a = _core.Endpoint("ra", high_water=None, linger_ms=50, max_payload=1024,
+                       on_error=errors.append)
+    with pytest.raises(OverflowError):
+        _core.Endpoint("rb", linger_ms=2**40)
+    with pytest.raises(TypeError):
+        _core.Endpoint("rb", bogus=1)
+    a.start()
+    # Op callbacks come from Loop.run() (a handler of an event broadcast
+    # to the endpoint itself is called from within the broadcast).
+    a.wait_for("R", 0.001, lambda s, e: _core.loop().run())
+    a.subscribe("R", lambda e: None)
+    with pytest.raises(_core.Error) as info:
+        a.broadcast_nowait("R", b"x" * 2048)
+    assert info.value.code == -errno.EMSGSIZE
+    pump(lambda: errors)
+    assert isinstance(errors[0], RuntimeError)  # Loop.run() inside Loop.run()
+    # An Op nobody holds still gets its callback.
+    got = []
+    a.wait_for("Never", 0.01, lambda s, e: got.append(s))
+    gc.collect()
+    pump(lambda: got)
+    assert got == [-errno.ETIMEDOUT]
+    stop_all(a)
+
+
 def test_free(base_dir):
     a = _core.Endpoint("fa")
     with pytest.raises(_core.LifecycleError):
