@@ -250,6 +250,24 @@ def test_request_and_respond(pair):
     assert got == [_core.EUNEXPECTEDRESPONSE]
 
 
+def test_respond_after_the_handler(pair):
+    """A request kept by its handler is answered later, outside it."""
+    a, b = pair
+    requests = []
+    a.subscribe("Later", requests.append)
+    assert wait_ok(b.wait_until_endpoint_subscribed_to, "a", "Later", 5) == 0
+    got = []
+    for ep in (b, a):  # from a peer, and from the endpoint itself
+        requests.clear()
+        ep.request("Later", "LaterResp", ep.name.encode(), timeout=5,
+                   callback=lambda s, e: got.append((s, e and e.payload)))
+        pump(lambda: requests)
+        assert requests[0].origin == ep.name
+        a.respond(requests[0], "LaterResp", requests[0].payload + b"!")
+        pump(lambda: len(got) == (1 if ep is b else 2))
+    assert got == [(0, b"b!"), (0, b"a!")]
+
+
 def test_request_to_self(pair):
     a, _ = pair
     a.subscribe("Local", lambda r: a.respond(r, "LocalResp", b"me"))
