@@ -1197,11 +1197,12 @@ PyTypeObject EndpointType = {
               "         linger_ms=None, compress_threshold=None, busy_poll_us=None,\n"
               "         handshake_timeout_ms=None, no_stats=False, on_error=None, log=None)\n\n"
               "A stopped lahja endpoint on the calling thread's Loop (None or 0: the\n"
-              "library's default; sizes in bytes).  on_error(exc) gets the exceptions raised by handlers and\n"
-              "callbacks (default: sys.unraisablehook); log(level, endpoint, message)\n"
-              "replaces the library's stderr logging.  Every method is for the\n"
-              "Loop's thread only.  Dropping the last reference to a running endpoint\n"
-              "stops it, and frees it once stopped (keep running the Loop).\n"
+              "library's default; sizes in bytes).  on_error(exc) gets the exceptions\n"
+              "raised by handlers and callbacks (default: sys.unraisablehook);\n"
+              "log(level, endpoint, message) replaces the library's stderr logging.\n"
+              "Every method is for the Loop's thread only.  Dropping the last\n"
+              "reference to a running endpoint stops it, and frees it once stopped\n"
+              "(keep running the Loop).\n"
               "Errors: Error (-EINVAL: bad name).",
     .tp_traverse = (traverseproc)endpoint_traverse,
     .tp_clear = (inquiry)endpoint_clear,
