@@ -170,6 +170,7 @@ typedef struct {
     PyObject *callback;
     int done;
     int status;              /* the callback's status, once done */
+    uint64_t id;             /* request(): the request's id, else 0 */
 } OpObject;
 
 extern PyTypeObject OpType;

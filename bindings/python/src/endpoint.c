@@ -615,9 +615,17 @@ static PyObject *ep_request(EndpointObject *self, Args args, Py_ssize_t nargs, P
         release_payload(&view);
         return NULL;
     }
-    int rc = lahja_request_bytes_cb(self->core->ep, type, rtype, view.buf, (size_t)view.len, &cfg,
-                                    deadline, op_done_event, op, &op->op);
+    /* Made here rather than by the bytes form: lahja_request_cb binds
+     * the request's id, which Op.id gives the caller. */
+    lahja_event_t *req = NULL;
+    int rc = lahja_request_new(type, rtype, view.buf, (size_t)view.len, &req);
     release_payload(&view);
+    if (rc == 0) {
+        rc = lahja_request_cb(self->core->ep, req, &cfg, deadline, op_done_event, op, &op->op);
+        if (rc == 0)
+            op->id = lahja_event_id(req);
+        lahja_event_unref(req);
+    }
     return op_started(op, rc);
 }
 
@@ -1081,7 +1089,8 @@ static PyMethodDef endpoint_methods[] = {
     { "request", FASTCALL(ep_request), METH_FK,
       "request(type, response_type, payload, filter_endpoint=None,\n"
       "        require_subscriber=True, timeout=None, *, callback) -> Op\n\n"
-      "Sends a request and waits for its first response (lahja_request_bytes_cb):\n"
+      "Sends a request and waits for its first response (lahja_request_cb); the\n"
+      "Op's id is the request's.\n"
       "callback(status, Event | None), the Event the response (its own reference).\n"
       "Statuses also NoSubscribers', UnexpectedResponse's and RemoteDisconnected's\n"
       "codes." OP_DOC },

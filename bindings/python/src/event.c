@@ -213,6 +213,7 @@ OpObject *op_new(EndpointObject *ep, PyObject *callback)
     op->callback = Py_NewRef(callback);
     op->done = 0;
     op->status = 0;
+    op->id = 0;
     return op;
 }
 
@@ -327,8 +328,17 @@ static PyMethodDef op_methods[] = {
     { NULL, NULL, 0, NULL }
 };
 
+static PyObject *op_get_id(OpObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(self->id);
+}
+
 static PyGetSetDef op_getset[] = {
     { "done", (getter)op_get_done, NULL, "Whether the callback has been called.", NULL },
+    { "id", (getter)op_get_id, NULL,
+      "A request's id, what its responses are addressed to (the requester keys\n"
+      "its pending requests by it); 0 for other calls.", NULL },
     { "status", (getter)op_get_status, NULL,
       "The status the callback got (0 or a negative code), None until then.", NULL },
     { NULL, NULL, NULL, NULL, NULL }
