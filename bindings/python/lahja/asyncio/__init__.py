@@ -1,0 +1,2 @@
+"""lahja on asyncio."""
+from .endpoint import AsyncioEndpoint  # noqa: F401

@@ -1,0 +1,4 @@
+"""Constants kept from lahja."""
+IPC_WAIT_SECONDS = 2
+SIZE_MARKER_LENGTH = 4
+ENDPOINT_CONNECT_TIMEOUT = 30

@@ -1,0 +1,2 @@
+"""lahja on trio."""
+from .endpoint import TrioEndpoint  # noqa: F401
