@@ -8,8 +8,8 @@ set -eu
 need="build-essential cmake pkg-config libuv1-dev liblz4-dev python3-dev"
 case "${1:-build}" in
     build) ;;
-    test) need="$need libcmocka-dev python3-pytest" ;;
-    ci) need="$need libcmocka-dev python3-pytest valgrind clang doxygen" ;;
+    test) need="$need libcmocka-dev python3-pytest python3-pytest-asyncio python3-trio" ;;
+    ci) need="$need libcmocka-dev python3-pytest python3-pytest-asyncio python3-trio valgrind clang doxygen" ;;
     *) echo "usage: $0 [build|test|ci]" >&2; exit 2 ;;
 esac
 
