@@ -107,6 +107,10 @@ class BaseEvent:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("lahja_type")
+        if own is not None and not (isinstance(own, str) and 0 < len(own.encode()) <= 255
+                                    and not own.endswith("*")):
+            raise TypeError(f"{cls.__qualname__}.lahja_type must be a name of 1 to 255 bytes "
+                            f"not ending in '*', not {own!r}")
         cls._lahja_name = own if own else f"{cls.__module__}.{cls.__qualname__}"
         _registry.setdefault(cls._lahja_name, cls)
 

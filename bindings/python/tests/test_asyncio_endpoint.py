@@ -364,3 +364,15 @@ async def test_local_subscription_changes_wake_waiters():
         ep.subscribe(Ping, lambda e: None)
         await asyncio.wait_for(change, T)
         await asyncio.wait_for(ep.wait_until_all_endpoints_subscribed_to(Ping), T)
+
+
+def test_lahja_type_is_checked_when_the_class_is_made():
+    from lahja import RawEvent
+
+    for bad in ("", "x*", "y" * 256, 5):
+        with pytest.raises(TypeError):
+            type("Bad", (RawEvent,), {"lahja_type": bad})
+    ok = type("Ok", (RawEvent,), {"lahja_type": "a.b"})
+    assert ok.event_type_name() == "a.b"
+    sub = type("Sub", (ok,), {})
+    assert sub.event_type_name().endswith(".Sub")  # not inherited: a type of its own

@@ -50,14 +50,17 @@ class Future(Generic[TResult]):
         return self._error
 
     def set_result(self, result: TResult) -> None:
+        """Done with this result (once done, later outcomes are ignored)."""
         if self._done.is_set():
-            raise InvalidState("already done")
+            return
         self._result = result
         self._done.set()
 
     def set_exception(self, exc_value: BaseException, exc_tb: Any = None) -> None:
+        """Done with this error, raised again by result() and await (once
+        done, later outcomes are ignored)."""
         if self._done.is_set():
-            raise InvalidState("already done")
+            return
         if exc_tb is not None:
             exc_value = exc_value.with_traceback(exc_tb)
         self._error = exc_value
