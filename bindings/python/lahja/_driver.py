@@ -35,6 +35,11 @@ from . import _core
 
 __all__ = ["asyncio_pump", "trio_pump"]
 
+# How long a kicked pump may wait while the framework's loop has other
+# work ready (see _AsyncioPump._next_turn).
+DEFER_TURNS = 64
+DEFER_SECONDS = 0.0005
+
 _local = threading.local()
 
 
@@ -45,6 +50,7 @@ class _Pump:
         self.core = core
         self.holds = 0
         self.kicked = False
+        self.lazy = False  # the pending run may wait for a busy loop
 
     def hold(self):
         """A consumer is full: stop running libuv until release()."""
@@ -69,6 +75,7 @@ class _Pump:
         """Runs libuv's due work once; the seconds until it wants to run
         again (0: at once), or None."""
         self.kicked = False
+        self.lazy = False
         if self.holds:
             return None
         return self.core.run()
@@ -79,7 +86,15 @@ class _AsyncioPump(_Pump):
         super().__init__(core)
         self.loop = loop
         self.timer = None
-        loop.add_reader(core.fd, self._run)
+        self.deferred = 0
+        self.kicked_at = 0.0
+        loop.add_reader(core.fd, self._on_readable)
+
+    def _on_readable(self):
+        # A run on its way for broadcasts (kick_lazy) takes the input too,
+        # with the writes it waits for; else it is read at once.
+        if not (self.kicked and self.lazy):
+            self._run()
 
     def _run(self):
         if self.timer is not None:
@@ -102,17 +117,40 @@ class _AsyncioPump(_Pump):
         self.loop.remove_reader(self.core.fd)
 
     def resume(self):
-        self.loop.add_reader(self.core.fd, self._run)
+        self.loop.add_reader(self.core.fd, self._on_readable)
 
     def kick(self):
         # libuv runs at the loop's turn after next: a task the caller starts
         # right after its call (a wait for what the call causes) is under
         # way before the effects come back, as with lahja's own tasks.
-        if not self.kicked and not self.loop.is_closed():
+        if self.kicked:
+            self.lazy = False
+            return
+        if not self.loop.is_closed():
             self.kicked = True
+            self.lazy = False
             self.loop.call_soon(self._next_turn)
 
+    def kick_lazy(self):
+        """A kick for output only (broadcasts): while other callbacks are
+        ready (a task broadcasting in a loop), libuv waits a few more turns,
+        so that what they queue leaves in one write per peer; never longer
+        than DEFER_TURNS turns or DEFER_SECONDS.  With nothing else to do,
+        or after a kick(), it runs as a kick's would."""
+        if self.kicked or self.loop.is_closed():
+            return
+        self.kicked = True
+        self.lazy = True
+        self.deferred = 0
+        self.kicked_at = self.loop.time()
+        self.loop.call_soon(self._next_turn)
+
     def _next_turn(self):
+        if (self.lazy and self.loop._ready and self.deferred < DEFER_TURNS
+                and self.loop.time() - self.kicked_at < DEFER_SECONDS):
+            self.deferred += 1
+            self.loop.call_soon(self._next_turn)
+            return
         self.loop.call_soon(self._run)
 
 
@@ -130,6 +168,7 @@ class _TrioPump(_Pump):
     def __init__(self, core):
         super().__init__(core)
         self.scope = None
+        self.lazy_kicks = 0
         trio.lowlevel.spawn_system_task(self._main, name="lahja core loop")
 
     async def _main(self):
@@ -137,6 +176,15 @@ class _TrioPump(_Pump):
         while True:
             if self.kicked:
                 await trio.lowlevel.checkpoint()
+                # A lazy kick (broadcasts) waits while broadcasts keep
+                # coming, a scheduling round at a time, as the asyncio
+                # pump's does while its loop is busy (kick_lazy).
+                deferred, since, seen = 0, trio.current_time(), -1
+                while (self.lazy and self.lazy_kicks != seen and deferred < DEFER_TURNS
+                       and trio.current_time() - since < DEFER_SECONDS):
+                    seen = self.lazy_kicks
+                    deferred += 1
+                    await trio.lowlevel.checkpoint()
             else:
                 if self.holds or t is None:
                     deadline = math.inf
@@ -150,8 +198,18 @@ class _TrioPump(_Pump):
             t = self.run_once()
 
     def kick(self):
+        self.lazy = False
         if not self.kicked:
             self.kicked = True
+            if self.scope is not None:
+                self.scope.cancel()
+
+    def kick_lazy(self):
+        """See _AsyncioPump.kick_lazy."""
+        self.lazy_kicks += 1
+        if not self.kicked:
+            self.kicked = True
+            self.lazy = True
             if self.scope is not None:
                 self.scope.cancel()
 

@@ -548,7 +548,7 @@ class BaseEndpoint(EndpointAPI):
         except _core.Error as e:
             raise converted(e) from None
         else:
-            self._pump().kick()
+            self._pump().kick_lazy()
         item.bind(self, None)
 
     def _broadcast_waiting(self, name, payload, fe, fid, internal, callback):
@@ -573,7 +573,7 @@ class BaseEndpoint(EndpointAPI):
             ep.broadcast_nowait(name, payload, fe, fid, internal, False)
         except _core.Error as e:
             raise converted(e) from None
-        self._pump().kick()
+        self._pump().kick_lazy()
         item.bind(self, None)
 
     async def request(

@@ -376,3 +376,23 @@ def test_lahja_type_is_checked_when_the_class_is_made():
     assert ok.event_type_name() == "a.b"
     sub = type("Sub", (ok,), {})
     assert sub.event_type_name().endswith(".Sub")  # not inherited: a type of its own
+
+
+@pytest.mark.asyncio
+async def test_a_busy_broadcaster_still_delivers(pair):
+    """Broadcasts wait for a busy loop to batch them (kick_lazy), but only
+    for a bounded time: a task that broadcasts without ever letting the
+    loop idle still gets its events to the peer as it goes."""
+    server, client = pair
+    got = []
+    client.subscribe(Ping, got.append)
+    await asyncio.wait_for(server.wait_until_endpoint_subscribed_to("client", Ping), T)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + T
+    i = 0
+    while len(got) < 100:
+        assert loop.time() < end, f"only {len(got)} of {i} events arrived"
+        await server.broadcast(Ping(i))
+        i += 1
+        await asyncio.sleep(0)
+    assert [e.n for e in got] == list(range(len(got)))

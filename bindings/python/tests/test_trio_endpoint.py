@@ -157,3 +157,22 @@ def test_async_handler_runs_in_the_endpoint_nursery(bus_dir):
                 await seen.wait()
 
     run(main)
+
+
+def test_a_busy_broadcaster_still_delivers(bus_dir):
+    async def main():
+        cfg = ConnectionConfig.from_name("busy", bus_dir)
+        async with TrioEndpoint.serve(cfg) as server, TrioEndpoint("rx").run() as client:
+            await client.connect_to_endpoints(cfg)
+            got = []
+            client.subscribe(Ping, got.append)
+            with trio.fail_after(T):
+                await server.wait_until_endpoint_subscribed_to("rx", Ping)
+                i = 0
+                while len(got) < 100:
+                    await server.broadcast(Ping(i))
+                    i += 1
+                    await trio.sleep(0)
+            assert [e.n for e in got] == list(range(len(got)))
+
+    run(main)
