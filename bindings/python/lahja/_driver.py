@@ -131,6 +131,16 @@ class _AsyncioPump(_Pump):
             self.lazy = False
             self.loop.call_soon(self._next_turn)
 
+    def kick_now(self):
+        """A kick for a call whose caller waits for its answer (a request, a
+        response): libuv runs at the next turn."""
+        if self.kicked and not self.lazy:
+            return
+        if not self.loop.is_closed():
+            self.kicked = True
+            self.lazy = False
+            self.loop.call_soon(self._run)
+
     def kick_lazy(self):
         """A kick for output only (broadcasts): while other callbacks are
         ready (a task broadcasting in a loop), libuv waits a few more turns,
@@ -203,6 +213,10 @@ class _TrioPump(_Pump):
             self.kicked = True
             if self.scope is not None:
                 self.scope.cancel()
+
+    def kick_now(self):
+        """See _AsyncioPump.kick_now."""
+        self.kick()
 
     def kick_lazy(self):
         """See _AsyncioPump.kick_lazy."""

@@ -548,7 +548,12 @@ class BaseEndpoint(EndpointAPI):
         except _core.Error as e:
             raise converted(e) from None
         else:
-            self._pump().kick_lazy()
+            # A response goes at once (someone waits for it); other
+            # broadcasts may wait for a busy loop to batch them.
+            if fid:
+                self._pump().kick_now()
+            else:
+                self._pump().kick_lazy()
         item.bind(self, None)
 
     def _broadcast_waiting(self, name, payload, fe, fid, internal, callback):
@@ -573,7 +578,10 @@ class BaseEndpoint(EndpointAPI):
             ep.broadcast_nowait(name, payload, fe, fid, internal, False)
         except _core.Error as e:
             raise converted(e) from None
-        self._pump().kick_lazy()
+        if fid:
+            self._pump().kick_now()
+        else:
+            self._pump().kick_lazy()
         item.bind(self, None)
 
     async def request(
@@ -604,7 +612,7 @@ class BaseEndpoint(EndpointAPI):
         rid = op.id
         item.bind(self, rid)
         self._futures[rid] = waiter
-        self._pump().kick()
+        self._pump().kick_now()
         try:
             cev = await waiter.wait(op)
         finally:
