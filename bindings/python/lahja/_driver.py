@@ -91,9 +91,16 @@ class _AsyncioPump(_Pump):
         loop.add_reader(core.fd, self._on_readable)
 
     def _on_readable(self):
-        # A run on its way for broadcasts (kick_lazy) takes the input too,
-        # with the writes it waits for; else it is read at once.
-        if not (self.kicked and self.lazy):
+        # Input is taken at once when the loop has nothing else to do.
+        # While it is busy (a task broadcasting, a stream being read) it
+        # waits as a lazy kick does, and comes in one run with the writes:
+        # reading each receipt or event as it comes would run the core,
+        # and write, once per event.
+        if self.kicked and self.lazy:
+            return
+        if self.loop._ready:
+            self.kick_lazy()
+        else:
             self._run()
 
     def _run(self):
