@@ -25,7 +25,7 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 from lahja import BroadcastConfig, ConnectionConfig
 from lahja.base import EndpointAPI
-from lahja.exceptions import NoSubscribers
+from lahja.exceptions import NoSubscribers, RemoteDisconnected
 from lahja.tools.benchmark.backends import BaseBackend
 from lahja.tools.benchmark.constants import (
     DRIVER_ENDPOINT,
@@ -175,7 +175,8 @@ class RequestDriver(BaseDriverProcess):
                 await event_bus.request(
                     PerfMeasureRequest(payload, index, time.time())
                 )
-        except NoSubscribers:
+        except (NoSubscribers, RemoteDisconnected):
+            # Or the last request went to a consumer that has just left.
             await _idle_until_stopped(config)
 
 
