@@ -193,3 +193,57 @@ async def _tool_endpoint(bus_dir, prefix):
             return p.name[:-len(".ipc")]
         await asyncio.sleep(0.01)
     raise AssertionError(f"no {prefix}* endpoint in {bus_dir}")
+
+
+STOPPED_PEER = """
+    import asyncio, os, signal, sys
+    from lahja import AsyncioEndpoint, ConnectionConfig
+    from events import Ping
+
+    async def main(path):
+        async with AsyncioEndpoint.serve(ConnectionConfig("sleeper", path)) as ep:
+            ep.subscribe(Ping, lambda e: None)
+            print("serving", flush=True)
+            await ep.wait_until_connected_to("flooder")
+            os.kill(os.getpid(), signal.SIGSTOP)  # stops reading, for good
+            await asyncio.sleep(3600)
+
+    asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.asyncio
+async def test_broadcast_nowait_is_bounded_and_broadcast_waits(bus_dir):
+    """A peer that stops reading: broadcast_nowait fails with WouldBlock
+    once the peer's queue is over its high-water mark, having queued a
+    bounded amount; broadcast waits instead, and a deadline ends the wait."""
+    from lahja.exceptions import WouldBlock
+
+    path = bus_dir / "sleeper.ipc"
+    proc = child(STOPPED_PEER, str(path))
+    try:
+        assert proc.stdout.readline().strip() == "serving"
+        async with AsyncioEndpoint("flooder").run() as ep:
+            await ep.connect_to_endpoints(ConnectionConfig("sleeper", path))
+            await asyncio.wait_for(ep.wait_until_endpoint_subscribed_to("sleeper", Ping), T)
+            for _ in range(T * 200):  # until it has stopped
+                if open(f"/proc/{proc.pid}/stat").read().split(") ")[1][0] == "T":
+                    break
+                await asyncio.sleep(0.005)
+            big = os.urandom(65536)  # incompressible: LZ4 would shrink a run of one byte
+            sent = 0
+            with pytest.raises(WouldBlock):
+                while sent < 100000:
+                    ep.broadcast_nowait(Ping(sent, big))
+                    sent += 1
+                    if sent % 16 == 0:
+                        await asyncio.sleep(0)  # let the core write
+            # Bounded by the default hard limit, 4 x high_water (4 MiB) +
+            # max_payload (64 MiB), and what the kernel's buffers hold.
+            queued = sent * len(big)
+            assert 4 * 2**20 < queued < 96 * 2**20, queued
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ep.broadcast(Ping(-1, big)), 0.2)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=T)
