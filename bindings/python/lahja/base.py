@@ -557,7 +557,8 @@ class BaseEndpoint(EndpointAPI):
         item.bind(self, None)
 
     def _broadcast_waiting(self, name, payload, fe, fid, internal, callback):
-        op = self._ep().broadcast(name, payload, fe, fid, internal, False, None, callback)
+        op = self._ep().broadcast(name, payload, fe, fid, internal, False,
+                                  timeout=None, callback=callback)
         if op is None:  # room was made meanwhile: done already
             callback(0)
             return _DoneOp
