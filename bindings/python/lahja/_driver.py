@@ -190,7 +190,23 @@ class _TrioPump(_Pump):
 
     async def _main(self):
         t = 0.0
+        ran_at_kicks = 0
         while True:
+            if not self.kicked:
+                if self.holds or t is None:
+                    deadline = math.inf
+                else:
+                    deadline = trio.current_time() + t
+                with trio.CancelScope(deadline=deadline) as self.scope:
+                    if self.holds:  # the descriptor stays readable
+                        await trio.sleep_forever()
+                    await trio.lowlevel.wait_readable(self.core.fd)
+                self.scope = None
+                # Input while broadcasts are flowing waits for their batch,
+                # as a lazy kick does; input to an idle endpoint is read at
+                # once.
+                if not self.kicked and self.lazy_kicks != ran_at_kicks:
+                    self.kicked = self.lazy = True
             if self.kicked:
                 await trio.lowlevel.checkpoint()
                 # A lazy kick (broadcasts) waits while broadcasts keep
@@ -202,16 +218,7 @@ class _TrioPump(_Pump):
                     seen = self.lazy_kicks
                     deferred += 1
                     await trio.lowlevel.checkpoint()
-            else:
-                if self.holds or t is None:
-                    deadline = math.inf
-                else:
-                    deadline = trio.current_time() + t
-                with trio.CancelScope(deadline=deadline) as self.scope:
-                    if self.holds:  # the descriptor stays readable
-                        await trio.sleep_forever()
-                    await trio.lowlevel.wait_readable(self.core.fd)
-                self.scope = None
+            ran_at_kicks = self.lazy_kicks
             t = self.run_once()
 
     def kick(self):
