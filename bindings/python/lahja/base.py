@@ -16,6 +16,8 @@ through the core; the core calls ``_Consumers.dispatch``, which decodes
 the event once and hands it to every consumer.
 """
 from abc import ABC, abstractmethod
+from collections import deque
+import inspect
 import logging
 from typing import (
     Any,
@@ -271,6 +273,47 @@ class EndpointAPI(ABC):
         self, event: Type[BaseEvent], *, include_self: bool = True
     ) -> None:
         ...
+
+
+# ------------------------------------------------------------- streams
+
+class StreamQueue:
+    """
+    A stream's events: put by the core's dispatch, taken by the stream.
+    Past STREAM_HIGH_WATER it holds the pump (nothing more is read) until
+    the stream has taken it down to half.  A framework's subclass says how
+    the stream waits for an event (its ``get``) and is woken (``wake``).
+    """
+
+    __slots__ = ("items", "pump", "held")
+
+    def __init__(self, pump) -> None:
+        self.items: deque = deque()
+        self.pump = pump
+        self.held = False
+
+    def put(self, ev) -> None:
+        self.items.append(ev)
+        self.wake()
+        if not self.held and len(self.items) >= STREAM_HIGH_WATER:
+            self.held = True
+            self.pump.hold()
+
+    def take(self):
+        """The next event (there is one)."""
+        ev = self.items.popleft()
+        if self.held and len(self.items) < STREAM_HIGH_WATER // 2:
+            self.release()
+        return ev
+
+    def release(self) -> None:
+        """Lets the pump run again, if this queue held it."""
+        if self.held:
+            self.held = False
+            self.pump.release()
+
+    def wake(self) -> None:
+        raise NotImplementedError
 
 
 # ------------------------------------------------------------- consumers
@@ -620,6 +663,80 @@ class BaseEndpoint(EndpointAPI):
             self._futures.pop(rid, None)
         return decode_event(cev, expected)
 
+    # ------------------------------------------------------ connecting
+
+    async def connect_to_endpoints(self, *endpoints: ConnectionConfig) -> None:
+        """Connects to each endpoint (waiting for its socket to appear, up
+        to 30 s) and returns once every one is connected.  Its own name, a
+        name twice, or one already connected: ConnectionAttemptRejected."""
+        names = [c.name for c in endpoints]
+        if self.name in names:
+            raise ConnectionAttemptRejected("Cannot connect an endpoint to itself.")
+        if len(set(names)) != len(names):
+            raise ConnectionAttemptRejected(f"Duplicate endpoints in {names}")
+        for n in names:
+            if self.is_connected_to(n):
+                raise ConnectionAttemptRejected(f"Already connected to {n}")
+        await self._call(self._ep().connect, [(c.name, str(c.path)) for c in endpoints], 30.0)
+
+    # ---------------------------------------------------------- streams
+
+    # What num_events=0 gives: nothing (lahja's asyncio endpoint) or one
+    # event (its trio endpoint).
+    _stream_zero_is_one = False
+
+    async def stream(
+        self, event_type: Type[TStreamEvent], num_events: Optional[int] = None
+    ) -> AsyncGenerator[TStreamEvent, None]:
+        """The events of exactly that type, as they come; after num_events
+        of them it ends (None: never; 0: see _stream_zero_is_one).  It
+        subscribes at its first step and unsubscribes however it ends
+        (exhausted, closed, broken out of, cancelled).  A consumer that
+        falls STREAM_HIGH_WATER events behind holds the endpoint's reading
+        until it catches up, so nothing is dropped (the peers' high-water
+        marks slow their publishers)."""
+        limit = num_events
+        if limit is not None and limit <= 0:
+            if not self._stream_zero_is_one:
+                return
+            limit = 1
+        q = self._new_queue()
+        c = self._consumers_for(event_type)
+        c.queues.append(q)
+        try:
+            n = 0
+            while limit is None or n < limit:
+                yield await q.get()
+                n += 1
+        finally:
+            q.release()
+            try:
+                c.queues.remove(q)
+            except ValueError:
+                pass
+            self._consumer_gone(c)
+
+    async def wait_for(self, event_type: Type[TWaitForEvent]) -> TWaitForEvent:
+        """The next event of exactly that type."""
+        agen = self.stream(event_type, num_events=1)
+        try:
+            return await agen.__anext__()
+        finally:
+            await agen.aclose()
+
+    async def _run_handler(self, handler, ev) -> None:
+        """An async handler's run for one event; what it raises is logged."""
+        try:
+            await handler(ev)
+        except Exception:
+            self.logger.debug("%s: Error in subscription handler %s", self, handler,
+                              exc_info=True)
+
+    def _last_error(self) -> str:
+        """The core's account of its last failure, for an exception's text."""
+        ep = self._core_ep
+        return ep.last_error if ep is not None else ""
+
     # ------------------------------------------------------------ hooks
 
     def _pump(self):
@@ -647,6 +764,10 @@ class BaseEndpoint(EndpointAPI):
         """Runs an async handler for one event, on its own."""
         raise NotImplementedError
 
+    def _new_queue(self) -> StreamQueue:
+        """A stream's queue, of the framework's kind."""
+        raise NotImplementedError
+
 
 class _DoneOpType:
     """The Op of a call that completed as it started."""
@@ -659,7 +780,5 @@ _DoneOp = _DoneOpType()
 
 
 def _is_coroutine_function(fn) -> bool:
-    import inspect
-
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None))

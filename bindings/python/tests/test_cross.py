@@ -14,9 +14,9 @@ import textwrap
 
 import pytest
 
-from lahja import AsyncioEndpoint, BroadcastConfig, ConnectionConfig
+from lahja import AsyncioEndpoint, ConnectionConfig
 
-from events import Answer, Ping, Pong, Question, RawStatus, StatusReply, Tick
+from events import Ping, Pong, Question, RawStatus, StatusReply, Tick
 
 T = 10
 HERE = pathlib.Path(__file__).parent

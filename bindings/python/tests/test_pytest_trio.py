@@ -4,7 +4,6 @@ session: trio tests, trio fixtures yielding inside nurseries and torn
 down in reverse, a plain fixture over trio fixtures with parameters, the
 nursery fixture, failures reported, and asyncio tests beside trio ones.
 """
-import os
 
 
 def run(pytester, source, *args):

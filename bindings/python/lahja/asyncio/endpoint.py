@@ -6,49 +6,32 @@ that waits is a core call in callback form whose callback completes an
 asyncio future, and cancelling the awaiting task cancels the core call.
 """
 import asyncio
-from collections import deque
 import contextlib
-from typing import Any, AsyncGenerator, AsyncIterator, Optional, Type
+from typing import Any, AsyncIterator, Optional
 
 from .. import _core
 from .._driver import asyncio_pump
-from ..base import (
-    STREAM_HIGH_WATER,
-    BaseEndpoint,
-    TStreamEvent,
-    TWaitForEvent,
-    converted,
-    error_for,
-)
-from ..common import BaseEvent, ConnectionConfig  # noqa: F401 (lahja exports it here)
-from ..exceptions import ConnectionAttemptRejected, LifecycleError, UnexpectedResponse
+from ..base import BaseEndpoint, StreamQueue, converted, error_for
+from ..common import ConnectionConfig  # lahja's tests import it from here too
 
 __all__ = ["AsyncioEndpoint"]
 
 
-class _Queue:
-    """A stream's events: put by the core's dispatch, taken by the stream.
-    Past STREAM_HIGH_WATER it holds the pump (nothing more is read) until
-    the stream takes one."""
+class _Queue(StreamQueue):
+    """A stream's events; the stream waits on a future."""
 
-    __slots__ = ("items", "waiter", "pump", "held")
+    __slots__ = ("waiter",)
 
     def __init__(self, pump) -> None:
-        self.items: deque = deque()
+        super().__init__(pump)
         self.waiter: Optional[asyncio.Future] = None
-        self.pump = pump
-        self.held = False
 
-    def put(self, ev) -> None:
-        self.items.append(ev)
+    def wake(self) -> None:
         w = self.waiter
         if w is not None:
             self.waiter = None
             if not w.done():
                 w.set_result(None)
-        if not self.held and len(self.items) >= STREAM_HIGH_WATER:
-            self.held = True
-            self.pump.hold()
 
     async def get(self):
         while not self.items:
@@ -57,15 +40,7 @@ class _Queue:
                 await self.waiter
             finally:
                 self.waiter = None
-        ev = self.items.popleft()
-        if self.held and len(self.items) < STREAM_HIGH_WATER // 2:
-            self.release()
-        return ev
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.pump.release()
+        return self.take()
 
 
 class _Waiter:
@@ -202,59 +177,6 @@ class AsyncioEndpoint(BaseEndpoint):
         for t in list(self._handler_tasks):
             t.cancel()
 
-    # ------------------------------------------------------ connecting
-
-    async def connect_to_endpoints(self, *endpoints: ConnectionConfig) -> None:
-        """Connects to each endpoint (waiting for its socket to appear, up
-        to 30 s) and returns once every one is connected.  Its own name, a
-        name twice, or one already connected: ConnectionAttemptRejected."""
-        names = [c.name for c in endpoints]
-        if self.name in names:
-            raise ConnectionAttemptRejected("Cannot connect an endpoint to itself.")
-        if len(set(names)) != len(names):
-            raise ConnectionAttemptRejected(f"Duplicate endpoints in {names}")
-        for n in names:
-            if self.is_connected_to(n):
-                raise ConnectionAttemptRejected(f"Already connected to {n}")
-        await self._call(self._ep().connect, [(c.name, str(c.path)) for c in endpoints], 30.0)
-
-    # --------------------------------------------------------- streams
-
-    async def stream(
-        self, event_type: Type[TStreamEvent], num_events: Optional[int] = None
-    ) -> AsyncGenerator[TStreamEvent, None]:
-        """The events of exactly that type, as they come; after num_events
-        of them it ends (None: never).  It subscribes at its first step and
-        unsubscribes however it ends (exhausted, closed, broken out of,
-        cancelled).  A consumer that falls STREAM_HIGH_WATER events behind
-        holds the endpoint's reading until it catches up, so nothing is
-        dropped (the peers' high-water marks slow their publishers)."""
-        if num_events is not None and num_events <= 0:
-            return
-        q = _Queue(self._pump())
-        c = self._consumers_for(event_type)
-        c.queues.append(q)
-        try:
-            n = 0
-            while num_events is None or n < num_events:
-                yield await q.get()
-                n += 1
-        finally:
-            q.release()
-            try:
-                c.queues.remove(q)
-            except ValueError:
-                pass
-            self._consumer_gone(c)
-
-    async def wait_for(self, event_type: Type[TWaitForEvent]) -> TWaitForEvent:
-        """The next event of exactly that type."""
-        agen = self.stream(event_type, num_events=1)
-        try:
-            return await agen.__anext__()
-        finally:
-            await agen.aclose()
-
     # ------------------------------------------------------------ hooks
 
     def _pump(self):
@@ -268,16 +190,8 @@ class AsyncioEndpoint(BaseEndpoint):
         self._handler_tasks.add(task)
         task.add_done_callback(self._handler_tasks.discard)
 
-    async def _run_handler(self, handler, ev) -> None:
-        try:
-            await handler(ev)
-        except Exception:
-            self.logger.debug("%s: Error in subscription handler %s", self, handler,
-                              exc_info=True)
-
     def _waiter(self) -> "_Waiter":
         return _Waiter(self)
 
-    def _last_error(self) -> str:
-        ep = self._core_ep
-        return ep.last_error if ep is not None else ""
+    def _new_queue(self) -> _Queue:
+        return _Queue(self._pump())

@@ -7,8 +7,7 @@ the core's callback reschedules it; a trio cancellation aborts the park
 and cancels the core's call.
 """
 import contextlib
-from collections import deque
-from typing import Any, AsyncGenerator, AsyncIterator, Optional, Type
+from typing import Any, AsyncIterator, Optional
 
 import outcome
 import trio
@@ -16,15 +15,8 @@ import trio.lowlevel
 
 from .. import _core
 from .._driver import trio_pump
-from ..base import (
-    STREAM_HIGH_WATER,
-    BaseEndpoint,
-    TStreamEvent,
-    TWaitForEvent,
-    converted,
-    error_for,
-)
-from ..common import BaseEvent, ConnectionConfig
+from ..base import BaseEndpoint, StreamQueue, converted, error_for
+from ..common import ConnectionConfig
 from ..exceptions import ConnectionAttemptRejected, LifecycleError
 
 __all__ = ["TrioEndpoint"]
@@ -65,26 +57,20 @@ class _Parked:
         return await trio.lowlevel.wait_task_rescheduled(abort)
 
 
-class _Queue:
-    """A stream's events (see lahja.asyncio.endpoint._Queue)."""
+class _Queue(StreamQueue):
+    """A stream's events; the stream's task parks until one comes."""
 
-    __slots__ = ("items", "parked", "pump", "held")
+    __slots__ = ("parked",)
 
     def __init__(self, pump) -> None:
-        self.items: deque = deque()
+        super().__init__(pump)
         self.parked: Optional[_Parked] = None
-        self.pump = pump
-        self.held = False
 
-    def put(self, ev) -> None:
-        self.items.append(ev)
+    def wake(self) -> None:
         p = self.parked
         if p is not None:
             self.parked = None
             p.done(outcome.Value(None))
-        if not self.held and len(self.items) >= STREAM_HIGH_WATER:
-            self.held = True
-            self.pump.hold()
 
     async def get(self):
         if self.items:
@@ -95,15 +81,7 @@ class _Queue:
                 await self.parked.wait()
             finally:
                 self.parked = None
-        ev = self.items.popleft()
-        if self.held and len(self.items) < STREAM_HIGH_WATER // 2:
-            self.release()
-        return ev
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.pump.release()
+        return self.take()
 
 
 class TrioEndpoint(BaseEndpoint):
@@ -113,6 +91,7 @@ class TrioEndpoint(BaseEndpoint):
     """
 
     _connection_backlog = 10
+    _stream_zero_is_one = True  # as lahja's trio endpoint
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -220,53 +199,11 @@ class TrioEndpoint(BaseEndpoint):
     # ------------------------------------------------------ connecting
 
     async def connect_to_endpoints(self, *endpoints: ConnectionConfig) -> None:
-        """Connects to each endpoint (waiting for its socket, up to 30 s) and
-        returns once every one is connected.  Not running, its own name or a
-        name already connected: ConnectionAttemptRejected."""
+        """As BaseEndpoint's; not running is ConnectionAttemptRejected too,
+        as in lahja's trio endpoint."""
         if not self.is_running:
             raise ConnectionAttemptRejected(f"{self} is not running")
-        names = [c.name for c in endpoints]
-        if len(set(names)) != len(names):
-            raise ConnectionAttemptRejected(f"Duplicate endpoints in {names}")
-        for n in names:
-            if self.is_connected_to(n):
-                raise ConnectionAttemptRejected(f"Already connected to {n}")
-        await self._call(self._ep().connect, [(c.name, str(c.path)) for c in endpoints], 30.0)
-
-    # --------------------------------------------------------- streams
-
-    async def stream(
-        self, event_type: Type[TStreamEvent], num_events: Optional[int] = None
-    ) -> AsyncGenerator[TStreamEvent, None]:
-        """The events of exactly that type as they come, num_events of them
-        (None: without end; 0 is taken as 1, as lahja's trio endpoint does).
-        Subscribed from its first step until it ends however it ends; a
-        consumer that falls behind holds the endpoint's reading (nothing is
-        dropped), see AsyncioEndpoint.stream."""
-        q = _Queue(self._pump())
-        c = self._consumers_for(event_type)
-        c.queues.append(q)
-        try:
-            n = 0
-            limit = None if num_events is None else max(num_events, 1)
-            while limit is None or n < limit:
-                yield await q.get()
-                n += 1
-        finally:
-            q.release()
-            try:
-                c.queues.remove(q)
-            except ValueError:
-                pass
-            self._consumer_gone(c)
-
-    async def wait_for(self, event_type: Type[TWaitForEvent]) -> TWaitForEvent:
-        """The next event of exactly that type."""
-        agen = self.stream(event_type, num_events=1)
-        try:
-            return await agen.__anext__()
-        finally:
-            await agen.aclose()
+        await super().connect_to_endpoints(*endpoints)
 
     # ------------------------------------------------------------ hooks
 
@@ -280,16 +217,8 @@ class TrioEndpoint(BaseEndpoint):
         if self._nursery is not None:
             self._nursery.start_soon(self._run_handler, handler, ev)
 
-    async def _run_handler(self, handler, ev) -> None:
-        try:
-            await handler(ev)
-        except Exception:
-            self.logger.debug("%s: Error in subscription handler %s", self, handler,
-                              exc_info=True)
-
     def _waiter(self) -> _Parked:
         return _Parked(self)
 
-    def _last_error(self) -> str:
-        ep = self._core_ep
-        return ep.last_error if ep is not None else ""
+    def _new_queue(self) -> _Queue:
+        return _Queue(self._pump())

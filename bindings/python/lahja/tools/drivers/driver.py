@@ -1,6 +1,6 @@
 """A driver: an initializer, then actions, each with a deadline."""
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..engine import Driver, EngineAPI
 from .actions import Action, AsyncAction, SyncAction
