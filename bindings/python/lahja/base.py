@@ -424,7 +424,10 @@ class BaseEndpoint(EndpointAPI):
     ) -> Tuple[Tuple[str, Set[Type[BaseEvent]]], ...]:
         """This endpoint and every connected one, each with its event types."""
         own = ((self.name, self.get_subscribed_events()),)
-        return own + tuple((r.name, r.get_subscribed_events()) for r in self._connections)
+        ep = self._core_ep
+        if ep is None or not ep.is_running:
+            return own
+        return own + tuple((n, _classes(types)) for n, types in ep.peers())
 
     def get_subscribed_events(self) -> Set[Type[BaseEvent]]:
         """The event types this endpoint consumes now."""
@@ -565,11 +568,28 @@ class BaseEndpoint(EndpointAPI):
 
     # ------------------------------------------------------ broadcasting
 
-    @staticmethod
-    def _send_config(config: Optional[BroadcastConfig]):
+    def _prepare(self, item: BaseEvent, config: Optional[BroadcastConfig]):
+        """What broadcasting `item` takes: the running core endpoint, its
+        type name and payload, and the config's fields.  A bound event is
+        BindError.  NoSubscribers (lahja's rule: checked for the default
+        config only) is left to the core, which checks it as it routes."""
+        if item.is_bound:
+            raise BindError(f"Event is already bound: {item!r}")
+        ep = self._ep()
+        name, payload = encode_event(item)
         if config is None:
-            return None, 0, False
-        return config.filter_endpoint, config.filter_event_id or 0, config.internal
+            return ep, name, payload, None, 0, False, True
+        return (ep, name, payload, config.filter_endpoint, config.filter_event_id or 0,
+                config.internal, False)
+
+    def _sent(self, item: BaseEvent, fid: int) -> None:
+        # A response goes at once (someone waits for it); other broadcasts
+        # may wait for a busy loop, to leave in one write (_driver).
+        if fid:
+            self._pump().kick_now()
+        else:
+            self._pump().kick_lazy()
+        item.bind(self, None)
 
     async def broadcast(self, item: BaseEvent, config: Optional[BroadcastConfig] = None) -> None:
         """Broadcasts the event to every endpoint, this one included, that
@@ -577,56 +597,34 @@ class BaseEndpoint(EndpointAPI):
         queued for each under its high-water mark, waiting while a peer is
         over it.  NoSubscribers as lahja's; the event is bound: broadcasting
         it again is BindError."""
-        if item.is_bound:
-            raise BindError(f"Event is already bound: {item!r}")
-        self.maybe_raise_no_subscribers_exception(config, type(item))
-        ep = self._ep()
-        name, payload = encode_event(item)
-        fe, fid, internal = self._send_config(config)
+        ep, name, payload, fe, fid, internal, require = self._prepare(item, config)
         try:
-            ep.broadcast_nowait(name, payload, fe, fid, internal, False)
+            ep.broadcast_nowait(name, payload, fe, fid, internal, require)
         except _core.WouldBlock:
             # A peer is over its high-water mark: wait for room.
-            await self._call(self._broadcast_waiting, name, payload, fe, fid, internal)
+            await self._call(self._broadcast_waiting, name, payload, fe, fid, internal, require)
+            item.bind(self, None)
         except _core.Error as e:
             raise converted(e) from None
         else:
-            # A response goes at once (someone waits for it); other
-            # broadcasts may wait for a busy loop to batch them.
-            if fid:
-                self._pump().kick_now()
-            else:
-                self._pump().kick_lazy()
-        item.bind(self, None)
+            self._sent(item, fid)
 
-    def _broadcast_waiting(self, name, payload, fe, fid, internal, callback):
-        op = self._ep().broadcast(name, payload, fe, fid, internal, False,
-                                  timeout=None, callback=callback)
-        if op is None:  # room was made meanwhile: done already
-            callback(0)
-            return _DoneOp
-        return op
+    def _broadcast_waiting(self, name, payload, fe, fid, internal, require, callback):
+        # None when room was made meanwhile: queued already, no callback.
+        return self._ep().broadcast(name, payload, fe, fid, internal, require,
+                                    timeout=None, callback=callback)
 
     def broadcast_nowait(self, item: BaseEvent, config: Optional[BroadcastConfig] = None) -> None:
         """As broadcast, without waiting: the event is queued for every
         receiver at once.  Bounded, unlike lahja's: when a receiving peer is
         over its high-water mark it raises WouldBlock (naming the peer) and
         queues nothing."""
-        if item.is_bound:
-            raise BindError(f"Event is already bound: {item!r}")
-        self.maybe_raise_no_subscribers_exception(config, type(item))
-        ep = self._ep()
-        name, payload = encode_event(item)
-        fe, fid, internal = self._send_config(config)
+        ep, name, payload, fe, fid, internal, require = self._prepare(item, config)
         try:
-            ep.broadcast_nowait(name, payload, fe, fid, internal, False)
+            ep.broadcast_nowait(name, payload, fe, fid, internal, require)
         except _core.Error as e:
             raise converted(e) from None
-        if fid:
-            self._pump().kick_now()
-        else:
-            self._pump().kick_lazy()
-        item.bind(self, None)
+        self._sent(item, fid)
 
     async def request(
         self,
@@ -638,18 +636,13 @@ class BaseEndpoint(EndpointAPI):
         (else UnexpectedResponse).  If every endpoint it went to
         disconnects before answering, RemoteDisconnected.  Cancelling the
         awaiting task withdraws the request."""
-        if item.is_bound:
-            raise BindError(f"Event is already bound: {item!r}")
-        self.maybe_raise_no_subscribers_exception(config, type(item))
-        ep = self._ep()
-        name, payload = encode_event(item)
+        ep, name, payload, fe, _, internal, require = self._prepare(item, config)
         expected = item.expected_response_type()
-        fe, _, internal = self._send_config(config)
         if internal:
             fe = self.name
         waiter = self._waiter()
         try:
-            op = ep.request(name, _type_name(expected), payload, fe, False, None,
+            op = ep.request(name, _type_name(expected), payload, fe, require, None,
                             callback=waiter.callback)
         except _core.Error as e:
             raise converted(e) from None
@@ -751,12 +744,14 @@ class BaseEndpoint(EndpointAPI):
 
     async def _call(self, start, *args):
         """Starts a core call in callback form, start(*args, callback), and
-        awaits its end."""
+        awaits its end; a start that returns None (done at once) is done."""
         waiter = self._waiter()
         try:
             op = start(*args, waiter.callback)
         except _core.Error as e:
             raise converted(e) from None
+        if op is None:  # done as it started: no callback comes
+            return None
         self._pump().kick()
         return await waiter.wait(op)
 
@@ -767,16 +762,6 @@ class BaseEndpoint(EndpointAPI):
     def _new_queue(self) -> StreamQueue:
         """A stream's queue, of the framework's kind."""
         raise NotImplementedError
-
-
-class _DoneOpType:
-    """The Op of a call that completed as it started."""
-
-    def cancel(self) -> None:
-        pass
-
-
-_DoneOp = _DoneOpType()
 
 
 def _is_coroutine_function(fn) -> bool:
