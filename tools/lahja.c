@@ -233,6 +233,18 @@ static void close_ep(lahja_endpoint_t *ep)
     lahja_endpoint_free(ep);
 }
 
+/* Whether a file of the bus directory is an endpoint's socket,
+ * `<name>.ipc`; its name in `name`. */
+static int ipc_name(const char *file, char name[LAHJA_NAME_MAX + 1])
+{
+    size_t n = strlen(file);
+    if (n <= 4 || n - 4 > LAHJA_NAME_MAX || strcmp(file + n - 4, ".ipc") != 0)
+        return 0;
+    memcpy(name, file, n - 4);
+    name[n - 4] = '\0';
+    return 1;
+}
+
 /* Until every endpoint whose socket is in the directory now is
  * connected, or has been tried and found stale (a second at most), so
  * that what follows reaches all of them, not only the first to answer.
@@ -245,12 +257,10 @@ static void settle(lahja_endpoint_t *ep)
         DIR *d = opendir(opt.dir);
         int pending = 0;
         struct dirent *e;
+        char name[LAHJA_NAME_MAX + 1];
         while (d != NULL && (e = readdir(d)) != NULL) {
-            size_t n = strlen(e->d_name);
-            if (n <= 4 || n - 4 > LAHJA_NAME_MAX || strcmp(e->d_name + n - 4, ".ipc") != 0)
+            if (!ipc_name(e->d_name, name))
                 continue;
-            char name[LAHJA_NAME_MAX + 1];
-            snprintf(name, sizeof name, "%.*s", (int)(n - 4), e->d_name);
             lahja_peer_info_t info;
             if (strcmp(name, lahja_endpoint_name(ep)) != 0 &&
                 (lahja_peer_info(ep, name, &info) != 0 || info.state == LAHJA_PEER_UNKNOWN ||
@@ -698,13 +708,9 @@ static int cmd_ls(void)
                "SUBSCRIPTIONS", "PEERS");
     int first = 1;
     struct dirent *e;
+    char name[LAHJA_NAME_MAX + 1];
     while ((e = readdir(d)) != NULL) {
-        size_t n = strlen(e->d_name);
-        if (n <= 4 || strcmp(e->d_name + n - 4, ".ipc") != 0)
-            continue;
-        char name[LAHJA_NAME_MAX + 1];
-        snprintf(name, sizeof name, "%.*s", (int)(n - 4), e->d_name);
-        if (strcmp(name, lahja_endpoint_name(ep)) == 0)
+        if (!ipc_name(e->d_name, name) || strcmp(name, lahja_endpoint_name(ep)) == 0)
             continue;
         int rc = connect_to(ep, name, opt.timeout_ms < 1000 ? opt.timeout_ms : 1000);
         int live = rc == 0;
