@@ -259,6 +259,41 @@ PyObject *raise_code(int code, const char *message)
 
 /* ------------------------------------------------------------ arguments */
 
+int origins_get(PyObject *origins, Origins *out)
+{
+    out->seq = NULL;
+    out->names = NULL;
+    out->n = 0;
+    if (origins == NULL || origins == Py_None)
+        return 0;
+    out->seq = PySequence_Fast(origins, "origins must be a sequence of names");
+    if (out->seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(out->seq);
+    out->names = PyMem_Malloc(sizeof *out->names * (size_t)(n > 0 ? n : 1));
+    if (out->names == NULL) {
+        Py_CLEAR(out->seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out->names[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(out->seq, i));
+        if (out->names[i] == NULL) {
+            origins_release(out);
+            return -1;
+        }
+    }
+    out->n = (size_t)n;
+    return 0;
+}
+
+void origins_release(Origins *o)
+{
+    PyMem_Free(o->names);
+    o->names = NULL;
+    Py_CLEAR(o->seq);
+}
+
 int parse_args(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                const char *const names[], int npos, int nreq, PyObject **out)
 {

@@ -73,6 +73,18 @@ int errors_init(PyObject *module);
 int parse_args(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                const char *const names[], int npos, int nreq, PyObject **out);
 
+/* The endpoint names of an `origins` argument (a sequence of str; None
+ * or NULL: none, *names NULL).  The names are borrowed from *seq, which
+ * the caller releases with origins_release() after the lahja call.
+ * Returns -1 with an exception set on a bad value. */
+typedef struct {
+    PyObject *seq;
+    const char **names;
+    size_t n;
+} Origins;
+int origins_get(PyObject *origins, Origins *out);
+void origins_release(Origins *o);
+
 /* A timeout in seconds (None or NULL: none) as a deadline on the loop's
  * clock; -1 with an exception set on a bad value. */
 int deadline_from(PyObject *timeout, lahja_time_t *out);

@@ -681,28 +681,16 @@ static PyObject *ep_wait_for(EndpointObject *self, Args args, Py_ssize_t nargs, 
     OpObject *op = op_new(self, a[2]);
     if (op == NULL)
         return NULL;
-    if (a[3] == NULL || a[3] == Py_None)
-        return op_started(op, lahja_wait_for_cb(self->core->ep, type, deadline, op_done_event,
-                                                op, &op->op));
-    PyObject *seq = PySequence_Fast(a[3], "origins must be a sequence of names");
-    Py_ssize_t n = seq != NULL ? PySequence_Fast_GET_SIZE(seq) : 0;
-    const char **origins = seq != NULL ? PyMem_Malloc(sizeof *origins * (size_t)(n + 1)) : NULL;
-    int rc = 0;
-    for (Py_ssize_t i = 0; origins != NULL && i < n && rc == 0; i++)
-        if ((origins[i] = utf8(PySequence_Fast_GET_ITEM(seq, i), "origin")) == NULL)
-            rc = 1;
-    if (origins == NULL || rc != 0) {
-        if (seq != NULL && origins == NULL)
-            PyErr_NoMemory();
-        PyMem_Free(origins);
-        Py_XDECREF(seq);
+    Origins o;
+    if (origins_get(a[3], &o) < 0) {
         Py_DECREF(op);
         return NULL;
     }
-    rc = lahja_wait_for_from_cb(self->core->ep, type, origins, (size_t)n, deadline,
-                                op_done_event, op, &op->op);
-    PyMem_Free(origins);
-    Py_DECREF(seq);
+    int rc = o.names != NULL ? lahja_wait_for_from_cb(self->core->ep, type, o.names, o.n, deadline,
+                                                      op_done_event, op, &op->op)
+                             : lahja_wait_for_cb(self->core->ep, type, deadline, op_done_event, op,
+                                                 &op->op);
+    origins_release(&o);
     return op_started(op, rc);
 }
 

@@ -395,32 +395,12 @@ PyObject *subscription_new(EndpointObject *ep, PyObject *type, PyObject *handler
     const char *ctype = PyUnicode_AsUTF8(type);
     if (ctype == NULL)
         return NULL;
-    PyObject *seq = NULL;
-    const char **names = NULL;
-    Py_ssize_t n = 0;
-    if (origins != NULL && origins != Py_None) {
-        seq = PySequence_Fast(origins, "origins must be a sequence of names");
-        if (seq == NULL)
-            return NULL;
-        n = PySequence_Fast_GET_SIZE(seq);
-        names = PyMem_Malloc(sizeof *names * (size_t)(n > 0 ? n : 1));
-        if (names == NULL) {
-            Py_DECREF(seq);
-            return PyErr_NoMemory();
-        }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            names[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
-            if (names[i] == NULL) {
-                PyMem_Free(names);
-                Py_DECREF(seq);
-                return NULL;
-            }
-        }
-    }
+    Origins o;
+    if (origins_get(origins, &o) < 0)
+        return NULL;
     SubscriptionObject *s = PyObject_GC_New(SubscriptionObject, &SubscriptionType);
     if (s == NULL) {
-        PyMem_Free(names);
-        Py_XDECREF(seq);
+        origins_release(&o);
         return NULL;
     }
     s->sub = NULL;
@@ -428,11 +408,10 @@ PyObject *subscription_new(EndpointObject *ep, PyObject *type, PyObject *handler
     s->handler = NULL;
     s->type = Py_NewRef(type);
     s->prev = s->next = NULL;
-    int rc = names != NULL
-                 ? lahja_subscribe_from(ep->core->ep, ctype, names, (size_t)n, on_event, s, &s->sub)
+    int rc = o.names != NULL
+                 ? lahja_subscribe_from(ep->core->ep, ctype, o.names, o.n, on_event, s, &s->sub)
                  : lahja_subscribe(ep->core->ep, ctype, on_event, s, &s->sub);
-    PyMem_Free(names);
-    Py_XDECREF(seq);
+    origins_release(&o);
     if (rc != 0) {
         Py_DECREF(s);
         return raise_code(rc, NULL);
