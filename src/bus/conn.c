@@ -9,9 +9,11 @@
  * once enough waits (FLUSH_FIRST bytes, then twice as much each time up
  * to FLUSH_BYTES: see queued_more), so the reader works while the writer
  * goes on, and at the latest before the loop polls again (a prepare
- * handle).  A write tries the socket directly
- * (uv_try_write); what the socket does not take goes to libuv as a
- * uv_write, and the connection's later output waits for it.
+ * handle).  A write hands the transport what it takes at once
+ * (transport.try_write); the rest goes as one write it finishes later
+ * (transport.write), and the connection's later output waits for it.
+ * How the bytes move is the transport's (transport.h): this file is the
+ * same for every one.
  *
  * Delivery (B30): a receiver counts the EVENT frames it reads and, at the
  * end of each loop turn in which it read some, sends the count in a
@@ -21,17 +23,13 @@
  * first (CONN_DRAINING), so that what the peer sent before it went is
  * still delivered.
  */
-#define _GNU_SOURCE /* struct ucred, POLLRDHUP */
 #include <errno.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
-#include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include "endpoint.h"
 
@@ -43,8 +41,6 @@
 #define FREE_CHUNKS 8            /* chunks an endpoint keeps for reuse */
 #define READ_CHUNK (64 * 1024)
 #define SHRINK_READS 64
-#define RETRY_MIN_MS 2
-#define RETRY_MAX_MS 100
 #define TRIM_TYPES 1024          /* a peer's set this large is given back */
 #define RECEIPT_BYTES (1 << 20)  /* read since the last receipt: send one */
 #define RECEIPT_MS 1             /* else one goes out this late at most */
@@ -56,17 +52,16 @@ static void conn_fail(struct conn *c, int err, const char *why);
 
 /* ----------------------------------------------------------- lifetime */
 
-static struct conn *conn_new(lahja_endpoint_t *ep)
+struct conn *lahja_conn_new(lahja_endpoint_t *ep, const struct conn_transport *t)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
     c->ep = ep;
-    uv_pipe_init(ep->rt->loop, &c->pipe, 0);
+    c->t = t;
     uv_timer_init(ep->rt->loop, &c->timer);
-    c->pipe.data = c;
     c->timer.data = c;
-    c->nopen = 2;
+    c->nopen = 2; /* the timer and the transport's part */
     c->flush_at = FLUSH_FIRST;
     uint32_t max_frame = (uint32_t)(ep->opts.max_payload + LAHJA_WIRE_EVENT_PREFIX_MAX);
     lahja_wire_rx_init(&c->rx, max_frame, (uint32_t)ep->opts.max_payload, 65535);
@@ -137,9 +132,8 @@ static void pats_free(struct conn *c)
     lahja_strmap_init(&c->route);
 }
 
-static void on_conn_closed(uv_handle_t *h)
+void lahja_conn_closed(struct conn *c)
 {
-    struct conn *c = h->data;
     if (--c->nopen > 0)
         return;
     lahja_endpoint_t *ep = c->ep;
@@ -156,14 +150,19 @@ static void on_conn_closed(uv_handle_t *h)
     lahja_ep_maybe_closed(ep);
 }
 
+static void on_timer_closed(uv_handle_t *h)
+{
+    lahja_conn_closed(h->data);
+}
+
 /* A loop torn down under a running endpoint (lahja_run returning while
  * it was never stopped) may have closed our handles already: then they
  * are not closed twice, and the connection's memory is left to go with
  * the process. */
-static void close_handle(uv_handle_t *h)
+static void close_timer(struct conn *c)
 {
-    if (!uv_is_closing(h))
-        uv_close(h, on_conn_closed);
+    if (!uv_is_closing((uv_handle_t *)&c->timer))
+        uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
 static const char *conn_name(const struct conn *c)
@@ -243,8 +242,8 @@ static void conn_end(struct conn *c, int err, lahja_log_level_t level, const cha
         lahja_ep_changed(ep, 1);
     }
     lahja_dial_conn_ended(c, was_up, err);
-    close_handle((uv_handle_t *)&c->pipe);
-    close_handle((uv_handle_t *)&c->timer);
+    c->t->close(c);
+    close_timer(c);
 }
 
 /* conn_end, at the level its end deserves: INFO when routine (a
@@ -266,6 +265,11 @@ static void conn_fail(struct conn *c, int err, const char *why)
 }
 
 void lahja_conn_close(struct conn *c, int err, const char *why)
+{
+    conn_fail(c, err, why);
+}
+
+void lahja_conn_fail(struct conn *c, int err, const char *why)
 {
     conn_fail(c, err, why);
 }
@@ -588,9 +592,8 @@ static void consumed(struct conn *c, size_t n)
 
 static void conn_drain(struct conn *c, int uverr);
 
-static void on_write(uv_write_t *req, int status)
+void lahja_conn_written(struct conn *c, int status)
 {
-    struct conn *c = req->data;
     c->writing = 0;
     lahja_link_t *l;
     while ((l = lahja_list_pop_front(&c->inflight)) != NULL) {
@@ -612,7 +615,8 @@ static void on_write(uv_write_t *req, int status)
 }
 
 /* What the socket did not take goes to libuv, which writes it when the
- * socket has room; the connection's next write waits for on_write. */
+ * socket has room; the connection's next write waits for it to be
+ * written (lahja_conn_written). */
 static int write_async(struct conn *c)
 {
     uv_buf_t bufs[WRITE_IOV];
@@ -621,9 +625,8 @@ static int write_async(struct conn *c)
     for (size_t i = 0; i < items; i++)
         lahja_list_push_back(&c->inflight, lahja_list_pop_front(&c->outq));
     c->head_off = 0;
-    c->write_req.data = c;
     c->writing = 1;
-    int rc = uv_write(&c->write_req, (uv_stream_t *)&c->pipe, bufs, n, on_write);
+    int rc = c->t->write(c, bufs, n);
     c->tx_bytes += rc == 0 ? bytes : 0;
     if (rc != 0)
         c->writing = 0;
@@ -641,7 +644,7 @@ static void conn_write(struct conn *c)
         uv_buf_t bufs[WRITE_IOV];
         size_t items, bytes;
         unsigned n = gather(c, bufs, WRITE_IOV, &items, &bytes);
-        int w = uv_try_write((uv_stream_t *)&c->pipe, bufs, n);
+        int w = c->t->try_write(c, bufs, n);
         if (w < 0 && w != UV_EAGAIN) {
             /* Ended by conn_write_or_fail, outside whatever call queued it. */
             c->write_error = w;
@@ -1330,25 +1333,15 @@ static int on_close(struct conn *c, uint32_t reason)
 
 /* --------------------------------------------------------------- reading */
 
-/* What poll says of c's socket now (0 if it cannot tell). */
-static short poll_now(struct conn *c)
-{
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
-        return POLLHUP;
-    struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
-    return poll(&p, 1, 0) == 1 ? p.revents : 0;
-}
-
 /* Whether the peer of c has closed its end: its process is gone. */
 static int hung_up(struct conn *c)
 {
-    return (poll_now(c) & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+    return (c->t->poll(c) & CONN_POLL_HUP) != 0;
 }
 
 static int readable(struct conn *c)
 {
-    return (poll_now(c) & POLLIN) != 0;
+    return (c->t->poll(c) & CONN_POLL_IN) != 0;
 }
 
 static int on_event(struct conn *c, const lahja_wire_event_t *w)
@@ -1558,10 +1551,8 @@ static void conn_parse(struct conn *c)
     }
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+void lahja_conn_room(struct conn *c, uv_buf_t *buf)
 {
-    (void)suggested;
-    struct conn *c = h->data;
     if (read_room(c) != 0) {
         *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
         return;
@@ -1578,10 +1569,8 @@ static void conn_eof(struct conn *c, ssize_t nread)
     conn_fail(c, LAHJA_EREMOTEDISCONNECTED, why);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+void lahja_conn_read(struct conn *c, ssize_t nread)
 {
-    (void)buf;
-    struct conn *c = s->data;
     if (nread < 0) {
         conn_eof(c, nread);
         return;
@@ -1591,22 +1580,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_parse(c);
 }
 
-/* Reads and handles what c's socket holds, to its end, now: c's peer is
+/* Reads and handles what c's peer sent, to its end, now: c's peer is
  * gone and another connection takes its place. */
 static void conn_read_to_end(struct conn *c)
 {
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
-        return;
-    while (c->state != CONN_CLOSING && read_room(c) == 0) {
-        ssize_t n = read(fd, c->rbuf + c->rlen, c->rcap - c->rlen);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-        c->rlen += (size_t)n;
-        conn_parse(c);
-    }
+    c->t->read_now(c);
 }
 
 static void on_handshake_timeout(uv_timer_t *t)
@@ -1615,37 +1593,17 @@ static void on_handshake_timeout(uv_timer_t *t)
     conn_fail(c, -ETIMEDOUT, "no handshake in time");
 }
 
-/* B27: same user only, unless widened.  A refusal's reason goes to why. */
-static int peer_allowed(struct conn *c, char *why, size_t whylen)
-{
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
-        return 0;
-    struct ucred cred;
-    socklen_t len = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
-        return 0;
-    c->peer_pid = cred.pid;
-    if (cred.uid == geteuid())
-        return 1;
-    for (size_t i = 0; i < c->ep->opts.n_allowed_uids; i++)
-        if (c->ep->opts.allowed_uids[i] == cred.uid)
-            return 1;
-    snprintf(why, whylen, "refusing a process of uid %u (not an allowed user)", (unsigned)cred.uid);
-    return 0;
-}
-
-static void start_handshake(struct conn *c)
+void lahja_conn_start(struct conn *c)
 {
     char why[80] = "peer's credentials unreadable";
-    if (!peer_allowed(c, why, sizeof why)) {
+    if (!c->t->allowed(c, why, sizeof why)) {
         conn_fail(c, -EACCES, why);
         return;
     }
     c->state = CONN_HANDSHAKE;
     int rc = send_hello(c);
     if (rc == 0)
-        rc = uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+        rc = c->t->read_start(c);
     if (rc == 0)
         rc = uv_timer_start(&c->timer, on_handshake_timeout, c->ep->opts.handshake_timeout_ms, 0);
     if (rc != 0)
@@ -1655,7 +1613,7 @@ static void start_handshake(struct conn *c)
 /* ------------------------------------------------------------- accepting */
 
 /* Why a new connection would go over a limit (B31), or NULL. */
-static const char *over_limits(lahja_endpoint_t *ep, char *why, size_t len)
+const char *lahja_conn_over_limits(lahja_endpoint_t *ep, char *why, size_t len)
 {
     size_t all = 0, incomplete = 0;
     lahja_link_t *l;
@@ -1675,132 +1633,34 @@ static const char *over_limits(lahja_endpoint_t *ep, char *why, size_t len)
     return why;
 }
 
-static void on_reject_closed(uv_handle_t *h)
-{
-    lahja_endpoint_t *ep = h->data;
-    ep->reject_busy = 0;
-    int again = ep->accept_stalled && !ep->stopped;
-    ep->accept_stalled = 0;
-    lahja_ep_handle_closed(h);
-    if (again)
-        lahja_conn_accept(ep);
-}
-
-/*
- * No memory for a connection: the pending one is accepted into a pipe
- * the endpoint keeps for this, and closed.  It must be accepted, or
- * libuv would stop watching the listening socket until it is, and the
- * endpoint would never accept again.  While that pipe is closing, the
- * next accept waits for it.
- */
-static void refuse_without_memory(lahja_endpoint_t *ep)
-{
-    lahja_bus_log(ep, LAHJA_LOG_WARNING, "refusing a connection: out of memory");
-    if (ep->reject_busy) {
-        ep->accept_stalled = 1;
-        return;
-    }
-    uv_pipe_init(ep->rt->loop, &ep->reject, 0);
-    ep->reject.data = ep;
-    ep->reject_busy = 1;
-    ep->nopen++;
-    uv_accept((uv_stream_t *)&ep->server, (uv_stream_t *)&ep->reject);
-    uv_close((uv_handle_t *)&ep->reject, on_reject_closed);
-}
-
-void lahja_conn_accept(lahja_endpoint_t *ep)
-{
-    char buf[128];
-    const char *why = over_limits(ep, buf, sizeof buf);
-    struct conn *c = conn_new(ep);
-    if (c == NULL) {
-        refuse_without_memory(ep);
-        return;
-    }
-    int rc = uv_accept((uv_stream_t *)&ep->server, (uv_stream_t *)&c->pipe);
-    if (rc != 0)
-        conn_fail(c, rc, uv_strerror(rc));
-    else if (why != NULL)
-        conn_fail(c, LAHJA_ECONNREJECTED, why);
-    else
-        start_handshake(c);
-}
-
-/* ----------------------------------------------------------- connecting */
-
-static void try_connect(struct conn *c);
-
-static void on_retry(uv_timer_t *t)
-{
-    try_connect(t->data);
-}
-
-/*
- * Connects with a plain non-blocking socket, handed to libuv once
- * connected: a Unix socket connect completes at once, and a socket that
- * does not exist yet (B4 waits for it) or has a full backlog is retried
- * with backoff without tearing down a libuv handle each time.
- */
-static void try_connect(struct conn *c)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        conn_fail(c, -errno, "socket");
-        return;
-    }
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        int err = errno;
-        close(fd);
-        /* A kept peer's attempt is one connect: dial.c backs off. */
-        if ((err == ENOENT || err == ECONNREFUSED || err == EAGAIN)
-            && c->background != CONN_KEPT) {
-            c->connect_err = err;
-            c->retry_ms = c->retry_ms ? c->retry_ms * 2 : RETRY_MIN_MS;
-            if (c->retry_ms > RETRY_MAX_MS)
-                c->retry_ms = RETRY_MAX_MS;
-            uv_timer_start(&c->timer, on_retry, c->retry_ms, 0);
-        } else {
-            conn_fail(c, -err, strerror(err));
-        }
-        return;
-    }
-    int rc = uv_pipe_open(&c->pipe, fd);
-    if (rc != 0) {
-        close(fd);
-        conn_fail(c, rc, uv_strerror(rc));
-        return;
-    }
-    start_handshake(c);
-}
-
 struct conn *lahja_conn_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
                                 struct connect_op *op)
 {
-    struct conn *c = conn_new(ep);
+    struct conn *c = lahja_conn_new(ep, &lahja_unix_transport);
     if (c == NULL)
         return NULL;
+    lahja_unix_init(c);
     c->outbound = 1;
     c->state = CONN_CONNECTING;
     memcpy(c->target, cfg->name, sizeof c->target);
     memcpy(c->path, cfg->path, sizeof c->path);
     c->op = op;
     op->pending++;
-    try_connect(c);
+    lahja_unix_connect(c);
     return c;
 }
 
 int lahja_conn_dial(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg, uint8_t background)
 {
-    struct conn *c = conn_new(ep);
+    struct conn *c = lahja_conn_new(ep, &lahja_unix_transport);
     if (c == NULL)
         return -ENOMEM;
+    lahja_unix_init(c);
     c->outbound = 1;
     c->background = background;
     c->state = CONN_CONNECTING;
     memcpy(c->target, cfg->name, sizeof c->target);
     memcpy(c->path, cfg->path, sizeof c->path);
-    try_connect(c);
+    lahja_unix_connect(c);
     return 0;
 }

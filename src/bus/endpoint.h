@@ -19,6 +19,7 @@
 #include "lahja/bus.h"
 #include "runtime/rt.h"
 #include "wire/wire.h"
+#include "bus/transport.h"
 
 /* Internal: never exported from the shared library. */
 #pragma GCC visibility push(hidden)
@@ -244,13 +245,17 @@ struct conn_slot {
 struct conn {
     lahja_link_t link;           /* in ep->conns */
     lahja_endpoint_t *ep;
-    uv_pipe_t pipe;
+    const struct conn_transport *t; /* how its bytes move (transport.h) */
+    union {
+        struct unix_link ux;     /* lahja_unix_transport */
+        void *p;                 /* another transport's own state */
+    } io;
     uv_timer_t timer;            /* handshake deadline; connect retries */
-    uv_write_t write_req;
-    int nopen;                   /* handles not yet closed */
+    int nopen;                   /* handles not yet closed (the
+                                    transport's part counts as one) */
     uint8_t state;               /* enum conn_state */
     uint8_t outbound;
-    uint8_t writing;             /* write_req in flight */
+    uint8_t writing;             /* a transport write in flight */
     uint8_t dirty;               /* in ep->dirty */
     uint8_t peer_lz4;            /* the peer reads LZ4 payloads */
     uint8_t peer_receipts;       /* the peer confirms what it reads */
@@ -261,7 +266,7 @@ struct conn {
     uint8_t subs_due;            /* our SUBS could not be queued: retried */
     uint8_t frame_open;          /* a frame is partly read (frame_*) */
     uint8_t receipt_owed;        /* counted in ep->receipts_owed */
-    pid_t peer_pid;              /* from SO_PEERCRED */
+    pid_t peer_pid;              /* the peer's process (transport.allowed) */
     uint8_t background;          /* enum conn_background */
     uint64_t up_at;              /* loop time (ms) it became READY */
     lahja_name_t *peer;          /* after the peer's HELLO */

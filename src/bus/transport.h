@@ -1,0 +1,100 @@
+/*
+ * transport.h - how a connection's bytes move.
+ *
+ * A connection (struct conn, conn.c) is the same whatever carries it:
+ * the handshake, the framing, the subscription sets, the write queue
+ * with its high-water mark and the delivery receipts are all conn.c's
+ * and wire/'s.  A transport only moves bytes, in order, between the two
+ * ends, and says when they were taken, when more arrived and when the
+ * other end went.  Each one is a table of these operations and a file of
+ * its own:
+ *   unix.c  Unix stream sockets, between the processes of one host;
+ *   nats.c  NATS subjects, to the endpoints of other hosts.
+ *
+ * Every operation runs on the endpoint's thread.
+ */
+#ifndef LAHJA_BUS_TRANSPORT_H
+#define LAHJA_BUS_TRANSPORT_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#pragma GCC visibility push(hidden)
+
+struct conn;
+typedef struct lahja_endpoint lahja_endpoint_t;
+
+/* What poll says of a connection (conn_transport.poll). */
+#define CONN_POLL_IN 1  /* bytes wait to be read */
+#define CONN_POLL_HUP 2 /* the peer has closed its end: its process is gone */
+
+struct conn_transport {
+    const char *name;
+    /* Writes what it takes of bufs now: the bytes taken (possibly 0), or
+     * a libuv error (UV_EAGAIN: nothing taken, try write). */
+    int (*try_write)(struct conn *c, const uv_buf_t *bufs, unsigned n);
+    /* Takes bufs to write whole, later (their memory stays valid until
+     * then); lahja_conn_written(c, status) once they are written or have
+     * failed.  One at a time.  0, or a libuv error (nothing taken). */
+    int (*write)(struct conn *c, const uv_buf_t *bufs, unsigned n);
+    /* From now on, hands what arrives to lahja_conn_room and
+     * lahja_conn_read.  0 or a libuv error. */
+    int (*read_start)(struct conn *c);
+    /* Hands over, now, what has arrived and not yet been handed: the
+     * peer is gone and another connection takes its place. */
+    void (*read_now)(struct conn *c);
+    /* CONN_POLL_* flags, now. */
+    int (*poll)(struct conn *c);
+    /* Whether the peer may use this connection (B27), and so who it is
+     * (c->peer_pid).  0 with the reason in why[0..len) refuses it. */
+    int (*allowed)(struct conn *c, char *why, size_t len);
+    /* The connection ends: the transport lets go of it, and calls
+     * lahja_conn_closed(c) once its own part is closed (possibly before
+     * returning).  No operation is called after this one. */
+    void (*close)(struct conn *c);
+};
+
+/* The Unix socket of a connection (unix.c). */
+struct unix_link {
+    uv_pipe_t pipe;
+    uv_write_t write_req;
+};
+
+/* ------------------------------------------------ what conn.c gives them */
+
+/* A new connection carried by t (its transport part still to be set up
+ * by the caller), in ep->conns; NULL without memory. */
+struct conn *lahja_conn_new(lahja_endpoint_t *ep, const struct conn_transport *t);
+/* The transport's part of c is closed (see close). */
+void lahja_conn_closed(struct conn *c);
+/* The transport is ready to carry c: checks the peer (allowed), sends our
+ * HELLO and starts reading, under the handshake deadline.  On failure c
+ * is ended. */
+void lahja_conn_start(struct conn *c);
+/* Where the next bytes that arrive go: *buf is room in c's read buffer
+ * (len 0 without memory: the transport reports UV_ENOBUFS). */
+void lahja_conn_room(struct conn *c, uv_buf_t *buf);
+/* nread bytes arrived in the room lahja_conn_room gave (nread < 0: the
+ * stream ended, UV_EOF, or failed, a libuv error).  c may end here. */
+void lahja_conn_read(struct conn *c, ssize_t nread);
+/* The write handed to transport.write is done (status < 0: it failed,
+ * UV_ECANCELED: dropped because the connection ends). */
+void lahja_conn_written(struct conn *c, int status);
+/* Ends c (conn_fail: logged at the level the cause deserves). */
+void lahja_conn_fail(struct conn *c, int err, const char *why);
+/* Why a new inbound connection would go over a limit (B31), written to
+ * why[0..len), or NULL. */
+const char *lahja_conn_over_limits(lahja_endpoint_t *ep, char *why, size_t len);
+
+/* ---------------------------------------------------------- the transports */
+
+extern const struct conn_transport lahja_unix_transport;
+/* c was made for the Unix transport: its socket handle (not yet open). */
+void lahja_unix_init(struct conn *c);
+/* Connects outbound c to its path (c->path), retrying while the socket
+ * does not exist yet (unless c is a kept peer's one attempt). */
+void lahja_unix_connect(struct conn *c);
+
+#pragma GCC visibility pop
+
+#endif /* LAHJA_BUS_TRANSPORT_H */
