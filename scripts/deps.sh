@@ -5,11 +5,11 @@
 # apt-get line and fails.  Usage: scripts/deps.sh [build|test|ci]
 set -eu
 
-need="build-essential cmake pkg-config libuv1-dev liblz4-dev python3-dev"
+need="build-essential cmake pkg-config libuv1-dev liblz4-dev libnats-dev python3-dev"
 case "${1:-build}" in
     build) ;;
-    test) need="$need libcmocka-dev python3-pytest python3-pytest-asyncio python3-trio" ;;
-    ci) need="$need libcmocka-dev python3-pytest python3-pytest-asyncio python3-trio valgrind clang doxygen" ;;
+    test) need="$need nats-server libcmocka-dev python3-pytest python3-pytest-asyncio python3-trio" ;;
+    ci) need="$need nats-server libcmocka-dev python3-pytest python3-pytest-asyncio python3-trio valgrind clang doxygen" ;;
     *) echo "usage: $0 [build|test|ci]" >&2; exit 2 ;;
 esac
 

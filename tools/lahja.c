@@ -1,7 +1,7 @@
 /*
  * lahja - look at a bus and take part in it from the shell.
  *
- *   lahja [--dir DIR] [--json] [--timeout MS] COMMAND [ARGS...]
+ *   lahja [--dir DIR] [--json] [--timeout MS] [--nats URLS] COMMAND [ARGS...]
  *
  * Every command runs one endpoint of its own ("lahja-<command>-<pid>").
  * emit, request, respond and monitor serve it in the bus directory and
@@ -31,7 +31,7 @@
 enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NOENT = 3, EXIT_TIMEOUT = 4, EXIT_NOSUB = 5 };
 
 static const char usage_text[] =
-    "usage: lahja [--dir DIR] [--json] [--timeout MS] COMMAND [ARGS...]\n"
+    "usage: lahja [--dir DIR] [--json] [--timeout MS] [--nats URLS] COMMAND [ARGS...]\n"
     "\n"
     "The bus is a directory of endpoint sockets (default: $XDG_RUNTIME_DIR/lahja\n"
     "or /tmp/lahja-UID).  Commands:\n"
@@ -58,7 +58,9 @@ static const char usage_text[] =
     "                             200000 of 64), then M round trips (20000)\n"
     "\n"
     "Options: --dir DIR, --json (machine-readable output), --timeout MS (how\n"
-    "long to wait for a peer, a subscriber, an answer; default 5000).\n"
+    "long to wait for a peer, a subscriber, an answer; default 5000),\n"
+    "--nats URLS (also join the endpoints of other hosts through these NATS\n"
+    "servers, comma-separated), --nats-prefix P (their subjects' prefix).\n"
     "Exit codes: 0 done, 1 failed, 2 usage, 3 no such endpoint, 4 timed out,\n"
     "5 nobody subscribes.\n";
 
@@ -66,6 +68,8 @@ static const char usage_text[] =
 
 static struct {
     const char *dir;
+    const char *nats;
+    const char *nats_prefix;
     int json;
     int stats;
     uint32_t timeout_ms;
@@ -104,6 +108,10 @@ static int parse(int argc, char **argv)
             opt.stats = 1;
         } else if (v != NULL && strcmp(a, "--dir") == 0) {
             opt.dir = argv[++i];
+        } else if (v != NULL && strcmp(a, "--nats") == 0) {
+            opt.nats = argv[++i];
+        } else if (v != NULL && strcmp(a, "--nats-prefix") == 0) {
+            opt.nats_prefix = argv[++i];
         } else if (v != NULL && strcmp(a, "--timeout") == 0) {
             opt.timeout_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
         } else if (v != NULL && strcmp(a, "--response-type") == 0) {
@@ -219,6 +227,10 @@ static lahja_endpoint_t *open_ep(const char *name, int serve)
     rc = serve ? lahja_conn_config_from_name(&cfg, name, opt.dir) : 0;
     if (rc == 0)
         rc = lahja_endpoint_start(ep, serve ? &cfg : NULL);
+    if (rc == 0 && opt.nats != NULL) {
+        lahja_nats_options_t no = { .servers = opt.nats, .prefix = opt.nats_prefix };
+        rc = lahja_join_nats(ep, &no);
+    }
     if (rc != 0) {
         fail(ep, "start", rc);
         lahja_endpoint_free(ep);

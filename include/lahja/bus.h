@@ -464,6 +464,78 @@ int lahja_connect_nowait(lahja_endpoint_t *ep, const lahja_conn_config_t *config
  */
 int lahja_join(lahja_endpoint_t *ep, const char *dir);
 
+/**
+ * How an endpoint reaches the endpoints of other hosts through a NATS
+ * cluster (lahja_join_nats; docs/nats.md).  Strings are copied.
+ */
+typedef struct lahja_nats_options {
+    /** The cluster's servers: one URL or several, comma-separated
+     * ("nats://10.0.0.1:4222,nats://10.0.0.2:4222"); a URL may carry
+     * `user:password@`.  Losing one server moves the endpoint to another. */
+    const char *servers;
+    /** Every subject used starts with this (tokens of letters, digits,
+     * '-' and '_', separated by '.'): endpoints see only those with the
+     * same prefix.  NULL: "lahja". */
+    const char *prefix;
+    /** Credentials, as NATS takes them (each NULL: none): a user and
+     * password, a token, or a credentials file (JWT and NKey seed). */
+    const char *user;
+    const char *password; /**< with user */
+    const char *token;    /**< an authentication token */
+    const char *creds_file; /**< a `.creds` file */
+    /** What tells this host from the others: endpoints with the same
+     * host never talk through NATS (they connect over their Unix sockets,
+     * lahja_join).  NULL: the environment variable LAHJA_HOST_ID if set,
+     * else the host name and the kernel's boot id. */
+    const char *host;
+    /** How often the endpoint announces itself; 0 gives 500 ms. */
+    uint32_t heartbeat_ms;
+    /** A remote endpoint not heard of for this long is gone: its
+     * connections end (RemoteDisconnected for its pending requests, what
+     * it did not confirm counted lost).  0 gives 4 x heartbeat_ms. */
+    uint32_t dead_after_ms;
+    /** How long lahja_join_nats waits for the first server; 0 gives
+     * 2000 ms. */
+    uint32_t connect_timeout_ms;
+    /** Bytes sent to one remote endpoint and not yet acknowledged by it
+     * above which writing to it waits (they are kept, to be sent again if
+     * a server loses them); 0 gives 4 MiB. */
+    size_t window;
+} lahja_nats_options_t;
+
+/**
+ * Joins the endpoints of other hosts through a NATS cluster: from now
+ * on the endpoint is connected to every endpoint that joined the same
+ * cluster under the same prefix from another host, and to those that
+ * join later, as it is to a local peer: the same connection, handshake,
+ * subscription sets, backpressure and delivery receipts, carried by NATS
+ * subjects instead of a socket.  Broadcast, requests, filter_endpoint,
+ * NoSubscribers and the wait_until_* family see remote endpoints like
+ * local ones.
+ *
+ * Each endpoint announces itself every heartbeat_ms; the one whose name
+ * sorts first opens the connection.  A remote endpoint that says it
+ * leaves (its stop), or is not heard of for dead_after_ms, is gone.  A
+ * connection's bytes are numbered and acknowledged: what a server loses
+ * (it died, a client was cut off) is sent again, so that failing over
+ * to another server loses nothing; if the other end does not come back
+ * within dead_after_ms, the connection ends and what it did not confirm
+ * is counted lost, as for a local peer that dies.  Endpoints of one host
+ * never talk through NATS, and names must be unique across the hosts.
+ *
+ * Connecting to the first server blocks the thread for up to
+ * connect_timeout_ms; after that nothing blocks (NATS runs on the
+ * endpoint's loop).  Leaving is stopping.  Anyone allowed to publish on
+ * the prefix's subjects can connect (B27's same-user rule is NATS's
+ * authorization here).
+ *
+ * Non-suspending, on the endpoint's thread, after start.  Errors:
+ * -EINVAL (no servers, a bad prefix), -EALREADY (joined before),
+ * -ECONNREFUSED (no server could be reached: lahja_endpoint_last_error
+ * says what NATS said), LAHJA_ELIFECYCLE, LAHJA_EWRONGTHREAD, -ENOMEM.
+ */
+int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts);
+
 /** Where the endpoint stands with a peer: see lahja_peer_info. */
 typedef enum lahja_peer_state {
     LAHJA_PEER_UNKNOWN = 0, /**< not connected, nor being connected or kept */

@@ -502,6 +502,7 @@ static void stop_begin(lahja_endpoint_t *ep)
     ep->stopped = 1; /* refuses new calls from here on */
     lahja_join_stop(ep);
     lahja_dial_stop(ep);
+    lahja_nats_stop_begin(ep);
     if (ep->serving) {
         uv_close((uv_handle_t *)&ep->server, lahja_ep_handle_closed);
         unlink(ep->path);
@@ -531,6 +532,7 @@ static void stop_close(lahja_endpoint_t *ep)
         lahja_conn_close(lahja_container_of(l, struct conn, link), LAHJA_ELIFECYCLE,
                          "endpoint stopping");
     lahja_conn_fail_parked(ep, LAHJA_ELIFECYCLE);
+    lahja_nats_stop(ep);
     lahja_waitq_wake(&ep->conn_changed);
     lahja_waitq_wake(&ep->subs_changed);
     lahja_waitq_wake(&ep->delivered);

@@ -440,6 +440,8 @@ struct lahja_endpoint {
     char path[LAHJA_PATH_MAX + 1];
     struct dialer *dialer;       /* kept peers and background connects
                                     (dial.c); NULL until the first */
+    struct natsnet *nats;        /* the NATS cluster joined (nats.c); NULL
+                                    until lahja_join_nats */
     struct joiner *joiner;       /* the directory joined (join.c); NULL
                                     until lahja_join */
     lahja_link_t conns;
@@ -671,6 +673,13 @@ void lahja_dial_stop(lahja_endpoint_t *ep);
 /* Stop: stops watching the joined directory and closes the joiner's two
  * handles (counted in ep->nopen); the names it kept go with the dialer. */
 void lahja_join_stop(lahja_endpoint_t *ep);
+
+/* nats.c: other hosts (lahja_join_nats) */
+/* Stop, lingering: no more connections are opened or accepted. */
+void lahja_nats_stop_begin(lahja_endpoint_t *ep);
+/* Stop, the connections closed: says goodbye and closes the NATS
+ * connection and the handles (counted in ep->nopen). */
+void lahja_nats_stop(lahja_endpoint_t *ep);
 
 #pragma GCC visibility pop
 
