@@ -31,9 +31,18 @@
  * LAHJA_BUSY_POLL_US and LAHJA_HIGH_WATER set every endpoint's busy_poll_us
  * and high_water; LAHJA_NO_STATS=1 its no_stats (what the built-in
  * statistics request costs).
+ *
+ * Across hosts (thr and lat): with LAHJA_BENCH_NATS=URLS every endpoint
+ * joins that NATS cluster as a host of its own, so that every connection
+ * goes through NATS, and waits for its peers there instead of connecting
+ * to their sockets.  The forked processes use LAHJA_BENCH_CHILD_NATS
+ * instead, if set, and first enter the network namespace
+ * LAHJA_BENCH_CHILD_NETNS (a name under /var/run/netns), if set: the
+ * other host.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -55,6 +64,8 @@
 #define MAX_PROCS 64
 
 static const char *dir;
+static const char *nats_urls;    /* LAHJA_BENCH_NATS, or the child's */
+static char nats_prefix[32];     /* this run's, shared with the children */
 
 static uint64_t now_ns(void)
 {
@@ -100,6 +111,12 @@ static lahja_endpoint_t *endpoint(const char *name, int serve,
         rc = lahja_endpoint_new(name, &o, &ep);
     if (rc == 0)
         rc = lahja_endpoint_start(ep, serve ? &cfg : NULL);
+    if (rc == 0 && nats_urls != NULL) {
+        lahja_nats_options_t no = { .servers = nats_urls, .prefix = nats_prefix, .host = name };
+        rc = lahja_join_nats(ep, &no);
+        if (rc != 0)
+            fprintf(stderr, "bench_bus: %s\n", lahja_endpoint_last_error(ep));
+    }
     if (rc != 0)
         die(name, rc);
     return ep;
@@ -107,6 +124,12 @@ static lahja_endpoint_t *endpoint(const char *name, int serve,
 
 static void connect_to(lahja_endpoint_t *ep, const char *name)
 {
+    if (nats_urls != NULL) {
+        int rc = lahja_wait_until_connected_to(ep, name, lahja_deadline_in(SETUP_MS));
+        if (rc != 0)
+            die(name, rc);
+        return;
+    }
     lahja_conn_config_t cfg;
     int rc = lahja_conn_config_from_name(&cfg, name, dir);
     if (rc == 0)
@@ -178,6 +201,19 @@ static pid_t spawn_process(lahja_task_fn fn, void *arg)
     }
     if (pid == 0) {
         pin(1);
+        const char *ns = getenv("LAHJA_BENCH_CHILD_NETNS");
+        if (ns != NULL && *ns) {
+            char path[256];
+            snprintf(path, sizeof path, "/var/run/netns/%s", ns);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+                perror(path);
+                _exit(1);
+            }
+            close(fd);
+        }
+        if (nats_urls != NULL)
+            nats_urls = env_or("LAHJA_BENCH_CHILD_NATS", nats_urls);
         alarm(300); /* nothing here may outlive a stuck parent */
         int rc = lahja_run(fn, arg, NULL);
         _exit(rc == 0 ? 0 : 1);
@@ -1129,6 +1165,10 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     pin(0);
     alarm(600); /* a safety net: nothing here takes that long */
+    nats_urls = getenv("LAHJA_BENCH_NATS");
+    if (nats_urls != NULL && *nats_urls == '\0')
+        nats_urls = NULL;
+    snprintf(nats_prefix, sizeof nats_prefix, "bench%d", (int)getpid());
     const char *cmd = argc > 1 ? argv[1] : "";
     int rc = 2;
     if (!strcmp(cmd, "thr") && argc == 7) {
