@@ -125,9 +125,13 @@ typedef void (*lahja_free_fn)(void *payload, void *user);
 int lahja_event_wrap(const char *type, void *payload, size_t len, lahja_free_fn free_fn,
                      void *user, lahja_event_t **out);
 
+/** A request's response type that takes a response of any type (what a
+ * relay that cannot know it uses): `"*"`, which no event type can be. */
+#define LAHJA_ANY_RESPONSE "*"
+
 /**
  * A new request event: like lahja_event_new, and declares the type of
- * the response it expects (B18).
+ * the response it expects (B18), or LAHJA_ANY_RESPONSE.
  */
 int lahja_request_new(const char *type, const char *response_type, const void *payload,
                       size_t len, lahja_event_t **out);

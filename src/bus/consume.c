@@ -762,7 +762,8 @@ void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev)
     struct pending *p = lahja_pending_find(ep, ev->id);
     if (p == NULL || p->response != NULL || p->error != 0)
         return; /* unknown, or answered already: later responses are ignored */
-    if (strcmp(ev->type, p->response_type) != 0) {
+    if (strcmp(ev->type, p->response_type) != 0
+        && strcmp(p->response_type, LAHJA_ANY_RESPONSE) != 0) {
         p->error = LAHJA_EUNEXPECTEDRESPONSE;
         snprintf(p->detail, sizeof p->detail, "request %s expected a response of type %s, got %s from %s",
                  p->type, p->response_type, ev->type, ev->origin != NULL ? ev->origin->s : "?");

@@ -111,7 +111,8 @@ int lahja_request_new(const char *type, const char *response_type, const void *p
         return -EINVAL;
     size_t tlen = strlen(type);
     if (!lahja_event_type_valid(type, tlen) ||
-        !lahja_event_type_valid(response_type, strlen(response_type)))
+        (strcmp(response_type, LAHJA_ANY_RESPONSE) != 0 &&
+         !lahja_event_type_valid(response_type, strlen(response_type))))
         return -EINVAL;
     return lahja_event_make(type, tlen, response_type, payload, len, out);
 }

@@ -274,6 +274,13 @@ static int main_wrong_type(void *arg)
     assert_int_equal(ask(ep, "Question", "y", NULL, lahja_deadline_in(GUARD_MS), &id, &resp), 0);
     expect_answer(resp, "b", id, "re:y");
     lahja_event_unref(resp);
+    /* A request that takes any response type gets the Wrong one. */
+    assert_int_equal(lahja_request_bytes(ep, "BadQuestion", LAHJA_ANY_RESPONSE, "z", 1, NULL,
+                                         lahja_deadline_in(GUARD_MS), &resp), 0);
+    assert_string_equal(lahja_event_type(resp), "Wrong");
+    lahja_event_unref(resp);
+    lahja_event_t *bad;
+    assert_int_equal(lahja_request_new("Question", "Any*", "", 0, &bad), -EINVAL);
     ep_finish(ep);
     return 0;
 }
