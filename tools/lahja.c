@@ -51,6 +51,10 @@ static const char usage_text[] =
     "                             payload preview; --stats: rates per type on\n"
     "                             stderr every second; Ctrl-C ends it\n"
     "  stats NAME                 the statistics endpoint NAME keeps\n"
+    "  bridge --nats URLS [--name NAME]\n"
+    "                             join the bus and the NATS cluster and forward\n"
+    "                             between them what the other side subscribes to\n"
+    "                             (NAME: bridge-HOSTNAME); Ctrl-C ends it\n"
     "  bench [--count N] [--size B] [--requests M]\n"
     "                             start a second endpoint (a process of its own,\n"
     "                             in a private directory) and measure between the\n"
@@ -208,8 +212,9 @@ static int fail(lahja_endpoint_t *ep, const char *what, int rc)
 
 /* ---------------------------------------------------------- endpoints */
 
-/* A started endpoint of this command, serving at DIR/name if `serve`. */
-static lahja_endpoint_t *open_ep(const char *name, int serve)
+/* A started endpoint of this command, serving at DIR/name if `serve`,
+ * joined to the NATS cluster of --nats if `nats`. */
+static lahja_endpoint_t *open_ep_on(const char *name, int serve, int nats)
 {
     char own[LAHJA_NAME_MAX + 1];
     if (name == NULL) {
@@ -227,16 +232,22 @@ static lahja_endpoint_t *open_ep(const char *name, int serve)
     rc = serve ? lahja_conn_config_from_name(&cfg, name, opt.dir) : 0;
     if (rc == 0)
         rc = lahja_endpoint_start(ep, serve ? &cfg : NULL);
-    if (rc == 0 && opt.nats != NULL) {
+    if (rc == 0 && nats && opt.nats != NULL) {
         lahja_nats_options_t no = { .servers = opt.nats, .prefix = opt.nats_prefix };
         rc = lahja_join_nats(ep, &no);
     }
     if (rc != 0) {
         fail(ep, "start", rc);
+        lahja_endpoint_stop(ep);
         lahja_endpoint_free(ep);
         return NULL;
     }
     return ep;
+}
+
+static lahja_endpoint_t *open_ep(const char *name, int serve)
+{
+    return open_ep_on(name, serve, 1);
 }
 
 static void close_ep(lahja_endpoint_t *ep)
@@ -1015,6 +1026,293 @@ static int cmd_bench(void)
     return code;
 }
 
+/* ------------------------------------------------------------ bridge */
+
+/*
+ * lahja bridge: the local bus and the endpoints of other hosts, through
+ * two endpoints of one name: `local` joins the bus directory, `remote`
+ * the NATS cluster.  Each subscribes, on its side, to what the other
+ * side's peers subscribe to, and the other endpoint broadcasts what it
+ * receives (requests: the other endpoint asks, with any response type,
+ * and the answer goes back).  What a bridge endpoint broadcasts itself
+ * is not sent back.  Forwarding never waits: a side over its peers' hard
+ * limit drops, and says how many (lahja_broadcast_nowait).
+ */
+
+#define BRIDGE_MAX_REQUESTS 4096 /* forwarded requests pending at once */
+
+struct bridge_side {
+    lahja_endpoint_t *ep;         /* subscribes here */
+    struct bridge_side *other;    /* and broadcasts there */
+    const char *label;            /* "local" or "remote" */
+    char **types;                 /* subscribed to, for the other's peers */
+    lahja_subscription_t **subs;
+    size_t ntypes, cap;
+    char **want;                  /* being collected */
+    size_t nwant, wcap;
+    uint64_t events, requests, dropped, dropped_said;
+    size_t pending;               /* forwarded requests not answered yet */
+    int changed;                  /* its peers' subscriptions changed */
+    lahja_op_t *watch;
+};
+
+struct bridge_ask {
+    struct bridge_side *side;     /* where the request came from */
+    lahja_event_t *request;
+};
+
+static void bridge_want(const char *name, const char *const *types, size_t ntypes, void *user)
+{
+    (void)name;
+    struct bridge_side *s = user;
+    for (size_t i = 0; i < ntypes; i++) {
+        if (strncmp(types[i], "lahja.", 6) == 0)
+            continue; /* the library's own */
+        int dup = 0;
+        for (size_t k = 0; k < s->nwant && !dup; k++)
+            dup = strcmp(s->want[k], types[i]) == 0;
+        if (dup)
+            continue;
+        if (s->nwant == s->wcap) {
+            size_t cap = s->wcap ? 2 * s->wcap : 16;
+            char **w = realloc(s->want, cap * sizeof *w);
+            if (w == NULL)
+                return;
+            s->want = w;
+            s->wcap = cap;
+        }
+        s->want[s->nwant] = strdup(types[i]);
+        if (s->want[s->nwant] != NULL)
+            s->nwant++;
+    }
+}
+
+static void bridge_said(struct bridge_side *s)
+{
+    if (s->dropped != s->dropped_said) {
+        fprintf(stderr, "lahja bridge: %llu events for the %s side dropped so far: its peers "
+                        "are not keeping up\n", (unsigned long long)s->dropped,
+                s->other->label);
+        s->dropped_said = s->dropped;
+    }
+}
+
+static void on_bridge_answer(lahja_endpoint_t *ep, int status, lahja_event_t *resp, void *user)
+{
+    (void)ep;
+    struct bridge_ask *a = user;
+    a->side->pending--;
+    if (status == 0) {
+        size_t len;
+        const void *p = lahja_event_payload(resp, &len);
+        lahja_respond_bytes(a->side->ep, a->request, lahja_event_type(resp), p, len);
+        lahja_event_unref(resp);
+    }
+    lahja_event_unref(a->request);
+    free(a);
+}
+
+static int on_bridge_event(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    struct bridge_side *s = user;
+    const char *origin = lahja_event_origin(ev);
+    if (origin != NULL && strcmp(origin, lahja_endpoint_name(ep)) == 0)
+        return 0; /* ours, forwarded from the other side */
+    size_t len;
+    const void *p = lahja_event_payload(ev, &len);
+    lahja_endpoint_t *out = s->other->ep;
+    if (lahja_event_id(ev) != 0) {
+        /* A request: asked on the other side, answered on this one. */
+        struct bridge_ask *a = s->pending < BRIDGE_MAX_REQUESTS ? malloc(sizeof *a) : NULL;
+        if (a == NULL) {
+            s->dropped++;
+            return 0;
+        }
+        a->side = s;
+        a->request = lahja_event_ref(ev);
+        if (a->request == NULL) {
+            free(a);
+            s->dropped++;
+            return 0;
+        }
+        s->pending++;
+        s->requests++;
+        int rc = lahja_request_bytes_cb(out, lahja_event_type(ev), LAHJA_ANY_RESPONSE, p, len,
+                                        NULL, lahja_deadline_in(opt.timeout_ms),
+                                        on_bridge_answer, a, NULL);
+        if (rc != 0) {
+            s->pending--;
+            lahja_event_unref(a->request);
+            free(a);
+            if (rc != LAHJA_ENOSUBSCRIBERS)
+                s->dropped++;
+        }
+        return 0;
+    }
+    lahja_event_t *copy = NULL;
+    int rc = lahja_event_new(lahja_event_type(ev), p, len, &copy);
+    const lahja_broadcast_config_t cfg = { .allow_no_subscribers = 1 };
+    if (rc == 0)
+        rc = lahja_broadcast_nowait(out, copy, &cfg);
+    lahja_event_unref(copy);
+    if (rc == 0)
+        s->events++;
+    else
+        s->dropped++;
+    return 0;
+}
+
+/* Subscribes s to exactly what the other side's peers subscribe to. */
+static int bridge_sync(struct bridge_side *s)
+{
+    for (size_t i = 0; i < s->nwant; i++)
+        free(s->want[i]);
+    s->nwant = 0;
+    lahja_foreach_peer(s->other->ep, bridge_want, s);
+    /* Gone: unsubscribed. */
+    for (size_t i = 0; i < s->ntypes;) {
+        int kept = 0;
+        for (size_t k = 0; k < s->nwant && !kept; k++)
+            kept = strcmp(s->want[k], s->types[i]) == 0;
+        if (kept) {
+            i++;
+            continue;
+        }
+        lahja_subscription_cancel(s->subs[i]);
+        free(s->types[i]);
+        s->ntypes--;
+        s->types[i] = s->types[s->ntypes];
+        s->subs[i] = s->subs[s->ntypes];
+    }
+    /* New: subscribed. */
+    for (size_t k = 0; k < s->nwant; k++) {
+        int have = 0;
+        for (size_t i = 0; i < s->ntypes && !have; i++)
+            have = strcmp(s->want[k], s->types[i]) == 0;
+        if (have)
+            continue;
+        if (s->ntypes == s->cap) {
+            size_t cap = s->cap ? 2 * s->cap : 16;
+            char **t = realloc(s->types, cap * sizeof *t);
+            if (t != NULL)
+                s->types = t;
+            lahja_subscription_t **u = realloc(s->subs, cap * sizeof *u);
+            if (u != NULL)
+                s->subs = u;
+            if (t == NULL || u == NULL)
+                return -ENOMEM;
+            s->cap = cap;
+        }
+        int rc = lahja_subscribe(s->ep, s->want[k], on_bridge_event, s, &s->subs[s->ntypes]);
+        if (rc != 0)
+            return rc;
+        s->types[s->ntypes++] = s->want[k];
+        s->want[k] = NULL; /* moved */
+    }
+    return 0;
+}
+
+static lahja_cond_t bridge_wake;
+
+static void on_bridge_change(lahja_endpoint_t *ep, int status, void *user)
+{
+    (void)ep;
+    (void)status;
+    struct bridge_side *s = user;
+    s->watch = NULL;
+    s->changed = 1;
+    lahja_cond_signal(&bridge_wake);
+}
+
+/* Watches s's peers' subscriptions (and connections) for changes. */
+static int bridge_watch(struct bridge_side *s)
+{
+    return lahja_wait_until_endpoint_subscriptions_change_cb(s->ep, LAHJA_FOREVER,
+                                                             on_bridge_change, s, &s->watch);
+}
+
+static void bridge_free(struct bridge_side *s)
+{
+    for (size_t i = 0; i < s->nwant; i++)
+        free(s->want[i]);
+    for (size_t i = 0; i < s->ntypes; i++)
+        free(s->types[i]);
+    free(s->want);
+    free(s->types);
+    free(s->subs);
+}
+
+static int cmd_bridge(void)
+{
+    if (opt.nats == NULL || opt.nargs != 0) {
+        fprintf(stderr, "lahja bridge: --nats URLS is needed\n");
+        return EXIT_USAGE;
+    }
+    char name[LAHJA_NAME_MAX + 1];
+    if (opt.name != NULL) {
+        snprintf(name, sizeof name, "%s", opt.name);
+    } else {
+        char host[64] = "host";
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = '\0';
+        snprintf(name, sizeof name, "bridge-%s", host);
+    }
+    struct bridge_side local = { .label = "local" }, remote = { .label = "remote" };
+    local.other = &remote;
+    remote.other = &local;
+    local.ep = open_ep_on(name, 1, 0);
+    remote.ep = local.ep != NULL ? open_ep_on(name, 0, 1) : NULL;
+    int rc = remote.ep != NULL ? lahja_join(local.ep, opt.dir) : -ENOMEM;
+    if (rc != 0) {
+        int code = local.ep != NULL && remote.ep != NULL ? fail(local.ep, "bridge", rc) : EXIT_FAILED;
+        if (remote.ep != NULL)
+            close_ep(remote.ep);
+        if (local.ep != NULL)
+            close_ep(local.ep);
+        return code;
+    }
+    printf("bridging %s and NATS %s as %s\n", opt.dir, opt.nats, name);
+    fflush(stdout);
+    lahja_cond_init(&bridge_wake);
+    local.changed = remote.changed = 1;
+    while (rc == 0 && !interrupted) {
+        /* A change on one side changes what the other subscribes to. */
+        if (local.changed || remote.changed) {
+            int lc = local.changed, rch = remote.changed;
+            local.changed = remote.changed = 0;
+            if (lc && rc == 0)
+                rc = bridge_watch(&local);
+            if (rch && rc == 0)
+                rc = bridge_watch(&remote);
+            if (rch && rc == 0)
+                rc = bridge_sync(&local);
+            if (lc && rc == 0)
+                rc = bridge_sync(&remote);
+        }
+        bridge_said(&local);
+        bridge_said(&remote);
+        if (rc == 0 && !local.changed && !remote.changed) {
+            int w = lahja_cond_wait(&bridge_wake, lahja_deadline_in(200));
+            if (w != 0 && w != -ETIMEDOUT)
+                rc = w;
+        }
+    }
+    if (local.watch != NULL)
+        lahja_op_cancel(local.watch);
+    if (remote.watch != NULL)
+        lahja_op_cancel(remote.watch);
+    printf("forwarded %llu events and %llu requests to the remote side, %llu events and %llu "
+           "requests to the local side; dropped %llu and %llu\n",
+           (unsigned long long)local.events, (unsigned long long)local.requests,
+           (unsigned long long)remote.events, (unsigned long long)remote.requests,
+           (unsigned long long)local.dropped, (unsigned long long)remote.dropped);
+    close_ep(remote.ep);
+    close_ep(local.ep);
+    bridge_free(&local);
+    bridge_free(&remote);
+    return rc == 0 ? 0 : fail(NULL, "bridge", rc);
+}
+
 /* --------------------------------------------------------------- main */
 
 static int main_task(void *arg)
@@ -1027,6 +1325,7 @@ static int main_task(void *arg)
         { "ls", cmd_ls },           { "emit", cmd_emit },       { "request", cmd_request },
         { "respond", cmd_respond }, { "monitor", cmd_monitor }, { "stats", cmd_stats },
         { "bench", cmd_bench },     { "bench-peer", cmd_bench_peer },
+        { "bridge", cmd_bridge },
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(opt.cmd, cmds[i].name) != 0)
