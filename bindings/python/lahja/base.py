@@ -410,6 +410,17 @@ class BaseEndpoint(EndpointAPI):
             return ()
         return tuple(RemoteEndpoint(n, self) for n, _ in ep.peers())
 
+    def join_nats(self, servers: str, **options: Any) -> None:
+        """Reaches the endpoints of other hosts through a NATS cluster:
+        ``servers`` is one URL or several, comma-separated; ``options`` are
+        lahja_join_nats's (prefix, user, password, token, creds_file, host,
+        heartbeat_ms, dead_after_ms).  Call it once the endpoint runs; it
+        blocks while it connects to the first server.  Not in lahja."""
+        ep = self._core_ep
+        if ep is None or not ep.is_running:
+            raise LifecycleError("join_nats: the endpoint is not running")
+        ep.join_nats(servers, **options)
+
     # ------------------------------------------------------- queries
 
     def is_connected_to(self, endpoint_name: str) -> bool:

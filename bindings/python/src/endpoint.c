@@ -420,6 +420,50 @@ static PyObject *ep_join(EndpointObject *self, Args args, Py_ssize_t nargs, PyOb
     Py_RETURN_NONE;
 }
 
+/* A non-negative int argument that fits 32 bits (None or absent: 0). */
+static int u32_arg(PyObject *o, const char *what, uint32_t *out)
+{
+    *out = 0;
+    if (o == NULL || o == Py_None)
+        return 0;
+    unsigned long v = PyLong_AsUnsignedLong(o);
+    if (PyErr_Occurred())
+        return -1;
+    if (v > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: too large", what);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static PyObject *ep_join_nats(EndpointObject *self, Args args, Py_ssize_t nargs, PyObject *kw)
+{
+    static const char *const names[] = { "servers", "prefix", "user", "password", "token",
+                                         "creds_file", "host", "heartbeat_ms",
+                                         "dead_after_ms", NULL };
+    PyObject *a[9];
+    if (parse_args("join_nats", args, nargs, kw, names, 1, 1, a) < 0 || !usable(self))
+        return NULL;
+    lahja_nats_options_t o = { 0 };
+    const char **strs[] = { &o.servers, &o.prefix, &o.user, &o.password, &o.token,
+                            &o.creds_file, &o.host };
+    for (int i = 0; i < 7; i++) {
+        *strs[i] = utf8_or_null(a[i], names[i]);
+        if (*strs[i] == NULL && PyErr_Occurred())
+            return NULL;
+    }
+    if (u32_arg(a[7], "heartbeat_ms", &o.heartbeat_ms) < 0
+        || u32_arg(a[8], "dead_after_ms", &o.dead_after_ms) < 0)
+        return NULL;
+    /* It blocks while it connects to the first server, holding the GIL:
+     * the endpoint's log callback may run meanwhile. */
+    int rc = lahja_join_nats(self->core->ep, &o);
+    if (rc != 0)
+        return raise_ep(self, rc);
+    Py_RETURN_NONE;
+}
+
 /* ---------------------------------------------------------- connecting */
 
 static PyObject *ep_connect(EndpointObject *self, Args args, Py_ssize_t nargs, PyObject *kw)
@@ -1045,6 +1089,12 @@ static PyMethodDef endpoint_methods[] = {
       "join(dir=None) -> None\n\n"
       "Joins the bus of directory `dir` (lahja_join): keeps connected to every\n"
       "endpoint serving there.  Errors: Error, LifecycleError." THREAD_DOC },
+    { "join_nats", FASTCALL(ep_join_nats), METH_FK,
+      "join_nats(servers, prefix=None, user=None, password=None, token=None,\n"
+      "          creds_file=None, host=None, heartbeat_ms=0, dead_after_ms=0) -> None\n\n"
+      "Joins the endpoints of other hosts through the NATS servers `servers`\n"
+      "(comma-separated URLs; lahja_join_nats).  Blocks while it connects to the\n"
+      "first.  Errors: Error, LifecycleError." THREAD_DOC },
     { "connect", FASTCALL(ep_connect), METH_FK,
       "connect(configs, timeout, callback) -> Op\n\n"
       "Connects to each endpoint of `configs` (names, or (name, path) pairs with\n"

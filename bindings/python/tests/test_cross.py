@@ -8,9 +8,12 @@ side seeing the other's subscriptions.
 import asyncio
 import os
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -247,3 +250,50 @@ async def test_broadcast_nowait_is_bounded_and_broadcast_waits(bus_dir):
     finally:
         proc.kill()
         proc.communicate(timeout=T)
+
+
+@pytest.fixture
+def nats_url(tmp_path):
+    """A nats-server of this test's own, on a port the kernel picks."""
+    server = shutil.which("nats-server")
+    if server is None:
+        pytest.skip("no nats-server")
+    log = tmp_path / "nats.log"
+    conf = tmp_path / "nats.conf"
+    conf.write_text("listen: 127.0.0.1:-1\n")
+    proc = subprocess.Popen([server, "-c", str(conf), "-l", str(log)])
+    try:
+        for _ in range(T * 100):
+            text = log.read_text() if log.exists() else ""
+            m = re.search(r"Listening for client connections on 127\.0\.0\.1:(\d+)", text)
+            if m:
+                yield f"nats://127.0.0.1:{m.group(1)}"
+                break
+            assert proc.poll() is None, text
+            time.sleep(0.01)
+        else:
+            raise AssertionError("nats-server did not start")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=T)
+
+
+@pytest.mark.asyncio
+async def test_python_requests_c_on_another_host_through_nats(bus_dir, lahja_tool, nats_url):
+    """A Python endpoint and a C one that share no directory and say they
+    are on different hosts meet through NATS."""
+    env = dict(os.environ, LAHJA_HOST_ID="host-c")
+    resp = subprocess.Popen([lahja_tool, "--dir", str(bus_dir), "--nats", nats_url, "respond",
+                             "Status", "far", "--name", "c-far"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        async with AsyncioEndpoint("py-near").run() as ep:
+            ep.join_nats(nats_url, host="host-py")
+            await asyncio.wait_for(ep.wait_until_endpoint_subscribed_to("c-far", RawStatus), T)
+            reply = await asyncio.wait_for(ep.request(RawStatus(b"?")), T)
+            assert isinstance(reply, StatusReply) and reply.payload == b"far"
+            assert reply.get_origin() == "c-far"
+    finally:
+        resp.terminate()
+        out, err = resp.communicate(timeout=T)
+    assert "serving c-far" in out, err
