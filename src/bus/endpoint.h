@@ -680,6 +680,16 @@ void lahja_nats_stop_begin(lahja_endpoint_t *ep);
 /* Stop, the connections closed: says goodbye and closes the NATS
  * connection and the handles (counted in ep->nopen). */
 void lahja_nats_stop(lahja_endpoint_t *ep);
+/* Tests and fuzzing: joins as instance `uid` on `host` without NATS (what
+ * the endpoint would publish goes to `sink`, if not NULL, and no
+ * further); inject hands it a message as if it came on its own subject
+ * (presence: on the presence subject); tick runs what a heartbeat does. */
+typedef void (*lahja_nats_sink_fn)(void *user, const char *subject, const uint8_t *msg,
+                                   size_t len);
+int lahja_nats_join_offline(lahja_endpoint_t *ep, const char *host, uint64_t uid,
+                            lahja_nats_sink_fn sink, void *user);
+void lahja_nats_inject(lahja_endpoint_t *ep, int presence, const void *msg, size_t len);
+void lahja_nats_tick(lahja_endpoint_t *ep);
 
 #pragma GCC visibility pop
 

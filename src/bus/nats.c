@@ -144,6 +144,9 @@ struct natsnet {
     atomic_int last_error;
     unsigned disconnects_seen, reconnects_seen, errors_seen;
     uint8_t was_down;
+    uint8_t offline;             /* lahja_nats_join_offline: no NATS at all */
+    lahja_nats_sink_fn sink;     /* offline: sees what would be published */
+    void *sink_user;
     uint8_t unflushed;           /* published since the last flush */
     uint64_t flush_until;        /* stopping: loop time it gives up flushing */
     uint64_t bad;                /* malformed messages ignored */
@@ -202,6 +205,13 @@ static uint64_t now_ms(const struct natsnet *nn)
 
 static int publish(struct natsnet *nn, const char *subject, const uint8_t *msg, size_t len)
 {
+    if (nn->offline) {
+        if (nn->sink != NULL)
+            nn->sink(nn->sink_user, subject, msg, len);
+        return 0;
+    }
+    if (nn->nc == NULL)
+        return -1; /* closed */
     natsStatus s = natsConnection_Publish(nn->nc, subject, msg, (int)len);
     nn->unflushed = 1;
     return s == NATS_OK ? 0 : -1;
@@ -792,24 +802,31 @@ static int drain_sub(struct natsnet *nn, natsSubscription *sub, int presence, in
     return budget;
 }
 
+/* The peers whose BYE came are gone. */
+static void settle_left(struct natsnet *nn)
+{
+    lahja_link_t *x, *tmp;
+    lahja_list_foreach_safe(x, tmp, &nn->peers) {
+        struct npeer *p = lahja_container_of(x, struct npeer, link);
+        if (p->left)
+            peer_gone(nn, p, "the peer left");
+    }
+}
+
 static void on_drain(uv_check_t *h)
 {
     struct natsnet *nn = h->data;
-    if (nn->sub_to == NULL)
-        return;
-    /* Presence is small: all of it, each turn, so that a busy
-     * connection never makes a peer look silent.  A BYE takes effect once
-     * what came before it is read: when the connections' messages are. */
-    int budget = drain_sub(nn, nn->sub_to, 0, DRAIN_MAX);
-    drain_sub(nn, nn->sub_presence, 1, INT32_MAX);
-    if (budget > 0) {
-        lahja_link_t *x, *tmp;
-        lahja_list_foreach_safe(x, tmp, &nn->peers) {
-            struct npeer *p = lahja_container_of(x, struct npeer, link);
-            if (p->left)
-                peer_gone(nn, p, "the peer left");
-        }
+    int budget = 1;
+    if (nn->sub_to != NULL) {
+        /* Presence is small: all of it, each turn, so that a busy
+         * connection never makes a peer look silent.  A BYE takes effect
+         * once what came before it is read: when the connections'
+         * messages are. */
+        budget = drain_sub(nn, nn->sub_to, 0, DRAIN_MAX);
+        drain_sub(nn, nn->sub_presence, 1, INT32_MAX);
     }
+    if (budget > 0)
+        settle_left(nn);
     free_dead(nn);
     if (budget == 0)
         uv_async_send(&nn->wake); /* more: the loop must not sleep */
@@ -863,7 +880,7 @@ static void on_beat(uv_timer_t *t)
     struct natsnet *nn = t->data;
     report(nn);
     uint64_t now = now_ms(nn);
-    int up = natsConnection_Status(nn->nc) == NATS_CONN_STATUS_CONNECTED;
+    int up = nn->offline || (nn->nc != NULL && natsConnection_Status(nn->nc) == NATS_CONN_STATUS_CONNECTED);
     lahja_link_t *x, *tmp;
     if (!up) {
         /* We hear nobody meanwhile: that says nothing of them. */
@@ -1034,6 +1051,8 @@ static int fail(lahja_endpoint_t *ep, natsOptions *o, struct natsnet *nn, natsSt
     return s == NATS_NO_MEMORY ? -ENOMEM : -ECONNREFUSED;
 }
 
+static void nats_attach(lahja_endpoint_t *ep, struct natsnet *nn);
+
 int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts)
 {
     if (ep == NULL || opts == NULL || opts->servers == NULL || opts->servers[0] == '\0')
@@ -1143,6 +1162,17 @@ int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts)
     if (s != NATS_OK)
         return fail(ep, NULL, nn, s, "subscribe");
 
+    nats_attach(ep, nn);
+    char url[256] = "?";
+    natsConnection_GetConnectedUrl(nn->nc, url, sizeof url);
+    lahja_bus_log(ep, LAHJA_LOG_INFO, "nats: joined %s under %s as %s on %s", url, nn->prefix,
+                  ep->name->s, nn->host);
+    return 0;
+}
+
+/* Starts the handles of a joined nn. */
+static void nats_attach(lahja_endpoint_t *ep, struct natsnet *nn)
+{
     uv_loop_t *loop = ep->rt->loop;
     uv_timer_init(loop, &nn->beat);
     uv_check_init(loop, &nn->drain);
@@ -1156,11 +1186,6 @@ int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts)
     uv_timer_start(&nn->beat, on_beat, nn->heartbeat_ms, nn->heartbeat_ms);
     ep->nats = nn;
     beacon(nn, K_BEACON);
-    char url[256] = "?";
-    natsConnection_GetConnectedUrl(nn->nc, url, sizeof url);
-    lahja_bus_log(ep, LAHJA_LOG_INFO, "nats: joined %s under %s as %s on %s", url, nn->prefix,
-                  ep->name->s, nn->host);
-    return 0;
 }
 
 void lahja_nats_stop_begin(lahja_endpoint_t *ep)
@@ -1175,7 +1200,7 @@ void lahja_nats_stop_begin(lahja_endpoint_t *ep)
 static void on_flushed(uv_timer_t *t)
 {
     struct natsnet *nn = t->data;
-    if (natsConnection_Buffered(nn->nc) > 0 && now_ms(nn) < nn->flush_until)
+    if (nn->nc != NULL && natsConnection_Buffered(nn->nc) > 0 && now_ms(nn) < nn->flush_until)
         return;
     uv_timer_stop(t);
     nats_teardown(nn);
@@ -1197,4 +1222,63 @@ void lahja_nats_stop(lahja_endpoint_t *ep)
     uv_check_stop(&nn->drain);
     nn->flush_until = now_ms(nn) + FLUSH_MS;
     uv_timer_start(&nn->beat, on_flushed, 0, 1);
+}
+
+/* ------------------------------------------------ tests and fuzzing */
+
+int lahja_nats_join_offline(lahja_endpoint_t *ep, const char *host, uint64_t uid,
+                            lahja_nats_sink_fn sink, void *user)
+{
+    int rc = lahja_ep_check(ep);
+    if (rc != 0)
+        return rc;
+    if (ep->nats != NULL)
+        return -EALREADY;
+    struct natsnet *nn = calloc(1, sizeof *nn);
+    if (nn == NULL)
+        return -ENOMEM;
+    nn->scratch = malloc(HDR + 2 * (LAHJA_NAME_MAX + 1) + HOST_MAX + 2);
+    if (nn->scratch == NULL) {
+        free(nn);
+        return -ENOMEM;
+    }
+    nn->ep = ep;
+    nn->offline = 1;
+    nn->sink = sink;
+    nn->sink_user = user;
+    nn->uid = uid;
+    nn->heartbeat_ms = 500;
+    nn->dead_after_ms = 2000;
+    nn->window = 64 * 1024;
+    nn->chunk = 4096;
+    snprintf(nn->prefix, sizeof nn->prefix, "offline");
+    snprintf(nn->host, sizeof nn->host, "%s", host);
+    snprintf(nn->subj_self, sizeof nn->subj_self, "offline.to.%016llx", (unsigned long long)uid);
+    snprintf(nn->subj_presence, sizeof nn->subj_presence, "offline.presence");
+    lahja_list_init(&nn->peers);
+    lahja_list_init(&nn->links);
+    lahja_list_init(&nn->dead);
+    nats_attach(ep, nn);
+    return 0;
+}
+
+void lahja_nats_inject(lahja_endpoint_t *ep, int presence, const void *msg, size_t len)
+{
+    struct natsnet *nn = ep->nats;
+    const uint8_t *m = msg;
+    if (nn == NULL || nn->flush_until != 0)
+        return;
+    if (len < HDR || m[0] != 'L' || m[1] != VERSION)
+        nn->bad++;
+    else if (presence)
+        on_presence(nn, m, len);
+    else
+        on_conn_msg(nn, m, len);
+    settle_left(nn);
+}
+
+void lahja_nats_tick(lahja_endpoint_t *ep)
+{
+    if (ep->nats != NULL && ep->nats->flush_until == 0)
+        on_beat(&ep->nats->beat);
 }
