@@ -25,6 +25,9 @@
 #                       prog.  Hence, in a subshell, on_host must be the
 #                       last command.  In the calling shell itself it runs
 #                       cmd as a child and returns its status.
+#   hosts_exec K cmd... the same, always by exec: for `sh -c '. hosts.sh;
+#                       hosts_exec "$@"' hosts.sh K prog...` in a program
+#                       started by the caller (the state is exported).
 #   server_kill K       SIGKILLs host K's nats-server and waits for it.
 #   server_start K      starts it again with the same configuration and
 #                       waits until the routes of every running server are
@@ -46,17 +49,19 @@
 # the servers' logs and returns non-zero.
 # Internal names start with _h.
 
-HOSTS_MODE=""
-HOSTS_N=0
-HOSTS_DIR=""
-_h_uniq=""
-_h_net=""
+# The state, exported: a shell started by the caller may source this file
+# again and use on_host or hosts_exec on the same hosts.
+HOSTS_MODE=${HOSTS_MODE:-}
+HOSTS_N=${HOSTS_N:-0}
+HOSTS_DIR=${HOSTS_DIR:-}
+HOSTS_UNIQ=${HOSTS_UNIQ:-}
+HOSTS_NET=${HOSTS_NET:-}
 
 _h_say() { echo "hosts: $*" >&2; }
 
 # _h_addr K: host K's address
 _h_addr() {
-    if [ "$HOSTS_MODE" = netns ]; then echo "$_h_net.$1"; else echo 127.0.0.1; fi
+    if [ "$HOSTS_MODE" = netns ]; then echo "$HOSTS_NET.$1"; else echo 127.0.0.1; fi
 }
 
 # _h_port K KIND: client|cluster|http port of host K
@@ -73,7 +78,7 @@ _h_in() {
     _h_k=$1
     shift
     if [ "$HOSTS_MODE" = netns ]; then
-        ip netns exec "$_h_uniq-h$_h_k" "$@"
+        ip netns exec "$HOSTS_UNIQ-h$_h_k" "$@"
     else
         "$@"
     fi
@@ -110,7 +115,7 @@ server_name: h$_h_k
 listen: $_h_a:$(_h_port "$_h_k" client)
 http: $_h_a:$(_h_port "$_h_k" http)
 cluster {
-  name: $_h_uniq
+  name: $HOSTS_UNIQ
   listen: $_h_a:$(_h_port "$_h_k" cluster)
   routes: [ $_h_routes ]
 }
@@ -121,7 +126,7 @@ EOF
 # _h_launch K: starts host K's server in the background
 _h_launch() {
     if [ "$HOSTS_MODE" = netns ]; then
-        ip netns exec "$_h_uniq-h$1" nats-server -c "$HOSTS_DIR/h$1.conf" >>"$HOSTS_DIR/h$1.log" 2>&1 &
+        ip netns exec "$HOSTS_UNIQ-h$1" nats-server -c "$HOSTS_DIR/h$1.conf" >>"$HOSTS_DIR/h$1.log" 2>&1 &
     else
         nats-server -c "$HOSTS_DIR/h$1.conf" >>"$HOSTS_DIR/h$1.log" 2>&1 &
     fi
@@ -183,7 +188,7 @@ _h_reap() {
 }
 
 _h_netns_setup() {
-    _h_sw="$_h_uniq-sw"
+    _h_sw="$HOSTS_UNIQ-sw"
     ip netns add "$_h_sw" 2>/dev/null || return 1
     : >"$HOSTS_DIR/netns"
     echo "$_h_sw" >>"$HOSTS_DIR/netns"
@@ -192,13 +197,13 @@ _h_netns_setup() {
     ip -n "$_h_sw" link set lo up || return 1
     _h_k=1
     while [ "$_h_k" -le "$HOSTS_N" ]; do
-        _h_ns="$_h_uniq-h$_h_k"
+        _h_ns="$HOSTS_UNIQ-h$_h_k"
         ip netns add "$_h_ns" || return 1
         echo "$_h_ns" >>"$HOSTS_DIR/netns"
         ip -n "$_h_sw" link add "h$_h_k" type veth peer name eth0 netns "$_h_ns" || return 1
         ip -n "$_h_sw" link set "h$_h_k" master br0 up || return 1
         ip -n "$_h_ns" link set lo up || return 1
-        ip -n "$_h_ns" addr add "$_h_net.$_h_k/24" dev eth0 || return 1
+        ip -n "$_h_ns" addr add "$HOSTS_NET.$_h_k/24" dev eth0 || return 1
         ip -n "$_h_ns" link set eth0 up || return 1
         _h_k=$((_h_k + 1))
     done
@@ -223,8 +228,8 @@ hosts_up() {
     fi
     HOSTS_N=$1
     HOSTS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/lahja-hosts.XXXXXX") || return 1
-    _h_uniq="lh$$"
-    _h_net="10.$((100 + ($$ / 256) % 150)).$(($$ % 256))"
+    HOSTS_UNIQ="lh$$"
+    HOSTS_NET="10.$((100 + ($$ / 256) % 150)).$(($$ % 256))"
     HOSTS_MODE=loopback
     _h_why=""
     if [ "${HOSTS_FORCE_LOOPBACK:-0}" = 1 ]; then
@@ -240,7 +245,7 @@ hosts_up() {
         _h_netns_teardown
     fi
     if [ $HOSTS_MODE = netns ]; then
-        _h_say "mode netns: $HOSTS_N network namespaces $_h_uniq-h1..h$HOSTS_N, $_h_net.0/24 through a bridge in $_h_uniq-sw"
+        _h_say "mode netns: $HOSTS_N network namespaces $HOSTS_UNIQ-h1..h$HOSTS_N, $HOSTS_NET.0/24 through a bridge in $HOSTS_UNIQ-sw"
     else
         _h_say "mode loopback (fallback: $_h_why): $HOSTS_N servers on 127.0.0.1, one network and hostname for all;" \
             "host_cut is SIGSTOP of the server, so a link that is down (connections left hanging, not refused) is not shown"
@@ -275,14 +280,14 @@ hosts_up() {
         eval "HOST_URL_$_h_k=\$_h_u"
         export "HOST_URL_$_h_k"
         if [ $HOSTS_MODE = netns ]; then
-            eval "HOST_NETNS_$_h_k=/run/netns/\$_h_uniq-h\$_h_k"
+            eval "HOST_NETNS_$_h_k=/run/netns/\$HOSTS_UNIQ-h\$_h_k"
             export "HOST_NETNS_$_h_k"
         fi
         HOSTS_URLS="$HOSTS_URLS${HOSTS_URLS:+,}$_h_u"
         _h_launch "$_h_k"
         _h_k=$((_h_k + 1))
     done
-    export HOSTS_URLS HOSTS_MODE HOSTS_N HOSTS_DIR
+    export HOSTS_URLS HOSTS_MODE HOSTS_N HOSTS_DIR HOSTS_UNIQ HOSTS_NET
     if ! _h_wait_routes hosts_up; then
         hosts_down
         return 1
@@ -296,15 +301,20 @@ on_host() {
     if [ -z "$HOSTS_DIR" ]; then _h_say "on_host: no hosts (hosts_up first)"; return 2; fi
     if [ "$HOSTS_MODE" = netns ]; then
         # shellcheck disable=SC2016 # expanded by that sh
-        set -- ip netns exec "$_h_uniq-h$_h_k" unshare --uts sh -c \
-            'echo "$0" >/proc/sys/kernel/hostname && exec "$@"' "$_h_uniq-h$_h_k" "$@"
+        set -- ip netns exec "$HOSTS_UNIQ-h$_h_k" unshare --uts sh -c \
+            'echo "$0" >/proc/sys/kernel/hostname && exec "$@"' "$HOSTS_UNIQ-h$_h_k" "$@"
     fi
     # In a subshell (a background job, $(...)) exec: the program takes the
     # subshell's pid.  In the shell that sourced this, run it as a child.
-    if [ "$(exec sh -c 'echo $PPID')" != "$$" ]; then
-        LAHJA_HOST_ID="h$_h_k-$_h_uniq" exec "$@"
+    if [ "${_h_exec:-0}" = 1 ] || [ "$(exec sh -c 'echo $PPID')" != "$$" ]; then
+        LAHJA_HOST_ID="h$_h_k-$HOSTS_UNIQ" exec "$@"
     fi
-    LAHJA_HOST_ID="h$_h_k-$_h_uniq" "$@"
+    LAHJA_HOST_ID="h$_h_k-$HOSTS_UNIQ" "$@"
+}
+
+hosts_exec() {
+    _h_exec=1
+    on_host "$@"
 }
 
 server_kill() {
@@ -323,7 +333,7 @@ server_start() {
 host_cut() {
     [ -f "$HOSTS_DIR/h$1.conf" ] || { _h_say "host_cut: no host $1"; return 2; }
     if [ "$HOSTS_MODE" = netns ]; then
-        ip -n "$_h_uniq-sw" link set "h$1" down || return 1
+        ip -n "$HOSTS_UNIQ-sw" link set "h$1" down || return 1
     else
         kill -STOP "$(cat "$HOSTS_DIR/h$1.pid")" || return 1
     fi
@@ -333,7 +343,7 @@ host_cut() {
 host_restore() {
     [ -f "$HOSTS_DIR/h$1.conf" ] || { _h_say "host_restore: no host $1"; return 2; }
     if [ "$HOSTS_MODE" = netns ]; then
-        ip -n "$_h_uniq-sw" link set "h$1" up || return 1
+        ip -n "$HOSTS_UNIQ-sw" link set "h$1" up || return 1
     else
         kill -CONT "$(cat "$HOSTS_DIR/h$1.pid")" || return 1
     fi
