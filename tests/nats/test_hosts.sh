@@ -118,12 +118,14 @@ host_restore 3
 traffic restored 1 3
 
 trap - EXIT
+dir=$HOSTS_DIR
 cleanup
 if [ "$HOSTS_MODE" = netns ] && ip netns list | grep -q "^lh$$-"; then
     fail "namespaces left: $(ip netns list | grep "^lh$$-" | tr '\n' ' ')"
 fi
-if pgrep -f "lahja-hosts\.[^ ]*/h[0-9]\.conf" | grep -q .; then
-    fail "servers left: $(pgrep -af "lahja-hosts\.[^ ]*/h[0-9]\.conf")"
+if pgrep -f "$dir/h[0-9]\.conf" >/dev/null; then
+    fail "servers left: $(pgrep -af "$dir/h[0-9]\.conf")"
 fi
+[ ! -e "$dir" ] || fail "run folder left: $dir"
 echo "ok: nothing left after hosts_down"
 echo "the hosts harness works ($HOSTS_MODE)"
