@@ -156,6 +156,11 @@ _h_wait_routes() {
         _h_k=1
         while [ "$_h_k" -le "$HOSTS_N" ]; do
             if [ ! -f "$HOSTS_DIR/h$_h_k.down" ] && [ ! -f "$HOSTS_DIR/h$_h_k.cut" ]; then
+                if ! kill -0 "$(cat "$HOSTS_DIR/h$_h_k.pid")" 2>/dev/null; then
+                    _h_say "$1: the nats-server of host $_h_k exited"
+                    _h_logs
+                    return 1
+                fi
                 _h_r=$(_h_routes "$_h_k")
                 _h_state="$_h_state h$_h_k=${_h_r:-?}"
                 [ "${_h_r:-x}" = $((_h_live - 1)) ] || _h_ok=0
