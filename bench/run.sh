@@ -29,6 +29,15 @@
 # request scenarios, memory, full meshes); and one-to-one by payload size
 # from 64 B to 1 MiB for the plot.  The peers are bench/peers/peer_*;
 # lahja's side is bench/bench_bus.
+#
+# Cross-host rows (scenarios xhost-*): two hosts made on this machine by
+# tests/nats/hosts.sh (network namespaces on a private bridge, one
+# nats-server each, clustered by a route), the sender on host 1 and the
+# receivers (or the responder) on host 2, so every message crosses the
+# route: one-to-one 64 B, fan-out to 4, request/response round trips.
+# Raw nats.c (peer_nats) and, once bench/bench_nats exists, lahja over
+# NATS.  They need root and network namespaces; without them they are
+# skipped with one line saying why.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
@@ -63,9 +72,11 @@ PY_SEEDS_REQS=4000    # requests/s, request mode
 if [ $QUICK = 1 ]; then
     N_64=100000 N_4K=20000 N_FAN=100000 N_FAN_NNG=20000 N_RT=5000 N_1M=200
     N_INFLIGHT=100000 SWEEP_DIV=10 MESH_SIZES="4" TMO=60
+    N_X64=20000 N_XFAN=20000 N_XRT=1000
 else
     N_64=1000000 N_4K=200000 N_FAN=1000000 N_FAN_NNG=200000 N_RT=50000 N_1M=2000
     N_INFLIGHT=1000000 SWEEP_DIV=1 MESH_SIZES="2 4 8 16" TMO=300
+    N_X64=500000 N_XFAN=500000 N_XRT=20000
 fi
 SWEEP_SIZES="64 256 1024 4096 16384 65536 262144 1048576"
 
@@ -104,7 +115,7 @@ if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >"$BU
     exit 1
 fi
 targets=$(cmake --build "$BUILD" --target help 2>/dev/null |
-    grep -oE '(^|[ .:])(bench_bus|peer_(uds|zmq|nng|nats))($|[ :])' | tr -d ' .:' | sort -u)
+    grep -oE '(^|[ .:])(bench_bus|bench_nats|peer_(uds|zmq|nng|nats))($|[ :])' | tr -d ' .:' | sort -u)
 want_targets=""
 for t in $targets; do
     [ "$t" = bench_bus ] && [ -n "${LAHJA_BENCH_BUS:-}" ] && continue
@@ -129,8 +140,10 @@ fi
 # ----------------------------------------------------------- run folder
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/lahja-bench.XXXXXX") || exit 1
 NATS_PID=""
+XHOSTS=0
 # shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
+    [ "$XHOSTS" = 1 ] && hosts_down
     if [ -n "$NATS_PID" ]; then
         kill "$NATS_PID" 2>/dev/null
         wait "$NATS_PID" 2>/dev/null
@@ -172,6 +185,43 @@ EOF
         echo "run.sh: no nats-server; NATS is skipped" >&2
     fi
 fi
+
+# ------------------------------------------------------ cross-host hosts
+# Two hosts (tests/nats/hosts.sh), their servers set up like the local one
+# above.  Only in network namespaces: the loopback fallback would measure
+# nothing that crosses a link, so without them the rows are skipped.
+HOSTS_SH=$PWD/tests/nats/hosts.sh
+BENCH_NATS=$BUILD/bench/bench_nats
+XHOST_SKIP=""
+if [ ! -x "$PEERS/peer_nats" ] && [ ! -x "$BENCH_NATS" ]; then
+    XHOST_SKIP="neither peer_nats nor bench_nats was built"
+elif ! command -v nats-server >/dev/null; then
+    XHOST_SKIP="no nats-server"
+elif [ "$(id -u)" -ne 0 ]; then
+    XHOST_SKIP="not root: network namespaces need it"
+else
+    # shellcheck source=tests/nats/hosts.sh
+    . "$HOSTS_SH"
+    # shellcheck disable=SC2034 # read by hosts.sh
+    HOSTS_CONF_EXTRA='max_payload: 2MB
+max_pending: 2GB
+write_deadline: "60s"'
+    if hosts_up 2 2>"$RUN/hosts.err"; then
+        if [ "$HOSTS_MODE" = netns ]; then
+            XHOSTS=1
+            echo "== cross-host: nats-servers on $HOSTS_URLS, each in a network namespace of its own" >&2
+        else
+            XHOST_SKIP="no network namespaces ($(sed -n 's/.*fallback: \([^)]*\)).*/\1/p' "$RUN/hosts.err"))"
+            hosts_down
+        fi
+    else
+        cat "$RUN/hosts.err" >&2
+        echo "run.sh: the cross-host NATS servers did not come up" >&2
+        FAILURES=$((FAILURES + 1))
+        XHOST_SKIP="the hosts did not come up"
+    fi
+fi
+[ -n "$XHOST_SKIP" ] && echo "cross-host rows skipped: $XHOST_SKIP" >&2
 
 # ---------------------------------------------------------------- runner
 RAW=$OUT/raw.txt
@@ -335,6 +385,135 @@ sweep() {
     done
 }
 
+# ------------------------------------------------------------ cross-host
+# on_host_cmd K: the words that run a program on host K (hosts.sh's
+# hosts_exec in a fresh sh: the program keeps the pid, timeout's signal
+# reaches it).
+# shellcheck disable=SC2016 # expanded by that sh
+on_host_cmd() { printf '%s\n' sh -c '. "$0"; hosts_exec "$@"' "$HOSTS_SH" "$1"; }
+
+# xpeer <scen> <impl> <VAR=value>... -- thr|lat <args>...: peer_nats with
+# the parent (publisher, requester) on host 1, connected to host 1's
+# server, and its children (receivers, responder) on host 2, connected to
+# host 2's server (PB_CHILD_NETNS, PB_CHILD_ADDR; see peer_driver.c).
+xpeer() {
+    local scen=$1 impl=$2
+    shift 2
+    local envs=()
+    while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+    shift
+    if [ "$XHOSTS" != 1 ]; then skip "$scen.$impl" "$XHOST_SKIP"; return; fi
+    if [ ! -x "$PEERS/peer_nats" ]; then skip "$scen.$impl" "peer_nats not built"; return; fi
+    local -a host1
+    mapfile -t host1 < <(on_host_cmd 1)
+    run "$scen" "$impl" "${envs[@]}" PB_CHILD_NETNS="$HOST_NETNS_2" PB_CHILD_ADDR="$HOST_URL_2" -- \
+        "${host1[@]}" "$PEERS/peer_nats" "$@" "$HOST_URL_1"
+}
+
+# ---- lahja over NATS, cross-host: the rows of bench/bench_nats.
+# The interface expected of bench_nats (one process per role; URL is a
+# nats:// URL of the host's own server; NAME the endpoint's name; events
+# of SIZE bytes; a diagnostic on stderr and a non-zero exit on failure):
+#   bench_nats sub URL NAME COUNT SIZE
+#       subscribes, then receives COUNT events (giving up after a long
+#       silence), prints "received N" and exits 0 iff N == COUNT.
+#   bench_nats pub URL NAME COUNT SIZE NSUBS
+#       waits until NSUBS endpoints subscribe to the event type, sends
+#       COUNT events back to back, waits until every subscriber has them
+#       (or gives up), prints "events_per_s X": deliveries summed over
+#       the subscribers per second, NSUBS * COUNT / (last - first), as
+#       the THR rows count.
+#   bench_nats rep URL NAME
+#       answers every request (echoes it) until killed; prints "ready"
+#       once it serves.
+#   bench_nats req URL NAME COUNT
+#       sends COUNT sequential requests of 64 B to endpoint NAME (after
+#       its own warm-up), prints "median_us X p99_us Y" (and optionally
+#       "mean_us Z"), all on one line.
+# The publisher and the requester run on host 1, subscribers and the
+# responder on host 2; each sees its own hostname and LAHJA_HOST_ID.
+# Every figure ends up as a THR or LAT line with impl=lahja, so the table
+# prints lahja/nats beside the raw nats.c rows of the same scenario.
+# xl_wait <pid> <seconds>: waits for pid; kills it after the deadline
+xl_wait() {
+    local pid=$1 end=$((SECONDS + $2))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid"
+}
+# xl_field <file> <key>: the number after key in file
+xl_field() { sed -n "s/.*\\<$2[ =]\\([0-9.eE+-]*\\).*/\\1/p" "$1" | tail -n 1; }
+xl_fail() {
+    echo "FAILED label=$1 rc=$2" | tee -a "$RAW"
+    FAILURES=$((FAILURES + 1))
+}
+
+# xlahja_thr <scen> <nsubs> <n> <size>
+xlahja_thr() {
+    local scen=$1 nsubs=$2 n=$3 size=$4 label="$1.lahja" i rc=0 got delivered=0 rate
+    if [ "$XHOSTS" != 1 ]; then skip "$label" "$XHOST_SKIP"; return; fi
+    if [ ! -x "$BENCH_NATS" ]; then skip "$label" "no bench_nats (lahja over NATS)"; return; fi
+    local d=$RUN/x && rm -rf "$d" && mkdir "$d"
+    echo "== $label: bench_nats pub on host 1, $nsubs x sub on host 2" >>"$ERR"
+    local -a subs=()
+    for i in $(seq "$nsubs"); do
+        (on_host 2 "$BENCH_NATS" sub "$HOST_URL_2" "xsub$i" "$n" "$size") >"$d/sub$i.out" 2>>"$ERR" &
+        subs+=($!)
+    done
+    timeout -k 5 $((TMO + 15)) "${host1[@]}" "$BENCH_NATS" pub "$HOST_URL_1" xpub "$n" "$size" "$nsubs" \
+        >"$d/pub.out" 2>>"$ERR" || rc=$?
+    for i in $(seq "$nsubs"); do
+        xl_wait "${subs[$((i - 1))]}" 30 || rc=${rc/#0/sub$i}
+        got=$(xl_field "$d/sub$i.out" received)
+        delivered=$((delivered + ${got:-0}))
+    done
+    rate=$(xl_field "$d/pub.out" events_per_s)
+    if [ "$rc" != 0 ] || [ -z "$rate" ]; then xl_fail "$label" "${rc/#0/no-output}"; return; fi
+    local line
+    line=$(awk -v l="$label" -v s="$scen" -v ns="$nsubs" -v n="$n" -v z="$size" -v d="$delivered" -v r="$rate" \
+        'BEGIN { printf "THR label=%s impl=lahja scen=%s nsubs=%d n=%d size=%d delivered=%d pct=%.2f rate=%.0f mbps=%.1f\n",
+            l, s, ns, n, z, d, 100 * d / (ns * n), r, r * z / 1e6 }')
+    printf '%s\n' "$line" >>"$RAW"
+    printf '  %s\n' "$line" >&2
+}
+
+# xlahja_lat <scen> <n>
+xlahja_lat() {
+    local scen=$1 n=$2 label="$1.lahja" rc=0 med p99 mean rp
+    if [ "$XHOSTS" != 1 ]; then skip "$label" "$XHOST_SKIP"; return; fi
+    if [ ! -x "$BENCH_NATS" ]; then skip "$label" "no bench_nats (lahja over NATS)"; return; fi
+    local d=$RUN/x && rm -rf "$d" && mkdir "$d"
+    echo "== $label: bench_nats req on host 1, rep on host 2" >>"$ERR"
+    (on_host 2 "$BENCH_NATS" rep "$HOST_URL_2" xrep) >"$d/rep.out" 2>>"$ERR" &
+    rp=$!
+    timeout -k 5 $((TMO + 15)) "${host1[@]}" "$BENCH_NATS" req "$HOST_URL_1" xrep "$n" \
+        >"$d/req.out" 2>>"$ERR" || rc=$?
+    kill "$rp" 2>/dev/null
+    xl_wait "$rp" 5 || :
+    med=$(xl_field "$d/req.out" median_us)
+    p99=$(xl_field "$d/req.out" p99_us)
+    mean=$(xl_field "$d/req.out" mean_us)
+    if [ "$rc" != 0 ] || [ -z "$med" ]; then xl_fail "$label" "${rc/#0/no-output}"; return; fi
+    local line
+    line=$(awk -v l="$label" -v s="$scen" -v n="$n" -v m="$med" -v p="${p99:-0}" -v a="${mean:-$med}" \
+        'BEGIN { printf "LAT label=%s impl=lahja scen=%s n=%d size=64 med_us=%s p99_us=%s mean_us=%s rate=%.0f\n",
+            l, s, n, m, p, a, 1e6 / a }')
+    printf '%s\n' "$line" >>"$RAW"
+    printf '  %s\n' "$line" >&2
+}
+
+# The cross-host rows, raw nats.c and lahja over NATS side by side.
+cross_host() {
+    local -a host1=()
+    [ "$XHOSTS" = 1 ] && mapfile -t host1 < <(on_host_cmd 1)
+    xlahja_thr xhost-1to1-64B 1 "$N_X64" 64
+    xpeer xhost-1to1-64B nats -- thr 1 "$N_X64" 64
+    xlahja_thr xhost-fanout4-64B 4 "$N_XFAN" 64
+    xpeer xhost-fanout4-64B nats -- thr 4 "$N_XFAN" 64
+    xlahja_lat xhost-reqrep-64B "$N_XRT"
+    xpeer xhost-reqrep-64B nats-request PB_NATS_ASAP=1 -- lat "$N_XRT" 64
+}
+
 T0=$(date +%s)
 for rep in $(seq "$REPS"); do
     echo "== repetition $rep of $REPS" >&2
@@ -346,6 +525,7 @@ for rep in $(seq "$REPS"); do
     large_events same
     large_events split
     lahja_only
+    cross_host
     [ "$rep" -le "$SWEEP_REPS" ] && sweep
 done
 ELAPSED=$(($(date +%s) - T0))
@@ -398,6 +578,9 @@ BEGIN {
     title["reqrep-64B-split"] = "request/response, sequential round trips, 64 B: one process per CPU"
     title["1to1-1MiB-same"] = "one-to-one, 1 MiB events: both processes on CPU 0"
     title["1to1-1MiB-split"] = "one-to-one, 1 MiB events: one process per CPU"
+    title["xhost-1to1-64B"] = "cross-host (NATS route between two network namespaces), one-to-one, 64 B events"
+    title["xhost-fanout4-64B"] = "cross-host (NATS route), fan-out to 4 receiving processes on the other host, 64 B"
+    title["xhost-reqrep-64B"] = "cross-host (NATS route), request/response, sequential round trips, 64 B"
 }
 $1 == "FAILED" {
     l = substr($2, 7); failed[l]++
@@ -440,7 +623,7 @@ END {
         s = sorder[si_]
         if (!(s in title)) continue
         nr = split(rows[s], r, " "); lab = s ".lahja"
-        if (s ~ /^reqrep-/) {
+        if (s ~ /^(xhost-)?reqrep-/) {
             printf "\n== %s  [%s, n=%s]\n", title[s], s, commas(med(r[1], "n"))
             printf "  %-20s %10s %-17s %9s %9s %14s  %s\n", "impl", "median us", "[min - max]",
                 "p99 us", "mean us", "round trips/s", "lahja/impl (< 1: lahja faster)"

@@ -31,6 +31,12 @@
  * the end message.  Receivers exit once they have reported.  PB_PIN=same puts every process on CPU 0,
  * PB_PIN=split the parent on CPU 0 and the children on CPU 1: a
  * diagnostic only, by default the scheduler decides.
+ *
+ * The children may stand on another host (bench/run.sh's cross-host
+ * rows, hosts made by tests/nats/hosts.sh): PB_CHILD_NETNS names a
+ * network namespace (a file such as /run/netns/<name>) every child enters
+ * right after fork, and PB_CHILD_ADDR the address the children use
+ * instead of <addr> (e.g. the NATS server of their host).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -40,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -124,6 +131,20 @@ static void pin(int child)
         perror("sched_setaffinity");
 }
 
+/* A child enters the network namespace PB_CHILD_NETNS, when set. */
+static void enter_child_netns(void)
+{
+    const char *path = peer_env("PB_CHILD_NETNS", "");
+    if (!*path)
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+        fprintf(stderr, "peer: entering network namespace %s: %s\n", path, strerror(errno));
+        _exit(1);
+    }
+    close(fd);
+}
+
 /* fork() for a child that must not outlive the parent. */
 static pid_t fork_child(void)
 {
@@ -145,6 +166,7 @@ static pid_t fork_child(void)
             _exit(1);
         alarm((unsigned)peer_env_int("PB_ALARM", 600));
         pin(1);
+        enter_child_netns();
         return 0;
     }
     children[nchildren] = pid;
@@ -289,7 +311,7 @@ static int run_thr(int nsubs, uint64_t n, size_t size, const char *addr, const c
         if (fork_child() == 0) {
             close(ack[0]);
             close(res[0]);
-            subscriber(addr, i, size, ack[1], res[1]);
+            subscriber(peer_env("PB_CHILD_ADDR", addr), i, size, ack[1], res[1]);
         }
     }
     close(ack[1]);
@@ -430,7 +452,7 @@ static int run_lat(uint64_t n, size_t size, const char *addr, const char *label,
     }
     if (fork_child() == 0) {
         close(ready[0]);
-        responder(addr, size, ready[1]);
+        responder(peer_env("PB_CHILD_ADDR", addr), size, ready[1]);
     }
     close(ready[1]);
     pin(0);
