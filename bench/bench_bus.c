@@ -37,8 +37,8 @@
  * goes through NATS, and waits for its peers there instead of connecting
  * to their sockets.  The forked processes use LAHJA_BENCH_CHILD_NATS
  * instead, if set, and first enter the network namespace
- * LAHJA_BENCH_CHILD_NETNS (a name under /var/run/netns), if set: the
- * other host.
+ * LAHJA_BENCH_CHILD_NETNS (a path, or a name under /var/run/netns), if
+ * set: the other host.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -204,7 +204,7 @@ static pid_t spawn_process(lahja_task_fn fn, void *arg)
         const char *ns = getenv("LAHJA_BENCH_CHILD_NETNS");
         if (ns != NULL && *ns) {
             char path[256];
-            snprintf(path, sizeof path, "/var/run/netns/%s", ns);
+            snprintf(path, sizeof path, "%s%s", strchr(ns, '/') ? "" : "/var/run/netns/", ns);
             int fd = open(path, O_RDONLY | O_CLOEXEC);
             if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
                 perror(path);

@@ -35,9 +35,9 @@
 # nats-server each, clustered by a route), the sender on host 1 and the
 # receivers (or the responder) on host 2, so every message crosses the
 # route: one-to-one 64 B, fan-out to 4, request/response round trips.
-# Raw nats.c (peer_nats) and, once bench/bench_nats exists, lahja over
-# NATS.  They need root and network namespaces; without them they are
-# skipped with one line saying why.
+# Raw nats.c (peer_nats) and lahja over NATS (bench_bus with
+# LAHJA_BENCH_NATS).  They need root and network namespaces; without them
+# they are skipped with one line saying why.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
@@ -115,7 +115,7 @@ if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >"$BU
     exit 1
 fi
 targets=$(cmake --build "$BUILD" --target help 2>/dev/null |
-    grep -oE '(^|[ .:])(bench_bus|bench_nats|peer_(uds|zmq|nng|nats))($|[ :])' | tr -d ' .:' | sort -u)
+    grep -oE '(^|[ .:])(bench_bus|peer_(uds|zmq|nng|nats))($|[ :])' | tr -d ' .:' | sort -u)
 want_targets=""
 for t in $targets; do
     [ "$t" = bench_bus ] && [ -n "${LAHJA_BENCH_BUS:-}" ] && continue
@@ -191,10 +191,9 @@ fi
 # above.  Only in network namespaces: the loopback fallback would measure
 # nothing that crosses a link, so without them the rows are skipped.
 HOSTS_SH=$PWD/tests/nats/hosts.sh
-BENCH_NATS=$BUILD/bench/bench_nats
 XHOST_SKIP=""
-if [ ! -x "$PEERS/peer_nats" ] && [ ! -x "$BENCH_NATS" ]; then
-    XHOST_SKIP="neither peer_nats nor bench_nats was built"
+if [ ! -x "$PEERS/peer_nats" ] && [ ! -x "$BUILD/bench/bench_bus" ]; then
+    XHOST_SKIP="neither peer_nats nor bench_bus was built"
 elif ! command -v nats-server >/dev/null; then
     XHOST_SKIP="no nats-server"
 elif [ "$(id -u)" -ne 0 ]; then
@@ -315,6 +314,18 @@ one_to_one() {
     peer "$scen" zmq-pubsub-hwm0 zmq PB_PROTO=pubsub PB_ZMQ_HWM=0 -- thr 1 "$n" "$size"
     peer "$scen" nng-pair1 nng PB_PROTO=pair PB_NNG_BUF=128 -- thr 1 "$n" "$size"
     peer "$scen" nats nats -- thr 1 "$n" "$size"
+    lahja_nats "$scen" thr 1 "$n" "$size"
+}
+
+# lahja-via-nats <scen> <subcommand> <args>...: lahja's endpoints on this
+# host made to talk through the local nats-server (each joins it as a
+# host of its own), which they never do by themselves: what the rule
+# that same-host peers use their sockets saves.
+lahja_nats() {
+    local scen=$1
+    shift
+    if [ -z "$NATS_URL" ]; then skip "$scen.lahja-via-nats" "no nats-server"; return; fi
+    lahja_as "$scen" lahja-via-nats LAHJA_BENCH_NATS="$NATS_URL" -- "$@"
 }
 
 fan_out() {
@@ -344,6 +355,7 @@ request_response() {
     peer $scen zmq-reqrep zmq PB_PIN="$pin" -- lat "$N_RT" 64
     peer $scen nng-reqrep nng PB_PIN="$pin" -- lat "$N_RT" 64
     peer $scen nats-request nats PB_PIN="$pin" PB_NATS_ASAP=1 -- lat "$N_RT" 64
+    lahja_nats $scen lat "$N_RT" 64
 }
 
 large_events() {
@@ -410,107 +422,31 @@ xpeer() {
         "${host1[@]}" "$PEERS/peer_nats" "$@" "$HOST_URL_1"
 }
 
-# ---- lahja over NATS, cross-host: the rows of bench/bench_nats.
-# The interface expected of bench_nats (one process per role; URL is a
-# nats:// URL of the host's own server; NAME the endpoint's name; events
-# of SIZE bytes; a diagnostic on stderr and a non-zero exit on failure):
-#   bench_nats sub URL NAME COUNT SIZE
-#       subscribes, then receives COUNT events (giving up after a long
-#       silence), prints "received N" and exits 0 iff N == COUNT.
-#   bench_nats pub URL NAME COUNT SIZE NSUBS
-#       waits until NSUBS endpoints subscribe to the event type, sends
-#       COUNT events back to back, waits until every subscriber has them
-#       (or gives up), prints "events_per_s X": deliveries summed over
-#       the subscribers per second, NSUBS * COUNT / (last - first), as
-#       the THR rows count.
-#   bench_nats rep URL NAME
-#       answers every request (echoes it) until killed; prints "ready"
-#       once it serves.
-#   bench_nats req URL NAME COUNT
-#       sends COUNT sequential requests of 64 B to endpoint NAME (after
-#       its own warm-up), prints "median_us X p99_us Y" (and optionally
-#       "mean_us Z"), all on one line.
-# The publisher and the requester run on host 1, subscribers and the
-# responder on host 2; each sees its own hostname and LAHJA_HOST_ID.
-# Every figure ends up as a THR or LAT line with impl=lahja, so the table
-# prints lahja/nats beside the raw nats.c rows of the same scenario.
-# xl_wait <pid> <seconds>: waits for pid; kills it after the deadline
-xl_wait() {
-    local pid=$1 end=$((SECONDS + $2))
-    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null
-    wait "$pid"
-}
-# xl_field <file> <key>: the number after key in file
-xl_field() { sed -n "s/.*\\<$2[ =]\\([0-9.eE+-]*\\).*/\\1/p" "$1" | tail -n 1; }
-xl_fail() {
-    echo "FAILED label=$1 rc=$2" | tee -a "$RAW"
-    FAILURES=$((FAILURES + 1))
-}
-
-# xlahja_thr <scen> <nsubs> <n> <size>
-xlahja_thr() {
-    local scen=$1 nsubs=$2 n=$3 size=$4 label="$1.lahja" i rc=0 got delivered=0 rate
-    if [ "$XHOSTS" != 1 ]; then skip "$label" "$XHOST_SKIP"; return; fi
-    if [ ! -x "$BENCH_NATS" ]; then skip "$label" "no bench_nats (lahja over NATS)"; return; fi
-    local d=$RUN/x && rm -rf "$d" && mkdir "$d"
-    echo "== $label: bench_nats pub on host 1, $nsubs x sub on host 2" >>"$ERR"
-    local -a subs=()
-    for i in $(seq "$nsubs"); do
-        (on_host 2 "$BENCH_NATS" sub "$HOST_URL_2" "xsub$i" "$n" "$size") >"$d/sub$i.out" 2>>"$ERR" &
-        subs+=($!)
-    done
-    timeout -k 5 $((TMO + 15)) "${host1[@]}" "$BENCH_NATS" pub "$HOST_URL_1" xpub "$n" "$size" "$nsubs" \
-        >"$d/pub.out" 2>>"$ERR" || rc=$?
-    for i in $(seq "$nsubs"); do
-        xl_wait "${subs[$((i - 1))]}" 30 || rc=${rc/#0/sub$i}
-        got=$(xl_field "$d/sub$i.out" received)
-        delivered=$((delivered + ${got:-0}))
-    done
-    rate=$(xl_field "$d/pub.out" events_per_s)
-    if [ "$rc" != 0 ] || [ -z "$rate" ]; then xl_fail "$label" "${rc/#0/no-output}"; return; fi
-    local line
-    line=$(awk -v l="$label" -v s="$scen" -v ns="$nsubs" -v n="$n" -v z="$size" -v d="$delivered" -v r="$rate" \
-        'BEGIN { printf "THR label=%s impl=lahja scen=%s nsubs=%d n=%d size=%d delivered=%d pct=%.2f rate=%.0f mbps=%.1f\n",
-            l, s, ns, n, z, d, 100 * d / (ns * n), r, r * z / 1e6 }')
-    printf '%s\n' "$line" >>"$RAW"
-    printf '  %s\n' "$line" >&2
-}
-
-# xlahja_lat <scen> <n>
-xlahja_lat() {
-    local scen=$1 n=$2 label="$1.lahja" rc=0 med p99 mean rp
-    if [ "$XHOSTS" != 1 ]; then skip "$label" "$XHOST_SKIP"; return; fi
-    if [ ! -x "$BENCH_NATS" ]; then skip "$label" "no bench_nats (lahja over NATS)"; return; fi
-    local d=$RUN/x && rm -rf "$d" && mkdir "$d"
-    echo "== $label: bench_nats req on host 1, rep on host 2" >>"$ERR"
-    (on_host 2 "$BENCH_NATS" rep "$HOST_URL_2" xrep) >"$d/rep.out" 2>>"$ERR" &
-    rp=$!
-    timeout -k 5 $((TMO + 15)) "${host1[@]}" "$BENCH_NATS" req "$HOST_URL_1" xrep "$n" \
-        >"$d/req.out" 2>>"$ERR" || rc=$?
-    kill "$rp" 2>/dev/null
-    xl_wait "$rp" 5 || :
-    med=$(xl_field "$d/req.out" median_us)
-    p99=$(xl_field "$d/req.out" p99_us)
-    mean=$(xl_field "$d/req.out" mean_us)
-    if [ "$rc" != 0 ] || [ -z "$med" ]; then xl_fail "$label" "${rc/#0/no-output}"; return; fi
-    local line
-    line=$(awk -v l="$label" -v s="$scen" -v n="$n" -v m="$med" -v p="${p99:-0}" -v a="${mean:-$med}" \
-        'BEGIN { printf "LAT label=%s impl=lahja scen=%s n=%d size=64 med_us=%s p99_us=%s mean_us=%s rate=%.0f\n",
-            l, s, n, m, p, a, 1e6 / a }')
-    printf '%s\n' "$line" >>"$RAW"
-    printf '  %s\n' "$line" >&2
+# ---- lahja over NATS, cross-host: bench_bus thr and lat with every
+# endpoint joined to the cluster as a host of its own (LAHJA_BENCH_NATS):
+# the parent (publisher, requester) on host 1, connected to host 1's
+# server; its children (receivers, responder) enter host 2
+# (LAHJA_BENCH_CHILD_NETNS) and connect to host 2's server, as xpeer
+# places peer_nats's.
+# xlahja <scen> thr|lat <args>...
+xlahja() {
+    local scen=$1
+    shift
+    if [ "$XHOSTS" != 1 ]; then skip "$scen.lahja" "$XHOST_SKIP"; return; fi
+    if [ ! -x "$BUS" ]; then skip "$scen.lahja" "no bench_bus"; return; fi
+    run "$scen" lahja LAHJA_BENCH_NATS="$HOST_URL_1" LAHJA_BENCH_CHILD_NATS="$HOST_URL_2" \
+        LAHJA_BENCH_CHILD_NETNS="$HOST_NETNS_2" -- "${host1[@]}" "$BUS" "$@" "$RUN/s"
 }
 
 # The cross-host rows, raw nats.c and lahja over NATS side by side.
 cross_host() {
     local -a host1=()
     [ "$XHOSTS" = 1 ] && mapfile -t host1 < <(on_host_cmd 1)
-    xlahja_thr xhost-1to1-64B 1 "$N_X64" 64
+    xlahja xhost-1to1-64B thr 1 "$N_X64" 64
     xpeer xhost-1to1-64B nats -- thr 1 "$N_X64" 64
-    xlahja_thr xhost-fanout4-64B 4 "$N_XFAN" 64
+    xlahja xhost-fanout4-64B thr 4 "$N_XFAN" 64
     xpeer xhost-fanout4-64B nats -- thr 4 "$N_XFAN" 64
-    xlahja_lat xhost-reqrep-64B "$N_XRT"
+    xlahja xhost-reqrep-64B lat "$N_XRT" 64
     xpeer xhost-reqrep-64B nats-request PB_NATS_ASAP=1 -- lat "$N_XRT" 64
 }
 
