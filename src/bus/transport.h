@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "lahja/bus.h"
+
 #pragma GCC visibility push(hidden)
 
 struct conn;
@@ -89,6 +91,12 @@ const char *lahja_conn_over_limits(lahja_endpoint_t *ep, char *why, size_t len);
 /* ---------------------------------------------------------- the transports */
 
 extern const struct conn_transport lahja_unix_transport;
+/* Serves ep at cfg's path: a listening socket (0600; the default base
+ * directory made 0700 and ours; a stale socket there replaced, a live
+ * one not: -EADDRINUSE), its connections accepted (lahja_conn_accept). */
+int lahja_unix_listen(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg);
+/* Stops serving: the listening socket closes, its file goes. */
+void lahja_unix_unlisten(lahja_endpoint_t *ep);
 /* c was made for the Unix transport: its socket handle (not yet open). */
 void lahja_unix_init(struct conn *c);
 /* Connects outbound c to its path (c->path), retrying while the socket

@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -135,6 +136,133 @@ void lahja_unix_init(struct conn *c)
 {
     uv_pipe_init(c->ep->rt->loop, &c->io.ux.pipe, 0);
     c->io.ux.pipe.data = c;
+}
+
+/* ------------------------------------------------------------- listening */
+
+/* Creates the default base directory, 0700, or checks that an existing
+ * one is ours and private: a directory another user controls could
+ * swap our socket for theirs. */
+static int ensure_base_dir(const char *socket_path)
+{
+    char base[LAHJA_PATH_MAX + 1];
+    if (lahja_default_base_dir(base, sizeof base) != 0)
+        return 0;
+    size_t n = strlen(base);
+    if (strncmp(socket_path, base, n) != 0 || socket_path[n] != '/' ||
+        strchr(socket_path + n + 1, '/') != NULL)
+        return 0; /* an explicit path elsewhere: the caller's business */
+    if (mkdir(base, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    struct stat st;
+    if (lstat(base, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        return -EPERM;
+    if ((st.st_mode & 077) != 0 && chmod(base, 0700) != 0)
+        return -errno;
+    return 0;
+}
+
+/*
+ * B2: a socket file at `path` left by a crashed process is replaced; a
+ * live endpoint there is not.  A probe connect tells them apart: nobody
+ * listening answers ECONNREFUSED.  Anything but a socket is left alone.
+ */
+static int clear_stale_socket(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return -EEXIST;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    int err = errno;
+    close(fd);
+    if (rc == 0 || err == EAGAIN)
+        return -EADDRINUSE; /* alive (EAGAIN: alive, its backlog full) */
+    if (err != ECONNREFUSED && err != ENOENT)
+        return -err;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    lahja_endpoint_t *ep = server->data;
+    if (status < 0) {
+        lahja_bus_log(ep, LAHJA_LOG_WARNING, "accept: %s", uv_strerror(status));
+        return;
+    }
+    lahja_conn_accept(ep);
+}
+
+/*
+ * Binds, restricts and listens with plain calls before libuv sees the
+ * socket: the file is 0600 before anyone can connect, and a failure
+ * leaves no libuv handle whose asynchronous close the endpoint would have
+ * to outlive.
+ */
+static int bind_socket(const char *path, int *out)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int rc = 0;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        rc = -errno;
+    else if (chmod(path, 0600) != 0 || listen(fd, 128) != 0)
+        rc = -errno;
+    if (rc != 0) {
+        if (rc != -EADDRINUSE)
+            unlink(path);
+        close(fd);
+        return rc;
+    }
+    *out = fd;
+    return 0;
+}
+
+int lahja_unix_listen(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg)
+{
+    int fd = -1;
+    int rc = ensure_base_dir(cfg->path);
+    if (rc == 0)
+        rc = clear_stale_socket(cfg->path);
+    if (rc == 0)
+        rc = bind_socket(cfg->path, &fd);
+    if (rc != 0)
+        return rc;
+    uv_pipe_init(ep->rt->loop, &ep->server, 0);
+    ep->server.data = ep;
+    ep->nopen++;
+    rc = uv_pipe_open(&ep->server, fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&ep->server, 128, on_connection);
+    if (rc != 0) {
+        /* Practically unreachable; lahja_endpoint_free reports -EBUSY
+         * until the close completes. */
+        uv_close((uv_handle_t *)&ep->server, lahja_ep_handle_closed);
+        unlink(cfg->path);
+        return rc;
+    }
+    memcpy(ep->path, cfg->path, sizeof ep->path);
+    ep->serving = 1;
+    return 0;
+}
+
+void lahja_unix_unlisten(lahja_endpoint_t *ep)
+{
+    uv_close((uv_handle_t *)&ep->server, lahja_ep_handle_closed);
+    unlink(ep->path);
 }
 
 /* ------------------------------------------------------------- accepting */
