@@ -144,6 +144,7 @@ struct natsnet {
     atomic_int last_error;
     unsigned disconnects_seen, reconnects_seen, errors_seen;
     uint8_t was_down;
+    uint64_t beat_ms;            /* loop time of the last heartbeat */
     uint8_t offline;             /* lahja_nats_join_offline: no NATS at all */
     lahja_nats_sink_fn sink;     /* offline: sees what would be published */
     void *sink_user;
@@ -882,12 +883,18 @@ static void on_beat(uv_timer_t *t)
     uint64_t now = now_ms(nn);
     int up = nn->offline || (nn->nc != NULL && natsConnection_Status(nn->nc) == NATS_CONN_STATUS_CONNECTED);
     lahja_link_t *x, *tmp;
-    if (!up) {
+    /* A loop held up longer than two heartbeats (a long handler, a
+     * stopped process) has not read what came meanwhile: the silence it
+     * sees is its own, not the peers'. */
+    int stalled = nn->beat_ms != 0 && now - nn->beat_ms > 2 * (uint64_t)nn->heartbeat_ms;
+    nn->beat_ms = now;
+    if (!up || stalled) {
         /* We hear nobody meanwhile: that says nothing of them. */
-        nn->was_down = 1;
+        nn->was_down = !up;
         lahja_list_foreach(x, &nn->peers)
             lahja_container_of(x, struct npeer, link)->seen_ms = now;
-        return;
+        if (!up)
+            return;
     }
     beacon(nn, K_BEACON);
     if (nn->was_down) {
@@ -1153,8 +1160,11 @@ int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts)
     if (nn->chunk > CHUNK_MAX)
         nn->chunk = CHUNK_MAX;
     s = natsConnection_SubscribeSync(&nn->sub_to, nn->nc, nn->subj_self);
+    /* The senders' windows bound what may wait here; the byte limit is
+     * for a sender that ignores them (beyond it NATS drops, and the
+     * senders that keep to them resend what was dropped). */
     if (s == NATS_OK)
-        s = natsSubscription_SetPendingLimits(nn->sub_to, -1, -1);
+        s = natsSubscription_SetPendingLimits(nn->sub_to, -1, 256 << 20);
     if (s == NATS_OK)
         s = natsConnection_SubscribeSync(&nn->sub_presence, nn->nc, nn->subj_presence);
     if (s == NATS_OK)
