@@ -137,4 +137,36 @@ finish "$ayh" ayh
 grep -q "counted as lost\|sent unconfirmed" "$T/ayh.err" ||
     grep -q "^lost 0 of" "$T/ayh.out" || fail "ayh: the loss was not reported"
 
+# 5. A bridge: host 1's bus directory, whose endpoints do not join the
+# cluster, reached from host 2 through `lahja bridge`.
+if [ -n "${LAHJA_TOOL:-}" ]; then
+    D=$T/bus1
+    mkdir -p "$D"
+    tool() { h=$1; shift; eval "url=\$HOST_URL_$h"; on_host "$h" $WRAP "$LAHJA_TOOL" --nats "$url" "$@"; }
+    (tool 1 --dir "$D" bridge --name bridge1) >"$T/bridge.out" 2>"$T/bridge.err" &
+    br=$!
+    pids="$pids $br"
+    (on_host 1 $WRAP "$LAHJA_TOOL" --dir "$D" respond Q local-answer --name q1) >"$T/q1.out" 2>&1 &
+    pids="$pids $!"
+    wait_for "$T/bridge.out" bridging
+    wait_for "$T/q1.out" serving
+    out=$(tool 2 --dir "$T" --timeout 20000 request Q hi --response-type Q.reply) ||
+        fail "a request through the bridge: exit $?"
+    [ "$out" = local-answer ] || fail "a request through the bridge got '$out'"
+    (tool 2 --dir "$T" --timeout 20000 monitor Tick --count 3) >"$T/mon.out" 2>&1 &
+    mon=$!
+    pids="$pids $mon"
+    wait_for "$T/mon.out" monitoring
+    on_host 1 $WRAP "$LAHJA_TOOL" --dir "$D" --timeout 20000 emit Tick local-tick --count 3 \
+        >"$T/emit.out" 2>&1 || fail "emit to the bridge: exit $?"
+    wait "$mon" || fail "the remote monitor failed"
+    [ "$(grep -c 'bridge1 Tick .* local-tick' "$T/mon.out")" -eq 3 ] ||
+        fail "the remote monitor did not see the 3 ticks through the bridge"
+    kill -INT "$br"
+    wait "$br" || fail "the bridge did not end cleanly"
+    grep -q "forwarded 3 events and 0 requests to the remote side, 0 events and 1 requests" \
+        "$T/bridge.out" || fail "the bridge's counts: $(tail -n 1 "$T/bridge.out")"
+    echo "bridge: a request and 3 events crossed it"
+fi
+
 echo "all NATS scenarios passed ($HOSTS_MODE)"
