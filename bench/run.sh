@@ -686,6 +686,15 @@ END {
     v = med("seeds-request." pl, "rate")
     target(sprintf("  the same with busy_poll_us=%d", poll_us),
            v == "" ? "n/a" : sprintf("%.1f", v / py_reqs), "info", 0, "")
+    target("cross-host one-to-one 64 B events/s: lahja >= 0.8 x nats.c",
+           ratio(med("xhost-1to1-64B.lahja", "rate"), med("xhost-1to1-64B.nats", "rate")), ">=", 0.8,
+           "xhost-1to1-64B.lahja")
+    target("cross-host fan-out 1->4 deliveries/s: lahja >= 0.8 x nats.c",
+           ratio(med("xhost-fanout4-64B.lahja", "rate"), med("xhost-fanout4-64B.nats", "rate")), ">=", 0.8,
+           "xhost-fanout4-64B.lahja")
+    target("cross-host round trip median: lahja <= 1.2 x nats.c request",
+           ratio(med("xhost-reqrep-64B.lahja", "med_us"), med("xhost-reqrep-64B.nats-request", "med_us")),
+           "<=", 1.2, "")
     printf "targets: %d of %d met with the default settings, %d of %d with busy polling where it is listed\n",
         met, ntargets, nbest, ntargets
 

@@ -608,9 +608,21 @@ static int connect_to(lahja_endpoint_t *ep, const char *name, uint32_t ms)
     if (rc != 0)
         return rc;
     struct stat st;
-    if (stat(cfg.path, &st) != 0)
+    if (stat(cfg.path, &st) == 0)
+        return lahja_connect(ep, &cfg, 1, lahja_deadline_in(ms));
+    if (opt.nats == NULL)
         return -ENOENT;
-    return lahja_connect(ep, &cfg, 1, lahja_deadline_in(ms));
+    /* Not in the directory: an endpoint of another host, if it is in the
+     * cluster (it connects by itself, and may be the one that opened the
+     * connection: then its subscriptions come just after). */
+    lahja_time_t deadline = lahja_deadline_in(ms);
+    rc = lahja_wait_until_connected_to(ep, name, deadline);
+    if (rc == -ETIMEDOUT)
+        return -ENOENT;
+    if (rc == 0)
+        lahja_wait_until_endpoint_subscribed_to(ep, name, LAHJA_STATS_REQUEST,
+                                                lahja_deadline_in(ms < 1000 ? ms : 1000));
+    return rc;
 }
 
 static int cmd_stats(void)

@@ -142,7 +142,7 @@ grep -q "counted as lost\|sent unconfirmed" "$T/ayh.err" ||
 if [ -n "${LAHJA_TOOL:-}" ]; then
     D=$T/bus1
     mkdir -p "$D"
-    tool() { h=$1; shift; eval "url=\$HOST_URL_$h"; on_host "$h" $WRAP "$LAHJA_TOOL" --nats "$url" "$@"; }
+    tool() { h=$1; shift; eval "url=\$HOST_URL_$h"; on_host "$h" $WRAP "$LAHJA_TOOL" --nats "$url" --nats-prefix "$LAHJA_NATS_PREFIX" "$@"; }
     (tool 1 --dir "$D" bridge --name bridge1) >"$T/bridge.out" 2>"$T/bridge.err" &
     br=$!
     pids="$pids $br"
@@ -167,6 +167,10 @@ if [ -n "${LAHJA_TOOL:-}" ]; then
     grep -q "forwarded 3 events and 0 requests to the remote side, 0 events and 1 requests" \
         "$T/bridge.out" || fail "the bridge's counts: $(tail -n 1 "$T/bridge.out")"
     echo "bridge: a request and 3 events crossed it"
+    # The tool's stats of an endpoint of another host, through NATS.
+    LAHJA_LOG=debug tool 2 --dir "$T" --timeout 20000 stats cee >"$T/stats.out" 2>"$T/stats.err" ||
+        fail "stats cee: exit $?"
+    grep -q "^name=cee" "$T/stats.out" || fail "stats cee: $(cat "$T/stats.out")"
 fi
 
 echo "all NATS scenarios passed ($HOSTS_MODE)"
