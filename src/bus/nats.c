@@ -1060,6 +1060,31 @@ static int fail(lahja_endpoint_t *ep, natsOptions *o, struct natsnet *nn, natsSt
 
 static void nats_attach(lahja_endpoint_t *ep, struct natsnet *nn);
 
+/* A natsnet for ep, instance uid of `host` under `prefix`, not attached. */
+static struct natsnet *natsnet_new(lahja_endpoint_t *ep, const char *prefix, const char *host,
+                                   uint64_t uid)
+{
+    struct natsnet *nn = calloc(1, sizeof *nn);
+    if (nn == NULL)
+        return NULL;
+    nn->scratch = malloc(HDR + 2 * (LAHJA_NAME_MAX + 1) + HOST_MAX + 2);
+    if (nn->scratch == NULL) {
+        free(nn);
+        return NULL;
+    }
+    nn->ep = ep;
+    nn->uid = uid;
+    snprintf(nn->prefix, sizeof nn->prefix, "%s", prefix);
+    snprintf(nn->host, sizeof nn->host, "%s", host);
+    snprintf(nn->subj_self, sizeof nn->subj_self, "%s.to.%016llx", prefix,
+             (unsigned long long)uid);
+    snprintf(nn->subj_presence, sizeof nn->subj_presence, "%s.presence", prefix);
+    lahja_list_init(&nn->peers);
+    lahja_list_init(&nn->links);
+    lahja_list_init(&nn->dead);
+    return nn;
+}
+
 int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts)
 {
     if (ep == NULL || opts == NULL || opts->servers == NULL || opts->servers[0] == '\0')
@@ -1074,27 +1099,14 @@ int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts)
         lahja_ep_error(ep, "nats: bad prefix \"%s\"", prefix);
         return -EINVAL;
     }
-    struct natsnet *nn = calloc(1, sizeof *nn);
+    char host[HOST_MAX + 1];
+    host_id(host, sizeof host, opts->host);
+    struct natsnet *nn = natsnet_new(ep, prefix, host, draw_uid());
     if (nn == NULL)
         return -ENOMEM;
-    nn->scratch = malloc(HDR + 2 * (LAHJA_NAME_MAX + 1) + HOST_MAX + 2);
-    if (nn->scratch == NULL) {
-        free(nn);
-        return -ENOMEM;
-    }
-    nn->ep = ep;
-    nn->uid = draw_uid();
     nn->heartbeat_ms = opts->heartbeat_ms ? opts->heartbeat_ms : 500;
     nn->dead_after_ms = opts->dead_after_ms ? opts->dead_after_ms : 4 * nn->heartbeat_ms;
     nn->window = opts->window ? opts->window : (size_t)4 << 20;
-    snprintf(nn->prefix, sizeof nn->prefix, "%s", prefix);
-    host_id(nn->host, sizeof nn->host, opts->host);
-    snprintf(nn->subj_self, sizeof nn->subj_self, "%s.to.%016llx", prefix,
-             (unsigned long long)nn->uid);
-    snprintf(nn->subj_presence, sizeof nn->subj_presence, "%s.presence", prefix);
-    lahja_list_init(&nn->peers);
-    lahja_list_init(&nn->links);
-    lahja_list_init(&nn->dead);
 
     /* The servers, one URL each. */
     char *list = strdup(opts->servers);
@@ -1244,30 +1256,16 @@ int lahja_nats_join_offline(lahja_endpoint_t *ep, const char *host, uint64_t uid
         return rc;
     if (ep->nats != NULL)
         return -EALREADY;
-    struct natsnet *nn = calloc(1, sizeof *nn);
+    struct natsnet *nn = natsnet_new(ep, "offline", host, uid);
     if (nn == NULL)
         return -ENOMEM;
-    nn->scratch = malloc(HDR + 2 * (LAHJA_NAME_MAX + 1) + HOST_MAX + 2);
-    if (nn->scratch == NULL) {
-        free(nn);
-        return -ENOMEM;
-    }
-    nn->ep = ep;
     nn->offline = 1;
     nn->sink = sink;
     nn->sink_user = user;
-    nn->uid = uid;
     nn->heartbeat_ms = 500;
     nn->dead_after_ms = 2000;
     nn->window = 64 * 1024;
     nn->chunk = 4096;
-    snprintf(nn->prefix, sizeof nn->prefix, "offline");
-    snprintf(nn->host, sizeof nn->host, "%s", host);
-    snprintf(nn->subj_self, sizeof nn->subj_self, "offline.to.%016llx", (unsigned long long)uid);
-    snprintf(nn->subj_presence, sizeof nn->subj_presence, "offline.presence");
-    lahja_list_init(&nn->peers);
-    lahja_list_init(&nn->links);
-    lahja_list_init(&nn->dead);
     nats_attach(ep, nn);
     return 0;
 }
