@@ -633,6 +633,11 @@ static void on_conn_msg(struct natsnet *nn, const uint8_t *m, size_t len)
         if (off >= l->acked && off <= l->tx_off) {
             acked(l, off);
             if (l->c != NULL && off < l->sent) {
+                lahja_bus_log(nn->ep, LAHJA_LOG_INFO,
+                              "nats: %s lost %llu bytes in transit (a server went, or cut it "
+                              "off): sending them again",
+                              l->c->peer != NULL ? l->c->peer->s : l->c->target,
+                              (unsigned long long)(l->sent - off));
                 l->sent = off;
                 resend(l);
             }

@@ -120,6 +120,7 @@ if [ "$joined" = "$HOST_URL_1" ]; then victim=1; else victim=2; fi
 server_kill $victim
 finish "$ayg" ayg
 grep -q "reconnected" "$T/ayg.err" || fail "ayg: no failover was logged"
+echo "failover: $(grep -c "sending them again" "$T/ayg.err") resend(s) of what the killed server lost"
 server_start $victim
 
 # 4. The receiver's host cut off mid-stream, then back.
