@@ -5,7 +5,8 @@
 # ratio to every peer, and whether lahja meets its targets.
 #
 # Usage: bench/run.sh [--quick] [--reps N]
-#   --quick   one repetition of shorter runs: a smoke test, about a minute
+#   --quick   one repetition of shorter runs: a smoke test, about a minute;
+#             its targets say met? or missed?, not PASS or FAIL
 #   --reps N  repetitions of every scenario (default 5; the payload-size
 #             sweep runs min(N, 3) times)
 # Environment:
@@ -41,7 +42,7 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
-usage() { sed -n '7,13s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '7,14s/^# \{0,1\}//p' "$0"; }
 
 QUICK=0
 REPS=""
@@ -479,7 +480,7 @@ version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
 } >"$OUT/table.txt"
 
 awk -v medians="$OUT/medians.txt" -v sweepdat="$OUT/sweep.dat" -v poll_us="$POLL_US" \
-    -v py_events="$PY_SEEDS_EVENTS" -v py_reqs="$PY_SEEDS_REQS" '
+    -v quick="$QUICK" -v py_events="$PY_SEEDS_EVENTS" -v py_reqs="$PY_SEEDS_REQS" '
 function isnum(v) { return v ~ /^-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$/ }
 function sortn(a, n,   i, j, t) {
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
@@ -644,6 +645,10 @@ END {
 
     # Targets, from the medians above.
     printf "\n== targets: ratios of this run'"'"'s medians (the figure / the yardstick)\n"
+    if (quick)
+        printf "  A smoke run (--quick): short runs, one repetition.  Its figures show that\n" \
+               "  everything runs, not whether a target is met; \"met?\" and \"missed?\" say\n" \
+               "  where the target would stand.  Run without --quick for a verdict.\n"
     printf "  Python lahja, the seeds'"'"' yardstick, is a constant measured on this machine:\n"
     printf "  %s events/s propagated, %s requests/s.\n", commas(py_events), commas(py_reqs)
     target("one-to-one 64 B events/s: lahja >= 2 x zmq-pushpull",
@@ -695,8 +700,11 @@ END {
     target("cross-host round trip median: lahja <= 1.2 x nats.c request",
            ratio(med("xhost-reqrep-64B.lahja", "med_us"), med("xhost-reqrep-64B.nats-request", "med_us")),
            "<=", 1.2, "")
-    printf "targets: %d of %d met with the default settings, %d of %d with busy polling where it is listed\n",
-        met, ntargets, nbest, ntargets
+    if (quick)
+        printf "targets: no verdict from a smoke run (%d of %d would be met as it stands)\n", met, ntargets
+    else
+        printf "targets: %d of %d met with the default settings, %d of %d with busy polling where it is listed\n",
+            met, ntargets, nbest, ntargets
 
     nf = 0
     for (l in failed) nf += failed[l]
@@ -710,7 +718,7 @@ END {
 # given, that run delivered everything).
 function target(what, value, op, bound, lossless_label,   ok, note, alt) {
     if (op == "info") {
-        printf "  info  %-62s %7s\n", what, value
+        printf "  %-" (quick ? 7 : 4) "s  %-62s %7s\n", "info", what, value
         return
     }
     alt = what ~ /^  the same/ # the previous target, with another setting
@@ -726,7 +734,8 @@ function target(what, value, op, bound, lossless_label,   ok, note, alt) {
         nbest++
         last_ok = 1
     }
-    printf "  %s  %-62s %7s (%s %s)%s\n", ok ? "PASS" : "FAIL", what, value, op, bound, note
+    printf "  %-" (quick ? 7 : 4) "s  %-62s %7s (%s %s)%s\n",
+        quick ? (ok ? "met?" : "missed?") : (ok ? "PASS" : "FAIL"), what, value, op, bound, note
 }
 ' "$RAW" >>"$OUT/table.txt"
 
