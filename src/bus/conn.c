@@ -269,10 +269,6 @@ void lahja_conn_close(struct conn *c, int err, const char *why)
     conn_fail(c, err, why);
 }
 
-void lahja_conn_fail(struct conn *c, int err, const char *why)
-{
-    conn_fail(c, err, why);
-}
 
 struct conn *lahja_conn_find(const lahja_endpoint_t *ep, const char *name)
 {

@@ -535,7 +535,7 @@ static void accept_syn(struct natsnet *nn, uint64_t uid, uint32_t src, const uin
         struct nlink *o = lahja_container_of(x, struct nlink, link);
         if (o->peer_uid == uid && o->c != NULL) {
             o->gone = 1;
-            lahja_conn_fail(o->c, LAHJA_EREMOTEDISCONNECTED, "the peer opened a new connection");
+            lahja_conn_close(o->c, LAHJA_EREMOTEDISCONNECTED, "the peer opened a new connection");
         }
     }
     struct nlink *l = link_new(nn, uid, src);
@@ -649,14 +649,14 @@ static void on_conn_msg(struct natsnet *nn, const uint8_t *m, size_t len)
             char why[96];
             snprintf(why, sizeof why, "closed by peer with %llu bytes not received",
                      (unsigned long long)(off - l->rx_off));
-            lahja_conn_fail(l->c, LAHJA_EREMOTEDISCONNECTED, why);
+            lahja_conn_close(l->c, LAHJA_EREMOTEDISCONNECTED, why);
         } else {
             lahja_conn_read(l->c, UV_EOF);
         }
         break;
     case K_RST:
         l->gone = 1;
-        lahja_conn_fail(l->c, LAHJA_EREMOTEDISCONNECTED, "the peer has no such connection");
+        lahja_conn_close(l->c, LAHJA_EREMOTEDISCONNECTED, "the peer has no such connection");
         break;
     default:
         nn->bad++;
@@ -688,7 +688,7 @@ static void peer_gone(struct natsnet *nn, struct npeer *p, const char *why)
         struct nlink *l = lahja_container_of(x, struct nlink, link);
         if (l->peer_uid == p->uid && l->c != NULL) {
             l->gone = 1;
-            lahja_conn_fail(l->c, LAHJA_EREMOTEDISCONNECTED, why);
+            lahja_conn_close(l->c, LAHJA_EREMOTEDISCONNECTED, why);
         }
     }
     lahja_list_remove(&p->link);

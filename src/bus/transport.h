@@ -82,8 +82,7 @@ void lahja_conn_read(struct conn *c, ssize_t nread);
 /* The write handed to transport.write is done (status < 0: it failed,
  * UV_ECANCELED: dropped because the connection ends). */
 void lahja_conn_written(struct conn *c, int status);
-/* Ends c (conn_fail: logged at the level the cause deserves). */
-void lahja_conn_fail(struct conn *c, int err, const char *why);
+/* (A transport ends a connection with lahja_conn_close, endpoint.h.) */
 /* Why a new inbound connection would go over a limit (B31), written to
  * why[0..len), or NULL. */
 const char *lahja_conn_over_limits(lahja_endpoint_t *ep, char *why, size_t len);

@@ -312,9 +312,9 @@ void lahja_conn_accept(lahja_endpoint_t *ep)
     lahja_unix_init(c);
     int rc = uv_accept((uv_stream_t *)&ep->server, (uv_stream_t *)&c->io.ux.pipe);
     if (rc != 0)
-        lahja_conn_fail(c, rc, uv_strerror(rc));
+        lahja_conn_close(c, rc, uv_strerror(rc));
     else if (why != NULL)
-        lahja_conn_fail(c, LAHJA_ECONNREJECTED, why);
+        lahja_conn_close(c, LAHJA_ECONNREJECTED, why);
     else
         lahja_conn_start(c);
 }
@@ -336,7 +336,7 @@ void lahja_unix_connect(struct conn *c)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        lahja_conn_fail(c, -errno, "socket");
+        lahja_conn_close(c, -errno, "socket");
         return;
     }
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -353,14 +353,14 @@ void lahja_unix_connect(struct conn *c)
                 c->retry_ms = RETRY_MAX_MS;
             uv_timer_start(&c->timer, on_retry, c->retry_ms, 0);
         } else {
-            lahja_conn_fail(c, -err, strerror(err));
+            lahja_conn_close(c, -err, strerror(err));
         }
         return;
     }
     int rc = uv_pipe_open(&c->io.ux.pipe, fd);
     if (rc != 0) {
         close(fd);
-        lahja_conn_fail(c, rc, uv_strerror(rc));
+        lahja_conn_close(c, rc, uv_strerror(rc));
         return;
     }
     lahja_conn_start(c);
