@@ -150,7 +150,8 @@ struct natsnet {
     void *sink_user;
     uint8_t unflushed;           /* published since the last flush */
     uint64_t flush_until;        /* stopping: loop time it gives up flushing */
-    uint64_t bad;                /* malformed messages ignored */
+    uint64_t bad;                /* malformed messages ignored, */
+    uint64_t bad_said;           /* as the last line about them said */
 };
 
 /* ---------------------------------------------------------- encoding */
@@ -859,11 +860,17 @@ static void on_wake(uv_async_t *h)
     (void)h; /* the check handle runs after this turn's poll */
 }
 
-/* What NATS's threads counted, said on the loop. */
+/* What NATS's threads counted, and the malformed messages, said on the loop. */
 static void report(struct natsnet *nn)
 {
     unsigned d = atomic_load(&nn->disconnects), r = atomic_load(&nn->reconnects);
     unsigned e = atomic_load(&nn->errors);
+    if (nn->bad != nn->bad_said) {
+        lahja_bus_log(nn->ep, LAHJA_LOG_WARNING,
+                      "nats: %llu malformed or stray messages on our subjects ignored (%llu in all)",
+                      (unsigned long long)(nn->bad - nn->bad_said), (unsigned long long)nn->bad);
+        nn->bad_said = nn->bad;
+    }
     if (d != nn->disconnects_seen) {
         nn->disconnects_seen = d;
         lahja_bus_log(nn->ep, LAHJA_LOG_WARNING, "nats: disconnected from the server; reconnecting");
