@@ -116,6 +116,15 @@ struct nlink {
     uint8_t gone;                /* the peer went: poll says HUP */
 };
 
+/* What NATS's callback thread counts for the loop to log.  It is its
+ * own allocation because that thread may call after the endpoint let go
+ * of the connection: nats.c's closed callback, its last, frees it (or
+ * fail(), when no connection was ever made to call it). */
+struct nats_news {
+    atomic_uint disconnects, reconnects, errors;
+    atomic_int last_error;
+};
+
 struct natsnet {
     lahja_endpoint_t *ep;
     natsConnection *nc;
@@ -139,9 +148,9 @@ struct natsnet {
     lahja_link_t links;          /* struct nlink of live connections */
     lahja_link_t dead;           /* of ended ones, freed after the turn */
     uint8_t *scratch;            /* a control message */
-    /* From NATS's threads. */
-    atomic_uint disconnects, reconnects, errors;
-    atomic_int last_error;
+    struct nats_news *news;      /* from NATS's threads */
+    uint8_t news_given;          /* a connection was made: its closed
+                                    callback frees news */
     unsigned disconnects_seen, reconnects_seen, errors_seen;
     uint8_t was_down;
     uint64_t beat_ms;            /* loop time of the last heartbeat */
@@ -863,8 +872,8 @@ static void on_wake(uv_async_t *h)
 /* What NATS's threads counted, and the malformed messages, said on the loop. */
 static void report(struct natsnet *nn)
 {
-    unsigned d = atomic_load(&nn->disconnects), r = atomic_load(&nn->reconnects);
-    unsigned e = atomic_load(&nn->errors);
+    unsigned d = atomic_load(&nn->news->disconnects), r = atomic_load(&nn->news->reconnects);
+    unsigned e = atomic_load(&nn->news->errors);
     if (nn->bad != nn->bad_said) {
         lahja_bus_log(nn->ep, LAHJA_LOG_WARNING,
                       "nats: %llu malformed or stray messages on our subjects ignored (%llu in all)",
@@ -884,7 +893,7 @@ static void report(struct natsnet *nn)
     if (e != nn->errors_seen) {
         nn->errors_seen = e;
         lahja_bus_log(nn->ep, LAHJA_LOG_WARNING, "nats: %s",
-                      natsStatus_GetText((natsStatus)atomic_load(&nn->last_error)));
+                      natsStatus_GetText((natsStatus)atomic_load(&nn->news->last_error)));
     }
 }
 
@@ -948,24 +957,31 @@ static void on_beat(uv_timer_t *t)
 static void on_disconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
-    struct natsnet *nn = closure;
-    atomic_fetch_add(&nn->disconnects, 1);
+    struct nats_news *news = closure;
+    atomic_fetch_add(&news->disconnects, 1);
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
-    struct natsnet *nn = closure;
-    atomic_fetch_add(&nn->reconnects, 1);
+    struct nats_news *news = closure;
+    atomic_fetch_add(&news->reconnects, 1);
 }
 
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
     (void)nc;
     (void)sub;
-    struct natsnet *nn = closure;
-    atomic_store(&nn->last_error, (int)err);
-    atomic_fetch_add(&nn->errors, 1);
+    struct nats_news *news = closure;
+    atomic_store(&news->last_error, (int)err);
+    atomic_fetch_add(&news->errors, 1);
+}
+
+/* The connection's last callback: nothing of ours is touched after it. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    free(closure);
 }
 
 /* ---------------------------------------------------------- joining */
@@ -1037,6 +1053,8 @@ static void on_handle_closed(uv_handle_t *h)
     lahja_link_t *x;
     while ((x = lahja_list_pop_front(&nn->peers)) != NULL)
         free(lahja_container_of(x, struct npeer, link));
+    if (!nn->news_given)
+        free(nn->news);
     free(nn->scratch);
     free(nn);
     ep->nats = NULL;
@@ -1064,6 +1082,8 @@ static int fail(lahja_endpoint_t *ep, natsOptions *o, struct natsnet *nn, natsSt
         natsOptions_Destroy(o);
     if (nn != NULL) {
         nats_teardown(nn);
+        if (!nn->news_given)
+            free(nn->news);
         free(nn->scratch);
         free(nn);
     }
@@ -1080,7 +1100,10 @@ static struct natsnet *natsnet_new(lahja_endpoint_t *ep, const char *prefix, con
     if (nn == NULL)
         return NULL;
     nn->scratch = malloc(HDR + 2 * (LAHJA_NAME_MAX + 1) + HOST_MAX + 2);
-    if (nn->scratch == NULL) {
+    nn->news = calloc(1, sizeof *nn->news);
+    if (nn->scratch == NULL || nn->news == NULL) {
+        free(nn->scratch);
+        free(nn->news);
         free(nn);
         return NULL;
     }
@@ -1126,6 +1149,7 @@ int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts)
     int nurls = 0;
     if (list == NULL) {
         free(nn->scratch);
+        free(nn->news);
         free(nn);
         return -ENOMEM;
     }
@@ -1162,11 +1186,13 @@ int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts)
     if (s == NATS_OK)
         s = natsOptions_SetMaxPingsOut(o, 2);
     if (s == NATS_OK)
-        s = natsOptions_SetDisconnectedCB(o, on_disconnected, nn);
+        s = natsOptions_SetDisconnectedCB(o, on_disconnected, nn->news);
     if (s == NATS_OK)
-        s = natsOptions_SetReconnectedCB(o, on_reconnected, nn);
+        s = natsOptions_SetReconnectedCB(o, on_reconnected, nn->news);
     if (s == NATS_OK)
-        s = natsOptions_SetErrorHandler(o, on_error, nn);
+        s = natsOptions_SetErrorHandler(o, on_error, nn->news);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(o, on_closed, nn->news);
     if (s == NATS_OK)
         s = natsOptions_SetEventLoop(o, ep->rt->loop, natsLibuv_Attach, natsLibuv_Read,
                                      natsLibuv_Write, natsLibuv_Detach);
@@ -1175,6 +1201,7 @@ int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts)
         return fail(ep, o, nn, s, "options");
     }
     s = natsConnection_Connect(&nn->nc, o);
+    nn->news_given = s == NATS_OK;
     free(list);
     if (s != NATS_OK)
         return fail(ep, o, nn, s, opts->servers);

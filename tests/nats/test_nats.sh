@@ -73,9 +73,7 @@ node() {
 }
 # finish PID NAME: waits for it; it must have passed every check.
 finish() {
-    if ! wait "$1"; then
-        fail "$2 failed"
-    fi
+    wait "$1" || fail "$2 failed (exit $?)"
     if grep -q '^FAIL' "$T/$2.out"; then
         fail "$2: $(grep '^FAIL' "$T/$2.out")"
     fi
