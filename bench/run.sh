@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks lahja's bus beside the usual ways of moving messages between
-# processes on one machine - raw Unix sockets, ZeroMQ, nng, NATS - and
-# prints one table: each scenario's medians over the repetitions, lahja's
-# ratio to every peer, and whether lahja meets its targets.
+# processes on one machine - raw Unix sockets, ZeroMQ, nng, NATS, iceoryx's
+# shared memory - and prints one table: each scenario's medians over the
+# repetitions, lahja's ratio to every peer, and whether it meets its targets.
 #
 # Usage: bench/run.sh [--quick] [--reps N]
 #   --quick   one repetition of shorter runs: a smoke test, about a minute;
@@ -16,7 +16,8 @@
 # As root it installs the Debian packages it needs; otherwise it prints
 # the apt-get line and skips the peers whose libraries are missing.  It
 # builds build-bench (Release), starts a private nats-server on a free
-# port of 127.0.0.1, and runs one benchmark at a time, repetitions
+# port of 127.0.0.1 and iceoryx's daemon, RouDi (stopped once every
+# benchmark ran), and runs one benchmark at a time, repetitions
 # outermost so that drift affects every implementation alike.  Files in
 # $OUT: raw.txt (every run's output line), stderr.txt, medians.txt (every
 # numeric field's median/min/max per label), table.txt, sweep.dat and
@@ -86,7 +87,7 @@ if ! scripts/deps.sh build; then
     echo "run.sh: lahja's build dependencies are missing (see above)" >&2
     exit 1
 fi
-peer_pkgs="libzmq3-dev libnng-dev libnats-dev nats-server gnuplot-nox"
+peer_pkgs="libzmq3-dev libnng-dev libnats-dev nats-server iceoryx libiceoryx-binding-c-dev gnuplot-nox"
 missing=""
 for p in $peer_pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
@@ -116,7 +117,7 @@ if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >"$BU
     exit 1
 fi
 targets=$(cmake --build "$BUILD" --target help 2>/dev/null |
-    grep -oE '(^|[ .:])(bench_bus|peer_(uds|zmq|nng|nats))($|[ :])' | tr -d ' .:' | sort -u)
+    grep -oE '(^|[ .:])(bench_bus|peer_(uds|zmq|nng|nats|iceoryx))($|[ :])' | tr -d ' .:' | sort -u)
 want_targets=""
 for t in $targets; do
     [ "$t" = bench_bus ] && [ -n "${LAHJA_BENCH_BUS:-}" ] && continue
@@ -141,10 +142,12 @@ fi
 # ----------------------------------------------------------- run folder
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/lahja-bench.XXXXXX") || exit 1
 NATS_PID=""
+IOX_PID=""
 XHOSTS=0
 # shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
     [ "$XHOSTS" = 1 ] && hosts_down
+    [ -n "$IOX_PID" ] && iox_stop
     if [ -n "$NATS_PID" ]; then
         kill "$NATS_PID" 2>/dev/null
         wait "$NATS_PID" 2>/dev/null
@@ -184,6 +187,80 @@ EOF
         fi
     else
         echo "run.sh: no nats-server; NATS is skipped" >&2
+    fi
+fi
+
+# ------------------------------------------------------------- iceoryx
+# iceoryx's daemon, RouDi, owns the shared memory every iceoryx process
+# maps; there is one per machine (fixed names: /tmp/roudi,
+# /dev/shm/iceoryx_mgmt), so one already running makes ours abort and the
+# rows are skipped.  Its pools are sized for the rows below: the loan of
+# a chunk fails instead of blocking when a pool runs dry, so each size
+# class holds receivers x queue (256, iceoryx's most) + spare.  It
+# touches all of it at start, hence no pools for sizes not measured
+# (the sweep has no iceoryx rows): about 0.35 GB.
+IOX_SKIP=""
+IOX_SEQ=0
+IOX_FAN=4 # fan_out's receivers
+# shellcheck disable=SC2317 # also run by the EXIT trap
+iox_stop() {
+    # RouDi 2.0.3 aborts when told to stop while it still has a process
+    # registered that died (peer_driver's receivers _exit, its responder
+    # is killed): it forgets them 1.5 s after their last heartbeat.  It
+    # also sends SIGTERM to every process still registered.
+    sleep 2
+    kill -TERM "$IOX_PID" 2>/dev/null
+    wait "$IOX_PID" 2>/dev/null
+    local rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "run.sh: iox-roudi exited with $rc; removing its files" >&2
+        tail -n 5 "$RUN/roudi.log" >&2
+        rm -f /dev/shm/iceoryx_mgmt "/dev/shm/$(id -gn)" /tmp/roudi /tmp/roudi.lock /tmp/iox-unique-roudi.lock
+    fi
+    # What peer processes that ended with _exit or a signal leave behind
+    # (their runtime names, see peer_iceoryx.c).
+    rm -f /tmp/lahja-iox-*
+    IOX_PID=""
+}
+if [ ! -x "$PEERS/peer_iceoryx" ]; then
+    IOX_SKIP="peer_iceoryx not built"
+elif ! command -v iox-roudi >/dev/null; then
+    IOX_SKIP="no iox-roudi (package iceoryx)"
+else
+    {
+        printf '[general]\nversion = 1\n\n[[segment]]\n'
+        # 64 B events (+ the peer's length and iceoryx's headers), the
+        # fan-out's receivers; hello and end messages too.
+        printf '\n[[segment.mempool]]\nsize = 128\ncount = %d\n' $(((IOX_FAN * 256 + 64) * 2))
+        # requests and responses carry a header of their own
+        printf '\n[[segment.mempool]]\nsize = 1024\ncount = 256\n'
+        # 4 KiB events, one receiver
+        printf '\n[[segment.mempool]]\nsize = 4352\ncount = %d\n' $((256 * 2 + 64))
+        # 1 MiB events, one receiver
+        printf '\n[[segment.mempool]]\nsize = 1049600\ncount = %d\n' $((256 + 16))
+    } >"$RUN/roudi.toml"
+    iox-roudi -c "$RUN/roudi.toml" -l warning >"$RUN/roudi.log" 2>&1 &
+    IOX_PID=$!
+    for _ in $(seq 200); do
+        grep -q 'RouDi is ready for clients' "$RUN/roudi.log" && break
+        kill -0 "$IOX_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if grep -q 'RouDi is ready for clients' "$RUN/roudi.log"; then
+        echo "== iox-roudi (pid $IOX_PID), pools: $RUN/roudi.toml" >&2
+    else
+        cat "$RUN/roudi.log" >&2
+        if kill -0 "$IOX_PID" 2>/dev/null; then
+            IOX_SKIP="iox-roudi not ready within 20 s"
+            kill -KILL "$IOX_PID"
+            wait "$IOX_PID" 2>/dev/null
+        else
+            # most likely another RouDi holds the machine's one lock
+            wait "$IOX_PID"
+            IOX_SKIP="iox-roudi did not start (rc $?; another RouDi running?)"
+        fi
+        IOX_PID=""
+        echo "run.sh: $IOX_SKIP; iceoryx is skipped" >&2
     fi
 fi
 
@@ -301,6 +378,12 @@ peer() {
     nats)
         if [ -z "$NATS_URL" ]; then skip "$scen.$impl" "no nats-server"; return; fi
         addr=$NATS_URL ;;
+    iceoryx)
+        if [ -z "$IOX_PID" ]; then skip "$scen.$impl" "$IOX_SKIP"; return; fi
+        # A service instance per run: a port of a killed process lingers
+        # in RouDi for a while and must not be matched.
+        IOX_SEQ=$((IOX_SEQ + 1))
+        addr=iox:${RUN##*/}-$scen-$IOX_SEQ ;;
     esac
     run "$scen" "$impl" "${envs[@]}" -- "$PEERS/peer_$tr" "$@" "$addr"
 }
@@ -316,6 +399,7 @@ one_to_one() {
     peer "$scen" nng-pair1 nng PB_PROTO=pair PB_NNG_BUF=128 -- thr 1 "$n" "$size"
     peer "$scen" nats nats -- thr 1 "$n" "$size"
     lahja_nats "$scen" thr 1 "$n" "$size"
+    peer "$scen" iceoryx iceoryx -- thr 1 "$n" "$size"
 }
 
 # lahja-via-nats <scen> <subcommand> <args>...: lahja's endpoints on this
@@ -341,6 +425,7 @@ fan_out() {
     # pub0 with nng's largest buffers, for reference: it drops.
     peer $scen nng-pubsub-buf8192 nng PB_PROTO=pubsub PB_NNG_BUF=8192 -- thr 4 "$N_FAN" 64
     peer $scen nats nats -- thr 4 "$N_FAN" 64
+    peer $scen iceoryx iceoryx -- thr $IOX_FAN "$N_FAN" 64
 }
 
 # Round trips and 1 MiB transfers depend on where the scheduler puts the
@@ -357,6 +442,7 @@ request_response() {
     peer $scen nng-reqrep nng PB_PIN="$pin" -- lat "$N_RT" 64
     peer $scen nats-request nats PB_PIN="$pin" PB_NATS_ASAP=1 -- lat "$N_RT" 64
     lahja_nats $scen lat "$N_RT" 64
+    peer $scen iceoryx-reqrep iceoryx PB_PIN="$pin" -- lat "$N_RT" 64
 }
 
 large_events() {
@@ -366,6 +452,7 @@ large_events() {
     peer $scen uds-batch uds PB_PIN="$pin" PB_UDS_MODE=batch -- thr 1 "$N_1M" $size
     peer $scen zmq-pushpull zmq PB_PIN="$pin" PB_PROTO=pipeline -- thr 1 "$N_1M" $size
     peer $scen nng-pair1 nng PB_PIN="$pin" PB_PROTO=pair PB_NNG_BUF=128 -- thr 1 "$N_1M" $size
+    peer $scen iceoryx iceoryx PB_PIN="$pin" -- thr 1 "$N_1M" $size
 }
 
 lahja_only() {
@@ -466,6 +553,7 @@ for rep in $(seq "$REPS"); do
     [ "$rep" -le "$SWEEP_REPS" ] && sweep
 done
 ELAPSED=$(($(date +%s) - T0))
+[ -n "$IOX_PID" ] && iox_stop
 
 # ----------------------------------------------------------------- table
 version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
@@ -475,7 +563,8 @@ version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
     echo "host: $(nproc) CPUs ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)), Linux $(uname -r)," \
         "virt: $(systemd-detect-virt 2>/dev/null || echo unknown)"
     echo "peers: libzmq $(version libzmq3-dev), libnng $(version libnng-dev), libnats $(version libnats-dev)," \
-        "nats-server $(version nats-server) on 127.0.0.1 (TCP, a broker)"
+        "nats-server $(version nats-server) on 127.0.0.1 (TCP, a broker)," \
+        "iceoryx $(version libiceoryx-binding-c-dev) (shared memory, its RouDi daemon; copies in and out)"
     echo "bench_bus: $BUS"
 } >"$OUT/table.txt"
 
@@ -654,6 +743,9 @@ END {
     target("one-to-one 64 B events/s: lahja >= 2 x zmq-pushpull",
            ratio(med("1to1-64B.lahja", "rate"), med("1to1-64B.zmq-pushpull", "rate")), ">=", 2,
            "1to1-64B.lahja")
+    target("one-to-one 64 B events/s: lahja >= 1 x iceoryx",
+           ratio(med("1to1-64B.lahja", "rate"), med("1to1-64B.iceoryx", "rate")), ">=", 1,
+           "1to1-64B.lahja")
     target("fan-out 1->4 deliveries/s: lahja >= 2 x zmq-pubsub-hwm0",
            ratio(med("fanout4-64B.lahja", "rate"), med("fanout4-64B.zmq-pubsub-hwm0", "rate")), ">=", 2,
            "fanout4-64B.lahja")
@@ -681,6 +773,13 @@ END {
         best = (a == "" || (b != "" && b + 0 > a + 0)) ? b : a
         target(sprintf("1 MiB events MB/s, %s: lahja >= 0.8 x uds (better of two)", where),
                ratio(med("1to1-1MiB-" pin ".lahja", "mbps"), best), ">=", 0.8, "1to1-1MiB-" pin ".lahja")
+    }
+    for (pi = 1; pi <= 2; pi++) {
+        pin = pi == 1 ? "same" : "split"
+        where = pi == 1 ? "one CPU" : "two CPUs"
+        target(sprintf("1 MiB events MB/s, %s: lahja >= 1 x iceoryx", where),
+               ratio(med("1to1-1MiB-" pin ".lahja", "mbps"), med("1to1-1MiB-" pin ".iceoryx", "mbps")),
+               ">=", 1, "1to1-1MiB-" pin ".lahja")
     }
     v = med("seeds-stream.lahja", "propagated_rate")
     target(sprintf("seeds stream, propagated events/s: >= 100 x Python (%s/s)", commas(py_events)),

@@ -3,9 +3,9 @@
  *
  * bench/run.sh measures lahja beside other ways of moving messages
  * between processes on one machine.  Each of those peers is one file
- * (peer_uds.c, peer_zmq.c, peer_nng.c, peer_nats.c) that fills in a
- * peer_ops_t; peer_driver.c runs the same methodology over all of them,
- * the one bench/bench_bus.c follows for lahja.
+ * (peer_uds.c, peer_zmq.c, peer_nng.c, peer_nats.c, peer_iceoryx.c) that
+ * fills in a peer_ops_t; peer_driver.c runs the same methodology over all
+ * of them, the one bench/bench_bus.c follows for lahja.
  *
  * Every message starts with a 16-byte header, the rest is padding:
  *   [0..3]  "EVT:"   a topic prefix, for the transports that filter on one
