@@ -209,6 +209,13 @@ typedef struct lahja_endpoint_options {
      * without the wake-up that sleeping costs (tens of microseconds on
      * virtual machines), for a core spinning meanwhile.  0: off. */
     uint32_t busy_poll_us;
+    /** Bytes of each ring of the shared-memory transport (docs/bus.md,
+     * "Shared memory"): the endpoints of one host that both use it move
+     * their events through two rings per connection, one per direction,
+     * instead of the socket.  Rounded up to a power of two between
+     * 64 KiB and 1 GiB; 0 gives 4 MiB; SIZE_MAX turns the transport off
+     * (so does the environment variable LAHJA_SHM=0). */
+    size_t shm_ring;
     /**
      * @name Bounds on peers
      * B31: bounds on what peers may make us hold; 0 gives the default.

@@ -1164,7 +1164,7 @@ static int send_hello(struct conn *c)
     struct out_item *it = item_get(ep);
     if (it == NULL)
         return -ENOMEM;
-    uint32_t features = LAHJA_WIRE_FEAT_RECEIPTS | LAHJA_WIRE_FEAT_PATTERNS;
+    uint32_t features = LAHJA_WIRE_FEAT_RECEIPTS | LAHJA_WIRE_FEAT_PATTERNS | c->t->features;
     if (ep->opts.compress_threshold != SIZE_MAX)
         features |= LAHJA_WIRE_FEAT_LZ4;
     it->head_len = lahja_wire_hello_encode(it->head, ep->name->s, ep->name->len, features,
@@ -1288,6 +1288,10 @@ static int on_hello(struct conn *c, const lahja_wire_hello_t *h)
     c->peer_receipts = (h->features & LAHJA_WIRE_FEAT_RECEIPTS) != 0;
     c->peer_patterns = (h->features & LAHJA_WIRE_FEAT_PATTERNS) != 0;
     c->peer_max = h->max_frame;
+    c->peer_features = h->features;
+    /* Through memory, compressing costs more than it saves. */
+    if (h->features & c->t->features & LAHJA_WIRE_FEAT_SHM)
+        c->peer_lz4 = 0;
     struct conn *o = other_conn(c, h->name);
     if (o != NULL) {
         int rc = settle(c, o, h->name);
@@ -1632,10 +1636,9 @@ const char *lahja_conn_over_limits(lahja_endpoint_t *ep, char *why, size_t len)
 struct conn *lahja_conn_connect(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg,
                                 struct connect_op *op)
 {
-    struct conn *c = lahja_conn_new(ep, &lahja_unix_transport);
+    struct conn *c = lahja_local_conn_new(ep);
     if (c == NULL)
         return NULL;
-    lahja_unix_init(c);
     c->outbound = 1;
     c->state = CONN_CONNECTING;
     memcpy(c->target, cfg->name, sizeof c->target);
@@ -1648,10 +1651,9 @@ struct conn *lahja_conn_connect(lahja_endpoint_t *ep, const lahja_conn_config_t 
 
 int lahja_conn_dial(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg, uint8_t background)
 {
-    struct conn *c = lahja_conn_new(ep, &lahja_unix_transport);
+    struct conn *c = lahja_local_conn_new(ep);
     if (c == NULL)
         return -ENOMEM;
-    lahja_unix_init(c);
     c->outbound = 1;
     c->background = background;
     c->state = CONN_CONNECTING;

@@ -302,6 +302,7 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
     uv_timer_init(ep->rt->loop, &ep->stop_timer);
     ep->stop_timer.data = ep;
     ep->nopen += 4;
+    lahja_shm_init(ep);
     ep->started = 1;
     lahja_post_start(ep);
     lahja_stats_start(ep);
@@ -400,6 +401,7 @@ static void stop_close(lahja_endpoint_t *ep)
     ep->flusher_closed = 1;
     uv_close((uv_handle_t *)&ep->flusher, lahja_ep_handle_closed);
     uv_close((uv_handle_t *)&ep->poller, lahja_ep_handle_closed);
+    lahja_shm_stop(ep);
     uv_close((uv_handle_t *)&ep->due, lahja_ep_handle_closed);
     lahja_ops_stop(ep);
     lahja_consumers_stop(ep);

@@ -260,6 +260,7 @@ struct conn {
     uint8_t peer_lz4;            /* the peer reads LZ4 payloads */
     uint8_t peer_receipts;       /* the peer confirms what it reads */
     uint8_t peer_patterns;       /* the peer reads SUBS with ENTRIES */
+    uint32_t peer_features;      /* its HELLO's (LAHJA_WIRE_FEAT_*) */
     uint32_t peer_max;           /* largest frame body the peer accepts */
     uint32_t subs_acked;         /* the peer's last SUBS_ACK */
     uint8_t got_subs;            /* the peer's first SUBS arrived */
@@ -422,6 +423,12 @@ struct lahja_endpoint {
     uv_prepare_t flusher;        /* writes what the loop turn queued */
     uint8_t flusher_closed;
     uv_idle_t poller;            /* keeps the loop polling (busy_poll_us) */
+    /* The shared-memory transport (shm.c). */
+    size_t shm_ring;             /* bytes of a ring; 0: the transport is off */
+    int shm_conns;               /* connections using rings */
+    uv_check_t shm_check;        /* reads the rings after each poll */
+    uv_prepare_t shm_prepare;    /* says we sleep, before each poll */
+    uv_idle_t shm_kick;          /* one turn without sleeping */
     uv_timer_t due;              /* later work: receipts that are due, and
                                     what could not be queued for lack of
                                     memory (retried) */

@@ -9,6 +9,8 @@
  * other end went.  Each one is a table of these operations and a file of
  * its own:
  *   unix.c  Unix stream sockets, between the processes of one host;
+ *   shm.c   rings in shared memory, between the endpoints of one host
+ *           that both read them (a Unix socket until both sides agree);
  *   nats.c  NATS subjects, to the endpoints of other hosts.
  *
  * Every operation runs on the endpoint's thread.
@@ -32,6 +34,8 @@ typedef struct lahja_endpoint lahja_endpoint_t;
 
 struct conn_transport {
     const char *name;
+    /* HELLO feature bits (LAHJA_WIRE_FEAT_*) it adds to ours. */
+    uint32_t features;
     /* Writes what it takes of bufs now: the bytes taken (possibly 0), or
      * a libuv error (UV_EAGAIN: nothing taken, try write). */
     int (*try_write)(struct conn *c, const uv_buf_t *bufs, unsigned n);
@@ -60,6 +64,7 @@ struct conn_transport {
 struct unix_link {
     uv_pipe_t pipe;
     uv_write_t write_req;
+    struct shm_link *shm;        /* lahja_shm_transport's rings */
 };
 
 /* ------------------------------------------------ what conn.c gives them */
@@ -90,6 +95,18 @@ const char *lahja_conn_over_limits(lahja_endpoint_t *ep, char *why, size_t len);
 /* ---------------------------------------------------------- the transports */
 
 extern const struct conn_transport lahja_unix_transport;
+extern const struct conn_transport lahja_shm_transport;
+/* A new connection between two endpoints of this host: the shared-memory
+ * transport when the endpoint uses it and its ring could be made, else
+ * the Unix one; its socket handle not yet open.  NULL without memory. */
+struct conn *lahja_local_conn_new(lahja_endpoint_t *ep);
+/* The endpoint's part of the shared-memory transport: set up at start,
+ * closed at stop; kick keeps the loop from sleeping for one turn; active
+ * counts the connections using rings (delta +1 or -1). */
+void lahja_shm_init(lahja_endpoint_t *ep);
+void lahja_shm_stop(lahja_endpoint_t *ep);
+void lahja_shm_kick(lahja_endpoint_t *ep);
+void lahja_shm_active(lahja_endpoint_t *ep, int delta);
 /* Serves ep at cfg's path: a listening socket (0600; the default base
  * directory made 0700 and ours; a stale socket there replaced, a live
  * one not: -EADDRINUSE), its connections accepted (lahja_conn_accept). */

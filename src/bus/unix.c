@@ -304,12 +304,11 @@ void lahja_conn_accept(lahja_endpoint_t *ep)
 {
     char buf[128];
     const char *why = lahja_conn_over_limits(ep, buf, sizeof buf);
-    struct conn *c = lahja_conn_new(ep, &lahja_unix_transport);
+    struct conn *c = lahja_local_conn_new(ep);
     if (c == NULL) {
         refuse_without_memory(ep);
         return;
     }
-    lahja_unix_init(c);
     int rc = uv_accept((uv_stream_t *)&ep->server, (uv_stream_t *)&c->io.ux.pipe);
     if (rc != 0)
         lahja_conn_close(c, rc, uv_strerror(rc));

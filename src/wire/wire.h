@@ -74,7 +74,10 @@ enum lahja_wire_features {
     LAHJA_WIRE_FEAT_RECEIPTS = 1u << 1,
     /* reads SUBS frames with flag ENTRIES: patterns and origin-limited
      * entries (B34) */
-    LAHJA_WIRE_FEAT_PATTERNS = 1u << 2
+    LAHJA_WIRE_FEAT_PATTERNS = 1u << 2,
+    /* moves its output through a ring in shared memory, once it sent the
+     * ring's descriptor (the shared-memory transport, src/bus/shm.c) */
+    LAHJA_WIRE_FEAT_SHM = 1u << 3
 };
 
 /* SUBS flags */

@@ -1,0 +1,745 @@
+/*
+ * The shared-memory transport, between two endpoints of one host.
+ *
+ * A connection starts as a Unix socket (unix.c) and stays one for
+ * control and wake-ups; its data moves through two rings in shared
+ * memory, one per direction, each written by one side and read by the
+ * other.  Both sides announce the transport in their HELLO (feature
+ * SHM); each, at its first write after reading the peer's HELLO, sends a
+ * one-byte marker carrying its ring (a sealed memfd, SCM_RIGHTS) and from
+ * then on writes into the ring.  The kernel ends a read at a message that
+ * carries descriptors, so the marker is the last byte of the read that
+ * brings the ring: what came before it is the stream, what comes after
+ * is wake-ups.  A peer without the feature, or a ring that cannot be
+ * made, leaves the connection a plain socket.
+ *
+ * Wake-ups.  The reader says in its ring's header when it is about to
+ * sleep (reader_sleeps, set before each poll); a writer that published
+ * bytes and finds it set clears it and sends one byte on the socket.
+ * While the reader is busy no byte is sent: a burst costs no system call
+ * at all.  The same for a writer waiting for room (writer_waits).  The
+ * flag and the index are each written, then the other read, behind a
+ * full fence on both sides, so one of the two always sees the other.
+ * While a request of ours waits for its response, the loop spins on the
+ * rings for a while before sleeping (SPIN_NS): across CPUs a response
+ * then costs no wake-up of ours.
+ *
+ * The peer is not trusted: its ring's size comes from the file, never
+ * from the header; the indices it writes are read once per use and
+ * checked against what we know (head - tail within the ring, our own
+ * index kept apart), and a ring that breaks the rules ends the
+ * connection.  The memfd must be sealed against shrinking and growing,
+ * so it cannot be cut under our mapping.
+ */
+#define _GNU_SOURCE /* memfd_create, F_ADD_SEALS */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "endpoint.h"
+
+#define SHM_MAGIC 0x314d48536a686c61ULL /* "alhjSHM1" */
+#define SHM_VERSION 1
+#define SHM_HDR 4096                     /* the header's page */
+#define SHM_RING_MIN (64u << 10)
+#define SHM_RING_DEFAULT (4u << 20)
+#define SHM_RING_MAX (1u << 30)
+#define SHM_MARK 'S'
+#define SPIN_NS 50000                    /* spun for a response, per turn */
+#define PEND_IOV 256
+
+struct shm_hdr {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t hdr_size;
+    uint64_t size; /* data bytes, a power of two (the reader trusts the file) */
+    _Alignas(64) _Atomic uint64_t head;  /* the writer's: bytes written in all */
+    _Atomic uint32_t reader_sleeps;      /* the reader's: wake me */
+    _Alignas(64) _Atomic uint64_t tail;  /* the reader's: bytes read in all */
+    _Atomic uint32_t writer_waits;       /* the writer's: tell me of room */
+};
+
+struct ring {
+    struct shm_hdr *hdr;
+    uint8_t *data;
+    uint64_t size;
+    size_t map_len;
+};
+
+struct shm_link {
+    struct ring tx, rx;   /* ours (we write), the peer's (we read) */
+    int tx_fd;            /* ours, until the marker took it */
+    uint64_t tx_head;     /* what we wrote (the header's copy is the peer's to see) */
+    uint64_t tx_tail;     /* the last tail the peer gave */
+    uint64_t rx_tail;     /* what we read */
+    uint8_t tx_on;        /* the marker went: our writes go to tx */
+    uint8_t rx_on;        /* the peer's marker came: its writes come through rx */
+    uint8_t token_owed;   /* a wake-up for the peer, once tx_on */
+    uint8_t pending;      /* a transport.write waits for room */
+    uint8_t counted;      /* in ep->shm_conns */
+    unsigned npend, pend_i;
+    size_t pend_off;
+    uv_buf_t pend[PEND_IOV];
+    char tokens[64];      /* where socket bytes go once rx_on */
+};
+
+static inline struct shm_link *link_of(struct conn *c)
+{
+    return c->io.ux.shm;
+}
+
+/* ---------------------------------------------------------- the rings */
+
+static void ring_unmap(struct ring *r)
+{
+    if (r->hdr != NULL)
+        munmap(r->hdr, r->map_len);
+    r->hdr = NULL;
+}
+
+/* Our ring for c's output: a sealed memfd of `size` data bytes. */
+static int ring_make(struct shm_link *s, size_t size)
+{
+    int fd = memfd_create("lahja-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -errno;
+    size_t len = SHM_HDR + size;
+    void *p = MAP_FAILED;
+    if (ftruncate(fd, (off_t)len) != 0
+        || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0
+        || (p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    struct shm_hdr *h = p;
+    h->magic = SHM_MAGIC;
+    h->version = SHM_VERSION;
+    h->hdr_size = SHM_HDR;
+    h->size = size;
+    s->tx = (struct ring){ .hdr = h, .data = (uint8_t *)p + SHM_HDR, .size = size, .map_len = len };
+    s->tx_fd = fd;
+    return 0;
+}
+
+/* Maps the peer's ring from fd (which it closes); 0, or why not. */
+static const char *ring_adopt(struct shm_link *s, int fd)
+{
+    const char *why = NULL;
+    struct stat st;
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
+        why = "its ring is not a sealed memfd";
+    else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < SHM_HDR + SHM_RING_MIN
+             || st.st_size > (off_t)SHM_HDR + SHM_RING_MAX)
+        why = "its ring has a bad size";
+    size_t size = why == NULL ? (size_t)st.st_size - SHM_HDR : 0;
+    if (why == NULL && (size & (size - 1)) != 0)
+        why = "its ring has a bad size";
+    void *p = MAP_FAILED;
+    if (why == NULL) {
+        p = mmap(NULL, SHM_HDR + size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED)
+            why = "its ring cannot be mapped";
+    }
+    close(fd);
+    if (why != NULL)
+        return why;
+    struct shm_hdr *h = p;
+    if (h->magic != SHM_MAGIC || h->version != SHM_VERSION || h->size != size) {
+        munmap(p, SHM_HDR + size);
+        return "its ring's header is not ours";
+    }
+    s->rx = (struct ring){ .hdr = h, .data = (uint8_t *)p + SHM_HDR, .size = size,
+                           .map_len = SHM_HDR + size };
+    s->rx_tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);
+    if (head - s->rx_tail > size) {
+        ring_unmap(&s->rx);
+        return "its ring's indices are out of bounds";
+    }
+    s->rx_on = 1;
+    return NULL;
+}
+
+/* One byte on the socket: the peer wakes.  A full socket already holds
+ * wake-ups the peer has not read; a gone peer's end is read as such. */
+static void token(struct conn *c)
+{
+    struct shm_link *s = link_of(c);
+    if (!s->tx_on) {
+        s->token_owed = 1;
+        return;
+    }
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->io.ux.pipe, &fd) == 0) {
+        char b = 't';
+        while (send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+/* Bytes were published (or room made): the other side is told if it
+ * said it sleeps.  `flag` is the peer's; the fence orders our index
+ * store before the flag's load, as the peer's does the other way. */
+static void tell(struct conn *c, _Atomic uint32_t *flag)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(flag, memory_order_relaxed) != 0
+        && atomic_exchange_explicit(flag, 0, memory_order_relaxed) != 0)
+        token(c);
+}
+
+/* Room in our ring; -1 if the peer's tail is impossible. */
+static int64_t tx_room(struct shm_link *s)
+{
+    uint64_t tail = atomic_load_explicit(&s->tx.hdr->tail, memory_order_acquire);
+    if (tail - s->tx_tail > s->tx_head - s->tx_tail)
+        return -1; /* behind what it read, or past what we wrote */
+    s->tx_tail = tail;
+    return (int64_t)(s->tx.size - (s->tx_head - tail));
+}
+
+/* Copies up to `room` bytes of bufs[*i..] (from *off in the first) into
+ * our ring; returns how many. */
+static size_t tx_copy(struct shm_link *s, const uv_buf_t *bufs, unsigned n, unsigned *i,
+                      size_t *off, size_t room)
+{
+    size_t done = 0;
+    uint64_t mask = s->tx.size - 1;
+    while (*i < n && done < room) {
+        const uint8_t *src = (const uint8_t *)bufs[*i].base + *off;
+        size_t len = bufs[*i].len - *off;
+        if (len > room - done)
+            len = room - done;
+        size_t at = (size_t)((s->tx_head + done) & mask);
+        size_t first = s->tx.size - at < len ? s->tx.size - at : len;
+        memcpy(s->tx.data + at, src, first);
+        memcpy(s->tx.data, src + first, len - first);
+        done += len;
+        *off += len;
+        if (*off == bufs[*i].len) {
+            (*i)++;
+            *off = 0;
+        }
+    }
+    if (done > 0) {
+        s->tx_head += done;
+        atomic_store_explicit(&s->tx.hdr->head, s->tx_head, memory_order_release);
+    }
+    return done;
+}
+
+/* -------------------------------------------------------- switching */
+
+/* Sends the marker with our ring, if the peer reads rings and nothing of
+ * ours waits in the socket; 1 once switched, 0 not now, < 0 a libuv error. */
+static int switch_tx(struct conn *c)
+{
+    struct shm_link *s = link_of(c);
+    if (!(c->peer_features & LAHJA_WIRE_FEAT_SHM) || s->tx_fd < 0)
+        return 0;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->io.ux.pipe) != 0)
+        return 0;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->io.ux.pipe, &fd) != 0)
+        return UV_EBADF;
+    char mark = SHM_MARK;
+    struct iovec iov = { .iov_base = &mark, .iov_len = 1 };
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                        .msg_controllen = sizeof ctl.b };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &s->tx_fd, sizeof(int));
+    ssize_t n;
+    while ((n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    close(s->tx_fd);
+    s->tx_fd = -1;
+    s->tx_on = 1;
+    if (!s->counted) {
+        s->counted = 1;
+        lahja_shm_active(c->ep, 1);
+    }
+    if (s->token_owed) {
+        s->token_owed = 0;
+        token(c);
+    }
+    return 1;
+}
+
+/* --------------------------------------------------------- writing */
+
+static int shm_try_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    struct shm_link *s = link_of(c);
+    if (!s->tx_on) {
+        int rc = switch_tx(c);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            return lahja_unix_transport.try_write(c, bufs, n);
+    }
+    int64_t room = tx_room(s);
+    if (room < 0)
+        return UV_EPROTO;
+    unsigned i = 0;
+    size_t off = 0;
+    size_t done = tx_copy(s, bufs, n, &i, &off, (size_t)room);
+    if (done == 0)
+        return UV_EAGAIN;
+    tell(c, &s->tx.hdr->reader_sleeps);
+    return (int)(done > INT32_MAX ? INT32_MAX : done);
+}
+
+/* Copies on what transport.write left; 1 once all of it is in the ring. */
+static int pend_more(struct conn *c)
+{
+    struct shm_link *s = link_of(c);
+    int64_t room = tx_room(s);
+    if (room < 0)
+        return -1;
+    if (room > 0 && tx_copy(s, s->pend, s->npend, &s->pend_i, &s->pend_off, (size_t)room) > 0)
+        tell(c, &s->tx.hdr->reader_sleeps);
+    return s->pend_i == s->npend;
+}
+
+static int shm_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    struct shm_link *s = link_of(c);
+    if (!s->tx_on)
+        return lahja_unix_transport.write(c, bufs, n);
+    if (s->pending || n > PEND_IOV)
+        return UV_EINVAL;
+    memcpy(s->pend, bufs, n * sizeof *bufs);
+    s->npend = n;
+    s->pend_i = 0;
+    s->pend_off = 0;
+    s->pending = 1;
+    /* Finished from the loop (lahja_shm_turn), never within this call. */
+    lahja_shm_kick(c->ep);
+    return 0;
+}
+
+/* --------------------------------------------------------- reading */
+
+/* Reads what the peer's ring holds, as the connection takes it. */
+static void rx_drain(struct conn *c)
+{
+    struct shm_link *s = link_of(c);
+    while (c->state != CONN_CLOSING && s->rx_on) {
+        uint64_t head = atomic_load_explicit(&s->rx.hdr->head, memory_order_acquire);
+        uint64_t avail = head - s->rx_tail;
+        if (avail == 0)
+            return;
+        if (avail > s->rx.size) {
+            lahja_conn_close(c, -EPROTO, "shared memory: the peer's ring index is out of bounds");
+            return;
+        }
+        uv_buf_t room;
+        lahja_conn_room(c, &room);
+        if (room.len == 0) {
+            lahja_conn_read(c, UV_ENOBUFS);
+            return;
+        }
+        size_t len = avail < room.len ? (size_t)avail : room.len;
+        size_t at = (size_t)(s->rx_tail & (s->rx.size - 1));
+        size_t first = s->rx.size - at < len ? s->rx.size - at : len;
+        memcpy(room.base, s->rx.data + at, first);
+        memcpy(room.base + first, s->rx.data, len - first);
+        s->rx_tail += len;
+        atomic_store_explicit(&s->rx.hdr->tail, s->rx_tail, memory_order_release);
+        tell(c, &s->rx.hdr->writer_waits);
+        lahja_conn_read(c, (ssize_t)len);
+    }
+}
+
+/* The descriptors that came with a read: the first is the peer's ring
+ * (once), any other is closed.  0, or the connection ended. */
+static int take_fds(struct conn *c, int *fds, int nfds)
+{
+    struct shm_link *s = link_of(c);
+    const char *why = NULL;
+    if (!(c->peer_features & LAHJA_WIRE_FEAT_SHM) || s->rx_on || nfds != 1)
+        why = "a descriptor it was not to send";
+    for (int i = why == NULL ? 1 : 0; i < nfds; i++)
+        close(fds[i]);
+    if (why == NULL)
+        why = ring_adopt(s, fds[0]);
+    if (why != NULL) {
+        char line[96];
+        snprintf(line, sizeof line, "shared memory: %s", why);
+        lahja_conn_close(c, -EPROTO, line);
+        return -1;
+    }
+    return 0;
+}
+
+/* nread stream bytes arrived in the connection's room, and with them
+ * nfds descriptors: then the last byte is the peer's marker. */
+static void got(struct conn *c, ssize_t nread, int *fds, int nfds)
+{
+    if (nfds == 0) {
+        lahja_conn_read(c, nread);
+        return;
+    }
+    if (nread > 1)
+        lahja_conn_read(c, nread - 1); /* its HELLO may be among them */
+    if (c->state == CONN_CLOSING) {
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        return;
+    }
+    if (take_fds(c, fds, nfds) != 0)
+        return;
+    struct shm_link *s = link_of(c);
+    lahja_bus_log(c->ep, LAHJA_LOG_DEBUG, "connection %s %s: its output comes through shared memory",
+                  c->outbound ? "to" : "from", c->peer != NULL ? c->peer->s : "?");
+    if (!s->counted) {
+        s->counted = 1;
+        lahja_shm_active(c->ep, 1);
+    }
+    rx_drain(c);
+}
+
+/* The descriptors libuv received with the last read. */
+static int pending_fds(struct conn *c, int *fds, int max)
+{
+    uv_pipe_t *p = &c->io.ux.pipe;
+    int n = 0;
+    while (uv_pipe_pending_count(p) > 0) {
+        uv_pipe_t *tmp = malloc(sizeof *tmp);
+        uv_os_fd_t fd = -1;
+        if (tmp == NULL)
+            break;
+        uv_pipe_init(c->ep->rt->loop, tmp, 0);
+        int dup_fd = -1;
+        if (uv_accept((uv_stream_t *)p, (uv_stream_t *)tmp) == 0
+            && uv_fileno((uv_handle_t *)tmp, &fd) == 0)
+            dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        uv_close((uv_handle_t *)tmp, (uv_close_cb)free);
+        if (dup_fd >= 0 && n < max)
+            fds[n++] = dup_fd;
+        else if (dup_fd >= 0)
+            close(dup_fd);
+    }
+    return n;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct conn *c = h->data;
+    struct shm_link *s = link_of(c);
+    if (s->rx_on)
+        *buf = uv_buf_init(s->tokens, sizeof s->tokens);
+    else
+        lahja_conn_room(c, buf);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    struct conn *c = st->data;
+    struct shm_link *s = link_of(c);
+    int fds[4];
+    int nfds = pending_fds(c, fds, 4);
+    if (s->rx_on) {
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        if (nfds > 0) {
+            lahja_conn_close(c, -EPROTO, "shared memory: a descriptor it was not to send");
+            return;
+        }
+        /* A wake-up: the ring has bytes, or ours has room.  At the
+         * stream's end, what the ring holds is read before it. */
+        rx_drain(c);
+        if (nread < 0 && c->state != CONN_CLOSING)
+            lahja_conn_read(c, nread);
+        else if (s->pending)
+            lahja_shm_kick(c->ep);
+        return;
+    }
+    if (nread != 0)
+        got(c, nread, fds, nfds);
+}
+
+static int shm_read_start(struct conn *c)
+{
+    return uv_read_start((uv_stream_t *)&c->io.ux.pipe, on_alloc, on_read);
+}
+
+/* Reads what has arrived, to its end: the socket with recvmsg (the
+ * marker may be in it), then the ring. */
+static void shm_read_now(struct conn *c)
+{
+    struct shm_link *s = link_of(c);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->io.ux.pipe, &fd) != 0)
+        return;
+    while (c->state != CONN_CLOSING && !s->rx_on) {
+        uv_buf_t room;
+        lahja_conn_room(c, &room);
+        if (room.len == 0)
+            return;
+        union {
+            struct cmsghdr h;
+            char b[CMSG_SPACE(4 * sizeof(int))];
+        } ctl;
+        struct iovec iov = { .iov_base = room.base, .iov_len = room.len };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                            .msg_controllen = sizeof ctl.b };
+        ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        int fds[4], nfds = 0;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm != NULL; cm = CMSG_NXTHDR(&m, cm)) {
+            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t j = 0; j < k; j++) {
+                int f;
+                memcpy(&f, CMSG_DATA(cm) + j * sizeof(int), sizeof f);
+                if (nfds < 4)
+                    fds[nfds++] = f;
+                else
+                    close(f);
+            }
+        }
+        got(c, n, fds, nfds);
+    }
+    if (c->state != CONN_CLOSING && s->rx_on)
+        rx_drain(c);
+}
+
+static int shm_poll(struct conn *c)
+{
+    struct shm_link *s = link_of(c);
+    int r = lahja_unix_transport.poll(c);
+    if (!s->rx_on)
+        return r;
+    r &= ~CONN_POLL_IN; /* socket bytes are wake-ups now */
+    if (atomic_load_explicit(&s->rx.hdr->head, memory_order_acquire) != s->rx_tail)
+        r |= CONN_POLL_IN;
+    return r;
+}
+
+static int shm_allowed(struct conn *c, char *why, size_t len)
+{
+    return lahja_unix_transport.allowed(c, why, len);
+}
+
+static void on_pipe_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    struct shm_link *s = link_of(c);
+    if (s->counted)
+        lahja_shm_active(c->ep, -1);
+    if (s->pending) {
+        s->pending = 0;
+        lahja_conn_written(c, UV_ECANCELED);
+    }
+    if (s->tx_fd >= 0)
+        close(s->tx_fd);
+    ring_unmap(&s->tx);
+    ring_unmap(&s->rx);
+    free(s);
+    c->io.ux.shm = NULL;
+    lahja_conn_closed(c);
+}
+
+static void shm_close(struct conn *c)
+{
+    if (!uv_is_closing((uv_handle_t *)&c->io.ux.pipe))
+        uv_close((uv_handle_t *)&c->io.ux.pipe, on_pipe_closed);
+}
+
+const struct conn_transport lahja_shm_transport = {
+    .name = "shm",
+    .features = LAHJA_WIRE_FEAT_SHM,
+    .try_write = shm_try_write,
+    .write = shm_write,
+    .read_start = shm_read_start,
+    .read_now = shm_read_now,
+    .poll = shm_poll,
+    .allowed = shm_allowed,
+    .close = shm_close,
+};
+
+/* ------------------------------------------------- the endpoint's part */
+
+struct conn *lahja_local_conn_new(lahja_endpoint_t *ep)
+{
+    struct shm_link *s = NULL;
+    if (ep->shm_ring != 0) {
+        s = calloc(1, sizeof *s);
+        if (s != NULL && ring_make(s, ep->shm_ring) != 0) {
+            free(s);
+            s = NULL;
+        }
+    }
+    struct conn *c = lahja_conn_new(ep, s != NULL ? &lahja_shm_transport : &lahja_unix_transport);
+    if (c == NULL) {
+        if (s != NULL) {
+            close(s->tx_fd);
+            ring_unmap(&s->tx);
+            free(s);
+        }
+        return NULL;
+    }
+    if (s == NULL) {
+        lahja_unix_init(c);
+        return c;
+    }
+    uv_pipe_init(ep->rt->loop, &c->io.ux.pipe, 1); /* ipc: the peer's ring comes through it */
+    c->io.ux.pipe.data = c;
+    c->io.ux.shm = s;
+    return c;
+}
+
+static int is_shm(const struct conn *c)
+{
+    return c->t == &lahja_shm_transport && c->state != CONN_CLOSING && c->io.ux.shm != NULL;
+}
+
+static void on_kick(uv_idle_t *h)
+{
+    uv_idle_stop(h);
+}
+
+void lahja_shm_kick(lahja_endpoint_t *ep)
+{
+    if (!ep->flusher_closed && !uv_is_active((uv_handle_t *)&ep->shm_kick))
+        uv_idle_start(&ep->shm_kick, on_kick);
+}
+
+/* Whether a ring has bytes for us, or room for a write waiting. */
+static int anything(lahja_endpoint_t *ep)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (!is_shm(c))
+            continue;
+        struct shm_link *s = c->io.ux.shm;
+        if (s->rx_on && atomic_load_explicit(&s->rx.hdr->head, memory_order_acquire) != s->rx_tail)
+            return 1;
+        if (s->pending && s->tx_on
+            && atomic_load_explicit(&s->tx.hdr->tail, memory_order_acquire) != s->tx_tail)
+            return 1;
+    }
+    return 0;
+}
+
+/* After each poll: what the rings hold is read, waiting writes go on. */
+static void on_check(uv_check_t *h)
+{
+    lahja_endpoint_t *ep = h->data;
+    lahja_link_t *l, *tmp;
+    lahja_list_foreach_safe(l, tmp, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (!is_shm(c))
+            continue;
+        struct shm_link *s = c->io.ux.shm;
+        if (s->rx_on)
+            rx_drain(c);
+        if (c->state == CONN_CLOSING || !s->pending)
+            continue;
+        int done = pend_more(c);
+        if (done < 0) {
+            lahja_conn_close(c, -EPROTO, "shared memory: the peer's ring index is out of bounds");
+        } else if (done) {
+            s->pending = 0;
+            lahja_conn_written(c, 0);
+        }
+    }
+}
+
+/*
+ * Before each poll: each ring we read says we sleep, each write waiting
+ * says it waits; then, behind the fence, a last look.  What arrived in
+ * between keeps the loop from sleeping.  With a request of ours pending,
+ * the rings are watched a while first.
+ */
+static void on_prepare(uv_prepare_t *h)
+{
+    lahja_endpoint_t *ep = h->data;
+    if (!lahja_list_empty(&ep->pending) && !anything(ep)) {
+        uint64_t until = uv_hrtime() + SPIN_NS;
+        while (!anything(ep) && uv_hrtime() < until)
+            sched_yield();
+    }
+    int busy = 0;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (!is_shm(c))
+            continue;
+        struct shm_link *s = c->io.ux.shm;
+        if (s->rx_on)
+            atomic_store_explicit(&s->rx.hdr->reader_sleeps, 1, memory_order_relaxed);
+        if (s->pending && s->tx_on)
+            atomic_store_explicit(&s->tx.hdr->writer_waits, 1, memory_order_relaxed);
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+    busy = anything(ep);
+    if (busy)
+        lahja_shm_kick(ep);
+}
+
+void lahja_shm_init(lahja_endpoint_t *ep)
+{
+    size_t want = ep->opts.shm_ring != 0 ? ep->opts.shm_ring : SHM_RING_DEFAULT;
+    size_t size = SHM_RING_MIN;
+    while (size < want && size < SHM_RING_MAX)
+        size <<= 1;
+    const char *env = getenv("LAHJA_SHM");
+    ep->shm_ring = ep->opts.shm_ring == SIZE_MAX || (env != NULL && strcmp(env, "0") == 0) ? 0 : size;
+    uv_check_init(ep->rt->loop, &ep->shm_check);
+    ep->shm_check.data = ep;
+    uv_prepare_init(ep->rt->loop, &ep->shm_prepare);
+    ep->shm_prepare.data = ep;
+    uv_idle_init(ep->rt->loop, &ep->shm_kick);
+    ep->shm_kick.data = ep;
+    ep->nopen += 3;
+}
+
+void lahja_shm_active(lahja_endpoint_t *ep, int delta)
+{
+    ep->shm_conns += delta;
+    if (ep->flusher_closed)
+        return;
+    if (ep->shm_conns > 0) {
+        uv_check_start(&ep->shm_check, on_check);
+        uv_prepare_start(&ep->shm_prepare, on_prepare);
+    } else {
+        uv_check_stop(&ep->shm_check);
+        uv_prepare_stop(&ep->shm_prepare);
+    }
+}
+
+void lahja_shm_stop(lahja_endpoint_t *ep)
+{
+    uv_close((uv_handle_t *)&ep->shm_check, lahja_ep_handle_closed);
+    uv_close((uv_handle_t *)&ep->shm_prepare, lahja_ep_handle_closed);
+    uv_close((uv_handle_t *)&ep->shm_kick, lahja_ep_handle_closed);
+}
