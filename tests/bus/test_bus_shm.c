@@ -1,0 +1,399 @@
+/*
+ * The shared-memory transport (src/bus/shm.c), between real processes:
+ * two endpoints of one host agree on it and lose nothing through it,
+ * whatever the sizes (a ring smaller than an event, wrapping, a writer
+ * waiting for room); one side without it keeps the socket; a peer killed
+ * in the middle of a stream leaves no mapping behind; and a peer that
+ * hands over a bad ring, or scribbles on a good one, is dropped with its
+ * reason while the endpoint and its other peers go on.
+ */
+#define _GNU_SOURCE
+#include "support_bus.h"
+
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#define SHM_LINE "its output comes through shared memory"
+#define RING_HDR 4096
+
+/* Lines of /proc/self/maps that map a ring. */
+static int ring_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    EXPECT_TRUE(f != NULL);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        n += strstr(line, "lahja-ring") != NULL;
+    fclose(f);
+    return n;
+}
+
+/* ------------------------------------------------- a stream through rings */
+
+struct streamer {
+    const char *dir;
+    size_t ring;    /* the child's shm_ring (SIZE_MAX: none) */
+    int n;          /* events to send; 0: until killed */
+};
+
+/* Event i's payload: i, then bytes that depend on i, of a size that
+ * cycles from 8 bytes to past the smallest ring. */
+static size_t payload_of(uint32_t i, uint8_t *buf)
+{
+    static const size_t sizes[] = { 8, 64, 1000, 4096, 65536 + 77, 300000, 17 };
+    size_t len = sizes[i % (sizeof sizes / sizeof sizes[0])];
+    memcpy(buf, &i, 4);
+    for (size_t k = 4; k < len; k++)
+        buf[k] = (uint8_t)(i * 31 + k);
+    return len;
+}
+
+static int main_streamer(void *arg)
+{
+    const struct streamer *s = arg;
+    struct bus_log log = { 0 };
+    lahja_endpoint_options_t o = bus_opts(&log);
+    o.shm_ring = s->ring;
+    o.max_payload = 1 << 20;
+    lahja_endpoint_t *ep = bus_client("streamer", &o);
+    EXPECT_EQ(bus_connect(ep, s->dir, "sink"), 0);
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "sink", "Data", deadline), 0);
+    static uint8_t buf[300000];
+    for (uint32_t i = 0; s->n == 0 || i < (uint32_t)s->n; i++) {
+        lahja_event_t *ev = NULL;
+        EXPECT_EQ(lahja_event_new("Data", buf, payload_of(i, buf), &ev), 0);
+        EXPECT_EQ(lahja_broadcast(ep, ev, NULL, lahja_deadline_in(GUARD_MS)), 0);
+        lahja_event_unref(ev);
+    }
+    EXPECT_EQ(lahja_wait_until_delivered(ep, lahja_deadline_in(GUARD_MS)), 0);
+    bus_ask(ep, "Echo", "EchoAnswer", "through the ring", "sink", "through the ring");
+    bus_close(ep);
+    return 0;
+}
+
+struct sink {
+    uint32_t next;
+    int bad;
+    lahja_cond_t *cond;
+};
+
+static int on_data(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    struct sink *k = user;
+    size_t len = 0;
+    const uint8_t *p = lahja_event_payload(ev, &len);
+    static uint8_t want[300000];
+    size_t wlen = payload_of(k->next, want);
+    if (len != wlen || memcmp(p, want, len) != 0) {
+        if (k->bad++ == 0)
+            fprintf(stderr, "event %u: %zu bytes, not the %zu expected\n", k->next, len, wlen);
+    }
+    k->next++;
+    lahja_cond_broadcast(k->cond);
+    return 0;
+}
+
+/* A sink with ring size `ring` receives n events from a streamer with
+ * `peer_ring`; `shm` says whether they must have gone through rings. */
+static void stream_case(size_t ring, size_t peer_ring, int n, int shm)
+{
+    char dir[BUS_DIR_MAX];
+    bus_dir_make(dir);
+    struct bus_log log = { 0 };
+    lahja_endpoint_options_t o = bus_opts(&log);
+    o.shm_ring = ring;
+    o.max_payload = 1 << 20;
+    lahja_endpoint_t *ep = bus_serve(dir, "sink", &o);
+    lahja_cond_t cond;
+    lahja_cond_init(&cond);
+    struct sink k = { 0, 0, &cond };
+    lahja_subscription_t *sub = NULL, *echo = NULL;
+    EXPECT_EQ(lahja_subscribe(ep, "Data", on_data, &k, &sub), 0);
+    EXPECT_EQ(lahja_subscribe(ep, "Echo", bus_echo_handler, "EchoAnswer", &echo), 0);
+    struct streamer s = { dir, peer_ring, n };
+    bus_child_t c = bus_fork(main_streamer, &s);
+    EXPECT_CHILD_OK(&c);
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    while (k.next < (uint32_t)n)
+        EXPECT_EQ(lahja_cond_wait(&cond, deadline), 0);
+    EXPECT_EQ(k.next, (uint32_t)n);
+    EXPECT_EQ(k.bad, 0);
+    EXPECT_EQ(bus_log_count(&log, SHM_LINE, NULL, NULL), shm);
+    lahja_subscription_cancel(sub);
+    lahja_subscription_cancel(echo);
+    bus_close(ep);
+    EXPECT_EQ(ring_maps(), 0);
+    bus_dir_remove(dir);
+}
+
+/* Small rings: events larger than the ring, wrapping, writers waiting. */
+static int main_small_rings(void *arg)
+{
+    (void)arg;
+    stream_case(64 << 10, 64 << 10, RUNNING_ON_VALGRIND ? 300 : 3000, 1);
+    return 0;
+}
+BUS_MAIN_TEST(small_rings)
+
+static int main_default_rings(void *arg)
+{
+    (void)arg;
+    stream_case(0, 0, RUNNING_ON_VALGRIND ? 300 : 3000, 1);
+    return 0;
+}
+BUS_MAIN_TEST(default_rings)
+
+/* One side without the transport: both keep the socket. */
+static int main_one_side_without(void *arg)
+{
+    (void)arg;
+    stream_case(0, SIZE_MAX, 700, 0);
+    stream_case(SIZE_MAX, 0, 700, 0);
+    return 0;
+}
+BUS_MAIN_TEST(one_side_without)
+
+/* ------------------------------------------------------ a killed peer */
+
+static int on_count(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    return on_data(ep, ev, user);
+}
+
+static int main_killed_peer(void *arg)
+{
+    (void)arg;
+    char dir[BUS_DIR_MAX];
+    bus_dir_make(dir);
+    struct bus_log log = { 0 };
+    lahja_endpoint_options_t o = bus_opts(&log);
+    o.max_payload = 1 << 20;
+    lahja_endpoint_t *ep = bus_serve(dir, "sink", &o);
+    lahja_cond_t cond;
+    lahja_cond_init(&cond);
+    struct sink k = { 0, 0, &cond };
+    lahja_subscription_t *sub = NULL;
+    EXPECT_EQ(lahja_subscribe(ep, "Data", on_count, &k, &sub), 0);
+    int before = ring_maps();
+    struct streamer s = { dir, 0, 0 };
+    bus_child_t c = bus_fork(main_streamer, &s);
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    while (k.next < 500)
+        EXPECT_EQ(lahja_cond_wait(&cond, deadline), 0);
+    EXPECT_TRUE(ring_maps() > before); /* ours and the streamer's */
+    EXPECT_EQ(kill(c.pid, SIGKILL), 0);
+    EXPECT_TRUE(WIFSIGNALED(bus_child_wait(&c)));
+    bus_wait_disconnected(ep, "streamer");
+    EXPECT_EQ(k.bad, 0); /* what came before the kill came whole, in order */
+    /* The rings go once the connection's socket has closed (a loop turn). */
+    deadline = lahja_deadline_in(GUARD_MS);
+    while (ring_maps() != before && lahja_now() < deadline)
+        EXPECT_EQ(lahja_sleep(1), 0);
+    EXPECT_EQ(ring_maps(), before);
+    /* The endpoint goes on: a new peer streams through new rings. */
+    k.next = 0;
+    struct streamer s2 = { dir, 0, 200 };
+    lahja_subscription_t *echo = NULL;
+    EXPECT_EQ(lahja_subscribe(ep, "Echo", bus_echo_handler, "EchoAnswer", &echo), 0);
+    bus_child_t c2 = bus_fork(main_streamer, &s2);
+    EXPECT_CHILD_OK(&c2);
+    deadline = lahja_deadline_in(GUARD_MS);
+    while (k.next < 200)
+        EXPECT_EQ(lahja_cond_wait(&cond, deadline), 0);
+    EXPECT_EQ(k.next, 200u);
+    EXPECT_EQ(k.bad, 0);
+    lahja_subscription_cancel(echo);
+    lahja_subscription_cancel(sub);
+    bus_close(ep);
+    EXPECT_EQ(ring_maps(), 0);
+    bus_dir_remove(dir);
+    return 0;
+}
+BUS_MAIN_TEST(killed_peer)
+
+/* ------------------------------------------------------ bad rings */
+
+enum bad { UNSEALED, TOO_SMALL, NOT_POW2, BAD_MAGIC, NOT_MEMFD, TWO_FDS, HEAD_OUT, HEAD_LATER,
+           NO_FEATURE };
+
+struct bad_case {
+    enum bad how;
+    const char *why;
+};
+
+/* A ring as shm.c makes it, of `size` data bytes, sealed unless told. */
+static int make_ring(size_t size, int seal, void **map)
+{
+    int fd = memfd_create("lahja-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    EXPECT_TRUE(fd >= 0);
+    EXPECT_EQ(ftruncate(fd, (off_t)(RING_HDR + size)), 0);
+    if (seal)
+        EXPECT_EQ(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+    uint8_t *p = mmap(NULL, RING_HDR + size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    EXPECT_TRUE(p != MAP_FAILED);
+    uint64_t magic = 0x314d48536a686c61ULL, sz = size;
+    uint32_t version = 1, hdr = RING_HDR;
+    memcpy(p, &magic, 8);
+    memcpy(p + 8, &version, 4);
+    memcpy(p + 12, &hdr, 4);
+    memcpy(p + 16, &sz, 8);
+    *map = p;
+    return fd;
+}
+
+static void send_fds(int sock, const int *fds, int n)
+{
+    char mark = 'S';
+    struct iovec iov = { .iov_base = &mark, .iov_len = 1 };
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(2 * sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                        .msg_controllen = CMSG_SPACE((size_t)n * sizeof(int)) };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN((size_t)n * sizeof(int));
+    memcpy(CMSG_DATA(cm), fds, (size_t)n * sizeof(int));
+    EXPECT_EQ(sendmsg(sock, &m, MSG_NOSIGNAL), 1);
+}
+
+/* The raw client: a HELLO with the feature (unless NO_FEATURE), then the
+ * marker with a bad ring, or a good one it then spoils; it must be hung
+ * up on. */
+static int bad_client(void *arg)
+{
+    const struct bad_case *bc = arg;
+    const char *path = getenv("BUS_SHM_PATH");
+    int sock = raw_connect(path);
+    EXPECT_TRUE(sock >= 0);
+    uint8_t hello[300];
+    uint8_t *end = raw_hello(hello, "rawc");
+    if (bc->how != NO_FEATURE)
+        hello[RAW_HDR + 6] = 8; /* features: bit 3, shared memory */
+    raw_send(sock, hello, (size_t)(end - hello));
+    void *map = NULL;
+    int fds[2] = { -1, -1 }, n = 1;
+    size_t size = 64 << 10;
+    switch (bc->how) {
+    case UNSEALED:
+        fds[0] = make_ring(size, 0, &map);
+        break;
+    case TOO_SMALL:
+        fds[0] = make_ring(4096, 1, &map);
+        break;
+    case NOT_POW2:
+        fds[0] = make_ring(size + 4096, 1, &map);
+        break;
+    case BAD_MAGIC:
+        fds[0] = make_ring(size, 1, &map);
+        ((uint8_t *)map)[0] ^= 1;
+        break;
+    case NOT_MEMFD:
+        fds[0] = open("/dev/null", O_RDWR);
+        break;
+    case TWO_FDS:
+        fds[0] = make_ring(size, 1, &map);
+        fds[1] = open("/dev/null", O_RDWR);
+        n = 2;
+        break;
+    case HEAD_OUT:
+        fds[0] = make_ring(size, 1, &map);
+        *(uint64_t *)((uint8_t *)map + 64) = size + 1;
+        break;
+    case HEAD_LATER:
+    case NO_FEATURE:
+        fds[0] = make_ring(size, 1, &map);
+        break;
+    }
+    send_fds(sock, fds, n);
+    if (bc->how == HEAD_LATER) {
+        /* Once accepted (the endpoint says it sleeps on it), its head
+         * jumps past a whole ring, and a wake-up. */
+        _Atomic uint32_t *sleeps = (_Atomic uint32_t *)((uint8_t *)map + 72);
+        int64_t until = bus_ms() + GUARD_MS;
+        while (atomic_load(sleeps) == 0 && bus_ms() < until)
+            usleep(1000);
+        EXPECT_TRUE(atomic_load(sleeps) != 0);
+        _Atomic uint64_t *head = (_Atomic uint64_t *)((uint8_t *)map + 64);
+        atomic_store(head, (uint64_t)size * 3);
+        raw_send(sock, "t", 1);
+    }
+    uint8_t got[512];
+    ssize_t r = raw_read_to_eof(sock, got, sizeof got);
+    EXPECT_TRUE(r >= 0); /* hung up on */
+    close(sock);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    return 0;
+}
+
+static void bad_case_run(const struct bad_case *bc)
+{
+    char dir[BUS_DIR_MAX];
+    bus_dir_make(dir);
+    struct bus_log log = { 0 };
+    lahja_endpoint_options_t o = bus_opts(&log);
+    lahja_endpoint_t *ep = bus_serve(dir, "srv", &o);
+    struct bus_peer_args peer = { dir, "peer", "srv" };
+    bus_child_t pc = bus_fork(bus_peer_main, &peer);
+    bus_ask(ep, "Echo", "EchoAnswer", "before", "peer", "before");
+    int from = log.n;
+    lahja_conn_config_t cfg = bus_cfg(dir, "srv");
+    setenv("BUS_SHM_PATH", cfg.path, 1);
+    bus_child_t raw = bus_fork_plain(bad_client, (void *)bc);
+    EXPECT_CHILD_OK(&raw);
+    int n = 0;
+    for (int i = from; i < log.n; i++)
+        n += strstr(log.line[i], bc->why) != NULL;
+    if (n != 1) {
+        fprintf(stderr, "case %d: expected one line with \"%s\"\n", (int)bc->how, bc->why);
+        bus_log_dump(&log);
+    }
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(lahja_is_connected_to(ep, "peer"), 1);
+    bus_ask(ep, "Echo", "EchoAnswer", "after", "peer", "after");
+    bus_peer_done(ep, "peer");
+    EXPECT_CHILD_OK(&pc);
+    bus_close(ep);
+    EXPECT_EQ(ring_maps(), 0);
+    bus_dir_remove(dir);
+}
+
+static int main_bad_rings(void *arg)
+{
+    (void)arg;
+    static const struct bad_case cases[] = {
+        { UNSEALED, "shared memory: its ring is not a sealed memfd" },
+        { TOO_SMALL, "shared memory: its ring has a bad size" },
+        { NOT_POW2, "shared memory: its ring has a bad size" },
+        { BAD_MAGIC, "shared memory: its ring's header is not ours" },
+        { NOT_MEMFD, "shared memory: its ring is not a sealed memfd" },
+        { TWO_FDS, "shared memory: a descriptor it was not to send" },
+        { HEAD_OUT, "shared memory: its ring's indices are out of bounds" },
+        { HEAD_LATER, "shared memory: the peer's ring index is out of bounds" },
+        { NO_FEATURE, "shared memory: a descriptor it was not to send" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        bad_case_run(&cases[i]);
+    return 0;
+}
+BUS_MAIN_TEST(bad_rings)
+
+int main(void)
+{
+    bus_filter_from_env();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_small_rings),
+        cmocka_unit_test(test_default_rings),
+        cmocka_unit_test(test_one_side_without),
+        cmocka_unit_test(test_killed_peer),
+        cmocka_unit_test(test_bad_rings),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
