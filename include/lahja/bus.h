@@ -125,6 +125,24 @@ typedef void (*lahja_free_fn)(void *payload, void *user);
 int lahja_event_wrap(const char *type, void *payload, size_t len, lahja_free_fn free_fn,
                      void *user, lahja_event_t **out);
 
+/**
+ * Loans a buffer of `len` bytes for a new event of type `type`, to be
+ * filled and then broadcast by `ep`: *out is the event (the caller's
+ * reference) and *buf its payload, writable until the event is
+ * broadcast.  The buffer is in the endpoint's pool of shared memory when
+ * it has room (docs/bus.md, "Shared memory"): broadcasting the event then
+ * lends those very bytes to every peer on this host that uses shared
+ * memory, without a copy, and they read them in place.  Other peers (and
+ * every peer when the pool is off or full) get the bytes as usual.  The
+ * buffer returns to the pool once the event and every peer's reference
+ * to it are gone (a peer that dies gives its references back).
+ * On the endpoint's thread (the event may be dropped on any).
+ * Errors: -EINVAL, -EMSGSIZE (len over max_payload), -ENOMEM,
+ * LAHJA_EWRONGTHREAD.
+ */
+int lahja_event_loan(lahja_endpoint_t *ep, const char *type, size_t len, lahja_event_t **out,
+                     void **buf);
+
 /** A request's response type that takes a response of any type (what a
  * relay that cannot know it uses): `"*"`, which no event type can be. */
 #define LAHJA_ANY_RESPONSE "*"
@@ -216,6 +234,12 @@ typedef struct lahja_endpoint_options {
      * 64 KiB and 1 GiB; 0 gives 4 MiB; SIZE_MAX turns the transport off
      * (so does the environment variable LAHJA_SHM=0). */
     size_t shm_ring;
+    /** Bytes of the endpoint's pool of lent payloads (docs/bus.md, "Shared
+     * memory"): events of 32 KiB and more, and loaned ones
+     * (lahja_event_loan), go to the endpoint's peers on this host as
+     * references into it instead of bytes.  Memory is taken as it is
+     * used.  0 gives 256 MiB. */
+    size_t shm_pool;
     /**
      * @name Bounds on peers
      * B31: bounds on what peers may make us hold; 0 gives the default.

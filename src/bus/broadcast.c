@@ -260,7 +260,7 @@ static int check_peer_limits(lahja_endpoint_t *ep, const lahja_event_t *ev,
 static struct conn *find_over(const struct targets *t, size_t limit)
 {
     for (size_t i = 0; i < t->n; i++)
-        if (t->v[i]->queued > limit)
+        if (t->v[i]->queued + t->v[i]->lent_bytes > limit) /* lent: held for it too */
             return t->v[i];
     return NULL;
 }
@@ -350,6 +350,7 @@ static int deliver(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcas
         id = request_id;
     }
     maybe_compress(ep, ev, t);
+    lahja_lend_prepare(ep, ev, t->v, t->n);
     struct conn_slot few[16], *slots = few;
     if (t->n > sizeof few / sizeof few[0] && (slots = malloc(t->n * sizeof *slots)) == NULL)
         return -ENOMEM;

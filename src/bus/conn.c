@@ -49,6 +49,7 @@
 static void conn_end(struct conn *c, int err, lahja_log_level_t level, const char *why);
 static void receipt_paid(struct conn *c);
 static void conn_fail(struct conn *c, int err, const char *why);
+static void lent_unread(struct conn *c, uint64_t seq, size_t len);
 
 /* ----------------------------------------------------------- lifetime */
 
@@ -145,6 +146,7 @@ void lahja_conn_closed(struct conn *c)
     pats_free(c);
     lahja_name_unref(c->peer);
     free(c->rbuf);
+    free(c->lentq);
     free(c);
     ep->nconns_open--;
     lahja_ep_maybe_closed(ep);
@@ -434,6 +436,12 @@ static int enqueue_frame(struct conn *c, const uint8_t *frame, size_t len)
 static const uint8_t *wire_payload(const struct conn *c, const lahja_event_t *ev, uint8_t *flags,
                                    size_t *len)
 {
+    if (ev->lent != NULL && c->t->lendable != NULL && c->t->lendable((struct conn *)c, ev)) {
+        /* A reference (lahja_conn_commit writes it) in place of the bytes. */
+        *flags |= LAHJA_WIRE_LENT;
+        *len = LAHJA_WIRE_LENT_SIZE;
+        return NULL;
+    }
     if (c->peer_lz4 && ev->lz4_len > 0) {
         *flags |= LAHJA_WIRE_LZ4;
         *len = ev->lz4_len;
@@ -493,6 +501,12 @@ void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot
 {
     size_t plen;
     const uint8_t *payload = wire_payload(c, ev, &flags, &plen);
+    uint8_t ref[LAHJA_WIRE_LENT_SIZE];
+    if (flags & LAHJA_WIRE_LENT) {
+        c->t->lend(c, ev, ref);
+        payload = ref;
+        lent_unread(c, c->tx_events + 1, ev->len);
+    }
     uint8_t head[sizeof ((struct out_item *)0)->head];
     size_t head_len = 0;
     if (slot->is_new) /* the TYPE frame goes first, with the event */
@@ -517,6 +531,40 @@ void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot
     it->payload_len = plen;
     it->nevents = 1;
     enqueue(c, it);
+}
+
+/* Lent payloads count against the high-water mark until the peer's
+ * receipts say it read them: backpressure is the reader's pace, as over
+ * a socket, while what it keeps after reading pins only the pool. */
+static void lent_unread(struct conn *c, uint64_t seq, size_t len)
+{
+    if (c->lentq_n == c->lentq_cap) {
+        size_t cap = c->lentq_cap ? 2 * c->lentq_cap : 16;
+        struct lent_unread *q = malloc(cap * sizeof *q);
+        if (q == NULL)
+            return; /* not counted: the pool still bounds it */
+        for (size_t i = 0; i < c->lentq_n; i++)
+            q[i] = c->lentq[(c->lentq_head + i) % c->lentq_cap];
+        free(c->lentq);
+        c->lentq = q;
+        c->lentq_head = 0;
+        c->lentq_cap = cap;
+    }
+    c->lentq[(c->lentq_head + c->lentq_n++) % c->lentq_cap] = (struct lent_unread){ seq, len };
+    c->lent_bytes += len;
+}
+
+static void lent_read(struct conn *c, uint64_t confirmed)
+{
+    int any = 0;
+    while (c->lentq_n > 0 && c->lentq[c->lentq_head].seq <= confirmed) {
+        c->lent_bytes -= c->lentq[c->lentq_head].len;
+        c->lentq_head = (c->lentq_head + 1) % c->lentq_cap;
+        c->lentq_n--;
+        any = 1;
+    }
+    if (any)
+        lahja_waitq_wake(&c->drained);
 }
 
 int lahja_conn_unconfirmed(const struct conn *c)
@@ -1176,6 +1224,14 @@ static int send_hello(struct conn *c)
     return 0;
 }
 
+int lahja_conn_send_frame(struct conn *c, const uint8_t *frame, size_t len)
+{
+    int rc = enqueue_frame(c, frame, len);
+    if (rc == 0)
+        conn_write(c);
+    return rc;
+}
+
 /* Tells the peer why we close (peers that read CLOSE), before closing. */
 static void send_close(struct conn *c, uint32_t reason)
 {
@@ -1344,12 +1400,66 @@ static int readable(struct conn *c)
     return (c->t->poll(c) & CONN_POLL_IN) != 0;
 }
 
+/* The consumers of c's event ev, found once per run of one type. */
+static struct type_entry *rx_entry(struct conn *c, const lahja_wire_event_t *w)
+{
+    lahja_endpoint_t *ep = c->ep;
+    if (w->type != c->rx_type || c->rx_gen != ep->types_gen) {
+        c->rx_type = w->type;
+        c->rx_gen = ep->types_gen;
+        c->rx_te = lahja_type_find(ep, w->type, w->type_len,
+                                   lahja_strmap_hash(w->type, w->type_len));
+    }
+    return c->rx_te;
+}
+
+/* An event whose payload the peer lent us: a heap event pointing at it
+ * in place, so that whoever keeps the event keeps those bytes (not a
+ * copy); they go back to the peer once the last reference goes. */
+static int on_lent_event(struct conn *c, const lahja_wire_event_t *w)
+{
+    lahja_endpoint_t *ep = c->ep;
+    if (c->t->lent_in == NULL)
+        return -EPROTO;
+    const uint8_t *payload;
+    size_t len;
+    lahja_free_fn free_fn;
+    void *user;
+    int rc = c->t->lent_in(c, w->payload, &payload, &len, &free_fn, &user);
+    if (rc != 0)
+        return rc;
+    lahja_event_t *ev;
+    rc = lahja_event_make(w->type, w->type_len, NULL, NULL, 0, &ev);
+    if (rc != 0) {
+        free_fn((void *)payload, user);
+        return rc;
+    }
+    ev->payload = payload;
+    ev->len = len;
+    ev->free_fn = free_fn;
+    ev->free_user = user;
+    ev->bound = 1;
+    ev->is_request = (w->flags & LAHJA_WIRE_REQUEST) != 0;
+    ev->id = w->id;
+    ev->origin = lahja_name_ref(c->peer);
+    c->rx_events++;
+    c->rx_payload += len;
+    if (w->flags & LAHJA_WIRE_RESPONSE)
+        lahja_deliver_response(ep, ev);
+    else
+        lahja_dispatch_entry(ep, rx_entry(c, w), ev);
+    lahja_event_unref(ev);
+    return 0;
+}
+
 static int on_event(struct conn *c, const lahja_wire_event_t *w)
 {
     lahja_endpoint_t *ep = c->ep;
     if (c->state != CONN_READY && c->state != CONN_DRAINING)
         return -EPROTO; /* before the peer's SUBS */
     const uint8_t *payload = w->payload;
+    if (w->flags & LAHJA_WIRE_LENT)
+        return on_lent_event(c, w);
     if (w->flags & LAHJA_WIRE_LZ4) {
         if (ep->scratch_cap < w->raw_len) {
             uint8_t *p = realloc(ep->scratch, w->raw_len);
@@ -1376,13 +1486,7 @@ static int on_event(struct conn *c, const lahja_wire_event_t *w)
         return 0;
     }
     /* A run of events of one type looks its consumers up once. */
-    if (w->type != c->rx_type || c->rx_gen != ep->types_gen) {
-        c->rx_type = w->type;
-        c->rx_gen = ep->types_gen;
-        c->rx_te = lahja_type_find(ep, w->type, w->type_len,
-                                   lahja_strmap_hash(w->type, w->type_len));
-    }
-    lahja_dispatch_entry(ep, c->rx_te, &ev);
+    lahja_dispatch_entry(ep, rx_entry(c, w), &ev);
     return 0;
 }
 
@@ -1393,6 +1497,7 @@ static int on_receipt(struct conn *c, uint64_t count)
         return -EPROTO;
     if (count > c->confirmed) {
         c->confirmed = count;
+        lent_read(c, count);
         lahja_delivery_progress(c->ep);
     }
     return 0;
@@ -1414,6 +1519,13 @@ static int on_message(struct conn *c, lahja_wire_msg_t *m)
         return on_receipt(c, m->u.receipt);
     case LAHJA_WIRE_CLOSE:
         return on_close(c, m->u.close_reason);
+    case LAHJA_WIRE_RELEASE:
+        if (c->t->released == NULL)
+            return -EPROTO;
+        for (size_t i = 0; i < m->u.release.n; i++)
+            if (c->t->released(c, lahja_wire_release_at(m->u.release.body, i)) != 0)
+                return -EPROTO;
+        return 0;
     default:
         return 0; /* TYPE: kept by the rx state */
     }

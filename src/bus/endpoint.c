@@ -523,6 +523,7 @@ int lahja_endpoint_free(lahja_endpoint_t *ep)
     lahja_consumers_free(ep);
     lahja_delivery_free(ep);
     lahja_post_free(ep);
+    lahja_shm_free(ep);
     free(ep->pindex);
     lahja_strmap_free(&ep->types);
     lahja_name_unref(ep->name);

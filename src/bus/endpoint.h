@@ -156,6 +156,7 @@ struct lahja_event {
     size_t len;
     lahja_free_fn free_fn; /* a wrapped payload's release, or NULL */
     void *free_user;
+    struct lahja_lent *lent; /* its payload's block in our pool (shm.c), or NULL */
     uint8_t *lz4;         /* compressed payload, made once per event */
     size_t lz4_len;       /* 0: not made or did not pay */
     /* type, response type and payload follow, for owned events */
@@ -291,6 +292,11 @@ struct conn {
     lahja_link_t inflight;       /* out_items of the write under way */
     size_t queued;               /* memory held by outq and inflight: an
                                     event counts its uncompressed size */
+    size_t lent_bytes;           /* payloads lent to the peer (shm.c) that
+                                    its receipts do not confirm yet: what
+                                    it has not read counts as queued */
+    struct lent_unread { uint64_t seq; size_t len; } *lentq; /* a ring of */
+    size_t lentq_head, lentq_n, lentq_cap;                   /* those */
     lahja_link_t dirty_link;
     struct lahja_waitq drained;  /* broadcasters waiting under high water */
     lahja_strmap_t subs;         /* exact types the peer subscribes to
@@ -425,6 +431,8 @@ struct lahja_endpoint {
     uv_idle_t poller;            /* keeps the loop polling (busy_poll_us) */
     /* The shared-memory transport (shm.c). */
     size_t shm_ring;             /* bytes of a ring; 0: the transport is off */
+    size_t shm_pool_size;        /* bytes of the pool, made at the first ring */
+    struct shm_pool *shm_pool;   /* payloads lent to the peers */
     int shm_conns;               /* connections using rings */
     uv_check_t shm_check;        /* reads the rings after each poll */
     uv_prepare_t shm_prepare;    /* says we sleep, before each poll */

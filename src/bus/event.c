@@ -147,6 +147,8 @@ void lahja_event_unref(lahja_event_t *ev)
         return;
     lahja_name_unref(ev->origin);
     free(ev->lz4);
+    if (ev->lent != NULL)
+        lahja_lent_drop(ev->lent);
     if (ev->free_fn != NULL)
         ev->free_fn((void *)ev->payload, ev->free_user);
     free(ev);

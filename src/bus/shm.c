@@ -24,6 +24,20 @@
  * rings for a while before sleeping (SPIN_NS): across CPUs a response
  * then costs no wake-up of ours.
  *
+ * Lent payloads.  An endpoint also has a pool (a second sealed memfd,
+ * lahja_endpoint_options_t.shm_pool) that every peer of its gets with
+ * the marker, read-only.  A large event bound for such peers is written
+ * once into a block of the pool (or was loaned there, lahja_event_loan)
+ * and each of them gets a 16-byte reference (EVENT flag LENT) instead of
+ * the bytes: fan-out without a copy per peer, and a receiver reading the
+ * payload in place.  The receiver's event points into its read-only
+ * mapping; when the last reference to it goes, the offset goes back in a
+ * RELEASE frame.  The writer counts, per connection, what it lent: a
+ * block is free again once its event is gone and every connection gave
+ * it back or ended, so a peer killed with SIGKILL returns all it held.
+ * A full pool sends the bytes through the ring instead.  Read-only, the
+ * pool cannot be changed by one reader under another.
+ *
  * The peer is not trusted: its ring's size comes from the file, never
  * from the header; the indices it writes are read once per use and
  * checked against what we know (head - tail within the ring, our own
@@ -34,6 +48,8 @@
 #define _GNU_SOURCE /* memfd_create, F_ADD_SEALS */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -55,6 +71,52 @@
 #define SHM_MARK 'S'
 #define SPIN_NS 50000                    /* spun for a response, per turn */
 #define PEND_IOV 256
+#define SHM_POOL_DEFAULT (256u << 20)
+#define GRAN (64u << 10)                 /* the pool's unit */
+#define LEND_MIN (32u << 10)             /* smaller payloads go through the ring */
+
+/* ------------------------------------------------------ lent payloads */
+
+/* A block of our pool: granules [g, g + n). */
+struct lahja_lent {
+    struct shm_pool *pool;
+    uint32_t g, n;
+    size_t len;       /* the payload's bytes */
+    uint32_t lends;   /* references out with peers */
+    uint8_t held;     /* an event of ours still holds it */
+};
+
+/* Our pool.  Events holding blocks may be freed on any thread: the
+ * mutex covers the blocks and the pool's own life. */
+struct shm_pool {
+    pthread_mutex_t mu;
+    int fd_ro;                   /* what the peers get: read-only */
+    uint8_t *base;
+    size_t size;
+    uint32_t ngran;
+    struct lahja_lent **blocks;  /* by first granule; NULL: free */
+    uint8_t *used;               /* per granule */
+    uint32_t live;               /* blocks not yet free */
+    uint8_t orphan;              /* its endpoint is gone */
+};
+
+/* A peer's pool, mapped read-only; its events point into it.  It lives
+ * as long as the connection or any of those events, whichever is last;
+ * offsets let go of are kept for the connection to send back. */
+struct pool_map {
+    pthread_mutex_t mu;
+    int refs;
+    uint8_t *base;
+    size_t size;
+    uint8_t open;                /* the connection sends what is let go */
+    uint64_t *rel;
+    size_t nrel, caprel;
+};
+
+struct lent_hold {
+    struct pool_map *map;
+    uint64_t off;
+};
 
 struct shm_hdr {
     uint64_t magic;
@@ -76,6 +138,8 @@ struct ring {
 
 struct shm_link {
     struct ring tx, rx;   /* ours (we write), the peer's (we read) */
+    struct pool_map *rxpool; /* the peer's pool */
+    uint32_t *lent;       /* per granule of our pool: lent to this peer */
     int tx_fd;            /* ours, until the marker took it */
     uint64_t tx_head;     /* what we wrote (the header's copy is the peer's to see) */
     uint64_t tx_tail;     /* the last tail the peer gave */
@@ -95,6 +159,11 @@ static inline struct shm_link *link_of(struct conn *c)
 {
     return c->io.ux.shm;
 }
+
+static const char *pool_adopt(struct shm_link *s, int fd);
+static void lent_return_all(struct conn *c, struct shm_link *s);
+static void map_put(struct pool_map *m, const uint64_t *off);
+static void send_releases(struct conn *c, struct shm_link *s);
 
 /* ---------------------------------------------------------- the rings */
 
@@ -245,8 +314,11 @@ static size_t tx_copy(struct shm_link *s, const uv_buf_t *bufs, unsigned n, unsi
 static int switch_tx(struct conn *c)
 {
     struct shm_link *s = link_of(c);
-    if (!(c->peer_features & LAHJA_WIRE_FEAT_SHM) || s->tx_fd < 0)
+    struct shm_pool *pool = c->ep->shm_pool;
+    if (!(c->peer_features & LAHJA_WIRE_FEAT_SHM) || s->tx_fd < 0 || pool == NULL)
         return 0;
+    if (s->lent == NULL && (s->lent = calloc(pool->ngran, sizeof *s->lent)) == NULL)
+        return 0; /* not now: later, or never (the socket goes on) */
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->io.ux.pipe) != 0)
         return 0;
     uv_os_fd_t fd;
@@ -256,7 +328,7 @@ static int switch_tx(struct conn *c)
     struct iovec iov = { .iov_base = &mark, .iov_len = 1 };
     union {
         struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int))];
+        char b[CMSG_SPACE(2 * sizeof(int))];
     } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
@@ -264,8 +336,9 @@ static int switch_tx(struct conn *c)
     struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
     cm->cmsg_level = SOL_SOCKET;
     cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &s->tx_fd, sizeof(int));
+    cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    int fds[2] = { s->tx_fd, pool->fd_ro };
+    memcpy(CMSG_DATA(cm), fds, sizeof fds);
     ssize_t n;
     while ((n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL)) < 0 && errno == EINTR)
         ;
@@ -371,18 +444,23 @@ static void rx_drain(struct conn *c)
     }
 }
 
-/* The descriptors that came with a read: the first is the peer's ring
- * (once), any other is closed.  0, or the connection ended. */
+/* The descriptors that came with a read: the peer's ring and pool, once.
+ * 0, or the connection ended. */
 static int take_fds(struct conn *c, int *fds, int nfds)
 {
     struct shm_link *s = link_of(c);
     const char *why = NULL;
-    if (!(c->peer_features & LAHJA_WIRE_FEAT_SHM) || s->rx_on || nfds != 1)
+    if (!(c->peer_features & LAHJA_WIRE_FEAT_SHM) || s->rx_on || nfds != 2)
         why = "a descriptor it was not to send";
-    for (int i = why == NULL ? 1 : 0; i < nfds; i++)
+    for (int i = why == NULL ? 2 : 0; i < nfds; i++)
         close(fds[i]);
-    if (why == NULL)
-        why = ring_adopt(s, fds[0]);
+    if (why == NULL) {
+        why = pool_adopt(s, fds[1]);
+        if (why == NULL)
+            why = ring_adopt(s, fds[0]);
+        else
+            close(fds[0]);
+    }
     if (why != NULL) {
         char line[96];
         snprintf(line, sizeof line, "shared memory: %s", why);
@@ -410,8 +488,8 @@ static void got(struct conn *c, ssize_t nread, int *fds, int nfds)
     if (take_fds(c, fds, nfds) != 0)
         return;
     struct shm_link *s = link_of(c);
-    lahja_bus_log(c->ep, LAHJA_LOG_DEBUG, "connection %s %s: its output comes through shared memory",
-                  c->outbound ? "to" : "from", c->peer != NULL ? c->peer->s : "?");
+    lahja_bus_log(c->ep, LAHJA_LOG_DEBUG, "shared memory: %s writes to us through its ring",
+                  c->peer != NULL ? c->peer->s : "a peer");
     if (!s->counted) {
         s->counted = 1;
         lahja_shm_active(c->ep, 1);
@@ -548,6 +626,368 @@ static int shm_allowed(struct conn *c, char *why, size_t len)
     return lahja_unix_transport.allowed(c, why, len);
 }
 
+/* ------------------------------------------------------- our pool */
+
+static struct shm_pool *pool_make(size_t size)
+{
+    struct shm_pool *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    p->ngran = (uint32_t)(size / GRAN);
+    p->size = (size_t)p->ngran * GRAN;
+    p->blocks = calloc(p->ngran, sizeof *p->blocks);
+    p->used = calloc(p->ngran, 1);
+    int fd = memfd_create("lahja-pool", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    p->fd_ro = -1;
+    void *m = MAP_FAILED;
+    if (p->blocks != NULL && p->used != NULL && fd >= 0 && ftruncate(fd, (off_t)p->size) == 0
+        && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0
+        && (m = mmap(NULL, p->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) != MAP_FAILED) {
+        /* The peers' descriptor: the same memory, opened read-only. */
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        p->fd_ro = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd >= 0)
+        close(fd);
+    if (p->fd_ro < 0) {
+        if (m != MAP_FAILED)
+            munmap(m, p->size);
+        free(p->blocks);
+        free(p->used);
+        free(p);
+        return NULL;
+    }
+    p->base = m;
+    pthread_mutex_init(&p->mu, NULL);
+    return p;
+}
+
+static void pool_free(struct shm_pool *p)
+{
+    munmap(p->base, p->size);
+    if (p->fd_ro >= 0)
+        close(p->fd_ro);
+    free(p->blocks);
+    free(p->used);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+/* A block of len bytes, held by the caller's event; NULL when the pool
+ * has no room for it.  First fit: the blocks freed last are reused
+ * first, their pages already there and likely still in the cache. */
+static struct lahja_lent *pool_alloc(struct shm_pool *p, size_t len)
+{
+    uint32_t n = (uint32_t)((len + GRAN - 1) / GRAN);
+    if (n == 0)
+        n = 1;
+    if (n > p->ngran)
+        return NULL;
+    struct lahja_lent *b = malloc(sizeof *b);
+    if (b == NULL)
+        return NULL;
+    pthread_mutex_lock(&p->mu);
+    uint32_t g = 0, run = 0;
+    while (run < n && g + n <= p->ngran) {
+        if (p->used[g + run]) {
+            g += run + 1;
+            run = 0;
+        } else {
+            run++;
+        }
+    }
+    if (run != n) {
+        pthread_mutex_unlock(&p->mu);
+        free(b);
+        return NULL;
+    }
+    memset(p->used + g, 1, n);
+    *b = (struct lahja_lent){ .pool = p, .g = g, .n = n, .len = len, .held = 1 };
+    p->blocks[g] = b;
+    p->live++;
+    pthread_mutex_unlock(&p->mu);
+    return b;
+}
+
+/* Under p->mu: b is free if nobody holds or borrows it; the pool goes
+ * with its last block once its endpoint has gone.  1 if the pool went. */
+static int block_maybe_free(struct shm_pool *p, struct lahja_lent *b)
+{
+    if (b->held || b->lends > 0)
+        return 0;
+    memset(p->used + b->g, 0, b->n);
+    p->blocks[b->g] = NULL;
+    free(b);
+    return --p->live == 0 && p->orphan;
+}
+
+void lahja_lent_drop(struct lahja_lent *b)
+{
+    struct shm_pool *p = b->pool;
+    pthread_mutex_lock(&p->mu);
+    b->held = 0;
+    int gone = block_maybe_free(p, b);
+    pthread_mutex_unlock(&p->mu);
+    if (gone)
+        pool_free(p);
+}
+
+static inline uint8_t *block_at(const struct lahja_lent *b)
+{
+    return b->pool->base + (size_t)b->g * GRAN;
+}
+
+/* Whether ev's payload can go to c lent: it is in our pool, and c's peer
+ * has that pool (our marker, which carried it, went first). */
+static int shm_lendable(struct conn *c, const lahja_event_t *ev)
+{
+    struct shm_link *s = link_of(c);
+    return ev->lent != NULL && s != NULL && s->tx_on && s->lent != NULL
+           && ev->lent->pool == c->ep->shm_pool;
+}
+
+/* ev goes to c lent: counted, and its reference written. */
+static void shm_lend(struct conn *c, const lahja_event_t *ev, uint8_t ref[LAHJA_WIRE_LENT_SIZE])
+{
+    struct shm_link *s = link_of(c);
+    struct lahja_lent *b = ev->lent;
+    uint64_t off = (uint64_t)b->g * GRAN, len = ev->len;
+    pthread_mutex_lock(&b->pool->mu);
+    b->lends++;
+    pthread_mutex_unlock(&b->pool->mu);
+    s->lent[b->g]++;
+    for (int i = 0; i < 8; i++) {
+        ref[i] = (uint8_t)(off >> (8 * i));
+        ref[8 + i] = (uint8_t)(len >> (8 * i));
+    }
+}
+
+/* The peer gives back what we lent at `off`; -EPROTO if we did not. */
+static int shm_released(struct conn *c, uint64_t off)
+{
+    struct shm_link *s = link_of(c);
+    struct shm_pool *p = c->ep->shm_pool;
+    if (s == NULL || s->lent == NULL || p == NULL || off % GRAN != 0 || off / GRAN >= p->ngran
+        || s->lent[off / GRAN] == 0)
+        return -EPROTO;
+    uint32_t g = (uint32_t)(off / GRAN);
+    s->lent[g]--;
+    pthread_mutex_lock(&p->mu);
+    struct lahja_lent *b = p->blocks[g];
+    b->lends--;
+    block_maybe_free(p, b); /* the endpoint holds the pool: it stays */
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+/* c ends: what it was lent and did not give back is returned. */
+static void lent_return_all(struct conn *c, struct shm_link *s)
+{
+    struct shm_pool *p = c->ep->shm_pool;
+    if (s->lent == NULL || p == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    int gone = 0;
+    for (uint32_t g = 0; g < p->ngran; g++) {
+        if (s->lent[g] == 0)
+            continue;
+        struct lahja_lent *b = p->blocks[g];
+        b->lends -= s->lent[g];
+        gone |= block_maybe_free(p, b);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (gone)
+        pool_free(p);
+    free(s->lent);
+    s->lent = NULL;
+}
+
+void lahja_lend_prepare(lahja_endpoint_t *ep, lahja_event_t *ev, struct conn *const *conns,
+                        size_t n)
+{
+    if (ep->shm_pool == NULL || ev->lent != NULL || ev->on_stack || ev->len < LEND_MIN)
+        return;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        struct shm_link *s = conns[i]->t == &lahja_shm_transport ? link_of(conns[i]) : NULL;
+        if (s != NULL && s->tx_on && s->lent != NULL)
+            break;
+    }
+    if (i == n)
+        return; /* nobody to lend it to */
+    struct lahja_lent *b = pool_alloc(ep->shm_pool, ev->len);
+    if (b == NULL)
+        return; /* full: the bytes go through the rings */
+    memcpy(block_at(b), ev->payload, ev->len);
+    ev->lent = b;
+}
+
+static void free_loan(void *payload, void *user)
+{
+    (void)user;
+    free(payload);
+}
+
+int lahja_event_loan(lahja_endpoint_t *ep, const char *type, size_t len, lahja_event_t **out,
+                     void **buf)
+{
+    if (ep == NULL || type == NULL || out == NULL || buf == NULL)
+        return -EINVAL;
+    if (lahja_rt_wrong_thread(ep->rt))
+        return LAHJA_EWRONGTHREAD;
+    size_t tlen = strlen(type);
+    if (!lahja_event_type_valid(type, tlen))
+        return -EINVAL;
+    if (len > ep->opts.max_payload)
+        return -EMSGSIZE;
+    struct lahja_lent *b = ep->shm_pool != NULL ? pool_alloc(ep->shm_pool, len) : NULL;
+    if (b == NULL) {
+        /* No pool, or no room in it: ordinary memory, sent as bytes. */
+        void *mem = malloc(len > 0 ? len : 1);
+        if (mem == NULL)
+            return -ENOMEM;
+        int rc = lahja_event_wrap(type, mem, len, free_loan, NULL, out);
+        if (rc != 0) {
+            free(mem);
+            return rc;
+        }
+        *buf = mem;
+        return 0;
+    }
+    lahja_event_t *ev;
+    int rc = lahja_event_make(type, tlen, NULL, NULL, 0, &ev);
+    if (rc != 0) {
+        lahja_lent_drop(b);
+        return rc;
+    }
+    ev->payload = block_at(b);
+    ev->len = len;
+    ev->lent = b;
+    *out = ev;
+    *buf = block_at(b);
+    return 0;
+}
+
+/* ------------------------------------------------ the peer's pool */
+
+static void map_put(struct pool_map *m, const uint64_t *off)
+{
+    pthread_mutex_lock(&m->mu);
+    if (off != NULL && m->open) {
+        if (m->nrel == m->caprel) {
+            size_t cap = m->caprel ? 2 * m->caprel : 64;
+            uint64_t *r = realloc(m->rel, cap * sizeof *r);
+            if (r != NULL) {
+                m->rel = r;
+                m->caprel = cap;
+            }
+        }
+        /* Without memory the offset stays lent until the connection
+         * ends, when the peer takes everything back. */
+        if (m->nrel < m->caprel)
+            m->rel[m->nrel++] = *off;
+    }
+    int last = --m->refs == 0;
+    pthread_mutex_unlock(&m->mu);
+    if (!last)
+        return;
+    munmap(m->base, m->size);
+    free(m->rel);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+static void lent_free(void *payload, void *user)
+{
+    (void)payload;
+    struct lent_hold *h = user;
+    map_put(h->map, &h->off);
+    free(h);
+}
+
+/* Maps the peer's pool from fd (which it closes); NULL, or why not. */
+static const char *pool_adopt(struct shm_link *s, int fd)
+{
+    const char *why = NULL;
+    struct stat st;
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
+        why = "its pool is not a sealed memfd";
+    else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)GRAN
+             || (uint64_t)st.st_size > ((uint64_t)1 << 40))
+        why = "its pool has a bad size";
+    void *p = MAP_FAILED;
+    if (why == NULL && (p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0))
+                           == MAP_FAILED)
+        why = "its pool cannot be mapped";
+    close(fd);
+    if (why != NULL)
+        return why;
+    struct pool_map *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        munmap(p, (size_t)st.st_size);
+        return "no memory for its pool";
+    }
+    pthread_mutex_init(&m->mu, NULL);
+    m->refs = 1; /* the connection's */
+    m->base = p;
+    m->size = (size_t)st.st_size;
+    m->open = 1;
+    s->rxpool = m;
+    return NULL;
+}
+
+/* A LENT event's payload from its reference: checked against the
+ * mapping, and held until the event goes. */
+static int shm_lent_in(struct conn *c, const uint8_t *ref, const uint8_t **payload, size_t *len,
+                       lahja_free_fn *free_fn, void **user)
+{
+    struct shm_link *s = link_of(c);
+    struct pool_map *m = s != NULL ? s->rxpool : NULL;
+    uint64_t off = 0, n = 0;
+    for (int i = 7; i >= 0; i--) {
+        off = off << 8 | ref[i];
+        n = n << 8 | ref[8 + i];
+    }
+    if (m == NULL || off > m->size || n > m->size - off)
+        return -EPROTO;
+    struct lent_hold *h = malloc(sizeof *h);
+    if (h == NULL)
+        return -ENOMEM;
+    pthread_mutex_lock(&m->mu);
+    m->refs++;
+    pthread_mutex_unlock(&m->mu);
+    h->map = m;
+    h->off = off;
+    *payload = m->base + off;
+    *len = (size_t)n;
+    *free_fn = lent_free;
+    *user = h;
+    return 0;
+}
+
+/* What the endpoint let go of goes back to the peer in RELEASE frames. */
+static void send_releases(struct conn *c, struct shm_link *s)
+{
+    struct pool_map *m = s->rxpool;
+    pthread_mutex_lock(&m->mu);
+    uint64_t *rel = m->rel;
+    size_t n = m->nrel;
+    m->rel = NULL;
+    m->nrel = m->caprel = 0;
+    pthread_mutex_unlock(&m->mu);
+    static uint8_t frame[LAHJA_WIRE_HEADER_SIZE + 8 * 1024];
+    for (size_t i = 0; i < n && c->state != CONN_CLOSING;) {
+        size_t k = n - i < 1024 ? n - i : 1024;
+        size_t len = lahja_wire_release_encode(frame, rel + i, k);
+        if (lahja_conn_send_frame(c, frame, len) != 0)
+            break; /* without memory: returned when the connection ends */
+        i += k;
+    }
+    free(rel);
+}
+
 static void on_pipe_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
@@ -562,6 +1002,13 @@ static void on_pipe_closed(uv_handle_t *h)
         close(s->tx_fd);
     ring_unmap(&s->tx);
     ring_unmap(&s->rx);
+    lent_return_all(c, s);
+    if (s->rxpool != NULL) {
+        pthread_mutex_lock(&s->rxpool->mu);
+        s->rxpool->open = 0; /* the peer takes back all it lent */
+        pthread_mutex_unlock(&s->rxpool->mu);
+        map_put(s->rxpool, NULL);
+    }
     free(s);
     c->io.ux.shm = NULL;
     lahja_conn_closed(c);
@@ -583,6 +1030,10 @@ const struct conn_transport lahja_shm_transport = {
     .poll = shm_poll,
     .allowed = shm_allowed,
     .close = shm_close,
+    .lendable = shm_lendable,
+    .lend = shm_lend,
+    .lent_in = shm_lent_in,
+    .released = shm_released,
 };
 
 /* ------------------------------------------------- the endpoint's part */
@@ -590,7 +1041,9 @@ const struct conn_transport lahja_shm_transport = {
 struct conn *lahja_local_conn_new(lahja_endpoint_t *ep)
 {
     struct shm_link *s = NULL;
-    if (ep->shm_ring != 0) {
+    if (ep->shm_ring != 0 && ep->shm_pool == NULL)
+        ep->shm_pool = pool_make(ep->shm_pool_size);
+    if (ep->shm_ring != 0 && ep->shm_pool != NULL) {
         s = calloc(1, sizeof *s);
         if (s != NULL && ring_make(s, ep->shm_ring) != 0) {
             free(s);
@@ -689,7 +1142,12 @@ static void on_prepare(uv_prepare_t *h)
             sched_yield();
     }
     int busy = 0;
-    lahja_link_t *l;
+    lahja_link_t *l, *tmp;
+    lahja_list_foreach_safe(l, tmp, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (is_shm(c) && c->io.ux.shm->rxpool != NULL && c->io.ux.shm->rxpool->nrel > 0)
+            send_releases(c, c->io.ux.shm);
+    }
     lahja_list_foreach(l, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
         if (!is_shm(c))
@@ -712,6 +1170,8 @@ void lahja_shm_init(lahja_endpoint_t *ep)
     size_t size = SHM_RING_MIN;
     while (size < want && size < SHM_RING_MAX)
         size <<= 1;
+    size_t pool = ep->opts.shm_pool != 0 ? ep->opts.shm_pool : SHM_POOL_DEFAULT;
+    ep->shm_pool_size = pool < 4 * (size_t)GRAN ? 4 * (size_t)GRAN : pool;
     const char *env = getenv("LAHJA_SHM");
     ep->shm_ring = ep->opts.shm_ring == SIZE_MAX || (env != NULL && strcmp(env, "0") == 0) ? 0 : size;
     uv_check_init(ep->rt->loop, &ep->shm_check);
@@ -742,4 +1202,30 @@ void lahja_shm_stop(lahja_endpoint_t *ep)
     uv_close((uv_handle_t *)&ep->shm_check, lahja_ep_handle_closed);
     uv_close((uv_handle_t *)&ep->shm_prepare, lahja_ep_handle_closed);
     uv_close((uv_handle_t *)&ep->shm_kick, lahja_ep_handle_closed);
+}
+
+void lahja_shm_free(lahja_endpoint_t *ep)
+{
+    struct shm_pool *p = ep->shm_pool;
+    ep->shm_pool = NULL;
+    if (p == NULL)
+        return;
+    /* Loaned events the program still holds keep it until they go. */
+    pthread_mutex_lock(&p->mu);
+    int now = p->live == 0;
+    p->orphan = 1;
+    pthread_mutex_unlock(&p->mu);
+    if (now)
+        pool_free(p);
+}
+
+unsigned lahja_shm_pool_live(lahja_endpoint_t *ep)
+{
+    struct shm_pool *p = ep->shm_pool;
+    if (p == NULL)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    unsigned n = p->live;
+    pthread_mutex_unlock(&p->mu);
+    return n;
 }

@@ -26,6 +26,7 @@
 #pragma GCC visibility push(hidden)
 
 struct conn;
+struct lahja_lent;
 typedef struct lahja_endpoint lahja_endpoint_t;
 
 /* What poll says of a connection (conn_transport.poll). */
@@ -58,6 +59,18 @@ struct conn_transport {
      * lahja_conn_closed(c) once its own part is closed (possibly before
      * returning).  No operation is called after this one. */
     void (*close)(struct conn *c);
+    /* Lent payloads (shm.c), NULL where the transport has none.
+     * lendable: whether ev's payload goes to c as a reference (EVENT flag
+     * LENT), the same answer for as long as ev is being queued; lend: it
+     * does, counted, its reference written; lent_in: the payload a
+     * received reference stands for, held until free_fn(payload, user)
+     * (-EPROTO: a bad reference); released: the peer gives back what was
+     * lent at off (-EPROTO: it was not). */
+    int (*lendable)(struct conn *c, const lahja_event_t *ev);
+    void (*lend)(struct conn *c, const lahja_event_t *ev, uint8_t *ref);
+    int (*lent_in)(struct conn *c, const uint8_t *ref, const uint8_t **payload, size_t *len,
+                   lahja_free_fn *free_fn, void **user);
+    int (*released)(struct conn *c, uint64_t off);
 };
 
 /* The Unix socket of a connection (unix.c). */
@@ -107,6 +120,18 @@ void lahja_shm_init(lahja_endpoint_t *ep);
 void lahja_shm_stop(lahja_endpoint_t *ep);
 void lahja_shm_kick(lahja_endpoint_t *ep);
 void lahja_shm_active(lahja_endpoint_t *ep, int delta);
+/* Blocks of the endpoint's pool not yet free (for tests). */
+unsigned lahja_shm_pool_live(lahja_endpoint_t *ep);
+/* The endpoint is freed: its pool goes, once no loaned event holds it. */
+void lahja_shm_free(lahja_endpoint_t *ep);
+/* Before ev is queued for conns[0..n): if it is large and some of them
+ * take lent payloads, its bytes go once into the pool (ev->lent). */
+void lahja_lend_prepare(lahja_endpoint_t *ep, lahja_event_t *ev, struct conn *const *conns,
+                        size_t n);
+/* An event that held a block of the pool lets go of it (any thread). */
+void lahja_lent_drop(struct lahja_lent *b);
+/* conn.c: queues a frame on c and writes it now; 0 or -ENOMEM. */
+int lahja_conn_send_frame(struct conn *c, const uint8_t *frame, size_t len);
 /* Serves ep at cfg's path: a listening socket (0600; the default base
  * directory made 0700 and ours; a stale socket there replaced, a live
  * one not: -EADDRINUSE), its connections accepted (lahja_conn_accept). */

@@ -28,7 +28,7 @@
 #define RECEIPT_BODY 8  /* count */
 #define CLOSE_BODY 4    /* reason */
 #define EVENT_ID_FLAGS (LAHJA_WIRE_REQUEST | LAHJA_WIRE_RESPONSE)
-#define EVENT_FLAGS_ALL (EVENT_ID_FLAGS | LAHJA_WIRE_LZ4)
+#define EVENT_FLAGS_ALL (EVENT_ID_FLAGS | LAHJA_WIRE_LZ4 | LAHJA_WIRE_LENT)
 
 static const uint8_t wire_magic[5] = { 'L', 'A', 'H', 'J', 'A' };
 
@@ -253,6 +253,21 @@ size_t lahja_wire_ack_encode(uint8_t out[12], uint32_t seq)
     return HDR + ACK_BODY;
 }
 
+size_t lahja_wire_release_encode(uint8_t *out, const uint64_t *offsets, size_t n)
+{
+    if (n == 0 || n > LAHJA_WIRE_RELEASE_MAX)
+        return 0;
+    put_header(out, (uint32_t)(8 * n), LAHJA_WIRE_RELEASE, 0);
+    for (size_t i = 0; i < n; i++)
+        put_u64(out + HDR + 8 * i, offsets[i]);
+    return HDR + 8 * n;
+}
+
+uint64_t lahja_wire_release_at(const uint8_t *body, size_t i)
+{
+    return get_u64(body + 8 * i);
+}
+
 size_t lahja_wire_receipt_encode(uint8_t out[LAHJA_WIRE_RECEIPT_SIZE], uint64_t count)
 {
     put_header(out, RECEIPT_BODY, LAHJA_WIRE_RECEIPT, 0);
@@ -284,8 +299,10 @@ static int event_flags_valid(uint8_t flags)
 {
     if (flags & ~EVENT_FLAGS_ALL)
         return 0;
-    /* An event either asks or answers, never both: one id field. */
-    return (flags & EVENT_ID_FLAGS) != EVENT_ID_FLAGS;
+    /* An event either asks or answers, never both: one id field; a lent
+     * payload is not compressed. */
+    return (flags & EVENT_ID_FLAGS) != EVENT_ID_FLAGS
+           && (flags & (LAHJA_WIRE_LZ4 | LAHJA_WIRE_LENT)) != (LAHJA_WIRE_LZ4 | LAHJA_WIRE_LENT);
 }
 
 /* The EVENT body's fixed fields for these (valid) flags. */
@@ -353,7 +370,8 @@ static size_t body_min(uint8_t kind, uint8_t flags)
     case LAHJA_WIRE_TYPE: return TYPE_FIXED + 1;
     case LAHJA_WIRE_RECEIPT: return RECEIPT_BODY;
     case LAHJA_WIRE_CLOSE: return CLOSE_BODY;
-    default: return event_fixed_len(flags);
+    case LAHJA_WIRE_RELEASE: return 8;
+    default: return event_fixed_len(flags) + ((flags & LAHJA_WIRE_LENT) ? LAHJA_WIRE_LENT_SIZE : 0);
     }
 }
 
@@ -365,6 +383,7 @@ static size_t body_max(uint8_t kind)
     case LAHJA_WIRE_TYPE: return TYPE_FIXED + LAHJA_WIRE_NAME_MAX;
     case LAHJA_WIRE_RECEIPT: return RECEIPT_BODY;
     case LAHJA_WIRE_CLOSE: return CLOSE_BODY;
+    case LAHJA_WIRE_RELEASE: return 8 * LAHJA_WIRE_RELEASE_MAX;
     default: return UINT32_MAX;
     }
 }
@@ -373,7 +392,7 @@ static size_t body_max(uint8_t kind)
 static int check_header(const lahja_wire_rx_t *rx, uint32_t body_len, uint8_t kind,
                         uint8_t flags, uint16_t reserved)
 {
-    if (kind < LAHJA_WIRE_HELLO || kind > LAHJA_WIRE_CLOSE || reserved != 0)
+    if (kind < LAHJA_WIRE_HELLO || kind > LAHJA_WIRE_RELEASE || reserved != 0)
         return -EPROTO;
     /* HELLO first, and only first. */
     if ((kind == LAHJA_WIRE_HELLO) == (rx->hello_done != 0))
@@ -388,6 +407,10 @@ static int check_header(const lahja_wire_rx_t *rx, uint32_t body_len, uint8_t ki
         || exceeds(body_len, (uint64_t)SSIZE_MAX - HDR))
         return -EMSGSIZE;
     if (body_len < body_min(kind, flags) || body_len > body_max(kind))
+        return -EPROTO;
+    if ((kind == LAHJA_WIRE_RELEASE && body_len % 8 != 0)
+        || (kind == LAHJA_WIRE_EVENT && (flags & LAHJA_WIRE_LENT)
+            && body_len != event_fixed_len(flags) + LAHJA_WIRE_LENT_SIZE))
         return -EPROTO;
     /* A plain SUBS entry takes at most 256 bytes, a counted unit of one
      * with flag ENTRIES SUBS_UNIT_MAX: more is over max_subs. */
@@ -558,6 +581,11 @@ static int parse_event(const lahja_wire_rx_t *rx, const uint8_t *b, size_t len, 
         payload_len -= 4;
         if (raw_len > rx->max_payload)
             return -EMSGSIZE;
+    } else if (flags & LAHJA_WIRE_LENT) {
+        uint64_t lent = get_u64(p + 8); /* the reference: checked by size above */
+        if (lent > rx->max_payload)
+            return -EMSGSIZE;
+        raw_len = (size_t)lent;
     }
     ev->type = rx->types[type_id - 1];
     ev->type_len = strlen(ev->type);
@@ -597,6 +625,10 @@ ssize_t lahja_wire_rx_next(lahja_wire_rx_t *rx, const uint8_t *buf, size_t avail
     case LAHJA_WIRE_SUBS_ACK: msg->u.ack_seq = get_u32(body); break;
     case LAHJA_WIRE_RECEIPT: msg->u.receipt = get_u64(body); break;
     case LAHJA_WIRE_CLOSE: msg->u.close_reason = get_u32(body); break;
+    case LAHJA_WIRE_RELEASE:
+        msg->u.release.body = body;
+        msg->u.release.n = body_len / 8;
+        break;
     case LAHJA_WIRE_TYPE: rc = parse_type(rx, body, body_len); break;
     default: rc = parse_event(rx, body, body_len, flags, &msg->u.event); break;
     }

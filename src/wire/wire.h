@@ -51,7 +51,8 @@ enum lahja_wire_kind {
     LAHJA_WIRE_TYPE = 4,
     LAHJA_WIRE_EVENT = 5,
     LAHJA_WIRE_RECEIPT = 6, /* feature RECEIPTS only */
-    LAHJA_WIRE_CLOSE = 7    /* feature RECEIPTS only */
+    LAHJA_WIRE_CLOSE = 7,   /* feature RECEIPTS only */
+    LAHJA_WIRE_RELEASE = 8  /* feature SHM only: lent payloads given back */
 };
 
 /* CLOSE reasons */
@@ -64,7 +65,10 @@ enum lahja_wire_close_reason {
 enum lahja_wire_event_flags {
     LAHJA_WIRE_REQUEST = 1u << 0,  /* carries a request id; a response is awaited */
     LAHJA_WIRE_RESPONSE = 1u << 1, /* carries the id of the request it answers */
-    LAHJA_WIRE_LZ4 = 1u << 2       /* payload is LZ4 (block format), raw length first */
+    LAHJA_WIRE_LZ4 = 1u << 2,      /* payload is LZ4 (block format), raw length first */
+    LAHJA_WIRE_LENT = 1u << 3      /* feature SHM only: the payload is lent, in the
+                                      sender's pool: a LAHJA_WIRE_LENT_SIZE reference
+                                      (u64 offset, u64 length) stands for it */
 };
 
 /* HELLO feature bits */
@@ -100,6 +104,10 @@ enum lahja_wire_entry_flags {
 #define LAHJA_WIRE_ORIGINS_MAX 255
 
 #define LAHJA_WIRE_RECEIPT_SIZE (LAHJA_WIRE_HEADER_SIZE + 8)
+/* A lent payload's reference: offset and length in the sender's pool. */
+#define LAHJA_WIRE_LENT_SIZE 16
+/* Offsets one RELEASE frame carries at most. */
+#define LAHJA_WIRE_RELEASE_MAX 8192
 #define LAHJA_WIRE_CLOSE_SIZE (LAHJA_WIRE_HEADER_SIZE + 4)
 
 /* ------------------------------------------------------------ names */
@@ -179,6 +187,13 @@ size_t lahja_wire_ack_encode(uint8_t out[12], uint32_t seq);
  * frames read on this connection so far.  Returns its size. */
 size_t lahja_wire_receipt_encode(uint8_t out[LAHJA_WIRE_RECEIPT_SIZE], uint64_t count);
 
+/* Writes a RELEASE frame of n (1..LAHJA_WIRE_RELEASE_MAX) pool offsets
+ * into out (LAHJA_WIRE_HEADER_SIZE + 8 n bytes); returns its size, 0 if
+ * n is out of range. */
+size_t lahja_wire_release_encode(uint8_t *out, const uint64_t *offsets, size_t n);
+/* The i-th offset of a RELEASE body (msg.u.release). */
+uint64_t lahja_wire_release_at(const uint8_t *body, size_t i);
+
 /* Writes a CLOSE frame (LAHJA_WIRE_CLOSE_SIZE bytes) giving `reason`.
  * Returns its size. */
 size_t lahja_wire_close_encode(uint8_t out[LAHJA_WIRE_CLOSE_SIZE], uint32_t reason);
@@ -226,11 +241,12 @@ typedef struct lahja_wire_event {
     const char *type;       /* the interned name (owned by the rx state),
                                NUL-terminated */
     size_t type_len;
-    uint8_t flags;          /* LAHJA_WIRE_REQUEST / RESPONSE / LZ4 */
+    uint8_t flags;          /* LAHJA_WIRE_REQUEST / RESPONSE / LZ4 / LENT */
     uint64_t id;            /* request id, 0 if neither flag */
     const uint8_t *payload; /* as sent: compressed when flags has LZ4 */
     size_t payload_len;
-    size_t raw_len;         /* uncompressed length (== payload_len without LZ4) */
+    size_t raw_len;         /* uncompressed length (== payload_len without LZ4;
+                               LENT: the lent payload's, from the reference) */
 } lahja_wire_event_t;
 
 typedef struct lahja_wire_msg {
@@ -242,6 +258,10 @@ typedef struct lahja_wire_msg {
         uint64_t receipt;   /* RECEIPT: events read so far */
         uint32_t close_reason;
         lahja_wire_event_t event;
+        struct {
+            const uint8_t *body; /* lahja_wire_release_at */
+            size_t n;
+        } release;
     } u;                    /* TYPE frames fill nothing: the rx state keeps them */
 } lahja_wire_msg_t;
 

@@ -409,6 +409,8 @@ static int task_stream_blocked(void *arg)
 static int main_stream_across_copy_boundary(void *arg)
 {
     (void)arg;
+    /* White-box: the socket transport's queue and libuv's write. */
+    setenv("LAHJA_SHM", "0", 1);
     char dir[BUS_DIR_MAX];
     bus_dir_make(dir);
     char fifo[BUS_DIR_MAX + 16];
@@ -1413,6 +1415,8 @@ static int on_big_end(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
 static int main_large_frames_then_small(void *arg)
 {
     (void)arg;
+    /* White-box: the socket transport's read buffer. */
+    setenv("LAHJA_SHM", "0", 1);
     char dir[BUS_DIR_MAX];
     bus_dir_make(dir);
     struct big_rx rx = { .peer = "big" };

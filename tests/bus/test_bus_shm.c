@@ -10,10 +10,13 @@
 #define _GNU_SOURCE
 #include "support_bus.h"
 
+#include "bus/endpoint.h" /* white-box: the pool's blocks */
+
+#include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
-#define SHM_LINE "its output comes through shared memory"
+#define SHM_LINE "writes to us through its ring"
 #define RING_HDR 4096
 
 /* Lines of /proc/self/maps that map a ring. */
@@ -216,8 +219,8 @@ BUS_MAIN_TEST(killed_peer)
 
 /* ------------------------------------------------------ bad rings */
 
-enum bad { UNSEALED, TOO_SMALL, NOT_POW2, BAD_MAGIC, NOT_MEMFD, TWO_FDS, HEAD_OUT, HEAD_LATER,
-           NO_FEATURE };
+enum bad { UNSEALED, TOO_SMALL, NOT_POW2, BAD_MAGIC, NOT_MEMFD, ONE_FD, BAD_POOL, HEAD_OUT,
+           HEAD_LATER, NO_FEATURE, LENT_OUT, RELEASE_BOGUS };
 
 struct bad_case {
     enum bad how;
@@ -244,13 +247,34 @@ static int make_ring(size_t size, int seal, void **map)
     return fd;
 }
 
+/* A pool as shm.c makes it (sealed unless told), read-only for the peer. */
+static int make_pool(size_t size, int seal)
+{
+    int fd = memfd_create("lahja-pool", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    EXPECT_TRUE(fd >= 0);
+    EXPECT_EQ(ftruncate(fd, (off_t)size), 0);
+    if (seal)
+        EXPECT_EQ(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+    return fd;
+}
+
+/* Writes n bytes into a ring at its head and publishes them. */
+static void ring_put(uint8_t *map, size_t size, const uint8_t *bytes, size_t n)
+{
+    _Atomic uint64_t *head = (_Atomic uint64_t *)(map + 64);
+    uint64_t h = atomic_load(head);
+    for (size_t i = 0; i < n; i++)
+        map[RING_HDR + (h + i) % size] = bytes[i];
+    atomic_store(head, h + n);
+}
+
 static void send_fds(int sock, const int *fds, int n)
 {
     char mark = 'S';
     struct iovec iov = { .iov_base = &mark, .iov_len = 1 };
     union {
         struct cmsghdr h;
-        char b[CMSG_SPACE(2 * sizeof(int))];
+        char b[CMSG_SPACE(3 * sizeof(int))];
     } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
@@ -278,7 +302,7 @@ static int bad_client(void *arg)
         hello[RAW_HDR + 6] = 8; /* features: bit 3, shared memory */
     raw_send(sock, hello, (size_t)(end - hello));
     void *map = NULL;
-    int fds[2] = { -1, -1 }, n = 1;
+    int fds[2] = { -1, -1 }, n = 2;
     size_t size = 64 << 10;
     switch (bc->how) {
     case UNSEALED:
@@ -297,31 +321,51 @@ static int bad_client(void *arg)
     case NOT_MEMFD:
         fds[0] = open("/dev/null", O_RDWR);
         break;
-    case TWO_FDS:
+    case ONE_FD:
         fds[0] = make_ring(size, 1, &map);
-        fds[1] = open("/dev/null", O_RDWR);
-        n = 2;
+        n = 1;
         break;
     case HEAD_OUT:
         fds[0] = make_ring(size, 1, &map);
         *(uint64_t *)((uint8_t *)map + 64) = size + 1;
         break;
-    case HEAD_LATER:
-    case NO_FEATURE:
+    default:
         fds[0] = make_ring(size, 1, &map);
         break;
     }
+    if (n == 2)
+        fds[1] = make_pool(1 << 20, bc->how != BAD_POOL);
     send_fds(sock, fds, n);
-    if (bc->how == HEAD_LATER) {
-        /* Once accepted (the endpoint says it sleeps on it), its head
-         * jumps past a whole ring, and a wake-up. */
+    if (bc->how == HEAD_LATER || bc->how == LENT_OUT || bc->how == RELEASE_BOGUS) {
+        /* Once accepted (the endpoint says it sleeps on our ring)... */
         _Atomic uint32_t *sleeps = (_Atomic uint32_t *)((uint8_t *)map + 72);
         int64_t until = bus_ms() + GUARD_MS;
         while (atomic_load(sleeps) == 0 && bus_ms() < until)
             usleep(1000);
         EXPECT_TRUE(atomic_load(sleeps) != 0);
-        _Atomic uint64_t *head = (_Atomic uint64_t *)((uint8_t *)map + 64);
-        atomic_store(head, (uint64_t)size * 3);
+        if (bc->how == HEAD_LATER) {
+            /* ...its head jumps past a whole ring. */
+            _Atomic uint64_t *head = (_Atomic uint64_t *)((uint8_t *)map + 64);
+            atomic_store(head, (uint64_t)size * 3);
+        } else {
+            /* ...frames through it: our SUBS, then a reference past the
+             * end of our pool, or a release of what we were never lent. */
+            uint8_t f[256], *e = raw_subs(f, 1, NULL, 0);
+            if (bc->how == LENT_OUT) {
+                e = raw_type(e, 1, "Big");
+                e = raw_header(e, 4 + 16, RAW_EVENT, 8 /* LENT */);
+                e = raw_u32(e, 1);
+                uint64_t off = 2 << 20, len = 100;
+                memcpy(e, &off, 8);
+                memcpy(e + 8, &len, 8);
+                e += 16;
+            } else {
+                e = raw_header(e, 8, 8 /* RELEASE */, 0);
+                memset(e, 0, 8);
+                e += 8;
+            }
+            ring_put(map, size, f, (size_t)(e - f));
+        }
         raw_send(sock, "t", 1);
     }
     uint8_t got[512];
@@ -374,10 +418,13 @@ static int main_bad_rings(void *arg)
         { NOT_POW2, "shared memory: its ring has a bad size" },
         { BAD_MAGIC, "shared memory: its ring's header is not ours" },
         { NOT_MEMFD, "shared memory: its ring is not a sealed memfd" },
-        { TWO_FDS, "shared memory: a descriptor it was not to send" },
+        { ONE_FD, "shared memory: a descriptor it was not to send" },
+        { BAD_POOL, "shared memory: its pool is not a sealed memfd" },
         { HEAD_OUT, "shared memory: its ring's indices are out of bounds" },
         { HEAD_LATER, "shared memory: the peer's ring index is out of bounds" },
         { NO_FEATURE, "shared memory: a descriptor it was not to send" },
+        { LENT_OUT, "connection from rawc: Protocol error" },
+        { RELEASE_BOGUS, "connection from rawc: Protocol error" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         bad_case_run(&cases[i]);
@@ -385,15 +432,130 @@ static int main_bad_rings(void *arg)
 }
 BUS_MAIN_TEST(bad_rings)
 
+
+/* ------------------------------------------------ lent payloads */
+
+#define LENT_N 20
+#define LENT_LEN (100 * 1000)
+
+/* Blocks of ep's pool not yet free (white-box). */
+static unsigned pool_live(lahja_endpoint_t *ep)
+{
+    return lahja_shm_pool_live(ep);
+}
+
+struct keeper {
+    lahja_event_t *kept[LENT_N];
+    int n, bad;
+};
+
+static int on_keep(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    struct keeper *k = user;
+    size_t len;
+    const uint8_t *p = lahja_event_payload(ev, &len);
+    int ok = len == LENT_LEN;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = p[i] == (uint8_t)(k->n * 7 + i);
+    k->bad += !ok;
+    if (k->n < LENT_N)
+        k->kept[k->n++] = lahja_event_ref(ev); /* keeps the lent bytes */
+    return 0;
+}
+
+/* A receiver that keeps every Big it gets, checks each, and answers how
+ * many were intact once asked (then it waits to be killed or told). */
+static int main_keeper(void *arg)
+{
+    const char *dir = arg;
+    lahja_endpoint_options_t o = bus_opts(NULL);
+    lahja_endpoint_t *ep = bus_client("keeper", &o);
+    struct keeper k = { .n = 0 };
+    lahja_subscription_t *s1 = NULL, *s2 = NULL;
+    EXPECT_EQ(lahja_subscribe(ep, "Big", on_keep, &k, &s1), 0);
+    EXPECT_EQ(bus_connect(ep, dir, "lender"), 0);
+    lahja_event_t *ask = NULL;
+    EXPECT_EQ(lahja_wait_for(ep, "Count", LAHJA_FOREVER, &ask), 0);
+    char answer[32];
+    snprintf(answer, sizeof answer, "%d %d", k.n, k.bad);
+    lahja_event_t *a = bus_event("Counted", answer);
+    EXPECT_EQ(lahja_broadcast(ep, a, NULL, lahja_deadline_in(GUARD_MS)), 0);
+    lahja_event_unref(a);
+    lahja_event_unref(ask);
+    /* Until killed: what it keeps stays lent. */
+    lahja_event_t *done = NULL;
+    EXPECT_EQ(lahja_wait_for(ep, "Done", LAHJA_FOREVER, &done), 0);
+    lahja_event_unref(done);
+    for (int i = 0; i < k.n; i++)
+        lahja_event_unref(k.kept[i]);
+    lahja_subscription_cancel(s1);
+    lahja_subscription_cancel(s2);
+    bus_close(ep);
+    return 0;
+}
+
+/* Loaned events go lent to a peer that keeps them: its copies are the
+ * very bytes, intact; the blocks stay lent while it keeps them and all
+ * come back when it is killed with SIGKILL. */
+static int main_lent_kept_then_killed(void *arg)
+{
+    (void)arg;
+    char dir[BUS_DIR_MAX];
+    bus_dir_make(dir);
+    struct bus_log log = { 0 };
+    lahja_endpoint_options_t o = bus_opts(&log);
+    lahja_endpoint_t *ep = bus_serve(dir, "lender", &o);
+    lahja_stream_t *counted = NULL;
+    EXPECT_EQ(lahja_stream_open(ep, "Counted", 0, NULL, &counted), 0);
+    bus_child_t kc = bus_fork(main_keeper, dir);
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "keeper", "Big", deadline), 0);
+    for (int i = 0; i < LENT_N; i++) {
+        lahja_event_t *ev = NULL;
+        void *buf = NULL;
+        EXPECT_EQ(lahja_event_loan(ep, "Big", LENT_LEN, &ev, &buf), 0);
+        for (size_t j = 0; j < LENT_LEN; j++)
+            ((uint8_t *)buf)[j] = (uint8_t)(i * 7 + j);
+        EXPECT_EQ(lahja_broadcast(ep, ev, NULL, deadline), 0);
+        lahja_event_unref(ev);
+    }
+    EXPECT_EQ(lahja_wait_until_delivered(ep, deadline), 0);
+    lahja_event_t *ask = bus_event("Count", NULL);
+    EXPECT_EQ(lahja_broadcast(ep, ask, NULL, deadline), 0);
+    lahja_event_unref(ask);
+    lahja_event_t *ans = NULL;
+    EXPECT_EQ(lahja_stream_next(counted, deadline, &ans), 0);
+    char want[32];
+    snprintf(want, sizeof want, "%d 0", LENT_N);
+    EXPECT_TRUE(bus_payload_is(ans, want));
+    lahja_event_unref(ans);
+    EXPECT_EQ(pool_live(ep), (unsigned)LENT_N); /* ours are gone; the keeper's are not */
+    EXPECT_EQ(kill(kc.pid, SIGKILL), 0);
+    EXPECT_TRUE(WIFSIGNALED(bus_child_wait(&kc)));
+    bus_wait_disconnected(ep, "keeper");
+    while (pool_live(ep) != 0 && lahja_now() < deadline)
+        EXPECT_EQ(lahja_sleep(1), 0);
+    EXPECT_EQ(pool_live(ep), 0u);
+    lahja_stream_close(counted);
+    bus_close(ep);
+    EXPECT_EQ(ring_maps(), 0);
+    bus_dir_remove(dir);
+    return 0;
+}
+BUS_MAIN_TEST(lent_kept_then_killed)
+
 int main(void)
 {
     bus_filter_from_env();
+    unsetenv("LAHJA_SHM"); /* the transport under test, even in the socket-only run */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_rings),
         cmocka_unit_test(test_default_rings),
         cmocka_unit_test(test_one_side_without),
         cmocka_unit_test(test_killed_peer),
         cmocka_unit_test(test_bad_rings),
+        cmocka_unit_test(test_lent_kept_then_killed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
