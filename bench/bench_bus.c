@@ -30,7 +30,9 @@
  * 0 and the others on CPU 1 (as the peers' driver does).
  * LAHJA_BUSY_POLL_US and LAHJA_HIGH_WATER set every endpoint's busy_poll_us
  * and high_water; LAHJA_NO_STATS=1 its no_stats (what the built-in
- * statistics request costs).
+ * statistics request costs).  LAHJA_BENCH_LOAN=1 makes large payloads
+ * (64 KiB and more) with lahja_event_loan, writing only their sequence
+ * number: what a program that builds its payload in place pays.
  *
  * Across hosts (thr and lat): with LAHJA_BENCH_NATS=URLS every endpoint
  * joins that NATS cluster as a host of its own, so that every connection
@@ -64,6 +66,7 @@
 #define MAX_PROCS 64
 
 static const char *dir;
+static int loan_mode;            /* LAHJA_BENCH_LOAN */
 static const char *nats_urls;    /* LAHJA_BENCH_NATS, or the child's */
 static char nats_prefix[32];     /* this run's, shared with the children */
 
@@ -335,9 +338,19 @@ static int send_seq(lahja_endpoint_t *ep, const char *type, uint8_t *buf, size_t
         memcpy(buf, &seq, sizeof seq);
         return lahja_broadcast_bytes(ep, type, buf, size, cfg, deadline);
     }
+    lahja_event_t *ev;
+    if (loan_mode) {
+        void *lent;
+        int rc = lahja_event_loan(ep, type, size, &ev, &lent);
+        if (rc != 0)
+            return rc;
+        memcpy(lent, &seq, sizeof seq);
+        rc = lahja_broadcast(ep, ev, cfg, deadline);
+        lahja_event_unref(ev);
+        return rc;
+    }
     uint8_t *own = pool_get(buf, size);
     memcpy(own, &seq, sizeof seq);
-    lahja_event_t *ev;
     int rc = lahja_event_wrap(type, own, size, pool_put, NULL, &ev);
     if (rc != 0) {
         pool_put(own, NULL);
@@ -1165,6 +1178,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     pin(0);
     alarm(600); /* a safety net: nothing here takes that long */
+    loan_mode = getenv("LAHJA_BENCH_LOAN") != NULL && strcmp(getenv("LAHJA_BENCH_LOAN"), "1") == 0;
     nats_urls = getenv("LAHJA_BENCH_NATS");
     if (nats_urls != NULL && *nats_urls == '\0')
         nats_urls = NULL;
