@@ -20,9 +20,10 @@
  * at all.  The same for a writer waiting for room (writer_waits).  The
  * flag and the index are each written, then the other read, behind a
  * full fence on both sides, so one of the two always sees the other.
- * While a request of ours waits for its response, the loop spins on the
- * rings for a while before sleeping (SPIN_NS): across CPUs a response
- * then costs no wake-up of ours.
+ * While a request of ours waits for its response, and for a while after
+ * a ring last gave us bytes, the loop watches the rings before it sleeps
+ * (SPIN_NS, yielding the CPU each time round): across CPUs a response,
+ * or the next request of a busy peer, then costs no wake-up.
  *
  * Lent payloads.  An endpoint also has a pool (a second sealed memfd,
  * lahja_endpoint_options_t.shm_pool) that every peer of its gets with
@@ -69,7 +70,7 @@
 #define SHM_RING_DEFAULT (4u << 20)
 #define SHM_RING_MAX (1u << 30)
 #define SHM_MARK 'S'
-#define SPIN_NS 50000                    /* spun for a response, per turn */
+#define SPIN_NS 50000                    /* spun for a response, or after data */
 #define PEND_IOV 256
 #define SHM_POOL_DEFAULT (256u << 20)
 #define GRAN (64u << 10)                 /* the pool's unit */
@@ -439,6 +440,7 @@ static void rx_drain(struct conn *c)
         memcpy(room.base + first, s->rx.data, len - first);
         s->rx_tail += len;
         atomic_store_explicit(&s->rx.hdr->tail, s->rx_tail, memory_order_release);
+        c->ep->shm_rx_ns = uv_hrtime();
         tell(c, &s->rx.hdr->writer_waits);
         lahja_conn_read(c, (ssize_t)len);
     }
@@ -1136,10 +1138,16 @@ static void on_check(uv_check_t *h)
 static void on_prepare(uv_prepare_t *h)
 {
     lahja_endpoint_t *ep = h->data;
-    if (!lahja_list_empty(&ep->pending) && !anything(ep)) {
-        uint64_t until = uv_hrtime() + SPIN_NS;
-        while (!anything(ep) && uv_hrtime() < until)
-            sched_yield();
+    /* What this turn queued goes out first: the peer may be spinning. */
+    lahja_ep_flush(ep);
+    uint64_t now = uv_hrtime(), until = 0;
+    if (!lahja_list_empty(&ep->pending))
+        until = now + SPIN_NS;      /* a response is due */
+    else if (now - ep->shm_rx_ns < SPIN_NS)
+        until = ep->shm_rx_ns + SPIN_NS; /* more may follow what came */
+    while (now < until && !anything(ep)) {
+        sched_yield();
+        now = uv_hrtime();
     }
     int busy = 0;
     lahja_link_t *l, *tmp;
