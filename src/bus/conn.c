@@ -1474,6 +1474,8 @@ static int on_event(struct conn *c, const lahja_wire_event_t *w)
     }
     c->rx_events++;
     c->rx_payload += w->raw_len;
+    if (w->flags & LAHJA_WIRE_REQUEST)
+        ep->request_ns = uv_hrtime(); /* shm.c watches for the next one a while */
     lahja_event_t ev = {
         .refs = 1, .bound = 1, .borrowed = 1,
         .is_request = (w->flags & LAHJA_WIRE_REQUEST) != 0,

@@ -434,7 +434,7 @@ struct lahja_endpoint {
     size_t shm_pool_size;        /* bytes of the pool, made at the first ring */
     struct shm_pool *shm_pool;   /* payloads lent to the peers */
     int shm_conns;               /* connections using rings */
-    uint64_t shm_rx_ns;          /* uv_hrtime() of the last bytes a ring gave */
+    uint64_t request_ns;         /* uv_hrtime() when a peer's request last came */
     uv_check_t shm_check;        /* reads the rings after each poll */
     uv_prepare_t shm_prepare;    /* says we sleep, before each poll */
     uv_idle_t shm_kick;          /* one turn without sleeping */

@@ -21,9 +21,11 @@
  * flag and the index are each written, then the other read, behind a
  * full fence on both sides, so one of the two always sees the other.
  * While a request of ours waits for its response, and for a while after
- * a ring last gave us bytes, the loop watches the rings before it sleeps
+ * a request came to us, the loop watches the rings before it sleeps
  * (SPIN_NS, yielding the CPU each time round): across CPUs a response,
- * or the next request of a busy peer, then costs no wake-up.
+ * or the next request of a busy peer, then costs no wake-up.  A stream
+ * of events does not make it spin: its reader would only take the CPU
+ * from the writer.
  *
  * Lent payloads.  An endpoint also has a pool (a second sealed memfd,
  * lahja_endpoint_options_t.shm_pool) that every peer of its gets with
@@ -440,7 +442,6 @@ static void rx_drain(struct conn *c)
         memcpy(room.base + first, s->rx.data, len - first);
         s->rx_tail += len;
         atomic_store_explicit(&s->rx.hdr->tail, s->rx_tail, memory_order_release);
-        c->ep->shm_rx_ns = uv_hrtime();
         tell(c, &s->rx.hdr->writer_waits);
         lahja_conn_read(c, (ssize_t)len);
     }
@@ -1143,8 +1144,8 @@ static void on_prepare(uv_prepare_t *h)
     uint64_t now = uv_hrtime(), until = 0;
     if (!lahja_list_empty(&ep->pending))
         until = now + SPIN_NS;      /* a response is due */
-    else if (now - ep->shm_rx_ns < SPIN_NS)
-        until = ep->shm_rx_ns + SPIN_NS; /* more may follow what came */
+    else if (now - ep->request_ns < SPIN_NS)
+        until = ep->request_ns + SPIN_NS; /* the next request may follow */
     while (now < until && !anything(ep)) {
         sched_yield();
         now = uv_hrtime();
