@@ -632,8 +632,18 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
     if (ep == NULL || type == NULL || (payload == NULL && len > 0))
         return -EINVAL;
     size_t tlen = strlen(type);
-    if (!lahja_event_type_valid(type, tlen))
-        return -EINVAL;
+    /* A run of broadcasts of one type checks and hashes it once. */
+    uint64_t hash;
+    if (tlen == ep->bytes_tlen && memcmp(type, ep->bytes_type, tlen) == 0) {
+        hash = ep->bytes_hash;
+    } else {
+        if (!lahja_event_type_valid(type, tlen))
+            return -EINVAL;
+        hash = lahja_strmap_hash(type, tlen);
+        memcpy(ep->bytes_type, type, tlen);
+        ep->bytes_tlen = tlen;
+        ep->bytes_hash = hash;
+    }
     if (len > BYTES_STACK_MAX) {
         lahja_event_t *ev;
         int rc = lahja_event_make(type, tlen, NULL, payload, len, &ev);
@@ -645,7 +655,7 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
     /* Never referenced beyond this call: lahja_event_ref copies it. */
     lahja_event_t ev = {
         .refs = 1, .on_stack = 1,
-        .type = type, .type_len = tlen,
+        .type = type, .type_len = tlen, .hash = hash, .hashed = 1,
         .payload = payload, .len = len,
     };
     int rc = broadcast(ep, &ev, cfg, deadline, 0);

@@ -435,6 +435,11 @@ struct lahja_endpoint {
     struct shm_pool *shm_pool;   /* payloads lent to the peers */
     int shm_conns;               /* connections using rings */
     uint64_t request_ns;         /* uv_hrtime() when a peer's request last came */
+    /* lahja_broadcast_bytes's last type, checked and hashed (bytes_tlen 0:
+     * none yet; types are 1..255 bytes). */
+    char bytes_type[LAHJA_WIRE_NAME_MAX];
+    size_t bytes_tlen;
+    uint64_t bytes_hash;
     uv_check_t shm_check;        /* reads the rings after each poll */
     uv_prepare_t shm_prepare;    /* says we sleep, before each poll */
     uv_idle_t shm_kick;          /* one turn without sleeping */
