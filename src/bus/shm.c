@@ -416,15 +416,22 @@ static int shm_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
 
 /* --------------------------------------------------------- reading */
 
-/* Reads what the peer's ring holds, as the connection takes it. */
+/* Reads what the peer's ring holds, as the connection takes it: at most
+ * a ring's worth per call, so that a peer that never stops writing
+ * cannot hold the loop (the rest is read on the next turn). */
 static void rx_drain(struct conn *c)
 {
     struct shm_link *s = link_of(c);
+    uint64_t budget = s->rx_on ? s->rx.size : 0;
     while (c->state != CONN_CLOSING && s->rx_on) {
         uint64_t head = atomic_load_explicit(&s->rx.hdr->head, memory_order_acquire);
         uint64_t avail = head - s->rx_tail;
         if (avail == 0)
             return;
+        if (budget == 0) {
+            lahja_shm_kick(c->ep);
+            return;
+        }
         if (avail > s->rx.size) {
             lahja_conn_close(c, -EPROTO, "shared memory: the peer's ring index is out of bounds");
             return;
@@ -436,6 +443,9 @@ static void rx_drain(struct conn *c)
             return;
         }
         size_t len = avail < room.len ? (size_t)avail : room.len;
+        if (len > budget)
+            len = (size_t)budget;
+        budget -= len;
         size_t at = (size_t)(s->rx_tail & (s->rx.size - 1));
         size_t first = s->rx.size - at < len ? s->rx.size - at : len;
         memcpy(room.base, s->rx.data + at, first);
