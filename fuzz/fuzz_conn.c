@@ -393,6 +393,7 @@ struct client {
     int tx_on;                /* a good offer went: its output goes to tx */
     uint8_t wake;             /* SHM_WAKE_* */
     struct cring ring_rx;     /* the endpoint's, once its marker came */
+    int ring_rx_fd;           /* its memfd, to send back (SHM_OFFER) */
     int rx_on;
     int rx_scribbled;         /* it moved the endpoint's indices: reads unchecked */
 };
@@ -606,6 +607,8 @@ static void client_reset(struct client *c)
     lahja_wire_tx_free(&c->tx);
     lahja_wire_rx_free(&c->rx);
     lahja_strmap_free(&c->subs);
+    if (c->ring_rx_fd > 0)
+        close(c->ring_rx_fd);
     memset(c, 0, sizeof *c);
     c->fd = -1;
     c->named = -1;
@@ -906,7 +909,7 @@ static void ring_take(struct client *c, int fd)
     CHECK((size & (size - 1)) == 0);
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     CHECK(p != MAP_FAILED);
-    close(fd);
+    c->ring_rx_fd = fd;
     struct ring_hdr *h = p;
     c->ring_rx = (struct cring){ .hdr = h, .data = (uint8_t *)p + RING_HDR, .size = size,
                             .map_len = (size_t)st.st_size };
@@ -1738,7 +1741,13 @@ static void op_shm_offer(struct in *in)
         }
         break;
     case SHM_NOT_MEMFD:
-        if (sub & 1) {
+        if (sub % 3 == 2 && c->ring_rx_fd > 0) {
+            /* The endpoint's own ring, sent back: a good one, but what
+             * it reads from it is its own output. */
+            fds[0] = fcntl(c->ring_rx_fd, F_DUPFD_CLOEXEC, 0);
+            CHECK(fds[0] >= 0);
+            untracked = 1;
+        } else if (sub % 3 == 1) {
             int pp[2];
             CHECK(pipe2(pp, O_CLOEXEC) == 0);
             close(pp[1]);

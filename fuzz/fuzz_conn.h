@@ -80,8 +80,9 @@
  *                          bad size ((mode >> 3) % 3: not a power of two,
  *                          too small, too large), 3 a bad header ((mode >>
  *                          3) % 4: magic, version, size field, head past
- *                          the ring), 4 no memfd (bit 3: a pipe, else
- *                          /dev/null), 5 two rings in one message, 6 a
+ *                          the ring), 4 not c's memfd ((mode >> 3) % 3:
+ *                          /dev/null, a pipe, the endpoint's own ring c
+ *                          read), 5 two rings in one message, 6 a
  *                          good ring before what c has not sent yet (its
  *                          HELLO, often), 7 a good ring's memfd opened
  *                          read-only.  After a good offer (0, 6, 7) c's

@@ -1106,6 +1106,14 @@ static void shared_memory(const char *dir)
             pump(p);
         });
     }
+    SEED("shm_echo", { /* the endpoint's ring back: it reads its own frames */
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_B);
+        shm_offer(p, 0, SHM_NOT_MEMFD | 2 << 3);
+        pump(p);
+        broadcast(p, T_B, Z64, 5, 0);
+        pump(p);
+    });
     SEED("shm_bad_early", {
         subscribe(p, T_A, 0);
         open_(p, 0);
