@@ -1106,6 +1106,47 @@ static void shared_memory(const char *dir)
             pump(p);
         });
     }
+    SEED("shm_replaces", {
+        /* The old connection's ring is read to its end first. */
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_A);
+        shm_offer(p, 0, SHM_GOOD);
+        open_other(p, 1);
+        pump(p);
+        hello(p, 1, ALPHA, all);
+        subs1(p, 1, T_A);
+        send_(p, 1, 0);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        send_(p, 0, 0);
+        shut(p, 0, 0);
+        run(p, 1);
+        pump(p);
+    });
+    SEED("shm_replaces_unread_marker", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_A);
+        open_other(p, 1);
+        pump(p);
+        hello(p, 1, ALPHA, all);
+        subs1(p, 1, T_A);
+        send_(p, 1, 0);
+        shm_offer(p, 0, SHM_GOOD);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        send_(p, 0, 0);
+        shut(p, 0, 0);
+        run(p, 1);
+        pump(p);
+    });
+    SEED("shm_poke_ep_tail_while_full", {
+        /* A tail ahead of what the endpoint wrote, while a write of it
+         * waits for room. */
+        peer(p, 0, ALPHA, all, T_B);
+        broadcast(p, T_B, Z200K, 6, 0);
+        run(p, 2);
+        shm_poke(p, 0, SHM_TAIL | SHM_EP_RING | 2 << 4, 9);
+        run(p, 2);
+        pump(p);
+    });
     SEED("shm_echo", { /* the endpoint's ring back: it reads its own frames */
         subscribe(p, T_A, 0);
         peer(p, 0, ALPHA, all, T_B);
