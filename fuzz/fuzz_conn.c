@@ -1743,10 +1743,12 @@ static void op_shm_offer(struct in *in)
     case SHM_NOT_MEMFD:
         if (sub % 3 == 2 && c->ring_rx_fd > 0) {
             /* The endpoint's own ring, sent back: a good one, but what
-             * it reads from it is its own output. */
+             * it reads from it is its own output, and as its reader it
+             * moves the tail c reads behind. */
             fds[0] = fcntl(c->ring_rx_fd, F_DUPFD_CLOEXEC, 0);
             CHECK(fds[0] >= 0);
             untracked = 1;
+            c->rx_scribbled = 1;
         } else if (sub % 3 == 1) {
             int pp[2];
             CHECK(pipe2(pp, O_CLOEXEC) == 0);
