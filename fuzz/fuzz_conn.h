@@ -74,22 +74,22 @@
  *                          names[2]), which it listens as
  *   SHM_OFFER c mode:u8    client c sends its shared-memory marker with a
  *                          ring of its own (docs/protocol.md, "Shared
- *                          memory"); mode % 8: 0 a good ring (bit 3: of
- *                          128 KiB, not 64; bit 4: its indices start just
- *                          below 2^64, to wrap), 1 an unsealed memfd, 2 a
- *                          bad size ((mode >> 3) % 3: not a power of two,
- *                          too small, too large), 3 a bad header ((mode >>
- *                          3) % 4: magic, version, size field, head past
- *                          the ring), 4 not c's memfd ((mode >> 3) % 3:
- *                          /dev/null, a pipe, the endpoint's own ring c
- *                          read), 5 two rings in one message, 6 a
- *                          good ring before what c has not sent yet (its
- *                          HELLO, often), 7 a good ring's memfd opened
- *                          read-only.  After a good offer (0, 6, 7) c's
- *                          output (SEND) goes into its ring as room
- *                          allows, with a wake-up byte on the socket when
- *                          the endpoint said it sleeps; bit 5: a wake-up
- *                          after every write, bit 6: none ever
+ *                          memory"); mode % 8: 0 a good ring, 1 an
+ *                          unsealed memfd, 2 a bad size ((mode >> 3) % 3:
+ *                          not a power of two, too small, too large), 3 a
+ *                          bad header ((mode >> 3) % 4: magic, version,
+ *                          size field, head past the ring), 4 not c's
+ *                          memfd ((mode >> 3) % 3: /dev/null, a pipe, the
+ *                          endpoint's own ring c read), 5 two rings in one
+ *                          message, 6 a good ring before what c has not
+ *                          sent yet (its HELLO, often), 7 a good ring's
+ *                          memfd opened read-only.  A good ring (0, 6, 7)
+ *                          is of 64 KiB (bit 3: 128 KiB), its indices at 0
+ *                          (bit 4: just below 2^64, to wrap).  After a
+ *                          good offer c's output (SEND) goes into its ring
+ *                          as room allows, with a wake-up byte on the
+ *                          socket when the endpoint said it sleeps; bit 5:
+ *                          a wake-up after every write, bit 6: none ever
  *   SHM_POKE c field:u8 value:u64
  *                          scribble on a ring's header: field bits 0-2
  *                          modulo 6 pick head, tail, reader_sleeps,
@@ -145,8 +145,8 @@ enum shm_offer { SHM_GOOD, SHM_UNSEALED, SHM_BAD_SIZE, SHM_BAD_HEADER, SHM_NOT_M
 enum shm_field { SHM_HEAD, SHM_TAIL, SHM_READER_SLEEPS, SHM_WRITER_WAITS, SHM_SIZE, SHM_MAGIC,
                  SHM_FIELDS };
 #define SHM_EP_RING 0x08   /* SHM_POKE: the endpoint's ring */
-#define SHM_BIG 0x08       /* SHM_OFFER good: 128 KiB */
-#define SHM_WRAP 0x10      /* SHM_OFFER good: indices near 2^64 */
+#define SHM_BIG 0x08       /* SHM_OFFER, a good ring: 128 KiB */
+#define SHM_WRAP 0x10      /* SHM_OFFER, a good ring: indices near 2^64 */
 #define SHM_WAKE_ALWAYS 0x20
 #define SHM_WAKE_NEVER 0x40
 
