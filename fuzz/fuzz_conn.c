@@ -32,19 +32,30 @@
  *    response of the type it expects; the waits return when their
  *    condition holds;
  *  - once every client has closed, the endpoint lets go of all of them
- *    within a bounded number of loop turns, and has no peer left.
+ *    within a bounded number of loop turns, and has no peer left;
+ *  - after each input the endpoint holds no more descriptors and no more
+ *    mappings of rings than before it.
+ * Clients that announce feature bit 3 speak the shared-memory transport
+ * too (SHM_OFFER, and READ of the endpoint's ring), and scribble on the
+ * rings' headers (SHM_POKE): the endpoint must end such a connection or
+ * go on, never crash, hang or deliver what it did not get.
  * Checks that depend on what the clients sent are off for the rest of an
  * input once a client sent raw bytes (what they meant is unknown here).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -89,6 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int vclock_on;
 static uint64_t vclock_ns;
+static int spinning(void);
 
 typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
 
@@ -104,6 +116,12 @@ int clock_gettime(clockid_t id, struct timespec *ts)
                       || id == CLOCK_MONOTONIC_RAW || id == CLOCK_BOOTTIME)) {
         ts->tv_sec = (time_t)(vclock_ns / 1000000000u);
         ts->tv_nsec = (long)(vclock_ns % 1000000000u);
+        /* Before sleeping with a request pending, the endpoint watches
+         * its rings for a while (shm.c, SPIN_NS): a clock standing still
+         * would keep it there for ever.  Then each read moves it 1 us,
+         * far below the timeouts' milliseconds. */
+        if (spinning())
+            vclock_ns += 1000;
         return 0;
     }
     return real(id, ts);
@@ -309,6 +327,38 @@ static const int listen_names[N_LISTEN] = { 0, 2 };
 static char listen_path[N_LISTEN][128];
 static int listen_fd[N_LISTEN] = { -1, -1 };
 
+/* A ring of the shared-memory transport as a client sees it: the header
+ * as docs/protocol.md lays it out (and shm.c's struct shm_hdr). */
+#define RING_HDR 4096
+#define RING_MAGIC 0x314d48536a686c61ULL
+#define RING_VERSION 1
+#define RING_MIN (64u << 10)
+#define RING_MAX (1u << 30)
+#define RING_MARK 'S'
+
+struct ring_hdr {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t hdr_size;
+    uint64_t size;
+    _Alignas(64) _Atomic uint64_t head;
+    _Atomic uint32_t reader_sleeps;
+    _Alignas(64) _Atomic uint64_t tail;
+    _Atomic uint32_t writer_waits;
+};
+
+_Static_assert(offsetof(struct ring_hdr, head) == 64 && offsetof(struct ring_hdr, reader_sleeps) == 72
+               && offsetof(struct ring_hdr, tail) == 128
+               && offsetof(struct ring_hdr, writer_waits) == 136, "the protocol's layout");
+
+struct cring {
+    struct ring_hdr *hdr;     /* NULL: none */
+    uint8_t *data;
+    uint64_t size;            /* from the file, never from the header */
+    size_t map_len;
+    uint64_t idx;             /* ours: head (we write) or tail (we read) */
+};
+
 struct client {
     int fd;                   /* -1: none */
     struct buf out;           /* built; written up to out_off */
@@ -336,6 +386,16 @@ struct client {
     uint64_t req_seen[2];     /* the endpoint's last request ids */
     uint64_t events_read;
     uint64_t receipt;         /* the endpoint's last RECEIPT */
+    uint32_t ep_features;     /* what the endpoint's HELLO announced, */
+    int ep_hello;             /* once it came */
+    /* the shared-memory transport */
+    struct cring ring_tx;     /* its ring (SHM_OFFER), the endpoint reads it */
+    int tx_on;                /* a good offer went: its output goes to tx */
+    uint8_t wake;             /* SHM_WAKE_* */
+    struct cring ring_rx;     /* the endpoint's, once its marker came */
+    int ring_rx_fd;           /* its memfd, to send back (SHM_OFFER) */
+    int rx_on;
+    int rx_scribbled;         /* it moved the endpoint's indices: reads unchecked */
 };
 
 static struct client clients[MAX_CLIENTS];
@@ -532,12 +592,23 @@ static struct client *client_at(struct in *in)
 
 /* The buffers stay, emptied, for the next connection: the harness's
  * own memory, bounded, and no page faults to refill them each input. */
+static void cring_unmap(struct cring *r)
+{
+    if (r->hdr != NULL)
+        CHECK(munmap(r->hdr, r->map_len) == 0);
+    memset(r, 0, sizeof *r);
+}
+
 static void client_reset(struct client *c)
 {
     struct buf out = c->out, in = c->in;
+    cring_unmap(&c->ring_tx);
+    cring_unmap(&c->ring_rx);
     lahja_wire_tx_free(&c->tx);
     lahja_wire_rx_free(&c->rx);
     lahja_strmap_free(&c->subs);
+    if (c->ring_rx_fd > 0)
+        close(c->ring_rx_fd);
     memset(c, 0, sizeof *c);
     c->fd = -1;
     c->named = -1;
@@ -622,6 +693,43 @@ static uint8_t *client_frame(struct client *c, size_t n)
     return p;
 }
 
+/* One wake-up byte on c's socket; a full or gone socket loses it, as
+ * the protocol allows. */
+static void client_wake(struct client *c)
+{
+    char b = 'w';
+    if (send(c->fd, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        CHECK(errno == EAGAIN || errno == EPIPE || errno == ECONNRESET);
+}
+
+/* Writes up to k of the pending bytes into c's ring, as its room allows
+ * (a tail c scribbled on counts as no room); returns how many went. */
+static size_t ring_send(struct client *c, size_t k)
+{
+    struct cring *r = &c->ring_tx;
+    uint64_t tail = atomic_load_explicit(&r->hdr->tail, memory_order_acquire);
+    uint64_t used = r->idx - tail;
+    size_t room = used > r->size ? 0 : (size_t)(r->size - used);
+    size_t n = k < room ? k : room;
+    if (n < k) /* the endpoint tells us of room */
+        atomic_store_explicit(&r->hdr->writer_waits, 1, memory_order_relaxed);
+    if (n == 0)
+        return 0;
+    const uint8_t *src = c->out.p + c->out_off;
+    size_t at = (size_t)(r->idx & (r->size - 1));
+    size_t first = r->size - at < n ? r->size - at : n;
+    memcpy(r->data + at, src, first);
+    memcpy(r->data, src + first, n - first);
+    r->idx += n;
+    atomic_store_explicit(&r->hdr->head, r->idx, memory_order_release);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!(c->wake & SHM_WAKE_NEVER)
+        && (atomic_exchange_explicit(&r->hdr->reader_sleeps, 0, memory_order_relaxed) != 0
+            || (c->wake & SHM_WAKE_ALWAYS)))
+        client_wake(c);
+    return n;
+}
+
 /* Writes up to k bytes of the pending output; returns how many went. */
 static size_t client_send(struct client *c, size_t k)
 {
@@ -630,6 +738,13 @@ static size_t client_send(struct client *c, size_t k)
         return 0;
     if (k == 0 || k > pending)
         k = pending;
+    if (c->tx_on) {
+        size_t n = ring_send(c, k);
+        c->out_off += n;
+        if (c->out_off == c->out.len)
+            c->out.len = c->out_off = 0;
+        return n;
+    }
     ssize_t n = send(c->fd, c->out.p + c->out_off, k, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
         CHECK(errno == EAGAIN || errno == EPIPE || errno == ECONNRESET);
@@ -680,9 +795,13 @@ static void on_ep_message(struct client *c, const lahja_wire_msg_t *m, size_t fr
     switch (m->kind) {
     case LAHJA_WIRE_HELLO:
         CHECK(strcmp(m->u.hello.name, EP_NAME) == 0);
-        CHECK(m->u.hello.features
+        /* Shared memory unless its ring could not be made. */
+        CHECK((m->u.hello.features & ~(uint32_t)LAHJA_WIRE_FEAT_SHM)
               == (LAHJA_WIRE_FEAT_LZ4 | LAHJA_WIRE_FEAT_RECEIPTS | LAHJA_WIRE_FEAT_PATTERNS));
         CHECK(m->u.hello.max_frame == MAX_PAYLOAD + LAHJA_WIRE_EVENT_PREFIX_MAX);
+        CHECK(!c->ep_hello);
+        c->ep_hello = 1;
+        c->ep_features = m->u.hello.features;
         break;
     case LAHJA_WIRE_SUBS:
         CHECK(m->u.subs.seq == c->ep_subs_seq + 1);
@@ -750,27 +869,152 @@ static void on_ep_eof(struct client *c)
         CHECK(!lahja_is_connected_to(ep, e->s));
 }
 
+/* Reads c's socket into [into, into + len), and the descriptors that
+ * came with the bytes into fds[0..*nfds); recvmsg's count. */
+static ssize_t client_recv(struct client *c, void *into, size_t len, int *fds, int *nfds)
+{
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(4 * sizeof(int))];
+    } ctl;
+    struct iovec iov = { .iov_base = into, .iov_len = len };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                        .msg_controllen = sizeof ctl.b };
+    *nfds = 0;
+    ssize_t n = recvmsg(c->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return n;
+    CHECK(!(m.msg_flags & MSG_CTRUNC)); /* the endpoint sends one ring, in one message */
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm != NULL; cm = CMSG_NXTHDR(&m, cm)) {
+        CHECK(cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS);
+        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t j = 0; j < k; j++) {
+            CHECK(*nfds < 4);
+            memcpy(&fds[(*nfds)++], CMSG_DATA(cm) + j * sizeof(int), sizeof(int));
+        }
+    }
+    return n;
+}
+
+/* The endpoint's ring came (fd, closed here): it must be what the
+ * protocol says, a sealed memfd of a good size with the header, fresh. */
+static void ring_take(struct client *c, int fd)
+{
+    int seals = fcntl(fd, F_GET_SEALS);
+    CHECK(seals >= 0 && (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) == (F_SEAL_SHRINK | F_SEAL_GROW));
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0 && S_ISREG(st.st_mode));
+    CHECK(st.st_size >= RING_HDR + RING_MIN && st.st_size <= (off_t)RING_HDR + RING_MAX);
+    uint64_t size = (uint64_t)st.st_size - RING_HDR;
+    CHECK((size & (size - 1)) == 0);
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    CHECK(p != MAP_FAILED);
+    c->ring_rx_fd = fd;
+    struct ring_hdr *h = p;
+    c->ring_rx = (struct cring){ .hdr = h, .data = (uint8_t *)p + RING_HDR, .size = size,
+                            .map_len = (size_t)st.st_size };
+    CHECK(h->magic == RING_MAGIC && h->version == RING_VERSION && h->hdr_size == RING_HDR
+          && h->size == size);
+    if (print_log)
+        fprintf(stderr, "client %d: the endpoint's ring, %llu bytes\n", (int)(c - clients),
+                (unsigned long long)size);
+    c->ring_rx.idx = atomic_load_explicit(&h->tail, memory_order_acquire);
+    CHECK(c->ring_rx.idx == 0);
+    CHECK(atomic_load_explicit(&h->head, memory_order_acquire) <= size);
+    c->rx_on = 1;
+}
+
+/* Reads what the endpoint's ring holds, and checks it as socket bytes;
+ * says it sleeps once the ring is empty.  Returns the bytes read. */
+static size_t ring_read(struct client *c)
+{
+    struct cring *r = &c->ring_rx;
+    size_t total = 0;
+    if (!c->rx_on || c->rd_shut)
+        return 0;
+    for (;;) {
+        uint64_t head = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
+        uint64_t avail = head - r->idx;
+        if (avail > r->size) {
+            /* The endpoint keeps its head within the ring, unless we
+             * moved the indices under it. */
+            CHECK(c->rx_scribbled);
+            break;
+        }
+        if (avail == 0) {
+            atomic_store_explicit(&r->hdr->reader_sleeps, 1, memory_order_relaxed);
+            break;
+        }
+        if (!c->rx_scribbled) { /* else what comes is anything: dropped */
+            buf_reserve(&c->in, (size_t)avail);
+            size_t at = (size_t)(r->idx & (r->size - 1));
+            size_t first = r->size - at < avail ? (size_t)(r->size - at) : (size_t)avail;
+            memcpy(c->in.p + c->in.len, r->data + at, first);
+            memcpy(c->in.p + c->in.len + first, r->data, (size_t)avail - first);
+            c->in.len += (size_t)avail;
+        }
+        r->idx += avail;
+        atomic_store_explicit(&r->hdr->tail, r->idx, memory_order_release);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_exchange_explicit(&r->hdr->writer_waits, 0, memory_order_relaxed) != 0)
+            client_wake(c);
+        total += (size_t)avail;
+        if (!c->rx_scribbled)
+            parse_input(c);
+    }
+    return total;
+}
+
 /* Reads what the endpoint wrote; returns the bytes read. */
 static size_t client_read(struct client *c)
 {
     size_t total = 0;
     while (c->fd >= 0 && !c->eof && !c->rd_shut) {
-        buf_reserve(&c->in, READ_ROOM);
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, MSG_DONTWAIT);
+        int fds[4], nfds;
+        ssize_t n;
+        if (c->rx_on) {
+            /* Wake-ups, with no meaning of their own; never a ring again. */
+            char wake[256];
+            n = client_recv(c, wake, sizeof wake, fds, &nfds);
+            for (int i = 0; i < nfds; i++)
+                close(fds[i]);
+            CHECK(nfds == 0);
+        } else {
+            buf_reserve(&c->in, READ_ROOM);
+            n = client_recv(c, c->in.p + c->in.len, c->in.cap - c->in.len, fds, &nfds);
+            if (n > 0 && nfds > 0) {
+                /* The endpoint's marker: the last byte of this read, after
+                 * its HELLO, to a client that announced bit 3. */
+                CHECK(nfds == 1);
+                CHECK(c->in.p[c->in.len + (size_t)n - 1] == RING_MARK);
+                c->in.len += (size_t)n - 1;
+                parse_input(c);
+                CHECK(c->ep_hello && (c->ep_features & LAHJA_WIRE_FEAT_SHM));
+                if (!untracked)
+                    CHECK(c->hello_sent && (c->features & LAHJA_WIRE_FEAT_SHM));
+                ring_take(c, fds[0]);
+                total += (size_t)n;
+                total += ring_read(c);
+                continue;
+            }
+            if (n > 0) {
+                c->in.len += (size_t)n;
+                parse_input(c);
+            }
+        }
         if (n > 0) {
-            c->in.len += (size_t)n;
             total += (size_t)n;
-            parse_input(c);
             continue;
         }
         if (n == 0 || errno == ECONNRESET) {
+            total += ring_read(c); /* what it wrote before it went */
             on_ep_eof(c);
             break;
         }
         CHECK(errno == EAGAIN);
         break;
     }
-    return total;
+    return total + ring_read(c);
 }
 
 /* ------------------------------------------------------ frame builders */
@@ -1411,6 +1655,198 @@ static void op_task(struct in *in)
     }
 }
 
+/* ------------------------------------------------------- shared memory */
+
+/* A memfd of len bytes headed as a ring of `size` data bytes, sealed
+ * against shrinking and growing if `seal`. */
+static int ring_file(size_t len, uint64_t size, int seal)
+{
+    int fd = memfd_create("fuzz-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    CHECK(fd >= 0);
+    CHECK(ftruncate(fd, (off_t)len) == 0);
+    if (seal)
+        CHECK(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0);
+    uint8_t h[24];
+    put_u64(h, RING_MAGIC);
+    put_u32(h + 8, RING_VERSION);
+    put_u32(h + 12, RING_HDR);
+    put_u64(h + 16, size);
+    CHECK(pwrite(fd, h, sizeof h, 0) == (ssize_t)sizeof h);
+    return fd;
+}
+
+static void ring_put_u64(int fd, off_t at, uint64_t v)
+{
+    uint8_t b[8];
+    put_u64(b, v);
+    CHECK(pwrite(fd, b, sizeof b, at) == (ssize_t)sizeof b);
+}
+
+/* The marker with fds[0..nfds); whether it went (a full socket keeps it). */
+static int send_marker(struct client *c, const int *fds, int nfds)
+{
+    char mark = RING_MARK;
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(2 * sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = { .iov_base = &mark, .iov_len = 1 };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                        .msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int)) };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+    memcpy(CMSG_DATA(cm), fds, (size_t)nfds * sizeof(int));
+    if (sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) == 1)
+        return 1;
+    CHECK(errno == EAGAIN || errno == EPIPE || errno == ECONNRESET);
+    return 0;
+}
+
+static void op_shm_offer(struct in *in)
+{
+    struct client *c = client_at(in);
+    uint8_t mode = in_u8(in);
+    if (in->out || c->fd < 0)
+        return;
+    unsigned kind = mode % SHM_OFFERS, sub = mode >> 3;
+    int good = kind == SHM_GOOD || kind == SHM_EARLY || kind == SHM_READ_ONLY;
+    /* What c built so far goes first, on the socket, as far as it takes
+     * it: the rest follows through the ring.  An early marker overtakes
+     * it. */
+    if (kind != SHM_EARLY)
+        client_send(c, 0);
+    uint64_t size = (good && (mode & SHM_BIG)) ? 2 * RING_MIN : RING_MIN;
+    int fds[2] = { -1, -1 }, nfds = 1;
+    switch (kind) {
+    case SHM_UNSEALED:
+        fds[0] = ring_file(RING_HDR + size, size, 0);
+        break;
+    case SHM_BAD_SIZE: {
+        static const size_t lens[] = { RING_HDR + RING_MIN + 4096, RING_HDR + RING_MIN / 2,
+                                       (size_t)RING_HDR + 2 * (size_t)RING_MAX };
+        size_t len = lens[sub % 3];
+        fds[0] = ring_file(len, len - RING_HDR, 1);
+        break;
+    }
+    case SHM_BAD_HEADER:
+        fds[0] = ring_file(RING_HDR + size, size, 1);
+        switch (sub % 4) {
+        case 0: ring_put_u64(fds[0], 0, RING_MAGIC ^ 1); break;
+        case 1: ring_put_u64(fds[0], 8, (uint64_t)RING_HDR << 32 | (RING_VERSION + 1)); break;
+        case 2: ring_put_u64(fds[0], 16, size * 2); break;
+        default: ring_put_u64(fds[0], 64, size + 1); break;
+        }
+        break;
+    case SHM_NOT_MEMFD:
+        if (sub % 3 == 2 && c->ring_rx_fd > 0) {
+            /* The endpoint's own ring, sent back: a good one, but what
+             * it reads from it is its own output, and as its reader it
+             * moves the tail c reads behind. */
+            fds[0] = fcntl(c->ring_rx_fd, F_DUPFD_CLOEXEC, 0);
+            CHECK(fds[0] >= 0);
+            untracked = 1;
+            c->rx_scribbled = 1;
+        } else if (sub % 3 == 1) {
+            int pp[2];
+            CHECK(pipe2(pp, O_CLOEXEC) == 0);
+            close(pp[1]);
+            fds[0] = pp[0];
+        } else {
+            fds[0] = open("/dev/null", O_RDWR | O_CLOEXEC);
+            CHECK(fds[0] >= 0);
+        }
+        break;
+    case SHM_TWO_FDS:
+        fds[0] = ring_file(RING_HDR + size, size, 1);
+        fds[1] = ring_file(RING_HDR + size, size, 1);
+        nfds = 2;
+        break;
+    default: /* good */
+        fds[0] = ring_file(RING_HDR + size, size, 1);
+        if (mode & SHM_WRAP) {
+            ring_put_u64(fds[0], 64, UINT64_MAX - size / 2);
+            ring_put_u64(fds[0], 128, UINT64_MAX - size / 2);
+        }
+        break;
+    }
+    struct cring r = { 0 };
+    if (good && c->ring_tx.hdr == NULL) {
+        void *p = mmap(NULL, RING_HDR + size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+        CHECK(p != MAP_FAILED);
+        r = (struct cring){ .hdr = p, .data = (uint8_t *)p + RING_HDR, .size = size,
+                            .map_len = RING_HDR + size };
+        r.idx = atomic_load_explicit(&r.hdr->head, memory_order_relaxed);
+    }
+    if (kind == SHM_READ_ONLY) { /* the endpoint cannot map it to write its tail */
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fds[0]);
+        int ro = open(path, O_RDONLY | O_CLOEXEC);
+        CHECK(ro >= 0);
+        close(fds[0]);
+        fds[0] = ro;
+    }
+    int sent = send_marker(c, fds, nfds);
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    if (sent && r.hdr != NULL) {
+        c->ring_tx = r;
+        c->tx_on = 1;
+        c->wake = mode & (SHM_WAKE_ALWAYS | SHM_WAKE_NEVER);
+    } else {
+        cring_unmap(&r);
+    }
+}
+
+/* An index or size moved as SHM_POKE's bits 4-5 say. */
+static uint64_t poke_value(uint64_t base, uint64_t size, unsigned how, uint64_t value)
+{
+    switch (how) {
+    case 0: return base + (uint64_t)(int64_t)(int8_t)value;
+    case 1: return value;
+    case 2: return base + size + (value & 0xff);
+    default: return base - size - (value & 0xff);
+    }
+}
+
+static void op_shm_poke(struct in *in)
+{
+    struct client *c = client_at(in);
+    uint8_t field = in_u8(in);
+    uint64_t value = in_u32(in);
+    value |= (uint64_t)in_u32(in) << 32;
+    if (in->out)
+        return;
+    int theirs = (field & SHM_EP_RING) != 0;
+    struct cring *r = theirs ? &c->ring_rx : &c->ring_tx;
+    if (r->hdr == NULL)
+        return;
+    struct ring_hdr *h = r->hdr;
+    unsigned how = (field >> 4) & 3;
+    uint32_t flag = how == 1 ? (uint32_t)value : (uint32_t)(value & 1);
+    switch ((field & 7) % SHM_FIELDS) {
+    case SHM_HEAD:
+    case SHM_TAIL: {
+        _Atomic uint64_t *idx = (field & 7) % SHM_FIELDS == SHM_HEAD ? &h->head : &h->tail;
+        uint64_t v = poke_value(atomic_load_explicit(idx, memory_order_relaxed), r->size, how, value);
+        atomic_store_explicit(idx, v, memory_order_release);
+        /* What the endpoint reads, or writes to c, is anything from now
+         * on. */
+        if (theirs)
+            c->rx_scribbled = 1;
+        else
+            untracked = 1;
+        break;
+    }
+    case SHM_READER_SLEEPS: atomic_store_explicit(&h->reader_sleeps, flag, memory_order_relaxed); break;
+    case SHM_WRITER_WAITS: atomic_store_explicit(&h->writer_waits, flag, memory_order_relaxed); break;
+    case SHM_SIZE: h->size = poke_value(h->size, r->size, how, value); break;
+    default: h->magic = value; break;
+    }
+}
+
 /* ------------------------------------------------------------ the loop */
 
 static void op_pump(void)
@@ -1574,6 +2010,37 @@ static void end_input(void)
         CHECK(!pool_busy[i]); /* every event the endpoint held is freed */
 }
 
+/* Descriptors this process holds (the endpoint's and ours). */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d != NULL);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Mappings of the endpoint's rings (its own, and those of it a client
+ * maps) and of the clients' rings. */
+static int count_rings(void)
+{
+    static char line[4096];
+    FILE *f = fopen("/proc/self/maps", "r");
+    CHECK(f != NULL);
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        n += strstr(line, "lahja-ring") != NULL || strstr(line, "fuzz-ring") != NULL;
+    fclose(f);
+    return n;
+}
+
+static int spinning(void)
+{
+    return ep != NULL && ep->shm_conns > 0 && !lahja_list_empty(&ep->pending);
+}
+
 /* ----------------------------------------------------------- set-up */
 
 static int stop_task(void *arg)
@@ -1593,6 +2060,7 @@ static void teardown(void)
             if (lahja_task_done(t)) {
                 lahja_task_detach(t);
                 lahja_endpoint_free(ep);
+                ep = NULL; /* the clock looks at it */
                 lahja_rt_close(rt);
                 uv_run(&loop, UV_RUN_NOWAIT);
                 uv_loop_close(&loop);
@@ -1678,6 +2146,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .max_connections = 3,
         .max_peer_types = 6,
         .frame_timeout_ms = TIMEOUT_MS,
+        .shm_ring = 64 << 10, /* the smallest: full rings within reach */
         .log = on_log,
     };
     CHECK(lahja_endpoint_new(EP_NAME, &o, &ep) == 0);
@@ -1693,12 +2162,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     vclock_on = 1;
+    int fds_before = count_fds(), rings_before = count_rings();
     struct in in = { data, size, 0 };
     while (!in.out && in.left > 0) {
         static const char *const op_names[OP_COUNT] = {
             "OPEN", "SEND", "RAW", "HELLO", "SUBS", "ACK", "TYPE", "EVENT", "CONTROL", "READ",
             "SHUT", "RUN", "PUMP", "SUBSCRIBE", "UNSUBSCRIBE", "BROADCAST", "RESPOND", "TASK",
-            "CLOCK", "STREAM", "ACCEPT",
+            "CLOCK", "STREAM", "ACCEPT", "SHM_OFFER", "SHM_POKE",
         };
         uint8_t op = in_u8(&in) % OP_COUNT;
         if (print_log)
@@ -1748,11 +2218,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 client_accept(&clients[b % MAX_CLIENTS], (b >> 2) & 1);
             break;
         }
+        case OP_SHM_OFFER: op_shm_offer(&in); break;
+        case OP_SHM_POKE: op_shm_poke(&in); break;
         default: break;
         }
         check_peers();
     }
     end_input();
+    /* Every connection ended: the endpoint let go of their sockets, the
+     * descriptors that came with them and their rings. */
+    CHECK(count_fds() == fds_before);
+    CHECK(count_rings() == rings_before);
     vclock_on = 0;
     return 0;
 }

@@ -13,7 +13,9 @@
  *   RAW c n:u8 bytes[n]    append n raw bytes to c's pending output
  *   HELLO c name features:u8 max:u8 mode:u8
  *                          append a HELLO (mode bit 0: version 2, bit 1:
- *                          bad magic); max picks from max_frames[]
+ *                          bad magic); max picks from max_frames[];
+ *                          features bits 0-6 go as they are (bit 3: c
+ *                          reads and writes rings), bit 7 as bit 31
  *   SUBS c seq:u8[ u32] n:u8 type*n
  *                          append a SUBS of n % 9 types; seq bit 7: a
  *                          literal u32 follows, else c's next seq; bit 6:
@@ -70,6 +72,37 @@
  *   ACCEPT c               client c takes a connection the endpoint made
  *                          (TASK_CONNECT) to names[0] (bit 2 of c's byte:
  *                          names[2]), which it listens as
+ *   SHM_OFFER c mode:u8    client c sends its shared-memory marker with a
+ *                          ring of its own (docs/protocol.md, "Shared
+ *                          memory"); mode % 8: 0 a good ring, 1 an
+ *                          unsealed memfd, 2 a bad size ((mode >> 3) % 3:
+ *                          not a power of two, too small, too large), 3 a
+ *                          bad header ((mode >> 3) % 4: magic, version,
+ *                          size field, head past the ring), 4 not c's
+ *                          memfd ((mode >> 3) % 3: /dev/null, a pipe, the
+ *                          endpoint's own ring c read), 5 two rings in one
+ *                          message, 6 a good ring before what c has not
+ *                          sent yet (its HELLO, often), 7 a good ring's
+ *                          memfd opened read-only.  A good ring (0, 6, 7)
+ *                          is of 64 KiB (bit 3: 128 KiB), its indices at 0
+ *                          (bit 4: just below 2^64, to wrap).  After a
+ *                          good offer c's output (SEND) goes into its ring
+ *                          as room allows, with a wake-up byte on the
+ *                          socket when the endpoint said it sleeps; bit 5:
+ *                          a wake-up after every write, bit 6: none ever
+ *   SHM_POKE c field:u8 value:u64
+ *                          scribble on a ring's header: field bits 0-2
+ *                          modulo 6 pick head, tail, reader_sleeps,
+ *                          writer_waits, size, magic; bit 3 the
+ *                          endpoint's ring c read (else c's own); bits
+ *                          4-5 for an index or the size: 0 plus value as
+ *                          a signed byte, 1 value itself, 2 a ring's size
+ *                          and value's low byte ahead, 3 as far behind;
+ *                          for a flag: 1 value's low 32 bits, else its
+ *                          bit 0
+ *
+ * READ also reads the endpoint's ring once its marker came (c announced
+ * feature bit 3 in HELLO): the socket's bytes are wake-ups from then on.
  *
  * Names and types: one byte; below 0xf0 it picks from names[]/types[],
  * else a length byte and that many raw bytes follow.
@@ -101,8 +134,21 @@ enum conn_op {
     OP_CLOCK,
     OP_STREAM,
     OP_ACCEPT,
+    OP_SHM_OFFER,
+    OP_SHM_POKE,
     OP_COUNT
 };
+
+/* SHM_OFFER's modes and SHM_POKE's fields. */
+enum shm_offer { SHM_GOOD, SHM_UNSEALED, SHM_BAD_SIZE, SHM_BAD_HEADER, SHM_NOT_MEMFD, SHM_TWO_FDS,
+                 SHM_EARLY, SHM_READ_ONLY, SHM_OFFERS };
+enum shm_field { SHM_HEAD, SHM_TAIL, SHM_READER_SLEEPS, SHM_WRITER_WAITS, SHM_SIZE, SHM_MAGIC,
+                 SHM_FIELDS };
+#define SHM_EP_RING 0x08   /* SHM_POKE: the endpoint's ring */
+#define SHM_BIG 0x08       /* SHM_OFFER, a good ring: 128 KiB */
+#define SHM_WRAP 0x10      /* SHM_OFFER, a good ring: indices near 2^64 */
+#define SHM_WAKE_ALWAYS 0x20
+#define SHM_WAKE_NEVER 0x40
 
 enum task_kind { TASK_REQUEST, TASK_WAIT_FOR, TASK_BROADCAST, TASK_CONNECTED, TASK_SUBSCRIBED,
                  TASK_CONNECT, TASK_DELIVERED, TASK_KINDS };

@@ -49,6 +49,7 @@ enum { MS1, MS10, MS500, MS1999, MS2001, MS5000, MS20000, MS_FOREVER };
 #define LZ4 1u
 #define RECEIPTS 2u
 #define PATTERNS 4u
+#define SHM 8u
 #define F_REQUEST 1u
 #define F_RESPONSE 2u
 #define F_LZ4 4u
@@ -266,6 +267,22 @@ static void control(struct prog *p, unsigned c, unsigned sel, uint32_t value)
     u8(p, c);
     u8(p, sel);
     u32(p, value);
+}
+
+static void shm_offer(struct prog *p, unsigned c, unsigned mode)
+{
+    u8(p, OP_SHM_OFFER);
+    u8(p, c);
+    u8(p, mode);
+}
+
+static void shm_poke(struct prog *p, unsigned c, unsigned field, uint64_t value)
+{
+    u8(p, OP_SHM_POKE);
+    u8(p, c);
+    u8(p, field);
+    u32(p, (uint32_t)value);
+    u32(p, (uint32_t)(value >> 32));
 }
 
 /* A client through the handshake, subscribed to `type`. */
@@ -947,6 +964,234 @@ static void requests(const char *dir)
     });
 }
 
+/* Clients that speak the shared-memory transport: both rings up, events
+ * through them both ways, around and over their 64 KiB, and a seed for
+ * each scribble and each offer the endpoint must refuse. */
+static void shared_memory(const char *dir)
+{
+    const unsigned all = LZ4 | RECEIPTS | PATTERNS | SHM;
+    SEED("shm_established", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_B);
+        shm_offer(p, 0, SHM_GOOD);
+        event(p, 0, T_A, 0, 0, Z100, 3, 0);
+        pump(p);
+        broadcast(p, T_B, Z64, 5, 0);
+        pump(p);
+    });
+    SEED("shm_events_large", {
+        subscribe(p, T_A, B_KEEP);
+        peer(p, 0, ALPHA, all, T_B);
+        shm_offer(p, 0, SHM_GOOD);
+        event(p, 0, T_A, 0, 0, Z60000, 3, 0);
+        event(p, 0, T_A, 0, 0, Z200K, 4, 0);
+        event(p, 0, T_A, F_LZ4, 0, Z128K, 5, 0);
+        broadcast(p, T_B, Z200K, 6, 0);
+        broadcast(p, T_B, Z60000, 7, 0);
+        for (int i = 0; i < 6; i++) {
+            send_(p, 0, 30000);
+            run(p, 1);
+            read_(p, 0);
+        }
+        pump(p);
+        pump(p);
+    });
+    SEED("shm_request", {
+        subscribe(p, T_PING, B_RESPOND | B_TYPE(T_PONG));
+        peer(p, 0, ALPHA, all, T_PING);
+        shm_offer(p, 0, SHM_GOOD);
+        event(p, 0, T_PING, F_REQUEST, 0, Z7, 2, 0);
+        task(p, TASK_REQUEST, T_PING, T_PONG, Z7, 2, MS_FOREVER);
+        pump(p);
+        event(p, 0, T_PONG, F_RESPONSE, 0, Z7, 1, 0);
+        pump(p);
+    });
+    SEED("shm_one_way", {
+        peer(p, 0, ALPHA, all, T_B);
+        broadcast(p, T_B, Z1000, 5, 0);
+        pump(p);
+        event(p, 0, T_A, 0, 0, Z7, 3, 0);
+        pump(p);
+    });
+    SEED("shm_wrap", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_B);
+        shm_offer(p, 0, SHM_GOOD | SHM_WRAP | SHM_BIG);
+        for (int i = 0; i < 4; i++)
+            event(p, 0, T_A, 0, 0, Z40000, (unsigned)i, 0);
+        pump(p);
+    });
+    SEED("shm_wake_always", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_B);
+        shm_offer(p, 0, SHM_GOOD | SHM_WAKE_ALWAYS);
+        event(p, 0, T_A, 0, 0, Z64, 3, 0);
+        send_(p, 0, 10);
+        send_(p, 0, 10);
+        pump(p);
+    });
+    SEED("shm_wake_never", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_B);
+        shm_offer(p, 0, SHM_GOOD | SHM_WAKE_NEVER);
+        event(p, 0, T_A, 0, 0, Z64K1, 3, 0);
+        pump(p);
+    });
+    SEED("shm_shut", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_B);
+        shm_offer(p, 0, SHM_GOOD);
+        event(p, 0, T_A, 0, 0, Z500, 3, 0);
+        send_(p, 0, 0);
+        shut(p, 0, 0);
+        pump(p);
+    });
+    SEED("shm_other_process", {
+        subscribe(p, T_A, 0);
+        open_other(p, 1);
+        hello(p, 1, BETA, all);
+        subs1(p, 1, T_B);
+        pump(p);
+        shm_offer(p, 1, SHM_GOOD);
+        event(p, 1, T_A, 0, 0, Z100, 3, 0);
+        broadcast(p, T_B, Z100, 3, 0);
+        pump(p);
+    });
+    SEED("shm_connect", {
+        task(p, TASK_CONNECT, 0, ALPHA, 0, 0, MS500);
+        run(p, 2);
+        accept_(p, 2);
+        hello(p, 2, ALPHA, all);
+        subs1(p, 2, T_A);
+        pump(p);
+        shm_offer(p, 2, SHM_GOOD);
+        broadcast(p, T_A, Z100, 3, 0);
+        pump(p);
+    });
+    SEED("shm_second_offer", {
+        peer(p, 0, ALPHA, all, T_B);
+        shm_offer(p, 0, SHM_GOOD);
+        pump(p);
+        shm_offer(p, 0, SHM_GOOD);
+        pump(p);
+    });
+    SEED("shm_offer_without_feature", {
+        peer(p, 0, ALPHA, LZ4, T_B);
+        shm_offer(p, 0, SHM_GOOD);
+        pump(p);
+    });
+    static const struct {
+        const char *name;
+        unsigned mode;
+    } bad_offers[] = {
+        { "shm_bad_unsealed", SHM_UNSEALED },
+        { "shm_bad_size_odd", SHM_BAD_SIZE },
+        { "shm_bad_size_small", SHM_BAD_SIZE | 1 << 3 },
+        { "shm_bad_size_large", SHM_BAD_SIZE | 2 << 3 },
+        { "shm_bad_magic", SHM_BAD_HEADER },
+        { "shm_bad_version", SHM_BAD_HEADER | 1 << 3 },
+        { "shm_bad_size_field", SHM_BAD_HEADER | 2 << 3 },
+        { "shm_bad_head", SHM_BAD_HEADER | 3 << 3 },
+        { "shm_bad_dev_null", SHM_NOT_MEMFD },
+        { "shm_bad_pipe", SHM_NOT_MEMFD | 1 << 3 },
+        { "shm_bad_two_fds", SHM_TWO_FDS },
+        { "shm_bad_read_only", SHM_READ_ONLY },
+    };
+    for (size_t i = 0; i < sizeof bad_offers / sizeof bad_offers[0]; i++) {
+        SEED(bad_offers[i].name, {
+            subscribe(p, T_A, 0);
+            peer(p, 0, ALPHA, all, T_B);
+            shm_offer(p, 0, bad_offers[i].mode);
+            event(p, 0, T_A, 0, 0, Z64, 3, 0);
+            pump(p);
+        });
+    }
+    SEED("shm_replaces", {
+        /* The old connection's ring is read to its end first. */
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_A);
+        shm_offer(p, 0, SHM_GOOD);
+        open_other(p, 1);
+        pump(p);
+        hello(p, 1, ALPHA, all);
+        subs1(p, 1, T_A);
+        send_(p, 1, 0);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        send_(p, 0, 0);
+        shut(p, 0, 0);
+        run(p, 1);
+        pump(p);
+    });
+    SEED("shm_replaces_unread_marker", {
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_A);
+        open_other(p, 1);
+        pump(p);
+        hello(p, 1, ALPHA, all);
+        subs1(p, 1, T_A);
+        send_(p, 1, 0);
+        shm_offer(p, 0, SHM_GOOD);
+        event(p, 0, T_A, 0, 0, Z64, 1, 0);
+        send_(p, 0, 0);
+        shut(p, 0, 0);
+        run(p, 1);
+        pump(p);
+    });
+    SEED("shm_poke_ep_tail_while_full", {
+        /* A tail ahead of what the endpoint wrote, while a write of it
+         * waits for room. */
+        peer(p, 0, ALPHA, all, T_B);
+        broadcast(p, T_B, Z200K, 6, 0);
+        run(p, 2);
+        shm_poke(p, 0, SHM_TAIL | SHM_EP_RING | 2 << 4, 9);
+        run(p, 2);
+        pump(p);
+    });
+    SEED("shm_echo", { /* the endpoint's ring back: it reads its own frames */
+        subscribe(p, T_A, 0);
+        peer(p, 0, ALPHA, all, T_B);
+        shm_offer(p, 0, SHM_NOT_MEMFD | 2 << 3);
+        pump(p);
+        broadcast(p, T_B, Z64, 5, 0);
+        pump(p);
+    });
+    SEED("shm_bad_early", {
+        subscribe(p, T_A, 0);
+        open_(p, 0);
+        hello(p, 0, ALPHA, all);
+        shm_offer(p, 0, SHM_EARLY);
+        event(p, 0, T_A, 0, 0, Z64, 3, 0);
+        pump(p);
+    });
+    /* Each field of each ring, moved a little, far, ahead and behind. */
+    static const char *const fields[] = { "head", "tail", "sleeps", "waits", "size", "magic" };
+    static const uint64_t values[] = { 5, 0xfffffffffffffff0u, 7, 9 };
+    for (unsigned ring = 0; ring < 2; ring++) {
+        for (unsigned f = 0; f < SHM_FIELDS; f++) {
+            for (unsigned how = 0; how < 4; how++) {
+                if (f >= SHM_READER_SLEEPS && how > 1)
+                    continue;
+                char name[64];
+                snprintf(name, sizeof name, "shm_poke_%s_%s_%u", ring ? "ep" : "own", fields[f], how);
+                SEED(name, {
+                    subscribe(p, T_A, 0);
+                    peer(p, 0, ALPHA, all, T_B);
+                    shm_offer(p, 0, SHM_GOOD);
+                    event(p, 0, T_A, 0, 0, Z64, 3, 0);
+                    broadcast(p, T_B, Z64, 5, 0);
+                    pump(p);
+                    shm_poke(p, 0, f | (ring ? SHM_EP_RING : 0) | how << 4, values[how]);
+                    event(p, 0, T_A, 0, 0, Z1000, 3, 0);
+                    broadcast(p, T_B, Z1000, 5, 0);
+                    pump(p);
+                    broadcast(p, T_B, Z7, 5, 0);
+                    pump(p);
+                });
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -959,5 +1204,6 @@ int main(int argc, char **argv)
     subscriptions(argv[1]);
     events(argv[1]);
     requests(argv[1]);
+    shared_memory(argv[1]);
     return bad ? 1 : 0;
 }
