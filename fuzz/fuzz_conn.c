@@ -116,10 +116,10 @@ int clock_gettime(clockid_t id, struct timespec *ts)
                       || id == CLOCK_MONOTONIC_RAW || id == CLOCK_BOOTTIME)) {
         ts->tv_sec = (time_t)(vclock_ns / 1000000000u);
         ts->tv_nsec = (long)(vclock_ns % 1000000000u);
-        /* Before sleeping with a request pending, the endpoint watches
-         * its rings for a while (shm.c, SPIN_NS): a clock standing still
-         * would keep it there for ever.  Then each read moves it 1 us,
-         * far below the timeouts' milliseconds. */
+        /* Before sleeping with a request pending, or after one came, the
+         * endpoint watches its rings for a while (shm.c, SPIN_NS): a
+         * clock standing still would keep it there for ever.  Then each
+         * read moves it 1 us, far below the timeouts' milliseconds. */
         if (spinning())
             vclock_ns += 1000;
         return 0;
@@ -210,6 +210,14 @@ static void buf_reserve(struct buf *b, size_t more)
     b->p = realloc(b->p, cap);
     CHECK(b->p != NULL);
     b->cap = cap;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
 }
 
 static void buf_free(struct buf *b)
@@ -393,6 +401,8 @@ struct client {
     int tx_on;                /* a good offer went: its output goes to tx */
     uint8_t wake;             /* SHM_WAKE_* */
     struct cring ring_rx;     /* the endpoint's, once its marker came */
+    const uint8_t *pool;      /* the endpoint's pool, mapped read-only */
+    size_t pool_len;
     int ring_rx_fd;           /* its memfd, to send back (SHM_OFFER) */
     int rx_on;
     int rx_scribbled;         /* it moved the endpoint's indices: reads unchecked */
@@ -604,6 +614,8 @@ static void client_reset(struct client *c)
     struct buf out = c->out, in = c->in;
     cring_unmap(&c->ring_tx);
     cring_unmap(&c->ring_rx);
+    if (c->pool != NULL)
+        munmap((void *)c->pool, c->pool_len);
     lahja_wire_tx_free(&c->tx);
     lahja_wire_rx_free(&c->rx);
     lahja_strmap_free(&c->subs);
@@ -787,6 +799,18 @@ static void on_ep_event(struct client *c, const lahja_wire_event_t *ev, size_t f
         CHECK(lahja_wire_lz4_decompress(ev->payload, ev->payload_len, unpacked, ev->raw_len) == 0);
         p = unpacked;
     }
+    if (ev->flags & LAHJA_WIRE_LENT) {
+        /* Lent: only to a client that announced shared memory, after the
+         * marker that brought the pool; the bytes are there, in place.
+         * The client gives it back at once. */
+        CHECK(c->pool != NULL && (c->features & LAHJA_WIRE_FEAT_SHM));
+        uint64_t off = get_u64(ev->payload), len = get_u64(ev->payload + 8);
+        CHECK(len == ev->raw_len && off <= c->pool_len && len <= c->pool_len - off);
+        p = c->pool + off;
+        uint8_t *f = client_frame(c, LAHJA_WIRE_HEADER_SIZE + 8);
+        if (f != NULL)
+            lahja_wire_release_encode(f, &off, 1);
+    }
     CHECK(pattern_ok(p, ev->raw_len));
 }
 
@@ -898,6 +922,21 @@ static ssize_t client_recv(struct client *c, void *into, size_t len, int *fds, i
 
 /* The endpoint's ring came (fd, closed here): it must be what the
  * protocol says, a sealed memfd of a good size with the header, fresh. */
+/* The endpoint's pool: sealed, read-only for us. */
+static void pool_take(struct client *c, int fd)
+{
+    int seals = fcntl(fd, F_GET_SEALS);
+    CHECK(seals >= 0 && (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) == (F_SEAL_SHRINK | F_SEAL_GROW));
+    CHECK((fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDONLY);
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0);
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    CHECK(p != MAP_FAILED);
+    close(fd);
+    c->pool = p;
+    c->pool_len = (size_t)st.st_size;
+}
+
 static void ring_take(struct client *c, int fd)
 {
     int seals = fcntl(fd, F_GET_SEALS);
@@ -985,8 +1024,9 @@ static size_t client_read(struct client *c)
             if (n > 0 && nfds > 0) {
                 /* The endpoint's marker: the last byte of this read, after
                  * its HELLO, to a client that announced bit 3. */
-                CHECK(nfds == 1);
+                CHECK(nfds == 2); /* its ring and its pool */
                 CHECK(c->in.p[c->in.len + (size_t)n - 1] == RING_MARK);
+                pool_take(c, fds[1]);
                 c->in.len += (size_t)n - 1;
                 parse_input(c);
                 CHECK(c->ep_hello && (c->ep_features & LAHJA_WIRE_FEAT_SHM));
@@ -1675,6 +1715,17 @@ static int ring_file(size_t len, uint64_t size, int seal)
     return fd;
 }
 
+/* A pool for the marker: sealed unless told. */
+static int pool_file(int seal)
+{
+    int fd = memfd_create("fuzz-pool", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    CHECK(fd >= 0);
+    CHECK(ftruncate(fd, 1 << 20) == 0);
+    if (seal)
+        CHECK(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0);
+    return fd;
+}
+
 static void ring_put_u64(int fd, off_t at, uint64_t v)
 {
     uint8_t b[8];
@@ -1719,7 +1770,7 @@ static void op_shm_offer(struct in *in)
     if (kind != SHM_EARLY)
         client_send(c, 0);
     uint64_t size = (good && (mode & SHM_BIG)) ? 2 * RING_MIN : RING_MIN;
-    int fds[2] = { -1, -1 }, nfds = 1;
+    int fds[2] = { -1, -1 }, nfds = 2;
     switch (kind) {
     case SHM_UNSEALED:
         fds[0] = ring_file(RING_HDR + size, size, 0);
@@ -1759,10 +1810,12 @@ static void op_shm_offer(struct in *in)
             CHECK(fds[0] >= 0);
         }
         break;
-    case SHM_TWO_FDS:
+    case SHM_TWO_FDS: /* not the two it takes: a ring without a pool, or a bad pool */
         fds[0] = ring_file(RING_HDR + size, size, 1);
-        fds[1] = ring_file(RING_HDR + size, size, 1);
-        nfds = 2;
+        if (sub % 2 == 0)
+            nfds = 1;
+        else
+            fds[1] = pool_file(0);
         break;
     default: /* good */
         fds[0] = ring_file(RING_HDR + size, size, 1);
@@ -1788,6 +1841,8 @@ static void op_shm_offer(struct in *in)
         close(fds[0]);
         fds[0] = ro;
     }
+    if (nfds == 2 && fds[1] < 0)
+        fds[1] = pool_file(1);
     int sent = send_marker(c, fds, nfds);
     for (int i = 0; i < nfds; i++)
         close(fds[i]);
@@ -2038,7 +2093,9 @@ static int count_rings(void)
 
 static int spinning(void)
 {
-    return ep != NULL && ep->shm_conns > 0 && !lahja_list_empty(&ep->pending);
+    /* A request pending, or one that came (shm.c watches for the next). */
+    return ep != NULL && ep->shm_conns > 0
+           && (!lahja_list_empty(&ep->pending) || ep->request_ns != 0);
 }
 
 /* ----------------------------------------------------------- set-up */

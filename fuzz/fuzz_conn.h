@@ -73,15 +73,16 @@
  *                          (TASK_CONNECT) to names[0] (bit 2 of c's byte:
  *                          names[2]), which it listens as
  *   SHM_OFFER c mode:u8    client c sends its shared-memory marker with a
- *                          ring of its own (docs/protocol.md, "Shared
- *                          memory"); mode % 8: 0 a good ring, 1 an
+ *                          ring of its own and a pool (docs/protocol.md,
+ *                          "Shared memory"); mode % 8: 0 a good ring, 1 an
  *                          unsealed memfd, 2 a bad size ((mode >> 3) % 3:
  *                          not a power of two, too small, too large), 3 a
  *                          bad header ((mode >> 3) % 4: magic, version,
  *                          size field, head past the ring), 4 not c's
  *                          memfd ((mode >> 3) % 3: /dev/null, a pipe, the
- *                          endpoint's own ring c read), 5 two rings in one
- *                          message, 6 a good ring before what c has not
+ *                          endpoint's own ring c read), 5 not the two
+ *                          descriptors it takes ((mode >> 3) % 2: the
+ *                          ring alone, an unsealed pool), 6 a good ring before what c has not
  *                          sent yet (its HELLO, often), 7 a good ring's
  *                          memfd opened read-only.  A good ring (0, 6, 7)
  *                          is of 64 KiB (bit 3: 128 KiB), its indices at 0
@@ -103,6 +104,8 @@
  *
  * READ also reads the endpoint's ring once its marker came (c announced
  * feature bit 3 in HELLO): the socket's bytes are wake-ups from then on.
+ * An event the endpoint lends (flag LENT) is checked in its pool, and
+ * given back at once with a RELEASE in c's output.
  *
  * Names and types: one byte; below 0xf0 it picks from names[]/types[],
  * else a length byte and that many raw bytes follow.

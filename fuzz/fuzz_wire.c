@@ -218,8 +218,17 @@ static void handle_event(const struct conn *c, const lahja_wire_event_t *ev,
     CHECK(lahja_wire_type_valid(ev->type, ev->type_len));
     CHECK(ev->payload >= frame && ev->payload + ev->payload_len == frame + n);
     CHECK(ev->raw_len <= c->rx.max_payload);
-    if (!(ev->flags & LAHJA_WIRE_LZ4))
+    CHECK((ev->flags & (LAHJA_WIRE_LZ4 | LAHJA_WIRE_LENT)) != (LAHJA_WIRE_LZ4 | LAHJA_WIRE_LENT));
+    if (ev->flags & LAHJA_WIRE_LENT) {
+        /* A reference: offset, then the lent payload's length. */
+        CHECK(ev->payload_len == LAHJA_WIRE_LENT_SIZE);
+        uint64_t len = 0;
+        for (int i = 7; i >= 0; i--)
+            len = len << 8 | ev->payload[8 + i];
+        CHECK(ev->raw_len == len);
+    } else if (!(ev->flags & LAHJA_WIRE_LZ4)) {
         CHECK(ev->raw_len == ev->payload_len);
+    }
     if (!(ev->flags & (LAHJA_WIRE_REQUEST | LAHJA_WIRE_RESPONSE)))
         CHECK(ev->id == 0);
 
@@ -228,7 +237,8 @@ static void handle_event(const struct conn *c, const lahja_wire_event_t *ev,
     CHECK(type_id >= 1 && type_id <= c->rx.ntypes);
     CHECK(strcmp(c->rx.types[type_id - 1], ev->type) == 0);
     uint8_t out[LAHJA_WIRE_EVENT_PREFIX_MAX];
-    size_t m = lahja_wire_event_prefix(out, type_id, ev->flags, ev->id, (uint32_t)ev->raw_len,
+    size_t m = lahja_wire_event_prefix(out, type_id, ev->flags, ev->id,
+                                       (ev->flags & LAHJA_WIRE_LENT) ? 0 : (uint32_t)ev->raw_len,
                                        ev->payload_len);
     CHECK(m > 0 && m + ev->payload_len == n && memcmp(out, frame, m) == 0);
 
@@ -259,6 +269,19 @@ static void handle(struct conn *c, const lahja_wire_msg_t *msg, const uint8_t *f
         uint8_t out[LAHJA_WIRE_CLOSE_SIZE];
         CHECK(n == sizeof out && lahja_wire_close_encode(out, msg->u.close_reason) == n);
         CHECK(memcmp(out, frame, n) == 0);
+        break;
+    }
+    case LAHJA_WIRE_RELEASE: {
+        CHECK(msg->u.release.n >= 1 && msg->u.release.n <= LAHJA_WIRE_RELEASE_MAX);
+        CHECK(n == LAHJA_WIRE_HEADER_SIZE + 8 * msg->u.release.n);
+        uint64_t offs[64];
+        size_t k = msg->u.release.n < 64 ? msg->u.release.n : 64;
+        for (size_t i = 0; i < k; i++)
+            offs[i] = lahja_wire_release_at(msg->u.release.body, i);
+        if (k == msg->u.release.n) {
+            uint8_t out[LAHJA_WIRE_HEADER_SIZE + 8 * 64];
+            CHECK(lahja_wire_release_encode(out, offs, k) == n && memcmp(out, frame, n) == 0);
+        }
         break;
     }
     default: CHECK(!"unknown kind accepted");

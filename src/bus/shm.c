@@ -1193,6 +1193,11 @@ void lahja_shm_init(lahja_endpoint_t *ep)
     ep->shm_pool_size = pool < 4 * (size_t)GRAN ? 4 * (size_t)GRAN : pool;
     const char *env = getenv("LAHJA_SHM");
     ep->shm_ring = ep->opts.shm_ring == SIZE_MAX || (env != NULL && strcmp(env, "0") == 0) ? 0 : size;
+    /* Made now, so that what an endpoint holds does not change with its
+     * first connection (address space only: memory comes as it is used);
+     * if it cannot be, the first connection tries again. */
+    if (ep->shm_ring != 0)
+        ep->shm_pool = pool_make(ep->shm_pool_size);
     uv_check_init(ep->rt->loop, &ep->shm_check);
     ep->shm_check.data = ep;
     uv_prepare_init(ep->rt->loop, &ep->shm_prepare);
