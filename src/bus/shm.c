@@ -507,6 +507,10 @@ static void got(struct conn *c, ssize_t nread, int *fds, int nfds)
         s->counted = 1;
         lahja_shm_active(c->ep, 1);
     }
+    /* Its ring is read from now, and the writer wakes us only once we
+     * said we sleep (on_prepare): a loop driven a turn at a time (a
+     * program's own, UV_RUN_NOWAIT) must take one more turn to say it. */
+    lahja_shm_kick(c->ep);
     rx_drain(c);
 }
 
