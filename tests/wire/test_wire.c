@@ -643,15 +643,70 @@ static void test_reject_unknown_flags(void **state)
     start(&rx);
     bind_type(&rx, 1, "t");
     uint8_t buf[64];
-    for (unsigned bit = 3; bit < 8; bit++) {
+    for (unsigned bit = 4; bit < 8; bit++) {
         size_t n = event_frame(buf, 1, 0, 0, 0, "data", 4);
         buf[5] = (uint8_t)(1u << bit);
         assert_int_equal(feed(&rx, buf, LAHJA_WIRE_HEADER_SIZE), -EPROTO);
         assert_int_equal(feed(&rx, buf, n), -EPROTO);
     }
-    /* The encoder refuses them as well. */
-    assert_int_equal(lahja_wire_event_prefix(buf, 1, 0x08, 0, 0, 0), 0);
+    /* The encoder refuses them as well, and LENT with LZ4. */
+    assert_int_equal(lahja_wire_event_prefix(buf, 1, 0x10, 0, 0, 0), 0);
     assert_int_equal(lahja_wire_event_prefix(buf, 1, 0x80, 0, 0, 0), 0);
+    assert_int_equal(lahja_wire_event_prefix(buf, 1, LAHJA_WIRE_LENT | LAHJA_WIRE_LZ4, 0, 0, 0), 0);
+    lahja_wire_rx_free(&rx);
+}
+
+/* LENT (feature SHM): a 16-byte reference whose length is the payload's;
+ * any other size, or one over max_payload, is refused. */
+static void test_lent_reference(void **state)
+{
+    (void)state;
+    lahja_wire_rx_t rx;
+    start(&rx);
+    bind_type(&rx, 1, "t");
+    uint8_t ref[16] = { 0 }, buf[64];
+    ref[8] = 100; /* offset 0, length 100 */
+    size_t n = event_frame(buf, 1, 0, 0, 0, (const char *)ref, 16);
+    buf[5] = LAHJA_WIRE_LENT;
+    lahja_wire_msg_t m;
+    size_t need;
+    assert_int_equal(lahja_wire_rx_next(&rx, buf, n, &m, &need), (ssize_t)n);
+    assert_int_equal(m.kind, LAHJA_WIRE_EVENT);
+    assert_int_equal(m.u.event.raw_len, 100);
+    assert_int_equal(m.u.event.payload_len, 16);
+    n = event_frame(buf, 1, 0, 0, 0, (const char *)ref, 15);
+    buf[5] = LAHJA_WIRE_LENT;
+    assert_int_equal(feed(&rx, buf, n), -EPROTO);
+    ref[15] = 1; /* a length far over max_payload */
+    n = event_frame(buf, 1, 0, 0, 0, (const char *)ref, 16);
+    buf[5] = LAHJA_WIRE_LENT;
+    assert_int_equal(feed(&rx, buf, n), -EMSGSIZE);
+    lahja_wire_rx_free(&rx);
+}
+
+/* RELEASE: 1 to 8192 offsets, round trip; an empty or ragged body is
+ * refused. */
+static void test_release_frames(void **state)
+{
+    (void)state;
+    lahja_wire_rx_t rx;
+    start(&rx);
+    uint64_t offs[3] = { 0, 65536, (uint64_t)1 << 40 };
+    uint8_t buf[64];
+    size_t n = lahja_wire_release_encode(buf, offs, 3);
+    assert_int_equal(n, LAHJA_WIRE_HEADER_SIZE + 24);
+    lahja_wire_msg_t m;
+    size_t need;
+    assert_int_equal(lahja_wire_rx_next(&rx, buf, n, &m, &need), (ssize_t)n);
+    assert_int_equal(m.kind, LAHJA_WIRE_RELEASE);
+    assert_int_equal(m.u.release.n, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_true(lahja_wire_release_at(m.u.release.body, i) == offs[i]);
+    assert_int_equal(lahja_wire_release_encode(buf, offs, 0), 0);
+    buf[0] = 12; /* a body of 12 bytes: not whole offsets */
+    assert_int_equal(feed(&rx, buf, LAHJA_WIRE_HEADER_SIZE + 12), -EPROTO);
+    buf[0] = 0; /* none */
+    assert_int_equal(feed(&rx, buf, LAHJA_WIRE_HEADER_SIZE), -EPROTO);
     lahja_wire_rx_free(&rx);
 }
 
@@ -1272,6 +1327,8 @@ int main(void)
         cmocka_unit_test(test_reject_unknown_kind),
         cmocka_unit_test(test_reject_reserved_bits),
         cmocka_unit_test(test_reject_unknown_flags),
+        cmocka_unit_test(test_lent_reference),
+        cmocka_unit_test(test_release_frames),
         cmocka_unit_test(test_reject_flags_on_non_event),
         cmocka_unit_test(test_reject_request_and_response),
         cmocka_unit_test(test_reject_body_over_max_frame),
