@@ -210,6 +210,13 @@ iox_stop() {
     # also sends SIGTERM to every process still registered.
     sleep 2
     kill -TERM "$IOX_PID" 2>/dev/null
+    # It does not always exit on SIGTERM: after 10 s it is killed.
+    local i=0
+    while kill -0 "$IOX_PID" 2>/dev/null && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -KILL "$IOX_PID" 2>/dev/null
     wait "$IOX_PID" 2>/dev/null
     local rc=$?
     if [ $rc -ne 0 ]; then
