@@ -1160,6 +1160,18 @@ static void on_prepare(uv_prepare_t *h)
         until = now + SPIN_NS;      /* a response is due */
     else if (now - ep->request_ns < SPIN_NS)
         until = ep->request_ns + SPIN_NS; /* the next request may follow */
+    if (now < until) {
+        /* Awake and watching: the writers need not wake us meanwhile (a
+         * wake-up is a system call on each side); we say we sleep again
+         * below, before we do. */
+        lahja_link_t *k;
+        lahja_list_foreach(k, &ep->conns) {
+            struct conn *c = lahja_container_of(k, struct conn, link);
+            if (is_shm(c) && c->io.ux.shm->rx_on)
+                atomic_store_explicit(&c->io.ux.shm->rx.hdr->reader_sleeps, 0,
+                                      memory_order_relaxed);
+        }
+    }
     while (now < until && !anything(ep)) {
         sched_yield();
         now = uv_hrtime();
