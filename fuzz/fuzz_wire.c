@@ -300,7 +300,19 @@ static long parse(struct conn *c, uint8_t *buf, size_t have, size_t cap)
     for (;;) {
         lahja_wire_msg_t msg;
         size_t need = 0, avail = have - off;
+        lahja_wire_event_t plain;
+        size_t pn = lahja_wire_rx_plain(&c->rx, buf + off, avail, &plain);
         ssize_t n = lahja_wire_rx_next(&c->rx, buf + off, avail, &msg, &need);
+        /* The inline reader of events without flags reads exactly those,
+         * as rx_next does. */
+        if (pn > 0) {
+            CHECK(n == (ssize_t)pn && msg.kind == LAHJA_WIRE_EVENT && msg.u.event.flags == 0);
+            CHECK(plain.type == msg.u.event.type && plain.type_len == msg.u.event.type_len);
+            CHECK(plain.payload == msg.u.event.payload && plain.raw_len == msg.u.event.raw_len
+                  && plain.payload_len == msg.u.event.payload_len && plain.id == 0);
+        } else {
+            CHECK(n <= 0 || msg.kind != LAHJA_WIRE_EVENT || msg.u.event.flags != 0);
+        }
         if (n < 0) {
             off = (size_t)-1;
             break;

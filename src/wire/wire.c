@@ -354,7 +354,7 @@ void lahja_wire_rx_limits(lahja_wire_rx_t *rx, uint32_t max_hello, uint32_t max_
 void lahja_wire_rx_free(lahja_wire_rx_t *rx)
 {
     for (uint32_t i = 0; i < rx->ntypes; i++)
-        free(rx->types[i]);
+        free(rx->types[i] - 1);
     free(rx->types);
     rx->types = NULL;
     rx->ntypes = rx->captypes = 0;
@@ -551,12 +551,13 @@ static int parse_type(lahja_wire_rx_t *rx, const uint8_t *b, size_t len)
     int rc = types_reserve(rx);
     if (rc < 0)
         return rc;
-    char *name = malloc(name_len + 1);
+    char *name = malloc(1 + name_len + 1); /* its length, it, NUL */
     if (name == NULL)
         return -ENOMEM;
-    memcpy(name, b + TYPE_FIXED, name_len);
-    name[name_len] = '\0';
-    rx->types[rx->ntypes++] = name;
+    name[0] = (char)(uint8_t)name_len;
+    memcpy(name + 1, b + TYPE_FIXED, name_len);
+    name[1 + name_len] = '\0';
+    rx->types[rx->ntypes++] = name + 1;
     return 0;
 }
 
@@ -588,7 +589,7 @@ static int parse_event(const lahja_wire_rx_t *rx, const uint8_t *b, size_t len, 
         raw_len = (size_t)lent;
     }
     ev->type = rx->types[type_id - 1];
-    ev->type_len = strlen(ev->type);
+    ev->type_len = (uint8_t)ev->type[-1];
     ev->flags = flags;
     ev->id = id;
     ev->payload = p;

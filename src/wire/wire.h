@@ -217,6 +217,25 @@ size_t lahja_wire_type_encode(uint8_t *out, uint32_t id, const char *type, size_
 size_t lahja_wire_event_prefix(uint8_t *out, uint32_t type_id, uint8_t flags, uint64_t id,
                                uint32_t raw_len, size_t payload_len);
 
+/* The prefix of an EVENT frame without flags: header and type id. */
+#define LAHJA_WIRE_PLAIN_PREFIX (LAHJA_WIRE_HEADER_SIZE + 4)
+
+/*
+ * What lahja_wire_event_prefix writes for flags 0 (LAHJA_WIRE_PLAIN_PREFIX
+ * bytes), inline for the path of every small event.  type_id must be
+ * bound and payload_len at most UINT32_MAX - 4.
+ */
+static inline void lahja_wire_plain_prefix(uint8_t *out, uint32_t type_id, uint32_t payload_len)
+{
+    uint32_t body = payload_len + 4;
+    for (int i = 0; i < 4; i++) {
+        out[i] = (uint8_t)(body >> (8 * i));
+        out[LAHJA_WIRE_HEADER_SIZE + i] = (uint8_t)(type_id >> (8 * i));
+    }
+    out[4] = LAHJA_WIRE_EVENT;
+    out[5] = out[6] = out[7] = 0;
+}
+
 /* --------------------------------------------------------- receiving */
 
 /* The peer's HELLO, as received. */
@@ -274,12 +293,42 @@ typedef struct lahja_wire_rx {
     uint32_t max_subs;      /* most entries in one SUBS, each origin
                                named counting as one more */
     int hello_done;
-    char **types;           /* types[id - 1], NUL-terminated copies */
+    char **types;           /* types[id - 1], NUL-terminated copies, each
+                               after a byte that holds its length */
     uint32_t ntypes, captypes;
 } lahja_wire_rx_t;
 
 void lahja_wire_rx_init(lahja_wire_rx_t *rx, uint32_t max_frame, uint32_t max_payload,
                         uint32_t max_types);
+
+/*
+ * The EVENT frame without flags at buf (avail bytes), read as
+ * lahja_wire_rx_next reads it, inline for the path of every small event:
+ * its size, *ev filled; or 0 for anything else (incomplete, another kind,
+ * flags, or invalid), which lahja_wire_rx_next then reads or refuses.
+ */
+static inline size_t lahja_wire_rx_plain(const lahja_wire_rx_t *rx, const uint8_t *buf,
+                                         size_t avail, lahja_wire_event_t *ev)
+{
+    if (avail < LAHJA_WIRE_PLAIN_PREFIX || !rx->hello_done || buf[4] != LAHJA_WIRE_EVENT
+        || (buf[5] | buf[6] | buf[7]) != 0)
+        return 0;
+    uint32_t body = 0, tid = 0;
+    for (int i = 3; i >= 0; i--) {
+        body = body << 8 | buf[i];
+        tid = tid << 8 | buf[LAHJA_WIRE_HEADER_SIZE + i];
+    }
+    if (body < 4 || body > rx->max_frame || body - 4 > rx->max_payload
+        || body > avail - LAHJA_WIRE_HEADER_SIZE || tid == 0 || tid > rx->ntypes)
+        return 0;
+    ev->type = rx->types[tid - 1];
+    ev->type_len = (uint8_t)ev->type[-1];
+    ev->flags = 0;
+    ev->id = 0;
+    ev->payload = buf + LAHJA_WIRE_PLAIN_PREFIX;
+    ev->payload_len = ev->raw_len = body - 4;
+    return LAHJA_WIRE_HEADER_SIZE + (size_t)body;
+}
 
 /* Bounds before the handshake and on SUBS (rx_init sets them to
  * max_frame and UINT32_MAX): a frame before HELLO whose body is over

@@ -429,6 +429,95 @@ static size_t build_stream(uint8_t *buf, size_t *ends)
     return k;
 }
 
+/* rx_plain over exactly buf[0..len), through a heap copy (as next). */
+static size_t plain(const lahja_wire_rx_t *rx, const uint8_t *buf, size_t len,
+                    lahja_wire_event_t *ev)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    assert_non_null(copy);
+    memcpy(copy, buf, len);
+    size_t n = lahja_wire_rx_plain(rx, copy, len, ev);
+    if (n > 0)
+        ev->payload = buf + (ev->payload - copy);
+    free(copy);
+    return n;
+}
+
+/* The inline reader of events without flags reads what rx_next reads,
+ * and leaves it everything else, whether valid or not. */
+static void test_plain_event_reader(void **state)
+{
+    (void)state;
+    lahja_wire_rx_t rx;
+    lahja_wire_rx_init(&rx, MAX_FRAME, MAX_PAYLOAD, MAX_TYPES);
+    uint8_t buf[MAX_PAYLOAD + 64];
+    lahja_wire_event_t ev;
+    size_t n = event_frame(buf, 1, 0, 0, 0, "x", 1);
+    assert_int_equal(plain(&rx, buf, n, &ev), 0); /* before HELLO */
+    lahja_wire_rx_free(&rx);
+    start(&rx);
+    assert_int_equal(plain(&rx, buf, n, &ev), 0); /* type 1 not bound */
+    bind_type(&rx, 1, "first");
+    bind_type(&rx, 2, "second");
+
+    /* The same frame, the same reading, for sizes up to max_payload. */
+    static const size_t sizes[] = { 0, 1, 64, 255, 256, MAX_PAYLOAD };
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        memset(buf, 0, sizeof buf);
+        uint8_t payload[MAX_PAYLOAD];
+        for (size_t i = 0; i < sizes[k]; i++)
+            payload[i] = (uint8_t)(i * 13 + k);
+        n = event_frame(buf, 2, 0, 0, 0, payload, sizes[k]);
+        uint8_t want[LAHJA_WIRE_PLAIN_PREFIX];
+        lahja_wire_plain_prefix(want, 2, (uint32_t)sizes[k]);
+        assert_memory_equal(buf, want, sizeof want); /* as the prefix encoder writes */
+        lahja_wire_msg_t msg;
+        size_t need;
+        assert_int_equal(next(&rx, buf, n, &msg, &need), (ssize_t)n);
+        assert_int_equal(plain(&rx, buf, n + 5, &ev), n); /* more after it */
+        assert_ptr_equal(ev.type, msg.u.event.type);
+        assert_int_equal(ev.type_len, msg.u.event.type_len);
+        assert_int_equal(ev.flags, 0);
+        assert_int_equal(ev.id, 0);
+        assert_ptr_equal(ev.payload, msg.u.event.payload);
+        assert_int_equal(ev.payload_len, sizes[k]);
+        assert_int_equal(ev.raw_len, sizes[k]);
+        for (size_t cut = 0; cut < n; cut += 1 + n / 7)
+            assert_int_equal(plain(&rx, buf, cut, &ev), 0); /* incomplete */
+    }
+
+    /* Valid frames of other kinds or flags, and invalid ones: left alone. */
+    n = event_frame(buf, 1, LAHJA_WIRE_REQUEST, 7, 0, "q", 1);
+    assert_int_equal(plain(&rx, buf, n, &ev), 0);
+    n = lahja_wire_ack_encode(buf, 3);
+    assert_int_equal(plain(&rx, buf, n, &ev), 0);
+    uint8_t ok[64];
+    size_t okn = event_frame(ok, 1, 0, 0, 0, "abcd", 4);
+    for (size_t byte = 4; byte < LAHJA_WIRE_PLAIN_PREFIX; byte++) {
+        if (byte == 8)
+            continue; /* the type id: below */
+        memcpy(buf, ok, okn);
+        buf[byte] ^= 0x40; /* kind, flags, reserved; type id's high bytes */
+        assert_int_equal(plain(&rx, buf, okn, &ev), 0);
+    }
+    static const uint32_t ids[] = { 0, 3, UINT32_MAX };
+    for (size_t k = 0; k < 3; k++) {
+        memcpy(buf, ok, okn);
+        lahja_wire_plain_prefix(buf, ids[k], 4);
+        assert_int_equal(plain(&rx, buf, okn, &ev), 0);
+        assert_true(feed(&rx, buf, okn) < 0);
+    }
+    static const uint32_t bodies[] = { 0, 3, MAX_PAYLOAD + 5, MAX_FRAME + 1, UINT32_MAX };
+    for (size_t k = 0; k < sizeof bodies / sizeof bodies[0]; k++) {
+        memcpy(buf, ok, okn);
+        for (int i = 0; i < 4; i++)
+            buf[i] = (uint8_t)(bodies[k] >> (8 * i));
+        assert_int_equal(plain(&rx, buf, sizeof buf, &ev), 0);
+        assert_true(feed(&rx, buf, sizeof buf) < 0);
+    }
+    lahja_wire_rx_free(&rx);
+}
+
 static void test_stream(void **state)
 {
     (void)state;
@@ -1317,6 +1406,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_subs),
         cmocka_unit_test(test_roundtrip_ack),
         cmocka_unit_test(test_roundtrip_type_and_event),
+        cmocka_unit_test(test_plain_event_reader),
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_partial_byte_by_byte),
         cmocka_unit_test(test_reject_bad_magic),
