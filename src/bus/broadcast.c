@@ -625,6 +625,70 @@ int lahja_broadcast_cb(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broa
 }
 
 #define BYTES_STACK_MAX 65536 /* what lahja_broadcast_bytes sends without an event */
+#define BYTES_FAST_MAX 2048   /* payloads that may take the remembered route */
+
+/* Whether cfg routes as the default does. */
+static int plain_config(const lahja_broadcast_config_t *cfg)
+{
+    return cfg == NULL
+           || (cfg->filter_endpoint == NULL && cfg->filter_event_id == 0 && !cfg->internal);
+}
+
+/*
+ * Remembers where an event of the last bytes type just went, if only to
+ * ready peers that know its type id: the events of that type that follow
+ * are queued for them directly (bytes_fast) until something that decides
+ * it changes (lahja_route_changed).
+ */
+static void bytes_route_learn(lahja_endpoint_t *ep, const lahja_event_t *ev)
+{
+    struct bytes_route *r = &ep->bytes_route;
+    r->n = 0;
+    r->gen = ep->route_gen; /* learnt, if only that the full path it is */
+    struct targets t;
+    int local;
+    if (receivers(ep, ev, &default_config, &t, &local) <= 0)
+        return;
+    size_t n = 0, max_len = ep->opts.max_payload;
+    uint8_t lz4 = 0;
+    for (size_t i = 0; i < t.n && !local && t.n <= BYTES_ROUTE_MAX; i++, n++) {
+        struct conn *c = t.v[i];
+        lahja_strmap_slot_t *s = lahja_strmap_find_h(&c->tx.map, ev->type, ev->type_len, ev->hash);
+        if (s == NULL || c->npats > 0)
+            break; /* not bound yet; patterns: the route cache decides */
+        r->v[n] = c;
+        r->tid[n] = (uint32_t)(uintptr_t)s->value;
+        if (c->peer_max < LAHJA_WIRE_EVENT_PREFIX_MAX + max_len)
+            max_len = c->peer_max > LAHJA_WIRE_EVENT_PREFIX_MAX
+                      ? c->peer_max - LAHJA_WIRE_EVENT_PREFIX_MAX : 0;
+        lz4 |= c->peer_lz4;
+    }
+    if (n == t.n && n > 0 && !local) {
+        r->n = n;
+        r->max_len = max_len;
+        r->lz4 = lz4;
+    }
+    targets_free(&t);
+}
+
+/*
+ * A small event of the last bytes type, down its remembered route: 1 if
+ * queued, 0 if it must take the full path (the route changed, a peer is
+ * over its high-water mark, the payload is compressed, or memory ran
+ * short), which then also says why if it fails.
+ */
+static int bytes_fast(lahja_endpoint_t *ep, const void *payload, size_t len)
+{
+    const struct bytes_route *r = &ep->bytes_route;
+    if (r->n == 0 || r->gen != ep->route_gen || len > r->max_len
+        || (r->lz4 && len >= ep->opts.compress_threshold) || ep->subs_dirty || ep->subs_retry
+        || lahja_ep_check(ep) != 0 || lahja_task_current() == NULL)
+        return 0;
+    for (size_t i = 0; i < r->n; i++)
+        if (r->v[i]->queued + r->v[i]->lent_bytes > ep->opts.high_water)
+            return 0;
+    return lahja_conn_put_plain(r->v, r->tid, r->n, payload, len) == 0;
+}
 
 int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *payload, size_t len,
                           const lahja_broadcast_config_t *cfg, lahja_time_t deadline)
@@ -634,8 +698,11 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
     size_t tlen = strlen(type);
     /* A run of broadcasts of one type checks and hashes it once. */
     uint64_t hash;
-    if (tlen == ep->bytes_tlen && memcmp(type, ep->bytes_type, tlen) == 0) {
+    int same = tlen == ep->bytes_tlen && memcmp(type, ep->bytes_type, tlen) == 0;
+    if (same) {
         hash = ep->bytes_hash;
+        if (len <= BYTES_FAST_MAX && plain_config(cfg) && bytes_fast(ep, payload, len))
+            return 0;
     } else {
         if (!lahja_event_type_valid(type, tlen))
             return -EINVAL;
@@ -643,6 +710,8 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
         memcpy(ep->bytes_type, type, tlen);
         ep->bytes_tlen = tlen;
         ep->bytes_hash = hash;
+        ep->bytes_route.n = 0;
+        ep->bytes_route.gen = 0; /* route_gen is never 0 */
     }
     if (len > BYTES_STACK_MAX) {
         lahja_event_t *ev;
@@ -660,6 +729,9 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
     };
     int rc = broadcast(ep, &ev, cfg, deadline, 0);
     free(ev.lz4); /* its origin was borrowed */
+    if (rc == 0 && len <= BYTES_FAST_MAX && plain_config(cfg)
+        && ep->bytes_route.gen != ep->route_gen)
+        bytes_route_learn(ep, &ev);
     return rc;
 }
 

@@ -74,6 +74,7 @@ struct conn *lahja_conn_new(lahja_endpoint_t *ep, const struct conn_transport *t
     lahja_strmap_init(&c->subs);
     lahja_strmap_init(&c->route);
     lahja_list_push_back(&ep->conns, &c->link);
+    lahja_route_changed(ep);
     ep->nconns_open++;
     return c;
 }
@@ -222,6 +223,7 @@ static void conn_end(struct conn *c, int err, lahja_log_level_t level, const cha
     lahja_endpoint_t *ep = c->ep;
     int was_up = c->state == CONN_READY || c->state == CONN_DRAINING;
     c->state = CONN_CLOSING;
+    lahja_route_changed(c->ep);
     receipt_paid(c);
     conn_end_log(c, was_up, level, why);
     lahja_list_remove(&c->link);
@@ -533,6 +535,42 @@ void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot
     enqueue(c, it);
 }
 
+int lahja_conn_put_plain(struct conn *const *v, const uint32_t *tid, size_t n,
+                         const void *payload, size_t len)
+{
+    size_t need = LAHJA_WIRE_PLAIN_PREFIX + len;
+    struct out_item *fresh[BYTES_ROUTE_MAX];
+    for (size_t i = 0; i < n; i++) {
+        fresh[i] = NULL;
+        if (last_chunk(v[i], need) == NULL && (fresh[i] = chunk_get(v[i]->ep, need)) == NULL) {
+            while (i-- > 0)
+                if (fresh[i] != NULL)
+                    item_release(v[i]->ep, fresh[i]);
+            return -ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct conn *c = v[i];
+        struct out_item *it = fresh[i];
+        if (it != NULL) {
+            it->nevents = 0;
+            lahja_list_push_back(&c->outq, &it->link);
+        } else {
+            it = last_chunk(c, need);
+        }
+        uint8_t *p = it->heap + it->payload_len;
+        lahja_wire_plain_prefix(p, tid[i], (uint32_t)len);
+        memcpy(p + LAHJA_WIRE_PLAIN_PREFIX, payload, len);
+        it->payload_len += need;
+        it->cost += need;
+        it->nevents++;
+        c->tx_events++;
+        c->tx_payload += len;
+        queued_more(c, need);
+    }
+    return 0;
+}
+
 /* Lent payloads count against the high-water mark until the peer's
  * receipts say it read them: backpressure is the reader's pace, as over
  * a socket, while what it keeps after reading pins only the pool. */
@@ -742,6 +780,7 @@ static void conn_drain(struct conn *c, int uverr)
     lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connection %s %s: %s; reading what it sent",
                   c->outbound ? "to" : "from", conn_name(c), uv_strerror(uverr));
     c->state = CONN_DRAINING;
+    lahja_route_changed(c->ep);
     receipt_paid(c); /* it can write none */
     if (c->dirty) {
         lahja_list_remove(&c->dirty_link);
@@ -1249,6 +1288,7 @@ static int conn_ready(struct conn *c)
     if ((c->totals = lahja_delivery_totals(ep, c->peer)) == NULL)
         return -ENOMEM; /* before it carries anything */
     c->state = CONN_READY;
+    lahja_route_changed(c->ep);
     uv_timer_stop(&c->timer);
     lahja_bus_log(ep, LAHJA_LOG_DEBUG, "connected %s %s", c->outbound ? "to" : "from",
                   c->peer->s);
@@ -1360,6 +1400,7 @@ static int on_hello(struct conn *c, const lahja_wire_hello_t *h)
         return -ENOMEM;
     if (c->outbound) {
         c->state = CONN_CONFIRMING;
+        lahja_route_changed(c->ep);
     } else {
         int rc = conn_ready(c);
         if (rc != 0)
@@ -1634,6 +1675,17 @@ static void conn_parse(struct conn *c)
     while (c->state != CONN_CLOSING) {
         lahja_wire_msg_t m;
         size_t need = 0;
+        /* Most frames are small events: read inline, the rest below. */
+        size_t plain = lahja_wire_rx_plain(&c->rx, c->rbuf + off, c->rlen - off, &m.u.event);
+        if (plain > 0) {
+            off += plain;
+            int rc = on_event(c, &m.u.event);
+            if (rc != 0) {
+                conn_fail(c, rc, lahja_strerror(rc));
+                return;
+            }
+            continue;
+        }
         ssize_t n = lahja_wire_rx_next(&c->rx, c->rbuf + off, c->rlen - off, &m, &need);
         if (n == 0) {
             c->need = need;
@@ -1694,6 +1746,30 @@ void lahja_conn_read(struct conn *c, ssize_t nread)
     conn_parse(c);
 }
 
+size_t lahja_conn_read_plain(struct conn *c, const uint8_t *buf, size_t len)
+{
+    if (c->rlen != 0 || c->state != CONN_READY)
+        return 0;
+    size_t off = 0;
+    lahja_wire_event_t w;
+    size_t n;
+    while (c->state == CONN_READY && (n = lahja_wire_rx_plain(&c->rx, buf + off, len - off, &w)) > 0) {
+        off += n;
+        int rc = on_event(c, &w);
+        if (rc != 0) {
+            conn_fail(c, rc, lahja_strerror(rc));
+            return off;
+        }
+    }
+    if (off > 0 && c->state == CONN_READY) {
+        c->rx_total += off;
+        lahja_ep_busy_poll(c->ep);
+        if (c->rx_events != c->rx_acked && c->peer_receipts)
+            receipt_due(c);
+    }
+    return off;
+}
+
 /* Reads and handles what c's peer sent, to its end, now: c's peer is
  * gone and another connection takes its place. */
 static void conn_read_to_end(struct conn *c)
@@ -1715,6 +1791,7 @@ void lahja_conn_start(struct conn *c)
         return;
     }
     c->state = CONN_HANDSHAKE;
+    lahja_route_changed(c->ep);
     int rc = send_hello(c);
     if (rc == 0)
         rc = c->t->read_start(c);
@@ -1755,6 +1832,7 @@ struct conn *lahja_conn_connect(lahja_endpoint_t *ep, const lahja_conn_config_t 
         return NULL;
     c->outbound = 1;
     c->state = CONN_CONNECTING;
+    lahja_route_changed(c->ep);
     memcpy(c->target, cfg->name, sizeof c->target);
     memcpy(c->path, cfg->path, sizeof c->path);
     c->op = op;
@@ -1771,6 +1849,7 @@ int lahja_conn_dial(lahja_endpoint_t *ep, const lahja_conn_config_t *cfg, uint8_
     c->outbound = 1;
     c->background = background;
     c->state = CONN_CONNECTING;
+    lahja_route_changed(c->ep);
     memcpy(c->target, cfg->name, sizeof c->target);
     memcpy(c->path, cfg->path, sizeof c->path);
     lahja_unix_connect(c);

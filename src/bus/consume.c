@@ -54,6 +54,7 @@ static struct type_entry *type_get(lahja_endpoint_t *ep, const char *type, size_
             lahja_list_push_back(&ep->patterns, &te->plink);
         s->value = te;
         ep->types_gen++;
+        lahja_route_changed(ep);
     }
     return s->value;
 }
@@ -69,6 +70,7 @@ static void type_maybe_drop(lahja_endpoint_t *ep, struct type_entry *te)
     lahja_strmap_remove(&ep->types, lahja_strmap_find(&ep->types, te->name, strlen(te->name)));
     free(te);
     ep->types_gen++;
+    lahja_route_changed(ep);
 }
 
 /*
@@ -141,6 +143,7 @@ static int consumer_add(lahja_endpoint_t *ep, struct consumer *c, const char *ty
     c->dead = 0;
     c->free_on_sweep = 0;
     lahja_list_push_back(&te->consumers, &c->link);
+    lahja_route_changed(ep);
     if (norigins == 0)
         te->n_any++;
     /* A consumer with origins changes what te's announcement names. */
@@ -158,6 +161,7 @@ static void consumer_remove(lahja_endpoint_t *ep, struct consumer *c)
         return;
     struct type_entry *te = c->te;
     c->active = 0;
+    lahja_route_changed(ep);
     if (te->dispatching > 0)
         c->dead = 1;
     else
@@ -849,6 +853,7 @@ void lahja_consumers_free(lahja_endpoint_t *ep)
 
 void lahja_ep_changed(lahja_endpoint_t *ep, int connections)
 {
+    lahja_route_changed(ep);
     lahja_waitq_wake(&ep->subs_changed);
     if (connections)
         lahja_waitq_wake(&ep->conn_changed);

@@ -243,6 +243,22 @@ struct conn_slot {
     uint8_t is_new;          /* the type was bound for this event */
 };
 
+/*
+ * Where events of lahja_broadcast_bytes's last type go, while nothing
+ * that decides it changed (ep->route_gen): only peers, reached by
+ * frames of a type id they know, so that a run of small events of one
+ * type is queued without finding its receivers again (broadcast.c).
+ */
+#define BYTES_ROUTE_MAX 8
+struct bytes_route {
+    uint64_t gen;                /* ep->route_gen it holds for; 0: none */
+    size_t n;
+    struct conn *v[BYTES_ROUTE_MAX];
+    uint32_t tid[BYTES_ROUTE_MAX];
+    size_t max_len;              /* largest payload every one takes */
+    uint8_t lz4;                 /* one of them reads LZ4 */
+};
+
 struct conn {
     lahja_link_t link;           /* in ep->conns */
     lahja_endpoint_t *ep;
@@ -440,6 +456,9 @@ struct lahja_endpoint {
     char bytes_type[LAHJA_WIRE_NAME_MAX];
     size_t bytes_tlen;
     uint64_t bytes_hash;
+    struct bytes_route bytes_route; /* where that type went last */
+    uint64_t route_gen;          /* bumped by whatever may change where an
+                                    event goes (lahja_route_changed) */
     uv_check_t shm_check;        /* reads the rings after each poll */
     uv_prepare_t shm_prepare;    /* says we sleep, before each poll */
     uv_idle_t shm_kick;          /* one turn without sleeping */
@@ -580,6 +599,13 @@ int lahja_conn_reserve(struct conn *c, const lahja_event_t *ev, uint8_t flags,
 void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot, uint8_t flags,
                        uint64_t id);
 void lahja_conn_cancel(struct conn *c, const lahja_event_t *ev, struct conn_slot *slot);
+/*
+ * Queues an EVENT frame without flags (type id tid[i], the payload
+ * copied) on each of the n connections v, ready peers whose type ids are
+ * bound: on all of them, or on none and -ENOMEM.
+ */
+int lahja_conn_put_plain(struct conn *const *v, const uint32_t *tid, size_t n,
+                         const void *payload, size_t len);
 /* Non-zero while a connection's output is not all confirmed (stop's linger). */
 int lahja_conn_unconfirmed(const struct conn *c);
 void lahja_conn_send_subs(struct conn *c);
@@ -674,6 +700,12 @@ struct pending *lahja_pending_find(const lahja_endpoint_t *ep, uint64_t id);
 
 /* Connection or subscription sets changed: wake the B21 waiters. */
 void lahja_ep_changed(lahja_endpoint_t *ep, int connections);
+/* Something that decides where events go changed (a connection's state,
+ * a peer's or our own subscriptions): remembered routes are void. */
+static inline void lahja_route_changed(lahja_endpoint_t *ep)
+{
+    ep->route_gen++;
+}
 
 /* dial.c: kept peers (B33) and background connects */
 /* An outbound connection nobody waits for (background: CONN_NOWAIT or

@@ -518,6 +518,7 @@ static void dial(struct natsnet *nn, struct npeer *p)
     c->outbound = 1;
     c->background = CONN_NOWAIT;
     c->state = CONN_CONNECTING;
+    lahja_route_changed(c->ep);
     snprintf(c->target, sizeof c->target, "%s", p->name);
     uint8_t pid[4];
     put32(pid, (uint32_t)getpid());

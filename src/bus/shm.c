@@ -74,6 +74,7 @@
 #define SHM_MARK 'S'
 #define SPIN_NS 50000                    /* spun for a response, or after data */
 #define PEND_IOV 256
+#define RX_COPY 4096                     /* copied past a frame not read in place */
 #define SHM_POOL_DEFAULT (256u << 20)
 #define GRAN (64u << 10)                 /* the pool's unit */
 #define LEND_MIN (32u << 10)             /* smaller payloads go through the ring */
@@ -416,6 +417,14 @@ static int shm_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
 
 /* --------------------------------------------------------- reading */
 
+/* The ring's len bytes from our tail on are read: the writer may reuse them. */
+static void rx_consumed(struct conn *c, struct shm_link *s, size_t len)
+{
+    s->rx_tail += len;
+    atomic_store_explicit(&s->rx.hdr->tail, s->rx_tail, memory_order_release);
+    tell(c, &s->rx.hdr->writer_waits);
+}
+
 /* Reads what the peer's ring holds, as the connection takes it: at most
  * a ring's worth per call, so that a peer that never stops writing
  * cannot hold the loop (the rest is read on the next turn). */
@@ -436,23 +445,33 @@ static void rx_drain(struct conn *c)
             lahja_conn_close(c, -EPROTO, "shared memory: the peer's ring index is out of bounds");
             return;
         }
+        size_t at = (size_t)(s->rx_tail & (s->rx.size - 1));
+        /* Small events are read where they are, up to the ring's end. */
+        size_t len = s->rx.size - at < avail ? s->rx.size - at : (size_t)avail;
+        if (len > budget)
+            len = (size_t)budget;
+        size_t took = lahja_conn_read_plain(c, s->rx.data + at, len);
+        if (took > 0) {
+            budget -= took;
+            rx_consumed(c, s, took);
+            continue;
+        }
         uv_buf_t room;
         lahja_conn_room(c, &room);
         if (room.len == 0) {
             lahja_conn_read(c, UV_ENOBUFS);
             return;
         }
-        size_t len = avail < room.len ? (size_t)avail : room.len;
+        len = avail < room.len ? (size_t)avail : room.len;
         if (len > budget)
             len = (size_t)budget;
+        if (len > RX_COPY && c->state == CONN_READY && c->need < c->rlen + RX_COPY)
+            len = RX_COPY; /* back to reading in place soon */
         budget -= len;
-        size_t at = (size_t)(s->rx_tail & (s->rx.size - 1));
         size_t first = s->rx.size - at < len ? s->rx.size - at : len;
         memcpy(room.base, s->rx.data + at, first);
         memcpy(room.base + first, s->rx.data, len - first);
-        s->rx_tail += len;
-        atomic_store_explicit(&s->rx.hdr->tail, s->rx_tail, memory_order_release);
-        tell(c, &s->rx.hdr->writer_waits);
+        rx_consumed(c, s, len);
         lahja_conn_read(c, (ssize_t)len);
     }
 }

@@ -716,6 +716,124 @@ static void test_allow_no_subscribers_drops_silently(void **state)
     fx_expect_exit(b);
 }
 
+/* ------------------------------ a run of broadcast_bytes, routes changing */
+
+/*
+ * A run of small events of one type is queued down the route the first
+ * one found, until something that decides the route changes: these
+ * check that every change takes effect at the next event.
+ */
+struct route_spec {
+    const char *name;
+    uint32_t first;  /* the first sequence number it will see */
+    int drop;        /* drops Ping on Drop, takes it again on Again */
+};
+
+static int child_route(void *arg)
+{
+    const struct route_spec *s = arg;
+    lahja_endpoint_t *ep = ep_start(s->name, NULL);
+    CHILD_CHECK(ep != NULL);
+    struct counter pings;
+    counter_init(&pings, -1);
+    pings.next_seq = s->first;
+    lahja_subscription_t *sub;
+    CHILD_RC(lahja_subscribe(ep, "Ping", on_count, &pings, &sub), 0);
+    lahja_stream_t *fence;
+    CHILD_RC(lahja_stream_open(ep, FENCE, 0, NULL, &fence), 0);
+    CHILD_RC(lahja_wait_until_connected_to(ep, "a", lahja_deadline_in(GUARD_MS)), 0);
+    lahja_event_t *ev;
+    if (s->drop) {
+        CHILD_RC(lahja_wait_for(ep, "Drop", lahja_deadline_in(GUARD_MS), &ev), 0);
+        lahja_event_unref(ev);
+        lahja_subscription_cancel(sub);
+        CHILD_RC(lahja_wait_for(ep, "Again", lahja_deadline_in(GUARD_MS), &ev), 0);
+        lahja_event_unref(ev);
+        CHILD_RC(lahja_subscribe(ep, "Ping", on_count, &pings, &sub), 0);
+    }
+    CHILD_RC(lahja_stream_next(fence, lahja_deadline_in(GUARD_MS), &ev), 0);
+    lahja_event_unref(ev);
+    char report[64];
+    snprintf(report, sizeof report, "%s:n=%d,ooo=%d", s->name, pings.n, pings.out_of_order);
+    CHILD_RC(send_str(ep, REPORT, report), 0);
+    lahja_stream_close(fence);
+    lahja_subscription_cancel(sub);
+    return linger_and_finish(ep);
+}
+
+static const struct route_spec route_b = { "b", 0, 1 };
+static const struct route_spec route_c = { "c", 300, 0 };
+
+/* Pings seq [from, to) with lahja_broadcast_bytes. */
+static int ping_run(lahja_endpoint_t *ep, uint32_t from, uint32_t to)
+{
+    for (uint32_t i = from; i < to; i++) {
+        int rc = lahja_broadcast_bytes(ep, "Ping", &i, sizeof i, NULL,
+                                       lahja_deadline_in(GUARD_MS));
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int main_bytes_route(void *arg)
+{
+    (void)arg;
+    lahja_endpoint_t *ep = ep_start("a", NULL);
+    assert_non_null(ep);
+    lahja_stream_t *reports;
+    assert_int_equal(lahja_stream_open(ep, REPORT, 0, NULL, &reports), 0);
+    assert_int_equal(ep_connect(ep, TYPES("b")), 0);
+    assert_int_equal(wait_peer_state(ep, "b", TYPES("Ping", "Drop", FENCE), NULL), 0);
+    assert_int_equal(ping_run(ep, 0, 100), 0);
+
+    /* A consumer of our own comes: it gets the next one, then none once gone. */
+    struct counter local;
+    counter_init(&local, -1);
+    lahja_subscription_t *sub;
+    assert_int_equal(lahja_subscribe(ep, "Ping", on_count, &local, &sub), 0);
+    local.next_seq = 100;
+    assert_int_equal(ping_run(ep, 100, 101), 0);
+    assert_int_equal(local.n, 1);
+    lahja_subscription_cancel(sub);
+    assert_int_equal(ping_run(ep, 101, 200), 0);
+    assert_int_equal(local.n, 1);
+
+    /* The peer drops the type: nobody takes the next one. */
+    assert_int_equal(send_str(ep, "Drop", ""), 0);
+    assert_int_equal(wait_peer_state(ep, "b", TYPES("Again"), TYPES("Ping")), 0);
+    uint32_t lost = 999;
+    assert_int_equal(lahja_broadcast_bytes(ep, "Ping", &lost, sizeof lost, NULL,
+                                           lahja_deadline_in(GUARD_MS)),
+                     LAHJA_ENOSUBSCRIBERS);
+    /* It takes it again; then a second peer comes. */
+    assert_int_equal(send_str(ep, "Again", ""), 0);
+    assert_int_equal(wait_peer_state(ep, "b", TYPES("Ping"), NULL), 0);
+    assert_int_equal(ping_run(ep, 200, 300), 0);
+    assert_int_equal(ep_connect(ep, TYPES("c")), 0);
+    assert_int_equal(wait_peer_state(ep, "c", TYPES("Ping", FENCE), NULL), 0);
+    assert_int_equal(ping_run(ep, 300, 400), 0);
+
+    assert_int_equal(send_event(ep, FENCE, NULL, 0, NULL), 0);
+    char report[MAX_CHILDREN][512];
+    read_reports(reports, 2, report);
+    assert_string_equal(report[0], "b:n=400,ooo=0");
+    assert_string_equal(report[1], "c:n=100,ooo=0");
+    lahja_stream_close(reports);
+    ep_finish(ep);
+    return 0;
+}
+
+static void test_bytes_run_follows_route_changes(void **state)
+{
+    (void)state;
+    pid_t b = fx_spawn(child_route, (void *)&route_b);
+    pid_t c = fx_spawn(child_route, (void *)&route_c);
+    RUN_MAIN(main_bytes_route, NULL);
+    fx_expect_exit(b);
+    fx_expect_exit(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -732,6 +850,7 @@ int main(void)
         BUS_TEST(test_broadcast_to_self_reaches_every_consumer),
         BUS_TEST(test_no_subscribers_for_every_config),
         BUS_TEST(test_allow_no_subscribers_drops_silently),
+        BUS_TEST(test_bytes_run_follows_route_changes),
     };
     ignore_sigpipe();
     return cmocka_run_group_tests(tests, NULL, NULL);
