@@ -342,7 +342,8 @@ void lahja_dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_event
             lahja_waitq_signal(&w->ready);
         }
     }
-    lahja_event_unref(owned);
+    if (owned != NULL)
+        lahja_event_unref(owned);
     if (--te->dispatching == 0)
         sweep(ep, te);
 }

@@ -159,7 +159,8 @@ struct lahja_event {
     struct lahja_lent *lent; /* its payload's block in our pool (shm.c), or NULL */
     uint8_t *lz4;         /* compressed payload, made once per event */
     size_t lz4_len;       /* 0: not made or did not pay */
-    /* type, response type and payload follow, for owned events */
+    /* type, response type and payload follow, for owned events.  A new
+     * field must be set in on_event (conn.c), which sets them one by one. */
 };
 
 /* Non-zero if type[0..len) may name an event: a valid wire type that
