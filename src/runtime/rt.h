@@ -91,7 +91,10 @@ struct lahja_task {
     struct lahja_scope *scope;  /* innermost open scope */
     struct lahja_nursery *nursery; /* until finished; NULL for root tasks */
     lahja_link_t sibling;       /* in nursery->handles */
-    uv_timer_t timer;           /* armed while waiting with a deadline */
+    uv_timer_t timer;           /* armed while waiting with a deadline, and
+                                   left armed (unreferenced) after, for the
+                                   next wait: see arm_deadline */
+    lahja_time_t timer_due;     /* when it fires, while it is armed */
     lahja_stack_t stack;
 #ifdef LAHJA_ASAN
     void *asan_fake;            /* ASan fake stack saved across switches */

@@ -232,6 +232,25 @@ static void on_deadline(uv_timer_t *h)
     }
 }
 
+/*
+ * Arms t's timer for a wait until eff.  Starting and stopping a libuv
+ * timer costs two heap operations among all of the loop's timers, and a
+ * task typically waits again soon with a deadline no earlier: so the
+ * timer is left armed after a wait, only unreferenced (it does not keep
+ * the loop alive, and a runtime whose tasks all wait on nothing still
+ * ends, LAHJA_EDEADLOCK), and kept by the next wait if it fires no
+ * later than that wait's deadline.  Firing early only wakes the task to
+ * arm it again (LAHJA_WAKE_TIMER: the wait goes round).
+ */
+static void arm_deadline(struct lahja_task *t, lahja_time_t eff, lahja_time_t now)
+{
+    if (!uv_is_active((uv_handle_t *)&t->timer) || t->timer_due > eff) {
+        uv_timer_start(&t->timer, on_deadline, eff - now, 0);
+        t->timer_due = eff;
+    }
+    uv_ref((uv_handle_t *)&t->timer);
+}
+
 int lahja_wait(lahja_link_t *waiters, lahja_time_t deadline, unsigned flags)
 {
     struct lahja_task *t = lahja_tls_task;
@@ -253,13 +272,13 @@ int lahja_wait(lahja_link_t *waiters, lahja_time_t deadline, unsigned flags)
         if (waiters != NULL && !lahja_link_linked(&t->wait))
             lahja_list_push_back(waiters, &t->wait);
         if (eff != LAHJA_FOREVER)
-            uv_timer_start(&t->timer, on_deadline, eff - now, 0);
+            arm_deadline(t, eff, now);
         t->wake = LAHJA_WAKE_NONE;
         t->cancellable = (uint8_t)cancellable;
         t->state = LAHJA_TASK_SUSPENDED;
         lahja_switch_away(t, 0);
         if (eff != LAHJA_FOREVER)
-            uv_timer_stop(&t->timer);
+            uv_unref((uv_handle_t *)&t->timer);
         if (t->wake == LAHJA_WAKE_RESULT) {
             t->wake = LAHJA_WAKE_NONE;
             return t->wake_result;

@@ -25,6 +25,7 @@ static void task_entry(void *arg)
     if (failed && (result == -ECANCELED || result == -ETIMEDOUT))
         failed = lahja_scope_status(&t->root, uv_now(rt->loop), NULL) == 0;
     lahja_scope_unlink(&t->root);
+    uv_timer_stop(&t->timer); /* left armed by its last wait */
     t->state = LAHJA_TASK_DONE;
     rt->ntasks--;
     while (lahja_wake_first(&t->joiners, 0) != NULL)

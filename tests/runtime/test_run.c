@@ -324,6 +324,80 @@ static void test_sleeping_is_not_deadlock(void **state)
     assert_int_equal(lahja_run(sleep_main, NULL, NULL), 0);
 }
 
+/* ------------------------------------------ a deadline's timer, reused */
+
+/* Signals c once the other task waits on it. */
+static int signal_soon(void *arg)
+{
+    lahja_cond_t *c = arg;
+    while (lahja_list_empty(&c->waiters))
+        lahja_yield();
+    lahja_cond_signal(c);
+    return 0;
+}
+
+/* Waits on c with a deadline `ms` away, signalled at once: the timer of
+ * that deadline is left armed. */
+static void woken_before(lahja_cond_t *c, uint64_t ms)
+{
+    assert_int_equal(lahja_spawn(lahja_rt_current(), signal_soon, c, NULL, NULL), 0);
+    assert_int_equal(lahja_cond_wait(c, lahja_deadline_in(ms)), 0);
+}
+
+struct timed {
+    uint64_t early_ms, late_ms;
+};
+
+static int stuck_after_deadline_main(void *arg)
+{
+    (void)arg;
+    lahja_cond_t c;
+    lahja_cond_init(&c);
+    woken_before(&c, 60000);
+    lahja_latch_t never;
+    lahja_latch_init(&never);
+    return lahja_latch_wait(&never, LAHJA_FOREVER);
+}
+
+/* A timer left armed by a wait that ended early does not keep the
+ * runtime alive: every task waiting on nothing is still a deadlock, seen
+ * at once, not when the old deadline comes. */
+static void test_deadlock_seen_with_an_old_deadline_armed(void **state)
+{
+    (void)state;
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(lahja_run(stuck_after_deadline_main, NULL, NULL), LAHJA_EDEADLOCK);
+    assert_true(uv_hrtime() - t0 < 10000000000ull);
+}
+
+static int deadlines_main(void *arg)
+{
+    struct timed *r = arg;
+    lahja_cond_t c, never;
+    lahja_cond_init(&c);
+    lahja_cond_init(&never);
+    /* A later deadline than the armed one: it holds until its own time. */
+    woken_before(&c, 2 * SHORT_MS);
+    lahja_time_t t0 = lahja_now();
+    assert_int_equal(lahja_cond_wait(&never, lahja_deadline_in(6 * SHORT_MS)), -ETIMEDOUT);
+    r->late_ms = lahja_now() - t0;
+    /* An earlier one than the armed one: it is not put off to it. */
+    woken_before(&c, 60000);
+    t0 = lahja_now();
+    assert_int_equal(lahja_cond_wait(&never, lahja_deadline_in(SHORT_MS)), -ETIMEDOUT);
+    r->early_ms = lahja_now() - t0;
+    return 0;
+}
+
+static void test_each_wait_ends_at_its_own_deadline(void **state)
+{
+    (void)state;
+    struct timed r = { 0, 0 };
+    assert_int_equal(lahja_run(deadlines_main, &r, NULL), 0);
+    assert_true(r.late_ms >= 6 * SHORT_MS);
+    assert_true(r.early_ms >= SHORT_MS && r.early_ms < 10000);
+}
+
 /* ------------------------------------------------- user handles left open */
 
 static uv_timer_t left_timer;
@@ -513,6 +587,8 @@ int main(void)
         TEST(test_deadlock_is_reported),
         TEST(test_deadlock_in_nursery_is_reported),
         TEST(test_sleeping_is_not_deadlock),
+        TEST(test_deadlock_seen_with_an_old_deadline_armed),
+        TEST(test_each_wait_ends_at_its_own_deadline),
         TEST(test_open_user_handles_do_not_block_return),
         TEST(test_suspending_calls_without_runtime),
         TEST(test_suspending_calls_from_libuv_callback),
