@@ -293,6 +293,12 @@ static void handle(struct conn *c, const lahja_wire_msg_t *msg, const uint8_t *f
  * or -1 once the connection is dropped.  The free part of the buffer is
  * poisoned meanwhile, so that a read past `avail` is caught.
  */
+/* The flags lahja_wire_rx_small reads. */
+static int small_flags(uint8_t flags)
+{
+    return flags == 0 || flags == LAHJA_WIRE_REQUEST || flags == LAHJA_WIRE_RESPONSE;
+}
+
 static long parse(struct conn *c, uint8_t *buf, size_t have, size_t cap)
 {
     size_t off = 0;
@@ -301,17 +307,18 @@ static long parse(struct conn *c, uint8_t *buf, size_t have, size_t cap)
         lahja_wire_msg_t msg;
         size_t need = 0, avail = have - off;
         lahja_wire_event_t plain;
-        size_t pn = lahja_wire_rx_plain(&c->rx, buf + off, avail, &plain);
+        size_t pn = lahja_wire_rx_small(&c->rx, buf + off, avail, &plain);
         ssize_t n = lahja_wire_rx_next(&c->rx, buf + off, avail, &msg, &need);
-        /* The inline reader of events without flags reads exactly those,
-         * as rx_next does. */
+        /* The inline reader of small events reads exactly those (no flag
+         * but REQUEST or RESPONSE), as rx_next does. */
         if (pn > 0) {
-            CHECK(n == (ssize_t)pn && msg.kind == LAHJA_WIRE_EVENT && msg.u.event.flags == 0);
+            CHECK(n == (ssize_t)pn && msg.kind == LAHJA_WIRE_EVENT && small_flags(msg.u.event.flags));
             CHECK(plain.type == msg.u.event.type && plain.type_len == msg.u.event.type_len);
             CHECK(plain.payload == msg.u.event.payload && plain.raw_len == msg.u.event.raw_len
-                  && plain.payload_len == msg.u.event.payload_len && plain.id == 0);
+                  && plain.payload_len == msg.u.event.payload_len && plain.id == msg.u.event.id
+                  && plain.flags == msg.u.event.flags);
         } else {
-            CHECK(n <= 0 || msg.kind != LAHJA_WIRE_EVENT || msg.u.event.flags != 0);
+            CHECK(n <= 0 || msg.kind != LAHJA_WIRE_EVENT || !small_flags(msg.u.event.flags));
         }
         if (n < 0) {
             off = (size_t)-1;

@@ -435,6 +435,115 @@ static int nobody(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broadcast
     return deliver(ep, ev, cfg, none, 0, request_id);
 }
 
+/* ---------------------------------------------------- remembered routes */
+
+#define ROUTE_LEN_MAX 2048 /* payloads that may take a remembered route */
+
+/* Whether cfg routes as the default does. */
+static int plain_config(const lahja_broadcast_config_t *cfg)
+{
+    return cfg == NULL
+           || (cfg->filter_endpoint == NULL && cfg->filter_event_id == 0 && !cfg->internal);
+}
+
+/* Whether ev may take a remembered route under cfg. */
+static int routable(const lahja_event_t *ev, const lahja_broadcast_config_t *cfg)
+{
+    return ev->len <= ROUTE_LEN_MAX && ev->lent == NULL && plain_config(cfg);
+}
+
+/* The remembered route if it is type's (current or not), else NULL. */
+static const struct route *route_find(const lahja_endpoint_t *ep, const char *type, size_t tlen,
+                                      uint64_t hash)
+{
+    const struct route *r = &ep->route;
+    if (r->hash != hash || r->tlen != tlen || memcmp(r->type, type, tlen) != 0)
+        return NULL;
+    return r;
+}
+
+/* The remembered route of ev's type if it is current and goes to peers. */
+static const struct route *route_current(const lahja_endpoint_t *ep, const lahja_event_t *ev)
+{
+    const struct route *r = route_find(ep, ev->type, ev->type_len, ev->hash);
+    return r != NULL && r->gen == ep->route_gen && r->n > 0 ? r : NULL;
+}
+
+/*
+ * Remembers where ev (routable) just went: the peers t, and this
+ * endpoint if `local`.  Only at the second event of a run of one type,
+ * so that broadcasts of ever other types do not pay for it.  A route
+ * that cannot be taken without finding the receivers (a consumer of our
+ * own, a peer with patterns, a type not yet bound, too many peers) is
+ * remembered as the full path.
+ */
+static void route_learn(lahja_endpoint_t *ep, const lahja_event_t *ev, const struct targets *t,
+                        int local)
+{
+    int run = ep->route_last == ev->hash;
+    ep->route_last = ev->hash;
+    struct route *r = &ep->route;
+    if (!run || (r->gen == ep->route_gen && route_find(ep, ev->type, ev->type_len, ev->hash)))
+        return;
+    r->gen = ep->route_gen;
+    r->hash = ev->hash;
+    r->tlen = ev->type_len;
+    memcpy(r->type, ev->type, ev->type_len);
+    r->n = 0;
+    if (local || t->n == 0 || t->n > ROUTE_PEERS)
+        return;
+    size_t max_len = ep->opts.max_payload;
+    uint8_t lz4 = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        struct conn *c = t->v[i];
+        lahja_strmap_slot_t *s = lahja_strmap_find_h(&c->tx.map, ev->type, ev->type_len, ev->hash);
+        if (s == NULL || c->npats > 0)
+            return;
+        r->v[i] = c;
+        r->tid[i] = (uint32_t)(uintptr_t)s->value;
+        if (c->peer_max < LAHJA_WIRE_EVENT_PREFIX_MAX + max_len)
+            max_len = c->peer_max > LAHJA_WIRE_EVENT_PREFIX_MAX
+                      ? c->peer_max - LAHJA_WIRE_EVENT_PREFIX_MAX : 0;
+        lz4 |= c->peer_lz4;
+    }
+    r->n = t->n;
+    r->max_len = max_len;
+    r->lz4 = lz4;
+}
+
+/*
+ * Queues a payload down route r (found for its type): 1 if queued; 0 if
+ * it must take the full path (no current route, a peer over its
+ * high-water mark, a payload to compress, or no memory), which then says
+ * why if it fails.
+ */
+static int route_put(lahja_endpoint_t *ep, const struct route *r, uint8_t flags, uint64_t id,
+                     const void *payload, size_t len)
+{
+    if (r == NULL || r->n == 0 || r->gen != ep->route_gen || len > r->max_len
+        || (r->lz4 && len >= ep->opts.compress_threshold) || ep->subs_dirty || ep->subs_retry)
+        return 0;
+    for (size_t i = 0; i < r->n; i++)
+        if (r->v[i]->queued + r->v[i]->lent_bytes > ep->opts.high_water)
+            return 0;
+    return lahja_conn_put_small(r->v, r->tid, r->n, flags, id, payload, len) == 0;
+}
+
+/* ev (routable, valid) down its remembered route, bound as deliver binds
+ * it: 1, or 0 for the full path. */
+static int route_send(lahja_endpoint_t *ep, lahja_event_t *ev, uint64_t request_id)
+{
+    uint8_t flags = ev->is_request ? LAHJA_WIRE_REQUEST : 0;
+    uint64_t id = ev->is_request ? request_id : 0;
+    if (!route_put(ep, route_find(ep, ev->type, ev->type_len, ev->hash), flags, id, ev->payload,
+                   ev->len))
+        return 0;
+    ev->bound = 1;
+    ev->origin = ev->on_stack ? ep->name : lahja_name_ref(ep->name);
+    ev->id = id;
+    return 1;
+}
+
 static int broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
                             const lahja_broadcast_config_t *cfg, uint64_t request_id)
 {
@@ -489,6 +598,9 @@ struct bcast_call {
 static int bcast_route(struct bcast_call *b, struct lahja_waitq **q)
 {
     lahja_endpoint_t *ep = b->call.ep;
+    int route = routable(b->ev, b->cfg);
+    if (route && route_send(ep, b->ev, b->request_id))
+        return 0;
     struct targets t;
     int rc;
     int local;
@@ -496,8 +608,11 @@ static int bcast_route(struct bcast_call *b, struct lahja_waitq **q)
     if (rc <= 0)
         return rc < 0 ? rc : nobody(ep, b->ev, b->cfg, &t, b->request_id);
     struct conn *over = find_over(&t, ep->opts.high_water);
-    if (over == NULL)
+    if (over == NULL) {
         rc = deliver(ep, b->ev, b->cfg, &t, local, b->request_id);
+        if (rc == 0 && route)
+            route_learn(ep, b->ev, &t, local);
+    }
     targets_free(&t);
     if (over == NULL)
         return rc;
@@ -625,71 +740,6 @@ int lahja_broadcast_cb(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broa
 }
 
 #define BYTES_STACK_MAX 65536 /* what lahja_broadcast_bytes sends without an event */
-#define BYTES_FAST_MAX 2048   /* payloads that may take the remembered route */
-
-/* Whether cfg routes as the default does. */
-static int plain_config(const lahja_broadcast_config_t *cfg)
-{
-    return cfg == NULL
-           || (cfg->filter_endpoint == NULL && cfg->filter_event_id == 0 && !cfg->internal);
-}
-
-/*
- * Remembers where an event of the last bytes type just went, if only to
- * ready peers that know its type id: the events of that type that follow
- * are queued for them directly (bytes_fast) until something that decides
- * it changes (lahja_route_changed).
- */
-static void bytes_route_learn(lahja_endpoint_t *ep, const lahja_event_t *ev)
-{
-    struct bytes_route *r = &ep->bytes_route;
-    r->n = 0;
-    r->gen = ep->route_gen; /* learnt, if only that the full path it is */
-    struct targets t;
-    int local;
-    if (receivers(ep, ev, &default_config, &t, &local) <= 0)
-        return;
-    size_t n = 0, max_len = ep->opts.max_payload;
-    uint8_t lz4 = 0;
-    for (size_t i = 0; i < t.n && !local && t.n <= BYTES_ROUTE_MAX; i++, n++) {
-        struct conn *c = t.v[i];
-        lahja_strmap_slot_t *s = lahja_strmap_find_h(&c->tx.map, ev->type, ev->type_len, ev->hash);
-        if (s == NULL || c->npats > 0)
-            break; /* not bound yet; patterns: the route cache decides */
-        r->v[n] = c;
-        r->tid[n] = (uint32_t)(uintptr_t)s->value;
-        if (c->peer_max < LAHJA_WIRE_EVENT_PREFIX_MAX + max_len)
-            max_len = c->peer_max > LAHJA_WIRE_EVENT_PREFIX_MAX
-                      ? c->peer_max - LAHJA_WIRE_EVENT_PREFIX_MAX : 0;
-        lz4 |= c->peer_lz4;
-    }
-    if (n == t.n && n > 0 && !local) {
-        r->n = n;
-        r->max_len = max_len;
-        r->lz4 = lz4;
-    }
-    targets_free(&t);
-}
-
-/*
- * A small event of the last bytes type, down its remembered route: 1 if
- * queued, 0 if it must take the full path (the route changed, a peer is
- * over its high-water mark, the payload is compressed, or memory ran
- * short), which then also says why if it fails.
- */
-static int bytes_fast(lahja_endpoint_t *ep, const void *payload, size_t len)
-{
-    const struct bytes_route *r = &ep->bytes_route;
-    if (r->n == 0 || r->gen != ep->route_gen || len > r->max_len
-        || (r->lz4 && len >= ep->opts.compress_threshold) || ep->subs_dirty || ep->subs_retry
-        || lahja_ep_check(ep) != 0 || lahja_task_current() == NULL)
-        return 0;
-    for (size_t i = 0; i < r->n; i++)
-        if (r->v[i]->queued + r->v[i]->lent_bytes > ep->opts.high_water)
-            return 0;
-    return lahja_conn_put_plain(r->v, r->tid, r->n, payload, len) == 0;
-}
-
 int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *payload, size_t len,
                           const lahja_broadcast_config_t *cfg, lahja_time_t deadline)
 {
@@ -698,10 +748,12 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
     size_t tlen = strlen(type);
     /* A run of broadcasts of one type checks and hashes it once. */
     uint64_t hash;
-    int same = tlen == ep->bytes_tlen && memcmp(type, ep->bytes_type, tlen) == 0;
-    if (same) {
+    if (tlen == ep->bytes_tlen && memcmp(type, ep->bytes_type, tlen) == 0) {
         hash = ep->bytes_hash;
-        if (len <= BYTES_FAST_MAX && plain_config(cfg) && bytes_fast(ep, payload, len))
+        /* Without an event, where the route is known. */
+        if (len <= ROUTE_LEN_MAX && plain_config(cfg) && lahja_ep_check(ep) == 0
+            && lahja_task_current() != NULL
+            && route_put(ep, route_find(ep, type, tlen, hash), 0, 0, payload, len))
             return 0;
     } else {
         if (!lahja_event_type_valid(type, tlen))
@@ -710,8 +762,6 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
         memcpy(ep->bytes_type, type, tlen);
         ep->bytes_tlen = tlen;
         ep->bytes_hash = hash;
-        ep->bytes_route.n = 0;
-        ep->bytes_route.gen = 0; /* route_gen is never 0 */
     }
     if (len > BYTES_STACK_MAX) {
         lahja_event_t *ev;
@@ -729,9 +779,6 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
     };
     int rc = broadcast(ep, &ev, cfg, deadline, 0);
     free(ev.lz4); /* its origin was borrowed */
-    if (rc == 0 && len <= BYTES_FAST_MAX && plain_config(cfg)
-        && ep->bytes_route.gen != ep->route_gen)
-        bytes_route_learn(ep, &ev);
     return rc;
 }
 
@@ -814,10 +861,15 @@ static int request_begin(struct request_call *r, lahja_endpoint_t *ep, lahja_eve
     r->b.request_id = p->id;
     lahja_waitq_init(&p->ready);
     struct targets t;
-    rc = targets_collect(ep, req, r->b.cfg, &t);
-    if (rc != 0)
+    const struct route *known = routable(req, r->b.cfg) ? route_current(ep, req) : NULL;
+    if (known != NULL) { /* the peers it goes to, remembered */
+        t.v = t.small;
+        t.n = known->n;
+        memcpy(t.v, known->v, known->n * sizeof *t.v);
+    } else if ((rc = targets_collect(ep, req, r->b.cfg, &t)) != 0) {
         return rc;
-    p->local = lahja_has_consumers(ep, req->type) && allowed(r->b.cfg, ep->name->s);
+    }
+    p->local = lahja_event_has_consumers(ep, req) && allowed(r->b.cfg, ep->name->s);
     p->targets = t.n <= sizeof p->few / sizeof p->few[0] ? p->few : malloc(t.n * sizeof *p->targets);
     if (p->targets == NULL || lahja_pending_add(ep, p) != 0) {
         targets_free(&t);

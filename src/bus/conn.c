@@ -535,15 +535,14 @@ void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot
     enqueue(c, it);
 }
 
-int lahja_conn_put_plain(struct conn *const *v, const uint32_t *tid, size_t n,
-                         const void *payload, size_t len)
+int lahja_conn_put_small(struct conn *const *v, const uint32_t *tid, size_t n, uint8_t flags,
+                         uint64_t id, const void *payload, size_t len)
 {
-    size_t need = LAHJA_WIRE_PLAIN_PREFIX + len;
-    struct out_item *fresh[BYTES_ROUTE_MAX];
+    size_t need = LAHJA_WIRE_PLAIN_PREFIX + (flags != 0 ? 8 : 0) + len;
+    struct out_item *fresh[ROUTE_PEERS];
     for (size_t i = 0; i < n; i++) {
         fresh[i] = NULL;
-        if (last_chunk(v[i], need) == NULL
-            && (fresh[i] = chunk_get(v[i]->ep, need)) == NULL) {
+        if (last_chunk(v[i], need) == NULL && (fresh[i] = chunk_get(v[i]->ep, need)) == NULL) {
             while (i-- > 0)
                 if (fresh[i] != NULL)
                     item_release(v[i]->ep, fresh[i]);
@@ -560,8 +559,8 @@ int lahja_conn_put_plain(struct conn *const *v, const uint32_t *tid, size_t n,
             it = last_chunk(c, need);
         }
         uint8_t *p = it->heap + it->payload_len;
-        lahja_wire_plain_prefix(p, tid[i], (uint32_t)len);
-        memcpy(p + LAHJA_WIRE_PLAIN_PREFIX, payload, len);
+        size_t head = lahja_wire_small_prefix(p, tid[i], flags, id, (uint32_t)len);
+        memcpy(p + head, payload, len);
         it->payload_len += need;
         it->cost += need;
         it->nevents++;
@@ -1693,9 +1692,9 @@ static void conn_parse(struct conn *c)
         lahja_wire_msg_t m;
         size_t need = 0;
         /* Most frames are small events: read inline, the rest below. */
-        size_t plain = lahja_wire_rx_plain(&c->rx, c->rbuf + off, c->rlen - off, &m.u.event);
-        if (plain > 0) {
-            off += plain;
+        size_t small = lahja_wire_rx_small(&c->rx, c->rbuf + off, c->rlen - off, &m.u.event);
+        if (small > 0) {
+            off += small;
             int rc = on_event(c, &m.u.event);
             if (rc != 0) {
                 conn_fail(c, rc, lahja_strerror(rc));
@@ -1763,14 +1762,14 @@ void lahja_conn_read(struct conn *c, ssize_t nread)
     conn_parse(c);
 }
 
-size_t lahja_conn_read_plain(struct conn *c, const uint8_t *buf, size_t len)
+size_t lahja_conn_read_small(struct conn *c, const uint8_t *buf, size_t len)
 {
     if (c->rlen != 0 || c->state != CONN_READY)
         return 0;
     size_t off = 0;
     lahja_wire_event_t w;
     size_t n;
-    while (c->state == CONN_READY && (n = lahja_wire_rx_plain(&c->rx, buf + off, len - off, &w)) > 0) {
+    while (c->state == CONN_READY && (n = lahja_wire_rx_small(&c->rx, buf + off, len - off, &w)) > 0) {
         /* The writer's core wrote these lines: ask for the next ones early. */
         __builtin_prefetch(buf + off + 512);
         off += n;

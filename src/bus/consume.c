@@ -264,6 +264,12 @@ int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type)
     return lahja_consumers_want(ep, type_find(ep, type, len), type, len, ep->name->s);
 }
 
+int lahja_event_has_consumers(const lahja_endpoint_t *ep, const lahja_event_t *ev)
+{
+    return lahja_consumers_want(ep, lahja_type_find(ep, ev->type, ev->type_len, ev->hash),
+                                ev->type, ev->type_len, ep->name->s);
+}
+
 size_t lahja_type_origins_max(const struct type_entry *te)
 {
     if (te->n_any > 0)

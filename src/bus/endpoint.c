@@ -201,7 +201,7 @@ int lahja_endpoint_new(const char *name, const lahja_endpoint_options_t *opts,
     lahja_endpoint_t *ep = calloc(1, sizeof *ep);
     if (ep == NULL)
         return -ENOMEM;
-    ep->route_gen = 1; /* a bytes_route of gen 0 is never current */
+    ep->route_gen = 1; /* a route of gen 0 is never current */
     ep->name = lahja_name_new(name, strlen(name));
     if (opts != NULL)
         ep->opts = *opts;

@@ -245,17 +245,20 @@ struct conn_slot {
 };
 
 /*
- * Where events of lahja_broadcast_bytes's last type go, while nothing
- * that decides it changed (ep->route_gen): only peers, reached by
- * frames of a type id they know, so that a run of small events of one
- * type is queued without finding its receivers again (broadcast.c).
+ * Where small events of one type go, while nothing that decides it
+ * changed (ep->route_gen): only peers, reached by frames of a type id
+ * they know.  A run of events of one type is then queued without
+ * finding its receivers again (broadcast.c).
  */
-#define BYTES_ROUTE_MAX 8
-struct bytes_route {
+#define ROUTE_PEERS 8
+struct route {
     uint64_t gen;                /* ep->route_gen it holds for; 0: none */
-    size_t n;
-    struct conn *v[BYTES_ROUTE_MAX];
-    uint32_t tid[BYTES_ROUTE_MAX];
+    uint64_t hash;               /* the type's */
+    size_t tlen;
+    char type[LAHJA_WIRE_NAME_MAX];
+    size_t n;                    /* 0: the full path it is */
+    struct conn *v[ROUTE_PEERS];
+    uint32_t tid[ROUTE_PEERS];
     size_t max_len;              /* largest payload every one takes */
     uint8_t lz4;                 /* one of them reads LZ4 */
 };
@@ -457,9 +460,10 @@ struct lahja_endpoint {
     char bytes_type[LAHJA_WIRE_NAME_MAX];
     size_t bytes_tlen;
     uint64_t bytes_hash;
-    struct bytes_route bytes_route; /* where that type went last */
     uint64_t route_gen;          /* bumped by whatever may change where an
                                     event goes (lahja_route_changed) */
+    struct route route;          /* of the last run of one type */
+    uint64_t route_last;         /* the hash of the last type broadcast */
     uv_check_t shm_check;        /* reads the rings after each poll */
     uv_prepare_t shm_prepare;    /* says we sleep, before each poll */
     uv_idle_t shm_kick;          /* one turn without sleeping */
@@ -601,12 +605,12 @@ void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot
                        uint64_t id);
 void lahja_conn_cancel(struct conn *c, const lahja_event_t *ev, struct conn_slot *slot);
 /*
- * Queues an EVENT frame without flags (type id tid[i], the payload
- * copied) on each of the n connections v, ready peers whose type ids are
- * bound: on all of them, or on none and -ENOMEM.
+ * Queues an EVENT frame (type id tid[i], flags 0, REQUEST or RESPONSE
+ * with its id, the payload copied) on each of the n connections v, ready
+ * peers whose type ids are bound: on all of them, or on none and -ENOMEM.
  */
-int lahja_conn_put_plain(struct conn *const *v, const uint32_t *tid, size_t n,
-                         const void *payload, size_t len);
+int lahja_conn_put_small(struct conn *const *v, const uint32_t *tid, size_t n, uint8_t flags,
+                         uint64_t id, const void *payload, size_t len);
 /* Non-zero while a connection's output is not all confirmed (stop's linger). */
 int lahja_conn_unconfirmed(const struct conn *c);
 void lahja_conn_send_subs(struct conn *c);
@@ -677,6 +681,8 @@ static inline void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry 
 }
 void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev);
 int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type);
+/* The same for ev's type, hashed. */
+int lahja_event_has_consumers(const lahja_endpoint_t *ep, const lahja_event_t *ev);
 /* Whether an event of type[0..len) from `origin` reaches a consumer
  * (exact or pattern) of this endpoint. */
 int lahja_consumers_want(const lahja_endpoint_t *ep, struct type_entry *te, const char *type,

@@ -450,7 +450,7 @@ static void rx_drain(struct conn *c)
         size_t len = s->rx.size - at < avail ? s->rx.size - at : (size_t)avail;
         if (len > budget)
             len = (size_t)budget;
-        size_t took = lahja_conn_read_plain(c, s->rx.data + at, len);
+        size_t took = lahja_conn_read_small(c, s->rx.data + at, len);
         if (took > 0) {
             budget -= took;
             rx_consumed(c, s, took);

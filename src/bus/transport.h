@@ -98,14 +98,15 @@ void lahja_conn_room(struct conn *c, uv_buf_t *buf);
  * stream ended, UV_EOF, or failed, a libuv error).  c may end here. */
 void lahja_conn_read(struct conn *c, ssize_t nread);
 /*
- * Reads, in place, the events without flags at the start of buf[0..len)
+ * Reads, in place, the small events (no flags but REQUEST or RESPONSE:
+ * lahja_wire_rx_small) at the start of buf[0..len)
  * (bytes of the stream that follow what c already read): returns the
  * bytes they took, their handlers done with them; the transport may then
  * reuse that memory.  Anything else, and the rest, comes through
  * lahja_conn_room and lahja_conn_read.  0 while c holds part of a frame,
  * or before the handshake is done.  c may end here.
  */
-size_t lahja_conn_read_plain(struct conn *c, const uint8_t *buf, size_t len);
+size_t lahja_conn_read_small(struct conn *c, const uint8_t *buf, size_t len);
 /* The write handed to transport.write is done (status < 0: it failed,
  * UV_ECANCELED: dropped because the connection ends). */
 void lahja_conn_written(struct conn *c, int status);

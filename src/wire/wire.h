@@ -221,19 +221,33 @@ size_t lahja_wire_event_prefix(uint8_t *out, uint32_t type_id, uint8_t flags, ui
 #define LAHJA_WIRE_PLAIN_PREFIX (LAHJA_WIRE_HEADER_SIZE + 4)
 
 /*
- * What lahja_wire_event_prefix writes for flags 0 (LAHJA_WIRE_PLAIN_PREFIX
- * bytes), inline for the path of every small event.  type_id must be
- * bound and payload_len at most UINT32_MAX - 4.
+ * What lahja_wire_event_prefix writes for flags 0, REQUEST or RESPONSE
+ * (with id), inline for the path of every small event; returns its size
+ * (LAHJA_WIRE_PLAIN_PREFIX, or 8 more with an id).  type_id must be
+ * bound and payload_len at most UINT32_MAX - 12.
  */
-static inline void lahja_wire_plain_prefix(uint8_t *out, uint32_t type_id, uint32_t payload_len)
+static inline size_t lahja_wire_small_prefix(uint8_t *out, uint32_t type_id, uint8_t flags,
+                                             uint64_t id, uint32_t payload_len)
 {
-    uint32_t body = payload_len + 4;
+    size_t fixed = flags != 0 ? 12 : 4;
+    uint32_t body = payload_len + (uint32_t)fixed;
     for (int i = 0; i < 4; i++) {
         out[i] = (uint8_t)(body >> (8 * i));
         out[LAHJA_WIRE_HEADER_SIZE + i] = (uint8_t)(type_id >> (8 * i));
     }
     out[4] = LAHJA_WIRE_EVENT;
-    out[5] = out[6] = out[7] = 0;
+    out[5] = flags;
+    out[6] = out[7] = 0;
+    if (flags != 0)
+        for (int i = 0; i < 8; i++)
+            out[LAHJA_WIRE_PLAIN_PREFIX + i] = (uint8_t)(id >> (8 * i));
+    return LAHJA_WIRE_HEADER_SIZE + fixed;
+}
+
+/* The same, for flags 0. */
+static inline void lahja_wire_plain_prefix(uint8_t *out, uint32_t type_id, uint32_t payload_len)
+{
+    lahja_wire_small_prefix(out, type_id, 0, 0, payload_len);
 }
 
 /* --------------------------------------------------------- receiving */
@@ -302,31 +316,42 @@ void lahja_wire_rx_init(lahja_wire_rx_t *rx, uint32_t max_frame, uint32_t max_pa
                         uint32_t max_types);
 
 /*
- * The EVENT frame without flags at buf (avail bytes), read as
- * lahja_wire_rx_next reads it, inline for the path of every small event:
- * its size, *ev filled; or 0 for anything else (incomplete, another kind,
- * flags, or invalid), which lahja_wire_rx_next then reads or refuses.
+ * The EVENT frame at buf (avail bytes) if it has no flags but REQUEST or
+ * RESPONSE, read as lahja_wire_rx_next reads it, inline for the path of
+ * every small event: its size, *ev filled; or 0 for anything else
+ * (incomplete, another kind, other flags, or invalid), which
+ * lahja_wire_rx_next then reads or refuses.
  */
-static inline size_t lahja_wire_rx_plain(const lahja_wire_rx_t *rx, const uint8_t *buf,
+static inline size_t lahja_wire_rx_small(const lahja_wire_rx_t *rx, const uint8_t *buf,
                                          size_t avail, lahja_wire_event_t *ev)
 {
     if (avail < LAHJA_WIRE_PLAIN_PREFIX || !rx->hello_done || buf[4] != LAHJA_WIRE_EVENT
-        || (buf[5] | buf[6] | buf[7]) != 0)
+        || (buf[6] | buf[7]) != 0)
+        return 0;
+    uint8_t flags = buf[5];
+    uint32_t fixed = 4;
+    if (flags == LAHJA_WIRE_REQUEST || flags == LAHJA_WIRE_RESPONSE)
+        fixed = 12;
+    else if (flags != 0)
         return 0;
     uint32_t body = 0, tid = 0;
     for (int i = 3; i >= 0; i--) {
         body = body << 8 | buf[i];
         tid = tid << 8 | buf[LAHJA_WIRE_HEADER_SIZE + i];
     }
-    if (body < 4 || body > rx->max_frame || body - 4 > rx->max_payload
+    if (body < fixed || body > rx->max_frame || body - fixed > rx->max_payload
         || body > avail - LAHJA_WIRE_HEADER_SIZE || tid == 0 || tid > rx->ntypes)
         return 0;
+    uint64_t id = 0;
+    if (fixed == 12)
+        for (int i = 7; i >= 0; i--)
+            id = id << 8 | buf[LAHJA_WIRE_PLAIN_PREFIX + i];
     ev->type = rx->types[tid - 1];
     ev->type_len = (uint8_t)ev->type[-1];
-    ev->flags = 0;
-    ev->id = 0;
-    ev->payload = buf + LAHJA_WIRE_PLAIN_PREFIX;
-    ev->payload_len = ev->raw_len = body - 4;
+    ev->flags = flags;
+    ev->id = id;
+    ev->payload = buf + LAHJA_WIRE_HEADER_SIZE + fixed;
+    ev->payload_len = ev->raw_len = body - fixed;
     return LAHJA_WIRE_HEADER_SIZE + (size_t)body;
 }
 

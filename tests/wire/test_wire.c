@@ -429,23 +429,23 @@ static size_t build_stream(uint8_t *buf, size_t *ends)
     return k;
 }
 
-/* rx_plain over exactly buf[0..len), through a heap copy (as next). */
+/* rx_small over exactly buf[0..len), through a heap copy (as next). */
 static size_t plain(const lahja_wire_rx_t *rx, const uint8_t *buf, size_t len,
                     lahja_wire_event_t *ev)
 {
     uint8_t *copy = malloc(len ? len : 1);
     assert_non_null(copy);
     memcpy(copy, buf, len);
-    size_t n = lahja_wire_rx_plain(rx, copy, len, ev);
+    size_t n = lahja_wire_rx_small(rx, copy, len, ev);
     if (n > 0)
         ev->payload = buf + (ev->payload - copy);
     free(copy);
     return n;
 }
 
-/* The inline reader of events without flags reads what rx_next reads,
- * and leaves it everything else, whether valid or not. */
-static void test_plain_event_reader(void **state)
+/* The inline reader of small events reads what rx_next reads, and
+ * leaves it everything else, whether valid or not. */
+static void test_small_event_reader(void **state)
 {
     (void)state;
     lahja_wire_rx_t rx;
@@ -486,8 +486,33 @@ static void test_plain_event_reader(void **state)
             assert_int_equal(plain(&rx, buf, cut, &ev), 0); /* incomplete */
     }
 
+    /* A request's or a response's id with it, as the encoder writes it. */
+    static const uint8_t asks[] = { LAHJA_WIRE_REQUEST, LAHJA_WIRE_RESPONSE };
+    for (size_t k = 0; k < 2; k++) {
+        n = event_frame(buf, 1, asks[k], 0x0102030405060708ull + k, 0, "qq", 2);
+        uint8_t want[LAHJA_WIRE_PLAIN_PREFIX + 8];
+        assert_int_equal(lahja_wire_small_prefix(want, 1, asks[k], 0x0102030405060708ull + k, 2),
+                         sizeof want);
+        assert_memory_equal(buf, want, sizeof want);
+        lahja_wire_msg_t msg;
+        size_t need;
+        assert_int_equal(next(&rx, buf, n, &msg, &need), (ssize_t)n);
+        assert_int_equal(plain(&rx, buf, n, &ev), n);
+        assert_int_equal(ev.flags, asks[k]);
+        assert_int_equal(ev.id, msg.u.event.id);
+        assert_ptr_equal(ev.payload, msg.u.event.payload);
+        assert_int_equal(ev.payload_len, 2);
+        for (size_t cut = 0; cut < n; cut++)
+            assert_int_equal(plain(&rx, buf, cut, &ev), 0);
+        /* The id's 8 bytes must be there. */
+        for (int i = 0; i < 4; i++)
+            buf[i] = (uint8_t)(10u >> (8 * i));
+        assert_int_equal(plain(&rx, buf, n, &ev), 0);
+        assert_true(feed(&rx, buf, n) < 0);
+    }
+
     /* Valid frames of other kinds or flags, and invalid ones: left alone. */
-    n = event_frame(buf, 1, LAHJA_WIRE_REQUEST, 7, 0, "q", 1);
+    n = event_frame(buf, 1, LAHJA_WIRE_LZ4, 0, 9, "q", 1);
     assert_int_equal(plain(&rx, buf, n, &ev), 0);
     n = lahja_wire_ack_encode(buf, 3);
     assert_int_equal(plain(&rx, buf, n, &ev), 0);
@@ -500,6 +525,10 @@ static void test_plain_event_reader(void **state)
         buf[byte] ^= 0x40; /* kind, flags, reserved; type id's high bytes */
         assert_int_equal(plain(&rx, buf, okn, &ev), 0);
     }
+    memcpy(buf, ok, okn);
+    buf[5] = LAHJA_WIRE_REQUEST | LAHJA_WIRE_RESPONSE; /* both: never */
+    assert_int_equal(plain(&rx, buf, sizeof buf, &ev), 0);
+    assert_true(feed(&rx, buf, sizeof buf) < 0);
     static const uint32_t ids[] = { 0, 3, UINT32_MAX };
     for (size_t k = 0; k < 3; k++) {
         memcpy(buf, ok, okn);
@@ -1406,7 +1435,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_subs),
         cmocka_unit_test(test_roundtrip_ack),
         cmocka_unit_test(test_roundtrip_type_and_event),
-        cmocka_unit_test(test_plain_event_reader),
+        cmocka_unit_test(test_small_event_reader),
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_partial_byte_by_byte),
         cmocka_unit_test(test_reject_bad_magic),
