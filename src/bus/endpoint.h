@@ -145,6 +145,7 @@ struct lahja_event {
     uint8_t borrowed;     /* lent to handlers, lives on a stack frame */
     uint8_t on_stack;     /* lahja_broadcast_bytes's: refs copy it */
     uint8_t is_request;
+    uint8_t block;        /* owned, in a runtime's block (lahja_block_get) */
     uint64_t id;          /* request id / id of the request answered */
     lahja_name_t *origin; /* NULL until bound or received */
     const char *type;

@@ -47,10 +47,13 @@ int lahja_event_make(const char *type, size_t type_len, const char *response_typ
     size_t rlen = response_type != NULL ? strlen(response_type) : 0;
     if (len > UINT32_MAX)
         return -EMSGSIZE;
-    lahja_event_t *ev = malloc(sizeof *ev + type_len + 1 + rlen + 1 + len);
+    size_t size = sizeof(lahja_event_t) + type_len + 1 + rlen + 1 + len;
+    int block = size <= LAHJA_BLOCK_SIZE; /* small: from the runtime's blocks */
+    lahja_event_t *ev = block ? lahja_block_get() : malloc(size);
     if (ev == NULL)
         return -ENOMEM;
     memset(ev, 0, sizeof *ev);
+    ev->block = (uint8_t)block;
     char *p = (char *)(ev + 1);
     memcpy(p, type, type_len);
     p[type_len] = '\0';
@@ -151,7 +154,10 @@ void lahja_event_unref(lahja_event_t *ev)
         lahja_lent_drop(ev->lent);
     if (ev->free_fn != NULL)
         ev->free_fn((void *)ev->payload, ev->free_user);
-    free(ev);
+    if (ev->block)
+        lahja_block_put(ev);
+    else
+        free(ev);
 }
 
 int lahja_event_copy(const lahja_event_t *ev, lahja_event_t **out)

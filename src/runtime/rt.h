@@ -155,11 +155,28 @@ struct lahja_rt {
     struct lahja_task *dead;    /* finished, its stack just left: the
                                    next to run drops its runner ref */
     int closing;
+    void *blocks;               /* free small blocks (lahja_block_get),
+                                   chained through their first word */
+    unsigned nblocks;
 #ifdef LAHJA_ASAN
     const void *main_lo;        /* the loop stack's bounds, for ASan */
     size_t main_size;
 #endif
 };
+
+/*
+ * Small blocks of LAHJA_BLOCK_SIZE bytes, kept by the calling thread's
+ * runtime for reuse (at most LAHJA_BLOCKS_MAX; freed with it): what is
+ * allocated and freed for every message (events) costs a list operation
+ * instead of the C library's allocator, whose per-thread cache holds
+ * only a few blocks of a size.  A block may be freed on any thread,
+ * with or without a runtime (then it is free()d).  get: NULL without
+ * memory.
+ */
+#define LAHJA_BLOCK_SIZE 256
+#define LAHJA_BLOCKS_MAX 256
+void *lahja_block_get(void);
+void lahja_block_put(void *block);
 
 /* The calling thread's runtime and running task (NULL outside a task). */
 extern __thread struct lahja_rt *lahja_tls_rt;

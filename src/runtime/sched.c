@@ -394,8 +394,37 @@ int lahja_rt_new(uv_loop_t *loop, const lahja_rt_options_t *opts, lahja_rt_t **o
 
 static void rt_maybe_free(struct lahja_rt *rt)
 {
-    if (rt->closing && rt->nclosing == 0 && rt->nobjects == 0)
+    if (rt->closing && rt->nclosing == 0 && rt->nobjects == 0) {
+        void *b;
+        while ((b = rt->blocks) != NULL) {
+            rt->blocks = *(void **)b;
+            free(b);
+        }
         free(rt);
+    }
+}
+
+void *lahja_block_get(void)
+{
+    struct lahja_rt *rt = lahja_tls_rt;
+    if (rt == NULL || rt->blocks == NULL)
+        return malloc(LAHJA_BLOCK_SIZE);
+    void *b = rt->blocks;
+    rt->blocks = *(void **)b;
+    rt->nblocks--;
+    return b;
+}
+
+void lahja_block_put(void *block)
+{
+    struct lahja_rt *rt = lahja_tls_rt;
+    if (rt == NULL || rt->closing || rt->nblocks >= LAHJA_BLOCKS_MAX) {
+        free(block);
+        return;
+    }
+    *(void **)block = rt->blocks;
+    rt->blocks = block;
+    rt->nblocks++;
 }
 
 static void on_rt_handle_closed(uv_handle_t *h)
