@@ -849,6 +849,12 @@ static int request_begin(struct request_call *r, lahja_endpoint_t *ep, lahja_eve
                          const lahja_broadcast_config_t *cfg)
 {
     struct pending *p = &r->p;
+    /* Field by field: the call is a kilobyte, mostly buffers, on the
+     * path of every request. */
+    r->sent = 0;
+    p->response = NULL;
+    p->error = 0;
+    p->detail[0] = '\0';
     bcast_init(&r->b, ep, req, cfg, 0);
     r->b.call.kind = &request_kind;
     int rc = validate(ep, req, r->b.cfg);
@@ -892,7 +898,7 @@ int lahja_request(lahja_endpoint_t *ep, lahja_event_t *req, const lahja_broadcas
     int rc = lahja_ep_check_task(ep);
     if (rc != 0)
         return rc;
-    struct request_call r = { .sent = 0 };
+    struct request_call r; /* request_begin sets what it reads */
     rc = request_begin(&r, ep, req, cfg);
     if (rc != 0)
         return rc;

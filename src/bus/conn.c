@@ -36,7 +36,7 @@
 #define WRITE_IOV 256            /* iovecs per write */
 #define CHUNK_SIZE (64 * 1024)   /* a chunk of small frames */
 #define COPY_MAX 2048            /* payloads up to this go into chunks */
-#define FLUSH_FIRST 4096         /* output written without waiting: at */
+#define FLUSH_FIRST 1024         /* output written without waiting: at */
 #define FLUSH_BYTES (64 * 1024)  /* first, then doubling up to this */
 #define FREE_CHUNKS 8            /* chunks an endpoint keeps for reuse */
 #define READ_CHUNK (64 * 1024)
@@ -1525,6 +1525,7 @@ static int on_event(struct conn *c, const lahja_wire_event_t *w)
     ev.bound = 1;
     ev.borrowed = 1;
     ev.on_stack = 0;
+    ev.block = 0;
     ev.is_request = (w->flags & LAHJA_WIRE_REQUEST) != 0;
     ev.id = w->id;
     ev.origin = c->peer;
