@@ -30,8 +30,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "endpoint.h"
+#include "runtime/stack.h"
 
 #define WRITE_IOV 256            /* iovecs per write */
 #define CHUNK_SIZE (64 * 1024)   /* a chunk of small frames */
@@ -303,6 +305,24 @@ static struct out_item *item_get(lahja_endpoint_t *ep)
     return it;
 }
 
+/*
+ * Faults in a new chunk's pages with one system call: a queue that grows
+ * takes a chunk every 64 KiB, and on a virtual machine a page fault per
+ * 4 KiB costs more than the copies into it.  Pages already there cost
+ * little; a kernel without MADV_POPULATE_WRITE (before 5.14) is asked
+ * once.
+ */
+static void populate(void *p, size_t len)
+{
+    static int unable; /* read and written atomically: endpoints on many threads */
+    size_t page = lahja_page_size();
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t hi = ((uintptr_t)p + len) & ~(uintptr_t)(page - 1);
+    if (!__atomic_load_n(&unable, __ATOMIC_RELAXED) && hi > lo
+        && madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+        __atomic_store_n(&unable, 1, __ATOMIC_RELAXED);
+}
+
 /* An empty chunk of at least `need` bytes. */
 static struct out_item *chunk_get(lahja_endpoint_t *ep, size_t need)
 {
@@ -322,6 +342,7 @@ static struct out_item *chunk_get(lahja_endpoint_t *ep, size_t need)
             return NULL;
         }
         it->cap = cap;
+        populate(it->heap, cap);
     }
     it->head_len = 0;
     it->payload = it->heap;
