@@ -1227,20 +1227,39 @@ static void on_prepare(uv_prepare_t *h)
         if (is_shm(c) && c->io.ux.shm->rxpool != NULL && c->io.ux.shm->rxpool->nrel > 0)
             send_releases(c, c->io.ux.shm);
     }
+    /* A loop with work already (ready tasks, a turn asked for) polls
+     * without sleeping: it reads the rings again after the poll, and a
+     * writer need not wake it (a system call on each side). */
+    uint32_t sleeps = uv_backend_timeout(ep->rt->loop) != 0;
     lahja_list_foreach(l, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
         if (!is_shm(c))
             continue;
         struct shm_link *s = c->io.ux.shm;
         if (s->rx_on)
-            atomic_store_explicit(&s->rx.hdr->reader_sleeps, 1, memory_order_relaxed);
+            atomic_store_explicit(&s->rx.hdr->reader_sleeps, sleeps, memory_order_relaxed);
         if (s->pending && s->tx_on)
-            atomic_store_explicit(&s->tx.hdr->writer_waits, 1, memory_order_relaxed);
+            atomic_store_explicit(&s->tx.hdr->writer_waits, sleeps, memory_order_relaxed);
     }
+    if (!sleeps)
+        return;
     atomic_thread_fence(memory_order_seq_cst);
     busy = anything(ep);
-    if (busy)
-        lahja_shm_kick(ep);
+    if (!busy)
+        return;
+    /* Something came meanwhile: one more turn, without sleeping, so no
+     * wake-up is wanted after all. */
+    lahja_shm_kick(ep);
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (!is_shm(c))
+            continue;
+        struct shm_link *s = c->io.ux.shm;
+        if (s->rx_on)
+            atomic_store_explicit(&s->rx.hdr->reader_sleeps, 0, memory_order_relaxed);
+        if (s->tx_on)
+            atomic_store_explicit(&s->tx.hdr->writer_waits, 0, memory_order_relaxed);
+    }
 }
 
 void lahja_shm_init(lahja_endpoint_t *ep)
