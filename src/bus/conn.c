@@ -91,6 +91,8 @@ static void item_release(lahja_endpoint_t *ep, struct out_item *it)
         ep->nfree_chunks++;
         return;
     }
+    if (it->heap != NULL)
+        ep->chunks_live--;
     free(it->heap);
     it->heap = NULL;
     it->cap = 0;
@@ -342,7 +344,12 @@ static struct out_item *chunk_get(lahja_endpoint_t *ep, size_t need)
             return NULL;
         }
         it->cap = cap;
-        populate(it->heap, cap);
+        /* Beyond the most this endpoint ever held, the C library takes
+         * new pages; below it, it reuses freed ones. */
+        if (++ep->chunks_live > ep->chunks_peak) {
+            ep->chunks_peak = ep->chunks_live;
+            populate(it->heap, cap);
+        }
     }
     it->head_len = 0;
     it->payload = it->heap;

@@ -511,6 +511,8 @@ struct lahja_endpoint {
     struct out_item *free_items; /* recycled, chained through link.next */
     struct out_item *free_chunks; /* recycled chunks, with their buffers */
     size_t nfree_chunks;
+    size_t chunks_live, chunks_peak; /* chunk buffers allocated (cached
+                                    ones too), and their most yet */
     uint8_t *scratch;            /* decompression buffer */
     size_t scratch_cap;
     char blocked[LAHJA_NAME_MAX + 1];

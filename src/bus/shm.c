@@ -490,8 +490,14 @@ static void rx_drain(struct conn *c)
         len = avail < room.len ? (size_t)avail : room.len;
         if (len > budget)
             len = (size_t)budget;
-        if (len > RX_COPY && c->state == CONN_READY && c->need < c->rlen + RX_COPY)
-            len = RX_COPY; /* back to reading in place soon */
+        /* Back to reading in place as soon as no frame is half read: the
+         * rest of the one under way, or a little to start with. */
+        if (c->state == CONN_READY && c->rlen > 0 && c->need > c->rlen) {
+            if (len > c->need - c->rlen)
+                len = c->need - c->rlen;
+        } else if (c->state == CONN_READY && len > RX_COPY) {
+            len = RX_COPY;
+        }
         budget -= len;
         size_t first = s->rx.size - at < len ? s->rx.size - at : len;
         memcpy(room.base, s->rx.data + at, first);
