@@ -129,11 +129,16 @@ static int main_peer_killed_mid_stream(void *arg)
     bus_child_t victim = bus_fork(child_victim, dir);
     lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
     EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "victim", "Question", deadline), 0);
+    /* A run of Questions first: the request then goes down the route
+     * they found, which must name the victim as a peer it waits on. */
+    for (int i = 0; i < 3; i++)
+        EXPECT_EQ(bus_send(ep, "Question", "warm"), 0);
+    bus_counter_wait(&got_question, 3);
     lahja_nursery_t *n = NULL;
     EXPECT_EQ(lahja_nursery_open(&n), 0);
     struct request_call req = { ep, "Question", NULL, PENDING };
     EXPECT_EQ(lahja_nursery_spawn(n, task_request, &req, NULL, NULL), 0);
-    bus_counter_wait(&got_question, 1); /* the request waits on the victim */
+    bus_counter_wait(&got_question, 4); /* the request waits on the victim */
     bus_counter_wait(&big.ok, 3);       /* and its events stream in */
     EXPECT_EQ(req.rc, PENDING);
 
