@@ -1810,6 +1810,8 @@ size_t lahja_conn_read_small(struct conn *c, const uint8_t *buf, size_t len)
     while (c->state == CONN_READY && (n = lahja_wire_rx_small(&c->rx, buf + off, len - off, &w)) > 0) {
         /* The writer's core wrote these lines: ask for the next ones early. */
         __builtin_prefetch(buf + off + 512);
+        if (off == 0)
+            lahja_ep_busy_poll(ep); /* a read, as lahja_conn_read's: before its handlers */
         off += n;
         if (w.flags == 0 && w.type == c->rx_type && c->rx_gen == ep->types_gen
             && lahja_list_empty(&ep->patterns)) {
@@ -1832,7 +1834,6 @@ size_t lahja_conn_read_small(struct conn *c, const uint8_t *buf, size_t len)
     }
     if (off > 0 && c->state == CONN_READY) {
         c->rx_total += off;
-        lahja_ep_busy_poll(c->ep);
         if (c->rx_events != c->rx_acked && c->peer_receipts)
             receipt_due(c);
     }
