@@ -740,6 +740,7 @@ int lahja_broadcast_cb(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broa
 }
 
 #define BYTES_STACK_MAX 65536 /* what lahja_broadcast_bytes sends without an event */
+
 int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *payload, size_t len,
                           const lahja_broadcast_config_t *cfg, lahja_time_t deadline)
 {

@@ -1195,6 +1195,27 @@ static void on_check(uv_check_t *h)
 }
 
 /*
+ * Says in the header of every ring we read whether we sleep, and of our
+ * ring where a write waits for room whether we wait: when `asleep` is 0
+ * the loop watches the rings itself and no writer need wake it (a
+ * wake-up is a system call on each side).
+ */
+static void say_asleep(lahja_endpoint_t *ep, uint32_t asleep)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (!is_shm(c))
+            continue;
+        struct shm_link *s = c->io.ux.shm;
+        if (s->rx_on)
+            atomic_store_explicit(&s->rx.hdr->reader_sleeps, asleep, memory_order_relaxed);
+        if (s->tx_on && (s->pending || !asleep))
+            atomic_store_explicit(&s->tx.hdr->writer_waits, asleep, memory_order_relaxed);
+    }
+}
+
+/*
  * Before each poll: each ring we read says we sleep, each write waiting
  * says it waits; then, behind the fence, a last look.  What arrived in
  * between keeps the loop from sleeping.  With a request of ours pending,
@@ -1210,23 +1231,12 @@ static void on_prepare(uv_prepare_t *h)
         until = now + SPIN_NS;      /* a response is due */
     else if (now - ep->request_ns < SPIN_NS)
         until = ep->request_ns + SPIN_NS; /* the next request may follow */
-    if (now < until) {
-        /* Awake and watching: the writers need not wake us meanwhile (a
-         * wake-up is a system call on each side); we say we sleep again
-         * below, before we do. */
-        lahja_link_t *k;
-        lahja_list_foreach(k, &ep->conns) {
-            struct conn *c = lahja_container_of(k, struct conn, link);
-            if (is_shm(c) && c->io.ux.shm->rx_on)
-                atomic_store_explicit(&c->io.ux.shm->rx.hdr->reader_sleeps, 0,
-                                      memory_order_relaxed);
-        }
-    }
+    if (now < until)
+        say_asleep(ep, 0); /* awake and watching; said again below, before we sleep */
     while (now < until && !anything(ep)) {
         sched_yield();
         now = uv_hrtime();
     }
-    int busy = 0;
     lahja_link_t *l, *tmp;
     lahja_list_foreach_safe(l, tmp, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
@@ -1237,34 +1247,15 @@ static void on_prepare(uv_prepare_t *h)
      * without sleeping: it reads the rings again after the poll, and a
      * writer need not wake it (a system call on each side). */
     uint32_t sleeps = uv_backend_timeout(ep->rt->loop) != 0;
-    lahja_list_foreach(l, &ep->conns) {
-        struct conn *c = lahja_container_of(l, struct conn, link);
-        if (!is_shm(c))
-            continue;
-        struct shm_link *s = c->io.ux.shm;
-        if (s->rx_on)
-            atomic_store_explicit(&s->rx.hdr->reader_sleeps, sleeps, memory_order_relaxed);
-        if (s->pending && s->tx_on)
-            atomic_store_explicit(&s->tx.hdr->writer_waits, sleeps, memory_order_relaxed);
-    }
+    say_asleep(ep, sleeps);
     if (!sleeps)
         return;
     atomic_thread_fence(memory_order_seq_cst);
-    busy = anything(ep);
-    if (!busy)
-        return;
-    /* Something came meanwhile: one more turn, without sleeping, so no
-     * wake-up is wanted after all. */
-    lahja_shm_kick(ep);
-    lahja_list_foreach(l, &ep->conns) {
-        struct conn *c = lahja_container_of(l, struct conn, link);
-        if (!is_shm(c))
-            continue;
-        struct shm_link *s = c->io.ux.shm;
-        if (s->rx_on)
-            atomic_store_explicit(&s->rx.hdr->reader_sleeps, 0, memory_order_relaxed);
-        if (s->tx_on)
-            atomic_store_explicit(&s->tx.hdr->writer_waits, 0, memory_order_relaxed);
+    if (anything(ep)) {
+        /* Something came meanwhile: one more turn, without sleeping, so
+         * no wake-up is wanted after all. */
+        lahja_shm_kick(ep);
+        say_asleep(ep, 0);
     }
 }
 
