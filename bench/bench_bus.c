@@ -959,7 +959,9 @@ static int mem_main(void *arg)
             die("stalled peer", -ECHILD);
         lahja_sleep(1);
     }
-    m->high_water = 4u << 20; /* the default */
+    lahja_peer_stats_t ps;
+    if (lahja_peer_stats(ep, "stalled", &ps) == 0)
+        m->high_water = ps.high_water; /* the default */
     uint8_t buf[MEM_EVENT] = { 0 };
     before = rss_kb();
     /* Sends until lahja_broadcast stays blocked for half a second: the

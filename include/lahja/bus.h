@@ -208,10 +208,13 @@ typedef struct lahja_endpoint_options {
     /** Largest event payload accepted or sent; 0 gives 64 MiB. */
     size_t max_payload;
     /** Bytes queued for one peer above which lahja_broadcast suspends;
-     * 0 gives 4 MiB. */
+     * 0 gives 1 MiB.  Payloads lent to the peer through shared memory
+     * (docs/bus.md) count apart, until it has read them: the peer is
+     * over the mark too once they pass 4 x high_water. */
     size_t high_water;
     /** Bytes queued for one peer above which lahja_broadcast_nowait fails
-     * with -EAGAIN; 0 gives 4 x high_water + max_payload. */
+     * with -EAGAIN, and so do payloads lent to it and not yet read; 0
+     * gives 4 x high_water + max_payload. */
     size_t hard_limit;
     /** A peer that has not completed the handshake after this is dropped;
      * 0 gives 5000 ms. */
@@ -231,7 +234,7 @@ typedef struct lahja_endpoint_options {
      * "Shared memory"): the endpoints of one host that both use it move
      * their events through two rings per connection, one per direction,
      * instead of the socket.  Rounded up to a power of two between
-     * 64 KiB and 1 GiB; 0 gives 4 MiB; SIZE_MAX turns the transport off
+     * 64 KiB and 1 GiB; 0 gives 1 MiB; SIZE_MAX turns the transport off
      * (so does the environment variable LAHJA_SHM=0). */
     size_t shm_ring;
     /** Bytes of the endpoint's pool of lent payloads (docs/bus.md, "Shared

@@ -256,11 +256,11 @@ static int check_peer_limits(lahja_endpoint_t *ep, const lahja_event_t *ev,
     return 0;
 }
 
-/* A receiving peer with more than `limit` bytes queued, or NULL. */
-static struct conn *find_over(const struct targets *t, size_t limit)
+/* A receiving peer over its high-water mark (or hard limit), or NULL. */
+static struct conn *find_over(const struct targets *t, int hard)
 {
     for (size_t i = 0; i < t->n; i++)
-        if (t->v[i]->queued + t->v[i]->lent_bytes > limit) /* lent: held for it too */
+        if (lahja_conn_over(t->v[i], hard))
             return t->v[i];
     return NULL;
 }
@@ -524,7 +524,7 @@ static int route_put(lahja_endpoint_t *ep, const struct route *r, uint8_t flags,
         || (r->lz4 && len >= ep->opts.compress_threshold) || ep->subs_dirty || ep->subs_retry)
         return 0;
     for (size_t i = 0; i < r->n; i++)
-        if (r->v[i]->queued + r->v[i]->lent_bytes > ep->opts.high_water)
+        if (lahja_conn_over(r->v[i], 0))
             return 0;
     return lahja_conn_put_small(r->v, r->tid, r->n, flags, id, payload, len) == 0;
 }
@@ -558,7 +558,7 @@ static int broadcast_nowait(lahja_endpoint_t *ep, lahja_event_t *ev,
     rc = receivers(ep, ev, cfg, &t, &local);
     if (rc <= 0)
         return rc < 0 ? rc : nobody(ep, ev, cfg, &t, request_id);
-    struct conn *over = find_over(&t, ep->opts.hard_limit);
+    struct conn *over = find_over(&t, 1);
     if (over != NULL) {
         memcpy(ep->blocked, over->peer->s, over->peer->len + 1);
         over->blocked++;
@@ -607,7 +607,7 @@ static int bcast_route(struct bcast_call *b, struct lahja_waitq **q)
     rc = receivers(ep, b->ev, b->cfg, &t, &local);
     if (rc <= 0)
         return rc < 0 ? rc : nobody(ep, b->ev, b->cfg, &t, b->request_id);
-    struct conn *over = find_over(&t, ep->opts.high_water);
+    struct conn *over = find_over(&t, 0);
     if (over == NULL) {
         rc = deliver(ep, b->ev, b->cfg, &t, local, b->request_id);
         if (rc == 0 && route)

@@ -886,7 +886,7 @@ static void send_receipt(struct conn *c)
     size_t n = lahja_wire_receipt_encode(frame, c->rx_events);
     if (enqueue_frame(c, frame, n) == 0) {
         c->rx_acked = c->rx_events;
-        c->receipt_at = c->rx_total;
+        c->receipt_at = c->rx_total + c->rx_lent;
         receipt_paid(c);
     } else {
         due_in(c->ep, RETRY_NOMEM_MS);
@@ -929,7 +929,7 @@ static void receipt_due(struct conn *c)
         c->receipt_owed = 1;
         ep->receipts_owed++;
     }
-    if (c->rx_total - c->receipt_at >= RECEIPT_BYTES)
+    if (c->rx_total + c->rx_lent - c->receipt_at >= RECEIPT_BYTES)
         mark_dirty(c);
     else
         due_in(ep, RECEIPT_MS);
@@ -1517,6 +1517,7 @@ static int on_lent_event(struct conn *c, const lahja_wire_event_t *w)
     ev->origin = lahja_name_ref(c->peer);
     c->rx_events++;
     c->rx_payload += len;
+    c->rx_lent += len; /* read, for the next receipt, as if it came whole */
     if (w->flags & LAHJA_WIRE_RESPONSE)
         lahja_deliver_response(ep, ev);
     else

@@ -14,7 +14,7 @@
 #include "endpoint.h"
 
 #define DEFAULT_MAX_PAYLOAD ((size_t)64 << 20)
-#define DEFAULT_HIGH_WATER ((size_t)4 << 20)
+#define DEFAULT_HIGH_WATER ((size_t)1 << 20)
 
 /* ------------------------------------------------------------ logging */
 

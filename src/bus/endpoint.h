@@ -349,7 +349,9 @@ struct conn {
      * begins, frame_since the loop time (ms) it was last seen progress,
      * frame_seen how much of it was there then. */
     uint64_t rx_total;           /* bytes consumed from the socket */
-    uint64_t receipt_at;         /* rx_total when our last receipt went */
+    uint64_t rx_lent;            /* payload bytes lent to us and read */
+    uint64_t receipt_at;         /* rx_total + rx_lent when our last
+                                    receipt went */
     uint64_t frame_at, frame_since;
     size_t frame_seen;
 };
@@ -616,6 +618,22 @@ int lahja_conn_put_small(struct conn *const *v, const uint32_t *tid, size_t n, u
                          uint64_t id, const void *payload, size_t len);
 /* Non-zero while a connection's output is not all confirmed (stop's linger). */
 int lahja_conn_unconfirmed(const struct conn *c);
+
+/* Payloads lent to a peer cost its writer no queue memory, only pool
+ * space: those it has not read yet count apart, against this many times
+ * the high-water mark. */
+#define LAHJA_LENT_SCALE 4
+
+/* Whether c is over its high-water mark (hard = 0) or its hard limit:
+ * its queue, or what it was lent and has not read (against
+ * LAHJA_LENT_SCALE x high_water, or against hard_limit). */
+static inline int lahja_conn_over(const struct conn *c, int hard)
+{
+    const lahja_endpoint_options_t *o = &c->ep->opts;
+    if (hard)
+        return c->queued > o->hard_limit || c->lent_bytes > o->hard_limit;
+    return c->queued > o->high_water || c->lent_bytes > LAHJA_LENT_SCALE * o->high_water;
+}
 void lahja_conn_send_subs(struct conn *c);
 /* Sends every connection's receipt that is due now, and writes it. */
 void lahja_conn_send_receipts(lahja_endpoint_t *ep);

@@ -69,7 +69,7 @@
 #define SHM_VERSION 1
 #define SHM_HDR 4096                     /* the header's page */
 #define SHM_RING_MIN (64u << 10)
-#define SHM_RING_DEFAULT (4u << 20)
+#define SHM_RING_DEFAULT (1u << 20)
 #define SHM_RING_MAX (1u << 30)
 #define SHM_MARK 'S'
 #define SPIN_NS 50000                    /* spun for a response, or after data */

@@ -539,6 +539,94 @@ static int main_lent_kept_then_killed(void *arg)
 }
 BUS_MAIN_TEST(lent_kept_then_killed)
 
+/* A receiver that takes Big, confirms a Warm, and stops itself (SIGSTOP)
+ * once told: from then on it reads nothing. */
+static int main_stopper(void *arg)
+{
+    const char *dir = arg;
+    lahja_endpoint_options_t o = bus_opts(NULL);
+    lahja_endpoint_t *ep = bus_client("stopper", &o);
+    struct keeper k = { .n = 0 };
+    lahja_subscription_t *s1 = NULL;
+    EXPECT_EQ(lahja_subscribe(ep, "Big", on_keep, &k, &s1), 0);
+    lahja_event_t *stop = NULL;
+    lahja_stream_t *stops = NULL;
+    EXPECT_EQ(lahja_stream_open(ep, "Stop", 0, NULL, &stops), 0);
+    EXPECT_EQ(bus_connect(ep, dir, "lender"), 0);
+    EXPECT_EQ(lahja_stream_next(stops, LAHJA_FOREVER, &stop), 0);
+    lahja_event_unref(stop);
+    raise(SIGSTOP);
+    return 0; /* never: it is killed */
+}
+
+/* A loaned event of LENT_LEN bytes, broadcast with `nowait` or waiting
+ * until `deadline`. */
+static int lend_one(lahja_endpoint_t *ep, int nowait, lahja_time_t deadline)
+{
+    lahja_event_t *ev = NULL;
+    void *buf = NULL;
+    EXPECT_EQ(lahja_event_loan(ep, "Big", LENT_LEN, &ev, &buf), 0);
+    memset(buf, 7, LENT_LEN);
+    int rc = nowait ? lahja_broadcast_nowait(ep, ev, NULL) : lahja_broadcast(ep, ev, NULL, deadline);
+    lahja_event_unref(ev);
+    return rc;
+}
+
+/* Lent payloads count apart from the queue: a peer that reads nothing
+ * holds its lender at LAHJA_LENT_SCALE times the high-water mark of
+ * them, and broadcast_nowait at its hard limit (a loaned event in the
+ * queue is only its reference); they all come back when the peer is
+ * killed. */
+static int main_lent_count_apart(void *arg)
+{
+    (void)arg;
+    char dir[BUS_DIR_MAX];
+    bus_dir_make(dir);
+    struct bus_log log = { 0 };
+    lahja_endpoint_options_t o = bus_opts(&log);
+    o.high_water = LENT_LEN;
+    o.hard_limit = 8 * LENT_LEN;
+    lahja_endpoint_t *ep = bus_serve(dir, "lender", &o);
+    bus_child_t kc = bus_fork(main_stopper, dir);
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "stopper", "Stop", deadline), 0);
+    /* Our first write since its HELLO turns our ring on: from then on
+     * loaned events go lent. */
+    lahja_event_t *stop = bus_event("Stop", NULL);
+    EXPECT_EQ(lahja_broadcast(ep, stop, NULL, deadline), 0);
+    lahja_event_unref(stop);
+    /* Polled: our loop must run to write the Stop. */
+    int st = 0;
+    pid_t w;
+    while ((w = waitpid(kc.pid, &st, WUNTRACED | WNOHANG)) == 0 && lahja_now() < deadline)
+        EXPECT_EQ(lahja_sleep(1), 0);
+    EXPECT_EQ(w, kc.pid);
+    EXPECT_TRUE(WIFSTOPPED(st));
+    /* Accepted while what it was lent is within the scaled mark. */
+    int sent = 0, rc = 0;
+    while (sent < LENT_N && (rc = lend_one(ep, 0, lahja_deadline_in(50))) == 0)
+        sent++;
+    EXPECT_EQ(rc, -ETIMEDOUT);
+    EXPECT_EQ(sent, LAHJA_LENT_SCALE + 1);
+    EXPECT_EQ(pool_live(ep), (unsigned)sent); /* lent, not copied */
+    /* Without waiting: up to the hard limit. */
+    while (sent < LENT_N && (rc = lend_one(ep, 1, 0)) == 0)
+        sent++;
+    EXPECT_EQ(rc, -EAGAIN);
+    EXPECT_EQ(sent, 8 + 1);
+    EXPECT_TRUE(strcmp(lahja_endpoint_blocked_peer(ep), "stopper") == 0);
+    EXPECT_EQ(kill(kc.pid, SIGKILL), 0);
+    EXPECT_TRUE(WIFSIGNALED(bus_child_wait(&kc)));
+    bus_wait_disconnected(ep, "stopper");
+    while (pool_live(ep) != 0 && lahja_now() < deadline)
+        EXPECT_EQ(lahja_sleep(1), 0);
+    EXPECT_EQ(pool_live(ep), 0u);
+    bus_close(ep);
+    bus_dir_remove(dir);
+    return 0;
+}
+BUS_MAIN_TEST(lent_count_apart)
+
 int main(void)
 {
     bus_filter_from_env();
@@ -550,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_killed_peer),
         cmocka_unit_test(test_bad_rings),
         cmocka_unit_test(test_lent_kept_then_killed),
+        cmocka_unit_test(test_lent_count_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -200,7 +200,7 @@ static int main_counts_and_request(void *arg)
     EXPECT_EQ(ps.blocked, 0);
     EXPECT_EQ(ps.confirmed, N);
     EXPECT_EQ(ps.lost, 0);
-    EXPECT_EQ(ps.high_water, 4u << 20);
+    EXPECT_EQ(ps.high_water, 1u << 20); /* the default */
     lahja_endpoint_stats_t es;
     EXPECT_EQ(lahja_endpoint_stats(ep, &es), 0);
     EXPECT_EQ(es.peers, 1);

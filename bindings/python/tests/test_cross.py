@@ -241,7 +241,7 @@ async def test_broadcast_nowait_is_bounded_and_broadcast_waits(bus_dir):
                     sent += 1
                     if sent % 16 == 0:
                         await asyncio.sleep(0)  # let the core write
-            # Bounded by the default hard limit, 4 x high_water (4 MiB) +
+            # Bounded by the default hard limit, 4 x high_water (1 MiB) +
             # max_payload (64 MiB), and what the kernel's buffers hold.
             queued = sent * len(big)
             assert 4 * 2**20 < queued < 96 * 2**20, queued
