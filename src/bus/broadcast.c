@@ -489,6 +489,7 @@ static void route_learn(lahja_endpoint_t *ep, const lahja_event_t *ev, const str
     r->hash = ev->hash;
     r->tlen = ev->type_len;
     memcpy(r->type, ev->type, ev->type_len);
+    ep->bytes_routed = ep->bytes_tlen == r->tlen && memcmp(ep->bytes_type, r->type, r->tlen) == 0;
     r->n = 0;
     if (local || t->n == 0 || t->n > ROUTE_PEERS)
         return;
@@ -741,21 +742,17 @@ int lahja_broadcast_cb(lahja_endpoint_t *ep, lahja_event_t *ev, const lahja_broa
 
 #define BYTES_STACK_MAX 65536 /* what lahja_broadcast_bytes sends without an event */
 
-int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *payload, size_t len,
-                          const lahja_broadcast_config_t *cfg, lahja_time_t deadline)
+/* lahja_broadcast_bytes, but for a run of one type down its route. */
+static __attribute__((noinline)) int broadcast_bytes_full(lahja_endpoint_t *ep, const char *type,
+                                                          size_t tlen, const void *payload,
+                                                          size_t len,
+                                                          const lahja_broadcast_config_t *cfg,
+                                                          lahja_time_t deadline)
 {
-    if (ep == NULL || type == NULL || (payload == NULL && len > 0))
-        return -EINVAL;
-    size_t tlen = strlen(type);
     /* A run of broadcasts of one type checks and hashes it once. */
     uint64_t hash;
     if (tlen == ep->bytes_tlen && memcmp(type, ep->bytes_type, tlen) == 0) {
         hash = ep->bytes_hash;
-        /* Without an event, where the route is known. */
-        if (len <= ROUTE_LEN_MAX && plain_config(cfg) && lahja_ep_check(ep) == 0
-            && lahja_task_current() != NULL
-            && route_put(ep, route_find(ep, type, tlen, hash), 0, 0, payload, len))
-            return 0;
     } else {
         if (!lahja_event_type_valid(type, tlen))
             return -EINVAL;
@@ -763,6 +760,7 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
         memcpy(ep->bytes_type, type, tlen);
         ep->bytes_tlen = tlen;
         ep->bytes_hash = hash;
+        ep->bytes_routed = route_find(ep, type, tlen, hash) != NULL;
     }
     if (len > BYTES_STACK_MAX) {
         lahja_event_t *ev;
@@ -781,6 +779,21 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
     int rc = broadcast(ep, &ev, cfg, deadline, 0);
     free(ev.lz4); /* its origin was borrowed */
     return rc;
+}
+
+int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *payload, size_t len,
+                          const lahja_broadcast_config_t *cfg, lahja_time_t deadline)
+{
+    if (ep == NULL || type == NULL || (payload == NULL && len > 0))
+        return -EINVAL;
+    size_t tlen = strlen(type);
+    /* The type of the last call, whose route is known: without an event. */
+    if (ep->bytes_routed && tlen == ep->bytes_tlen && len <= ROUTE_LEN_MAX && plain_config(cfg)
+        && memcmp(type, ep->bytes_type, tlen) == 0 && lahja_ep_check(ep) == 0
+        && lahja_task_current() != NULL
+        && route_put(ep, &ep->route, 0, 0, payload, len))
+        return 0;
+    return broadcast_bytes_full(ep, type, tlen, payload, len, cfg, deadline);
 }
 
 /* ------------------------------------------------------------ requests */

@@ -227,6 +227,7 @@ static void conn_end(struct conn *c, int err, lahja_log_level_t level, const cha
     lahja_endpoint_t *ep = c->ep;
     int was_up = c->state == CONN_READY || c->state == CONN_DRAINING;
     c->state = CONN_CLOSING;
+    c->win_left = c->win_used = 0; /* the transport's memory goes */
     lahja_route_changed(c->ep);
     receipt_paid(c);
     conn_end_log(c, was_up, level, why);
@@ -397,9 +398,8 @@ static void due_in(lahja_endpoint_t *ep, uint64_t ms);
  * FLUSH_BYTES, so that a long burst is written in large pieces; the end
  * of the loop turn starts the next burst small again.
  */
-static void queued_more(struct conn *c, size_t bytes)
+static void unflushed_more(struct conn *c, size_t bytes)
 {
-    c->queued += bytes;
     c->unflushed += bytes;
     mark_dirty(c);
     if (c->unflushed >= c->flush_at) {
@@ -407,6 +407,12 @@ static void queued_more(struct conn *c, size_t bytes)
         if (c->flush_at < FLUSH_BYTES)
             c->flush_at *= 2;
     }
+}
+
+static void queued_more(struct conn *c, size_t bytes)
+{
+    c->queued += bytes;
+    unflushed_more(c, bytes);
 }
 
 static void enqueue(struct conn *c, struct out_item *it)
@@ -563,13 +569,54 @@ void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot
     enqueue(c, it);
 }
 
+/* What was written in c's window goes to the transport, after whatever
+ * it took before. */
+static void win_commit(struct conn *c)
+{
+    if (c->win_used > 0) {
+        c->t->commit(c, c->win_used);
+        c->win_used = 0;
+    }
+}
+
+/* A new window, `need` bytes at least, when the transport writes in
+ * place and nothing is queued before (receipts to confirm what goes
+ * there); NULL otherwise. */
+static uint8_t *win_open(struct conn *c, size_t need)
+{
+    win_commit(c);
+    c->win_left = 0;
+    if (c->t->reserve == NULL || !lahja_list_empty(&c->outq) || c->writing
+        || c->state != CONN_READY || c->write_error != 0 || !c->peer_receipts)
+        return NULL;
+    size_t room;
+    uint8_t *p = c->t->reserve(c, need, &room);
+    if (p != NULL) {
+        c->win = p;
+        c->win_left = room;
+    }
+    return p;
+}
+
+/* Where `need` bytes go in place on c now, or NULL. */
+static inline uint8_t *in_place(struct conn *c, size_t need)
+{
+    if (c->win_left >= need && lahja_list_empty(&c->outq))
+        return c->win;
+    return win_open(c, need);
+}
+
 int lahja_conn_put_small(struct conn *const *v, const uint32_t *tid, size_t n, uint8_t flags,
                          uint64_t id, const void *payload, size_t len)
 {
     size_t need = LAHJA_WIRE_PLAIN_PREFIX + (flags != 0 ? 8 : 0) + len;
     struct out_item *into[ROUTE_PEERS];
+    uint8_t *at[ROUTE_PEERS]; /* where the transport takes it in place, else NULL */
     uint8_t fresh = 0; /* bit i: into[i] is a new chunk, not yet queued */
     for (size_t i = 0; i < n; i++) {
+        into[i] = NULL;
+        if ((at[i] = in_place(v[i], need)) != NULL)
+            continue;
         if ((into[i] = last_chunk(v[i], need)) != NULL)
             continue;
         if ((into[i] = chunk_get(v[i]->ep, need)) == NULL) {
@@ -583,21 +630,34 @@ int lahja_conn_put_small(struct conn *const *v, const uint32_t *tid, size_t n, u
     for (size_t i = 0; i < n; i++) {
         struct conn *c = v[i];
         struct out_item *it = into[i];
-        if (fresh & (1u << i)) {
-            it->nevents = 0;
-            lahja_list_push_back(&c->outq, &it->link);
+        uint8_t *p = at[i];
+        if (p == NULL) {
+            if (fresh & (1u << i)) {
+                it->nevents = 0;
+                lahja_list_push_back(&c->outq, &it->link);
+            }
+            p = it->heap + it->payload_len;
         }
-        uint8_t *p = it->heap + it->payload_len;
         if (flags == 0)
             lahja_wire_plain_prefix(p, tid[i], (uint32_t)len);
         else
             lahja_wire_small_prefix(p, tid[i], flags, id, (uint32_t)len);
         memcpy(p + need - len, payload, len);
+        c->tx_events++;
+        c->tx_payload += len;
+        if (at[i] != NULL) {
+            /* Written, as far as the connection is concerned: what the
+             * socket took counts the same way. */
+            c->win += need;
+            c->win_left -= need;
+            c->win_used += need;
+            c->tx_bytes += need;
+            unflushed_more(c, need);
+            continue;
+        }
         it->payload_len += need;
         it->cost += need;
         it->nevents++;
-        c->tx_events++;
-        c->tx_payload += len;
         queued_more(c, need);
     }
     return 0;
@@ -754,6 +814,14 @@ static void conn_write(struct conn *c)
         || c->write_error != 0)
         return;
     c->unflushed = 0;
+    if (c->t->publish != NULL) {
+        /* What was written in place comes first; the window goes on only
+         * while nothing is queued after it. */
+        win_commit(c);
+        c->t->publish(c);
+        if (!lahja_list_empty(&c->outq))
+            c->win_left = 0;
+    }
     while (!lahja_list_empty(&c->outq)) {
         uv_buf_t bufs[WRITE_IOV];
         size_t items, bytes;

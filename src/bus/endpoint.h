@@ -305,6 +305,11 @@ struct conn {
     uint32_t small_reads;        /* reads since the buffer was last needed
                                     at its size */
     lahja_link_t outq;           /* out_items not yet handed to libuv */
+    /* Where the transport takes small events in place (transport.reserve),
+     * while outq is empty: win_left bytes from win on; win_used bytes
+     * before win are written there and not yet committed. */
+    uint8_t *win;
+    size_t win_left, win_used;
     size_t head_off;             /* bytes of outq's first item written */
     size_t unflushed;            /* bytes queued since the last write */
     size_t flush_at;             /* unflushed bytes that start a write */
@@ -462,6 +467,7 @@ struct lahja_endpoint {
      * none yet; types are 1..255 bytes). */
     char bytes_type[LAHJA_WIRE_NAME_MAX];
     size_t bytes_tlen;
+    uint8_t bytes_routed;        /* bytes_type is the remembered route's type */
     uint64_t bytes_hash;
     uint64_t route_gen;          /* bumped by whatever may change where an
                                     event goes (lahja_route_changed) */

@@ -11,7 +11,9 @@
  * carries descriptors, so the marker is the last byte of the read that
  * brings the ring: what came before it is the stream, what comes after
  * is wake-ups.  A peer without the feature, or a ring that cannot be
- * made, leaves the connection a plain socket.
+ * made, leaves the connection a plain socket.  Small events are written
+ * into the ring in place (shm_reserve: conn.c's window), the rest is
+ * copied in from the connection's queue (tx_copy).
  *
  * Wake-ups.  The reader says in its ring's header when it is about to
  * sleep (reader_sleeps, set before each poll); a writer that published
@@ -146,6 +148,8 @@ struct shm_link {
     uint32_t *lent;       /* per granule of our pool: lent to this peer */
     int tx_fd;            /* ours, until the marker took it */
     uint64_t tx_head;     /* what we wrote (the header's copy is the peer's to see) */
+    uint64_t tx_shown;    /* what of it the header says: the rest is committed
+                             in place (shm_commit), not yet published */
     uint64_t tx_tail;     /* the last tail the peer gave */
     size_t tx_touched;    /* bytes of our ring from its start populated
                              (the first lap; then its size) */
@@ -329,11 +333,51 @@ static size_t tx_copy(struct shm_link *s, const uv_buf_t *bufs, unsigned n, unsi
             *off = 0;
         }
     }
-    if (done > 0) {
+    if (done > 0 || s->tx_shown != s->tx_head) {
         s->tx_head += done;
+        s->tx_shown = s->tx_head;
         atomic_store_explicit(&s->tx.hdr->head, s->tx_head, memory_order_release);
     }
     return done;
+}
+
+/*
+ * Writing in place: a run of small events is written straight into our
+ * ring, as long as nothing waits to be copied and each fits before the
+ * ring's end, and published in batches as the socket's writes are.  One
+ * copy instead of two, and no chunk to keep.
+ */
+static uint8_t *shm_reserve(struct conn *c, size_t min, size_t *room)
+{
+    struct shm_link *s = link_of(c);
+    if (!s->tx_on || s->pending)
+        return NULL;
+    size_t at = (size_t)(s->tx_head & (s->tx.size - 1));
+    int64_t free = tx_room(s); /* < 0: an impossible tail, which the next write reports */
+    size_t n = s->tx.size - at; /* up to the end: a frame across it is copied by tx_copy */
+    if (free < (int64_t)n)
+        n = free > 0 ? (size_t)free : 0;
+    if (n < min)
+        return NULL;
+    if (s->tx_touched < at + n)
+        tx_touch(s, at + n);
+    *room = n;
+    return s->tx.data + at;
+}
+
+static void shm_commit(struct conn *c, size_t len)
+{
+    link_of(c)->tx_head += len;
+}
+
+static void shm_publish(struct conn *c)
+{
+    struct shm_link *s = link_of(c);
+    if (s->tx_shown == s->tx_head)
+        return;
+    s->tx_shown = s->tx_head;
+    atomic_store_explicit(&s->tx.hdr->head, s->tx_head, memory_order_release);
+    tell(c, &s->tx.hdr->reader_sleeps);
 }
 
 /* -------------------------------------------------------- switching */
@@ -1091,6 +1135,9 @@ const struct conn_transport lahja_shm_transport = {
     .name = "shm",
     .features = LAHJA_WIRE_FEAT_SHM,
     .try_write = shm_try_write,
+    .reserve = shm_reserve,
+    .commit = shm_commit,
+    .publish = shm_publish,
     .write = shm_write,
     .read_start = shm_read_start,
     .read_now = shm_read_now,

@@ -19,6 +19,7 @@
 #define LAHJA_BUS_TRANSPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "lahja/bus.h"
@@ -40,6 +41,17 @@ struct conn_transport {
     /* Writes what it takes of bufs now: the bytes taken (possibly 0), or
      * a libuv error (UV_EAGAIN: nothing taken, try write). */
     int (*try_write)(struct conn *c, const uv_buf_t *bufs, unsigned n);
+    /* Writing in place (NULL where the transport cannot): reserve gives
+     * the room, in one piece, where the next bytes go (*room bytes, at
+     * least min), when it has that much now and no write waits (else
+     * NULL); commit takes the first len bytes written there, after
+     * whatever came before; publish hands what was committed to the peer.
+     * Bytes committed and not yet published are published by the next
+     * try_write or write too, which write where the room was: it is
+     * no longer the caller's. */
+    uint8_t *(*reserve)(struct conn *c, size_t min, size_t *room);
+    void (*commit)(struct conn *c, size_t len);
+    void (*publish)(struct conn *c);
     /* Takes bufs to write whole, later (their memory stays valid until
      * then); lahja_conn_written(c, status) once they are written or have
      * failed.  One at a time.  0, or a libuv error (nothing taken). */

@@ -28,8 +28,10 @@
 #ifndef LAHJA_WIRE_H
 #define LAHJA_WIRE_H
 
+#include <endian.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "common/strset.h"
@@ -230,17 +232,15 @@ static inline size_t lahja_wire_small_prefix(uint8_t *out, uint32_t type_id, uin
                                              uint64_t id, uint32_t payload_len)
 {
     size_t fixed = flags != 0 ? 12 : 4;
-    uint32_t body = payload_len + (uint32_t)fixed;
-    for (int i = 0; i < 4; i++) {
-        out[i] = (uint8_t)(body >> (8 * i));
-        out[LAHJA_WIRE_HEADER_SIZE + i] = (uint8_t)(type_id >> (8 * i));
+    /* Three little-endian words: the body's length; kind, flags and two
+     * zero bytes; the type id.  Then the id. */
+    uint32_t w[3] = { htole32(payload_len + (uint32_t)fixed),
+                      htole32(LAHJA_WIRE_EVENT | (uint32_t)flags << 8), htole32(type_id) };
+    memcpy(out, w, sizeof w);
+    if (flags != 0) {
+        uint64_t le = htole64(id);
+        memcpy(out + LAHJA_WIRE_PLAIN_PREFIX, &le, sizeof le);
     }
-    out[4] = LAHJA_WIRE_EVENT;
-    out[5] = flags;
-    out[6] = out[7] = 0;
-    if (flags != 0)
-        for (int i = 0; i < 8; i++)
-            out[LAHJA_WIRE_PLAIN_PREFIX + i] = (uint8_t)(id >> (8 * i));
     return LAHJA_WIRE_HEADER_SIZE + fixed;
 }
 

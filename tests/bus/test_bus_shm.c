@@ -40,12 +40,18 @@ struct streamer {
     int n;          /* events to send; 0: until killed */
 };
 
+/* Only small events (those written into the ring in place), from now on. */
+static int small_only;
+
 /* Event i's payload: i, then bytes that depend on i, of a size that
- * cycles from 8 bytes to past the smallest ring. */
+ * cycles from 8 bytes to past the smallest ring (or, small_only, to
+ * 2 KiB, in sizes that make frames end anywhere in the ring). */
 static size_t payload_of(uint32_t i, uint8_t *buf)
 {
     static const size_t sizes[] = { 8, 64, 1000, 4096, 65536 + 77, 300000, 17 };
-    size_t len = sizes[i % (sizeof sizes / sizeof sizes[0])];
+    static const size_t small[] = { 8, 64, 1000, 17, 2048, 333, 9 };
+    size_t len = small_only ? small[i % (sizeof small / sizeof small[0])]
+                            : sizes[i % (sizeof sizes / sizeof sizes[0])];
     memcpy(buf, &i, 4);
     for (size_t k = 4; k < len; k++)
         buf[k] = (uint8_t)(i * 31 + k);
@@ -140,6 +146,18 @@ static int main_small_rings(void *arg)
     return 0;
 }
 BUS_MAIN_TEST(small_rings)
+
+/* Small events only, through small rings: written in place up to the
+ * ring's end, then across it, again and again, in order. */
+static int main_small_events_wrap(void *arg)
+{
+    (void)arg;
+    small_only = 1;
+    stream_case(64 << 10, 64 << 10, RUNNING_ON_VALGRIND ? 3000 : 60000, 1);
+    small_only = 0;
+    return 0;
+}
+BUS_MAIN_TEST(small_events_wrap)
 
 static int main_default_rings(void *arg)
 {
@@ -633,6 +651,7 @@ int main(void)
     unsetenv("LAHJA_SHM"); /* the transport under test, even in the socket-only run */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_rings),
+        cmocka_unit_test(test_small_events_wrap),
         cmocka_unit_test(test_default_rings),
         cmocka_unit_test(test_one_side_without),
         cmocka_unit_test(test_killed_peer),
