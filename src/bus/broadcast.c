@@ -518,12 +518,15 @@ static void route_learn(lahja_endpoint_t *ep, const lahja_event_t *ev, const str
  * high-water mark, a payload to compress, or no memory), which then says
  * why if it fails.
  */
-static int route_put(lahja_endpoint_t *ep, const struct route *r, uint8_t flags, uint64_t id,
-                     const void *payload, size_t len)
+static inline int route_put(lahja_endpoint_t *ep, const struct route *r, uint8_t flags,
+                            uint64_t id, const void *payload, size_t len)
 {
     if (r == NULL || r->n == 0 || r->gen != ep->route_gen || len > r->max_len
         || (r->lz4 && len >= ep->opts.compress_threshold) || ep->subs_dirty || ep->subs_retry)
         return 0;
+    if (r->n == 1 && flags == 0 && !lahja_conn_over(r->v[0], 0)
+        && lahja_conn_put_plain(r->v[0], r->tid[0], payload, len))
+        return 1;
     for (size_t i = 0; i < r->n; i++)
         if (lahja_conn_over(r->v[i], 0))
             return 0;
@@ -758,6 +761,7 @@ static __attribute__((noinline)) int broadcast_bytes_full(lahja_endpoint_t *ep, 
             return -EINVAL;
         hash = lahja_strmap_hash(type, tlen);
         memcpy(ep->bytes_type, type, tlen);
+        ep->bytes_type[tlen] = '\0';
         ep->bytes_tlen = tlen;
         ep->bytes_hash = hash;
         ep->bytes_routed = route_find(ep, type, tlen, hash) != NULL;
@@ -786,14 +790,15 @@ int lahja_broadcast_bytes(lahja_endpoint_t *ep, const char *type, const void *pa
 {
     if (ep == NULL || type == NULL || (payload == NULL && len > 0))
         return -EINVAL;
-    size_t tlen = strlen(type);
-    /* The type of the last call, whose route is known: without an event. */
-    if (ep->bytes_routed && tlen == ep->bytes_tlen && len <= ROUTE_LEN_MAX && plain_config(cfg)
-        && memcmp(type, ep->bytes_type, tlen) == 0 && lahja_ep_check(ep) == 0
-        && lahja_task_current() != NULL
+    /* The type of the last call, whose route is known, from a task of the
+     * endpoint's thread (lahja_ep_check_task's checks, inline): without
+     * an event. */
+    if (ep->bytes_routed && len <= ROUTE_LEN_MAX && plain_config(cfg)
+        && ep->rt == lahja_tls_rt && lahja_tls_task != NULL && ep->started && !ep->stopped
+        && strcmp(type, ep->bytes_type) == 0
         && route_put(ep, &ep->route, 0, 0, payload, len))
         return 0;
-    return broadcast_bytes_full(ep, type, tlen, payload, len, cfg, deadline);
+    return broadcast_bytes_full(ep, type, strlen(type), payload, len, cfg, deadline);
 }
 
 /* ------------------------------------------------------------ requests */

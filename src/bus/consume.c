@@ -162,9 +162,10 @@ static void consumer_remove(lahja_endpoint_t *ep, struct consumer *c)
     struct type_entry *te = c->te;
     c->active = 0;
     lahja_route_changed(ep);
-    if (te->dispatching > 0)
+    if (te->dispatching > 0) {
         c->dead = 1;
-    else
+        te->ndead++;
+    } else
         lahja_list_remove(&c->link);
     int limited = c->norigins > 0;
     if (!limited)
@@ -213,6 +214,7 @@ static void sweep(lahja_endpoint_t *ep, struct type_entry *te)
         if (c->free_on_sweep)
             consumer_free(c);
     }
+    te->ndead = 0;
     type_maybe_drop(ep, te);
 }
 
@@ -350,7 +352,8 @@ void lahja_dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_event
     }
     if (owned != NULL)
         lahja_event_unref(owned);
-    if (--te->dispatching == 0)
+    /* What the handlers removed goes now (nothing, mostly: no walk). */
+    if (--te->dispatching == 0 && (te->ndead > 0 || te->n == 0))
         sweep(ep, te);
 }
 

@@ -388,6 +388,7 @@ struct type_entry {
     size_t n;                    /* live consumers */
     size_t n_any;                /* of them, those without origins */
     int dispatching;
+    size_t ndead;                /* consumers marked dead, not yet swept */
     uint8_t is_pattern;          /* name ends in '*': in ep->patterns */
     lahja_link_t plink;          /* in ep->patterns */
 };
@@ -465,7 +466,7 @@ struct lahja_endpoint {
     uint64_t request_ns;         /* uv_hrtime() when a peer's request last came */
     /* lahja_broadcast_bytes's last type, checked and hashed (bytes_tlen 0:
      * none yet; types are 1..255 bytes). */
-    char bytes_type[LAHJA_WIRE_NAME_MAX];
+    char bytes_type[LAHJA_WIRE_NAME_MAX + 1]; /* NUL-terminated */
     size_t bytes_tlen;
     uint8_t bytes_routed;        /* bytes_type is the remembered route's type */
     uint64_t bytes_hash;
@@ -622,6 +623,31 @@ void lahja_conn_cancel(struct conn *c, const lahja_event_t *ev, struct conn_slot
  */
 int lahja_conn_put_small(struct conn *const *v, const uint32_t *tid, size_t n, uint8_t flags,
                          uint64_t id, const void *payload, size_t len);
+/*
+ * lahja_conn_put_small's common case inline: a frame without flags into
+ * c's open window, the connection already due to be flushed and this
+ * frame not the one that starts a write.  1 if written; 0 if nothing
+ * was done and lahja_conn_put_small must.
+ */
+static inline int lahja_conn_put_plain(struct conn *c, uint32_t tid, const void *payload,
+                                       size_t len)
+{
+    size_t need = LAHJA_WIRE_PLAIN_PREFIX + len;
+    if (c->win_left < need || !lahja_list_empty(&c->outq) || !c->dirty
+        || c->unflushed + need >= c->flush_at)
+        return 0;
+    uint8_t *p = c->win;
+    lahja_wire_plain_prefix(p, tid, (uint32_t)len);
+    memcpy(p + LAHJA_WIRE_PLAIN_PREFIX, payload, len);
+    c->win = p + need;
+    c->win_left -= need;
+    c->win_used += need;
+    c->unflushed += need;
+    c->tx_bytes += need;
+    c->tx_events++;
+    c->tx_payload += len;
+    return 1;
+}
 /* Non-zero while a connection's output is not all confirmed (stop's linger). */
 int lahja_conn_unconfirmed(const struct conn *c);
 

@@ -325,27 +325,28 @@ void lahja_wire_rx_init(lahja_wire_rx_t *rx, uint32_t max_frame, uint32_t max_pa
 static inline size_t lahja_wire_rx_small(const lahja_wire_rx_t *rx, const uint8_t *buf,
                                          size_t avail, lahja_wire_event_t *ev)
 {
-    if (avail < LAHJA_WIRE_PLAIN_PREFIX || !rx->hello_done || buf[4] != LAHJA_WIRE_EVENT
-        || (buf[6] | buf[7]) != 0)
+    if (avail < LAHJA_WIRE_PLAIN_PREFIX || !rx->hello_done)
         return 0;
-    uint8_t flags = buf[5];
+    /* The three little-endian words lahja_wire_small_prefix writes. */
+    uint32_t w[3];
+    memcpy(w, buf, sizeof w);
+    uint32_t body = le32toh(w[0]), kind = le32toh(w[1]), tid = le32toh(w[2]);
+    if ((kind & 0xffff00ffu) != LAHJA_WIRE_EVENT)
+        return 0;
+    uint8_t flags = (uint8_t)(kind >> 8);
     uint32_t fixed = 4;
     if (flags == LAHJA_WIRE_REQUEST || flags == LAHJA_WIRE_RESPONSE)
         fixed = 12;
     else if (flags != 0)
         return 0;
-    uint32_t body = 0, tid = 0;
-    for (int i = 3; i >= 0; i--) {
-        body = body << 8 | buf[i];
-        tid = tid << 8 | buf[LAHJA_WIRE_HEADER_SIZE + i];
-    }
     if (body < fixed || body > rx->max_frame || body - fixed > rx->max_payload
         || body > avail - LAHJA_WIRE_HEADER_SIZE || tid == 0 || tid > rx->ntypes)
         return 0;
     uint64_t id = 0;
-    if (fixed == 12)
-        for (int i = 7; i >= 0; i--)
-            id = id << 8 | buf[LAHJA_WIRE_PLAIN_PREFIX + i];
+    if (fixed == 12) {
+        memcpy(&id, buf + LAHJA_WIRE_PLAIN_PREFIX, sizeof id);
+        id = le64toh(id);
+    }
     ev->type = rx->types[tid - 1];
     ev->type_len = (uint8_t)ev->type[-1];
     ev->flags = flags;
