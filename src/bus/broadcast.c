@@ -518,19 +518,44 @@ static void route_learn(lahja_endpoint_t *ep, const lahja_event_t *ev, const str
  * high-water mark, a payload to compress, or no memory), which then says
  * why if it fails.
  */
-static inline int route_put(lahja_endpoint_t *ep, const struct route *r, uint8_t flags,
-                            uint64_t id, const void *payload, size_t len)
+/* lahja_conn_put_small down route r: 1 if queued, 0 without memory. */
+static __attribute__((noinline)) int put_small(const struct route *r, uint8_t flags, uint64_t id,
+                                               const void *payload, size_t len)
+{
+    return lahja_conn_put_small(r->v, r->tid, r->n, flags, id, payload, len) == 0;
+}
+
+static inline __attribute__((always_inline)) int route_put(lahja_endpoint_t *ep,
+                                                           const struct route *r, uint8_t flags,
+                                                           uint64_t id, const void *payload,
+                                                           size_t len)
 {
     if (r == NULL || r->n == 0 || r->gen != ep->route_gen || len > r->max_len
         || (r->lz4 && len >= ep->opts.compress_threshold) || ep->subs_dirty || ep->subs_retry)
         return 0;
-    if (r->n == 1 && flags == 0 && !lahja_conn_over(r->v[0], 0)
-        && lahja_conn_put_plain(r->v[0], r->tid[0], payload, len))
-        return 1;
-    for (size_t i = 0; i < r->n; i++)
+    /* Into every peer's open window, where each has one. */
+    size_t need = LAHJA_WIRE_PLAIN_PREFIX + len;
+    if (r->n == 1) {
+        if (lahja_conn_over(r->v[0], 0))
+            return 0;
+        if (flags == 0 && lahja_conn_plain_ok(r->v[0], need)) {
+            lahja_conn_plain_put(r->v[0], r->tid[0], payload, len);
+            return 1;
+        }
+        return put_small(r, flags, id, payload, len);
+    }
+    size_t i, ok = flags == 0;
+    for (i = 0; i < r->n; i++) {
         if (lahja_conn_over(r->v[i], 0))
             return 0;
-    return lahja_conn_put_small(r->v, r->tid, r->n, flags, id, payload, len) == 0;
+        ok = ok && lahja_conn_plain_ok(r->v[i], need);
+    }
+    if (ok) {
+        for (i = 0; i < r->n; i++)
+            lahja_conn_plain_put(r->v[i], r->tid[i], payload, len);
+        return 1;
+    }
+    return put_small(r, flags, id, payload, len);
 }
 
 /* ev (routable, valid) down its remembered route, bound as deliver binds

@@ -624,18 +624,25 @@ void lahja_conn_cancel(struct conn *c, const lahja_event_t *ev, struct conn_slot
 int lahja_conn_put_small(struct conn *const *v, const uint32_t *tid, size_t n, uint8_t flags,
                          uint64_t id, const void *payload, size_t len);
 /*
- * lahja_conn_put_small's common case inline: a frame without flags into
- * c's open window, the connection already due to be flushed and this
- * frame not the one that starts a write.  1 if written; 0 if nothing
- * was done and lahja_conn_put_small must.
+ * lahja_conn_put_small's common case inline, in two steps so that a
+ * frame goes to every peer or to none: whether c takes a frame of `need`
+ * bytes without flags in its open window now (the connection already due
+ * to be flushed, and this frame not the one that starts a write); then
+ * writing it there.
  */
-static inline int lahja_conn_put_plain(struct conn *c, uint32_t tid, const void *payload,
-                                       size_t len)
+static inline __attribute__((always_inline)) int lahja_conn_plain_ok(const struct conn *c,
+                                                                    size_t need)
+{
+    return c->win_left >= need && lahja_list_empty(&c->outq) && c->dirty
+           && c->unflushed + need < c->flush_at;
+}
+
+static inline __attribute__((always_inline)) void lahja_conn_plain_put(struct conn *c,
+                                                                      uint32_t tid,
+                                                                      const void *payload,
+                                                                      size_t len)
 {
     size_t need = LAHJA_WIRE_PLAIN_PREFIX + len;
-    if (c->win_left < need || !lahja_list_empty(&c->outq) || !c->dirty
-        || c->unflushed + need >= c->flush_at)
-        return 0;
     uint8_t *p = c->win;
     lahja_wire_plain_prefix(p, tid, (uint32_t)len);
     memcpy(p + LAHJA_WIRE_PLAIN_PREFIX, payload, len);
@@ -646,7 +653,6 @@ static inline int lahja_conn_put_plain(struct conn *c, uint32_t tid, const void 
     c->tx_bytes += need;
     c->tx_events++;
     c->tx_payload += len;
-    return 1;
 }
 /* Non-zero while a connection's output is not all confirmed (stop's linger). */
 int lahja_conn_unconfirmed(const struct conn *c);
