@@ -1891,7 +1891,7 @@ size_t lahja_conn_read_small(struct conn *c, const uint8_t *buf, size_t len)
                 ev.type_len = w.type_len;
                 ev.payload = w.payload;
                 ev.len = w.raw_len;
-                lahja_dispatch_one(ep, c->rx_te, &ev);
+                lahja_dispatch_solo(ep, c->rx_te, &ev);
             }
             continue;
         }

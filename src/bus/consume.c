@@ -116,6 +116,8 @@ static __attribute__((noinline)) int origin_ok(const struct consumer *c, const c
     return 0;
 }
 
+static void solo_update(struct type_entry *te);
+
 /* Adds c as a consumer of `type` (an exact type or a pattern), limited to
  * the origins[0..norigins) (none: every endpoint). */
 static int consumer_add(lahja_endpoint_t *ep, struct consumer *c, const char *type, uint8_t kind,
@@ -151,7 +153,21 @@ static int consumer_add(lahja_endpoint_t *ep, struct consumer *c, const char *ty
         lahja_ep_subs_dirty(ep);
         lahja_ep_changed(ep, 0);
     }
+    solo_update(te);
     return 0;
+}
+
+/* te->solo, after te's consumers changed. */
+static void solo_update(struct type_entry *te)
+{
+    te->solo = NULL;
+    lahja_link_t *l = te->consumers.next;
+    if (te->n != 1 || te->n_any != 1 || te->ndead > 0 || l == &te->consumers
+        || l->next != &te->consumers)
+        return;
+    struct consumer *c = lahja_container_of(l, struct consumer, link);
+    if (c->active && c->kind == CONSUMER_HANDLER && c->norigins == 0)
+        te->solo = (lahja_subscription_t *)c;
 }
 
 /* Stops a consumer counting; unlinks it unless a dispatch is walking. */
@@ -177,6 +193,7 @@ static void consumer_remove(lahja_endpoint_t *ep, struct consumer *c)
         lahja_ep_subs_dirty(ep);
         lahja_ep_changed(ep, 0);
     }
+    solo_update(te);
     type_maybe_drop(ep, te);
 }
 
@@ -215,6 +232,7 @@ static void sweep(lahja_endpoint_t *ep, struct type_entry *te)
             consumer_free(c);
     }
     te->ndead = 0;
+    solo_update(te);
     type_maybe_drop(ep, te);
 }
 
@@ -354,6 +372,15 @@ void lahja_dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_event
         lahja_event_unref(owned);
     /* What the handlers removed goes now (nothing, mostly: no walk). */
     if (--te->dispatching == 0 && (te->ndead > 0 || te->n == 0))
+        sweep(ep, te);
+}
+
+void lahja_dispatch_after(lahja_endpoint_t *ep, struct type_entry *te, int rc)
+{
+    if (rc != 0)
+        lahja_bus_log(ep, LAHJA_LOG_ERROR, "handler for %s failed: %s", te->name,
+                      lahja_strerror(rc));
+    if (te->dispatching == 0 && (te->ndead > 0 || te->n == 0))
         sweep(ep, te);
 }
 

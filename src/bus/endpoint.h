@@ -389,6 +389,9 @@ struct type_entry {
     size_t n_any;                /* of them, those without origins */
     int dispatching;
     size_t ndead;                /* consumers marked dead, not yet swept */
+    struct lahja_subscription *solo; /* its one consumer, when that is a
+                                    handler for every origin (and none is
+                                    left to sweep); else NULL */
     uint8_t is_pattern;          /* name ends in '*': in ep->patterns */
     lahja_link_t plink;          /* in ep->patterns */
 };
@@ -723,6 +726,25 @@ struct type_entry *lahja_type_find(const lahja_endpoint_t *ep, const char *type,
                                    uint64_t hash);
 /* Dispatches ev to the consumers of one entry that take its origin. */
 void lahja_dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev);
+/* After a handler of te returned rc: logs a failure, sweeps what it
+ * removed (lahja_dispatch_solo's slow end). */
+void lahja_dispatch_after(lahja_endpoint_t *ep, struct type_entry *te, int rc);
+/* lahja_dispatch_one inline, for an entry whose one consumer is a handler
+ * for every origin (te->solo): the path of every small event read. */
+static inline void lahja_dispatch_solo(lahja_endpoint_t *ep, struct type_entry *te,
+                                       lahja_event_t *ev)
+{
+    struct lahja_subscription *s = te->solo;
+    if (s == NULL) {
+        lahja_dispatch_one(ep, te, ev);
+        return;
+    }
+    ep->dispatched++;
+    te->dispatching++;
+    int rc = s->fn(ep, ev, s->user);
+    if (--te->dispatching != 0 || rc != 0 || te->ndead > 0 || te->n == 0)
+        lahja_dispatch_after(ep, te, rc);
+}
 /* Dispatches ev to te's consumers (te may be NULL) and those of every
  * pattern it matches. */
 void lahja_dispatch_patterns(lahja_endpoint_t *ep, struct type_entry *te, lahja_event_t *ev);
@@ -736,7 +758,7 @@ static inline void lahja_dispatch_entry(lahja_endpoint_t *ep, struct type_entry 
     if (ep->patterns.next != &ep->patterns)
         lahja_dispatch_patterns(ep, te, ev);
     else if (te != NULL && te->n > 0)
-        lahja_dispatch_one(ep, te, ev);
+        lahja_dispatch_solo(ep, te, ev);
 }
 void lahja_deliver_response(lahja_endpoint_t *ep, lahja_event_t *ev);
 int lahja_has_consumers(const lahja_endpoint_t *ep, const char *type);

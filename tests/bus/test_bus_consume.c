@@ -108,6 +108,71 @@ static void test_failing_handler_is_logged_and_others_run(void **state)
     fx_expect_exit(b);
 }
 
+/*
+ * A run of events from a peer to a type with one handler: the handler
+ * fails on its second call (logged, the run goes on) and on its third
+ * hands over, cancelling itself and subscribing a successor, which gets
+ * every later event of the run, in order.
+ */
+static const struct send_spec send_ticks = { "b", { "Tick" }, 10, 0, NULL };
+
+struct hand_over {
+    int calls;
+    lahja_subscription_t *self, *next;
+    struct counter *successor;
+};
+
+static int on_hand_over(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ev;
+    struct hand_over *h = user;
+    if (++h->calls == 2)
+        return -EIO;
+    if (h->calls == 3) {
+        lahja_subscription_cancel(h->self);
+        h->successor->next_seq = 3;
+        if (lahja_subscribe(ep, "Tick", on_count, h->successor, &h->next) != 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static int main_hand_over(void *arg)
+{
+    (void)arg;
+    struct log_capture log = { 0 };
+    lahja_endpoint_options_t opts = { .log = capture_log, .log_user = &log };
+    lahja_endpoint_t *ep = ep_start("a", &opts);
+    assert_non_null(ep);
+    struct counter successor;
+    counter_init(&successor, -1);
+    struct hand_over h = { .successor = &successor };
+    lahja_latch_t fenced;
+    lahja_latch_init(&fenced);
+    lahja_subscription_t *fence;
+    assert_int_equal(lahja_subscribe(ep, "Tick", on_hand_over, &h, &h.self), 0);
+    assert_int_equal(lahja_subscribe(ep, FENCE, on_fence, &fenced, &fence), 0);
+    assert_int_equal(ep_connect(ep, TYPES("b")), 0);
+    assert_int_equal(lahja_latch_wait(&fenced, lahja_deadline_in(GUARD_MS)), 0);
+    assert_int_equal(h.calls, 3);
+    assert_int_equal(successor.n, 7);
+    assert_int_equal(successor.out_of_order, 0);
+    assert_int_equal(log.errors, 1);
+    assert_non_null(strstr(log.last_error, "Tick"));
+    lahja_subscription_cancel(h.next);
+    lahja_subscription_cancel(fence);
+    ep_finish(ep);
+    return 0;
+}
+
+static void test_sole_handler_fails_then_hands_over_mid_run(void **state)
+{
+    (void)state;
+    pid_t b = fx_spawn(child_sender, (void *)&send_ticks);
+    RUN_MAIN(main_hand_over, NULL);
+    fx_expect_exit(b);
+}
+
 /* A handler that cancels subscriptions: `victims` on its first call. */
 struct canceller {
     int calls;
@@ -602,6 +667,7 @@ int main(void)
         BUS_TEST(test_handler_called_for_every_event_until_cancelled),
         BUS_TEST(test_failing_handler_is_logged_and_others_run),
         BUS_TEST(test_cancel_own_subscription_in_handler),
+        BUS_TEST(test_sole_handler_fails_then_hands_over_mid_run),
         BUS_TEST(test_cancel_other_subscription_in_handler),
         BUS_TEST(test_stream_ends_after_num_events),
         BUS_TEST(test_stream_close_unsubscribes_on_peer),
