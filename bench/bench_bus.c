@@ -426,7 +426,7 @@ static int on_data_end(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
     (void)ep;
     (void)ev;
     struct sub_ctx *s = user;
-    if (s->r.last_ns == 0) /* the last event never came (counted as a gap) */
+    if (s->r.last_ns == 0) /* the last event never came (fewer delivered than sent) */
         s->r.last_ns = now_ns();
     lahja_latch_set(&s->ended);
     return 0;

@@ -512,12 +512,6 @@ static void route_learn(lahja_endpoint_t *ep, const lahja_event_t *ev, const str
     r->lz4 = lz4;
 }
 
-/*
- * Queues a payload down route r (found for its type): 1 if queued; 0 if
- * it must take the full path (no current route, a peer over its
- * high-water mark, a payload to compress, or no memory), which then says
- * why if it fails.
- */
 /* lahja_conn_put_small down route r: 1 if queued, 0 without memory. */
 static __attribute__((noinline)) int put_small(const struct route *r, uint8_t flags, uint64_t id,
                                                const void *payload, size_t len)
@@ -525,6 +519,12 @@ static __attribute__((noinline)) int put_small(const struct route *r, uint8_t fl
     return lahja_conn_put_small(r->v, r->tid, r->n, flags, id, payload, len) == 0;
 }
 
+/*
+ * Queues a payload down route r (found for its type): 1 if queued; 0 if
+ * it must take the full path (no current route, a peer over its
+ * high-water mark, a payload to compress, or no memory), which then says
+ * why if it fails.
+ */
 static inline __attribute__((always_inline)) int route_put(lahja_endpoint_t *ep,
                                                            const struct route *r, uint8_t flags,
                                                            uint64_t id, const void *payload,

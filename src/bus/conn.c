@@ -643,18 +643,13 @@ int lahja_conn_put_small(struct conn *const *v, const uint32_t *tid, size_t n, u
         else
             lahja_wire_small_prefix(p, tid[i], flags, id, (uint32_t)len);
         memcpy(p + need - len, payload, len);
-        c->tx_events++;
-        c->tx_payload += len;
         if (at[i] != NULL) {
-            /* Written, as far as the connection is concerned: what the
-             * socket took counts the same way. */
-            c->win += need;
-            c->win_left -= need;
-            c->win_used += need;
-            c->tx_bytes += need;
+            lahja_conn_win_took(c, need, len);
             unflushed_more(c, need);
             continue;
         }
+        c->tx_events++;
+        c->tx_payload += len;
         it->payload_len += need;
         it->cost += need;
         it->nevents++;

@@ -157,13 +157,13 @@ static int consumer_add(lahja_endpoint_t *ep, struct consumer *c, const char *ty
     return 0;
 }
 
-/* te->solo, after te's consumers changed. */
+/* te->solo, after te's consumers changed.  A consumer marked dead is
+ * still linked, so one linked consumer that is active is the only one. */
 static void solo_update(struct type_entry *te)
 {
     te->solo = NULL;
     lahja_link_t *l = te->consumers.next;
-    if (te->n != 1 || te->n_any != 1 || te->ndead > 0 || l == &te->consumers
-        || l->next != &te->consumers)
+    if (l == &te->consumers || l->next != &te->consumers)
         return;
     struct consumer *c = lahja_container_of(l, struct consumer, link);
     if (c->active && c->kind == CONSUMER_HANDLER && c->norigins == 0)

@@ -640,22 +640,29 @@ static inline __attribute__((always_inline)) int lahja_conn_plain_ok(const struc
            && c->unflushed + need < c->flush_at;
 }
 
+/* A frame of `need` bytes, `len` of them payload, was written at c->win:
+ * the window moves past it, and it counts as written (what the socket
+ * takes counts the same way). */
+static inline __attribute__((always_inline)) void lahja_conn_win_took(struct conn *c, size_t need,
+                                                                     size_t len)
+{
+    c->win += need;
+    c->win_left -= need;
+    c->win_used += need;
+    c->tx_bytes += need;
+    c->tx_events++;
+    c->tx_payload += len;
+}
+
 static inline __attribute__((always_inline)) void lahja_conn_plain_put(struct conn *c,
                                                                       uint32_t tid,
                                                                       const void *payload,
                                                                       size_t len)
 {
-    size_t need = LAHJA_WIRE_PLAIN_PREFIX + len;
-    uint8_t *p = c->win;
-    lahja_wire_plain_prefix(p, tid, (uint32_t)len);
-    memcpy(p + LAHJA_WIRE_PLAIN_PREFIX, payload, len);
-    c->win = p + need;
-    c->win_left -= need;
-    c->win_used += need;
-    c->unflushed += need;
-    c->tx_bytes += need;
-    c->tx_events++;
-    c->tx_payload += len;
+    lahja_wire_plain_prefix(c->win, tid, (uint32_t)len);
+    memcpy(c->win + LAHJA_WIRE_PLAIN_PREFIX, payload, len);
+    c->unflushed += LAHJA_WIRE_PLAIN_PREFIX + len; /* below flush_at: lahja_conn_plain_ok */
+    lahja_conn_win_took(c, LAHJA_WIRE_PLAIN_PREFIX + len, len);
 }
 /* Non-zero while a connection's output is not all confirmed (stop's linger). */
 int lahja_conn_unconfirmed(const struct conn *c);
