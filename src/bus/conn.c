@@ -542,6 +542,10 @@ void lahja_conn_commit(struct conn *c, lahja_event_t *ev, struct conn_slot *slot
         c->t->lend(c, ev, ref);
         payload = ref;
         lent_unread(c, c->tx_events + 1, ev->len);
+        /* Its frame is small but stands for the payload: it is written
+         * at once, as the payload's bytes would be, so that the reader
+         * takes it, and confirms it, while the next one is written. */
+        c->unflushed += ev->len;
     }
     uint8_t head[sizeof ((struct out_item *)0)->head];
     size_t head_len = 0;

@@ -467,6 +467,7 @@ struct lahja_endpoint {
     struct shm_pool *shm_pool;   /* payloads lent to the peers */
     int shm_conns;               /* connections using rings */
     uint64_t request_ns;         /* uv_hrtime() when a peer's request last came */
+    uint64_t shm_rx_seen;        /* the rings' rx_total + rx_lent, at the last poll */
     /* lahja_broadcast_bytes's last type, checked and hashed (bytes_tlen 0:
      * none yet; types are 1..255 bytes). */
     char bytes_type[LAHJA_WIRE_NAME_MAX + 1]; /* NUL-terminated */

@@ -25,9 +25,13 @@
  * While a request of ours waits for its response, and for a while after
  * a request came to us, the loop watches the rings before it sleeps
  * (SPIN_NS, yielding the CPU each time round): across CPUs a response,
- * or the next request of a busy peer, then costs no wake-up.  A stream
- * of events does not make it spin: its reader would only take the CPU
- * from the writer.
+ * or the next request of a busy peer, then costs no wake-up.  So does a
+ * turn that read SPIN_BYTES or more (lent payloads at their size): a
+ * bulk stream's next piece is near, and a writer that woke its reader
+ * for each (a system call, and on a virtual machine tens of
+ * microseconds) would spend about as much on that as on the copy.  A
+ * stream of small events does not make it spin: its reader would only
+ * take the CPU from the writer.
  *
  * Lent payloads.  An endpoint also has a pool (a second sealed memfd,
  * lahja_endpoint_options_t.shm_pool) that every peer of its gets with
@@ -75,6 +79,7 @@
 #define SHM_RING_MAX (1u << 30)
 #define SHM_MARK 'S'
 #define SPIN_NS 50000                    /* spun for a response, or after data */
+#define SPIN_BYTES (1u << 20)            /* a turn that read this much spins */
 #define PEND_IOV 256
 #define RX_COPY 4096                     /* copied past a frame not read in place */
 #define SHM_POOL_DEFAULT (256u << 20)
@@ -1262,6 +1267,22 @@ static void say_asleep(lahja_endpoint_t *ep, uint32_t asleep)
     }
 }
 
+/* Bytes read from the rings (lent payloads included) since the last
+ * call. */
+static uint64_t rx_taken(lahja_endpoint_t *ep)
+{
+    uint64_t seen = 0;
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (is_shm(c))
+            seen += c->rx_total + c->rx_lent;
+    }
+    uint64_t took = seen - ep->shm_rx_seen;
+    ep->shm_rx_seen = seen;
+    return took;
+}
+
 /*
  * Before each poll: each ring we read says we sleep, each write waiting
  * says it waits; then, behind the fence, a last look.  What arrived in
@@ -1274,8 +1295,11 @@ static void on_prepare(uv_prepare_t *h)
     /* What this turn queued goes out first: the peer may be spinning. */
     lahja_ep_flush(ep);
     uint64_t now = uv_hrtime(), until = 0;
+    uint64_t took = rx_taken(ep);
     if (!lahja_list_empty(&ep->pending))
         until = now + SPIN_NS;      /* a response is due */
+    else if (took >= SPIN_BYTES)
+        until = now + SPIN_NS;      /* a bulk stream: its next piece is near */
     else if (now - ep->request_ns < SPIN_NS)
         until = ep->request_ns + SPIN_NS; /* the next request may follow */
     if (now < until)

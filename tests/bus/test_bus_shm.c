@@ -12,6 +12,7 @@
 
 #include "bus/endpoint.h" /* white-box: the pool's blocks */
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -645,6 +646,75 @@ static int main_lent_count_apart(void *arg)
 }
 BUS_MAIN_TEST(lent_count_apart)
 
+/* A receiver that signals its parent (bus_child_signal) at each Warm
+ * and each Big. */
+static int on_tell(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
+{
+    (void)ep;
+    (void)ev;
+    (void)user;
+    bus_child_signal();
+    return 0;
+}
+
+static int main_teller(void *arg)
+{
+    const char *dir = arg;
+    lahja_endpoint_options_t o = bus_opts(NULL);
+    lahja_endpoint_t *ep = bus_client("teller", &o);
+    lahja_subscription_t *s1 = NULL, *s2 = NULL;
+    EXPECT_EQ(lahja_subscribe(ep, "Warm", on_tell, NULL, &s1), 0);
+    EXPECT_EQ(lahja_subscribe(ep, "Big", on_tell, NULL, &s2), 0);
+    EXPECT_EQ(bus_connect(ep, dir, "lender"), 0);
+    lahja_event_t *done = NULL;
+    EXPECT_EQ(lahja_wait_for(ep, "Done", LAHJA_FOREVER, &done), 0);
+    lahja_event_unref(done);
+    lahja_subscription_cancel(s1);
+    lahja_subscription_cancel(s2);
+    bus_close(ep);
+    return 0;
+}
+
+/* Whether the child signalled within ms, waiting without running the
+ * loop (poll, not the task's wait). */
+static int signalled_within(bus_child_t *c, int ms)
+{
+    struct pollfd p = { .fd = c->fd, .events = POLLIN };
+    char b;
+    return poll(&p, 1, ms) == 1 && read(c->fd, &b, 1) == 1;
+}
+
+/* A lent payload's frame is written as soon as it is broadcast, as the
+ * payload's bytes would be, not with the loop turn's other frames: the
+ * reader has it while its sender is still busy (here, blocked outside
+ * the loop), and can confirm it before the next one is written. */
+static int main_lent_written_at_once(void *arg)
+{
+    (void)arg;
+    char dir[BUS_DIR_MAX];
+    bus_dir_make(dir);
+    lahja_endpoint_options_t o = bus_opts(NULL);
+    lahja_endpoint_t *ep = bus_serve(dir, "lender", &o);
+    bus_child_t tc = bus_fork(main_teller, dir);
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "teller", "Big", deadline), 0);
+    /* Our first write since its HELLO turns our ring on; the loop runs
+     * until it is read. */
+    EXPECT_EQ(bus_send(ep, "Warm", NULL), 0);
+    EXPECT_EQ(bus_child_await_signal(&tc), 0);
+    for (int i = 0; i < 3; i++) {
+        EXPECT_EQ(lend_one(ep, 0, deadline), 0);
+        EXPECT_EQ(pool_live(ep), 1u + (unsigned)i); /* lent: written once, in our pool */
+        EXPECT_TRUE(signalled_within(&tc, GUARD_MS));
+    }
+    EXPECT_EQ(bus_send(ep, "Done", NULL), 0);
+    EXPECT_CHILD_OK(&tc);
+    bus_close(ep);
+    bus_dir_remove(dir);
+    return 0;
+}
+BUS_MAIN_TEST(lent_written_at_once)
+
 int main(void)
 {
     bus_filter_from_env();
@@ -658,6 +728,7 @@ int main(void)
         cmocka_unit_test(test_bad_rings),
         cmocka_unit_test(test_lent_kept_then_killed),
         cmocka_unit_test(test_lent_count_apart),
+        cmocka_unit_test(test_lent_written_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
