@@ -82,6 +82,7 @@
 #define SPIN_BYTES (1u << 20)            /* a turn that read this much spins */
 #define PEND_IOV 256
 #define RX_COPY 4096                     /* copied past a frame not read in place */
+#define RX_STEP (64u << 10)              /* read in place between tail updates */
 #define SHM_POOL_DEFAULT (256u << 20)
 #define GRAN (64u << 10)                 /* the pool's unit */
 #define LEND_MIN (32u << 10)             /* smaller payloads go through the ring */
@@ -520,11 +521,16 @@ static void rx_drain(struct conn *c)
             return;
         }
         size_t at = (size_t)(s->rx_tail & (s->rx.size - 1));
-        /* Small events are read where they are, up to the ring's end. */
+        /* Small events are read where they are, up to the ring's end,
+         * RX_STEP at a time: the writer gets the room back as we go, and
+         * does not fill the ring while we read it (it would then queue,
+         * and copy each event twice). */
         size_t len = s->rx.size - at < avail ? s->rx.size - at : (size_t)avail;
         if (len > budget)
             len = (size_t)budget;
-        size_t took = lahja_conn_read_small(c, s->rx.data + at, len);
+        size_t took = lahja_conn_read_small(c, s->rx.data + at, len > RX_STEP ? RX_STEP : len);
+        if (took == 0 && len > RX_STEP)
+            took = lahja_conn_read_small(c, s->rx.data + at, len); /* a frame larger than a step */
         if (took > 0) {
             budget -= took;
             rx_consumed(c, s, took);
