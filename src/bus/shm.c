@@ -27,11 +27,12 @@
  * (SPIN_NS, yielding the CPU each time round): across CPUs a response,
  * or the next request of a busy peer, then costs no wake-up.  So does a
  * turn that read SPIN_BYTES or more (lent payloads at their size): a
- * bulk stream's next piece is near, and a writer that woke its reader
- * for each (a system call, and on a virtual machine tens of
- * microseconds) would spend about as much on that as on the copy.  A
- * stream of small events does not make it spin: its reader would only
- * take the CPU from the writer.
+ * busy stream's next batch is near, and a writer that woke its readers
+ * for each (a system call per reader, and on a virtual machine tens of
+ * microseconds to wake a halted CPU) would spend on that what it
+ * spends on writing.  Yielding each time round, the spin gives the CPU
+ * to whoever else wants it (a writer sharing it, the other readers of
+ * a fan-out).  A trickle of events does not make it spin.
  *
  * Lent payloads.  An endpoint also has a pool (a second sealed memfd,
  * lahja_endpoint_options_t.shm_pool) that every peer of its gets with
@@ -79,7 +80,7 @@
 #define SHM_RING_MAX (1u << 30)
 #define SHM_MARK 'S'
 #define SPIN_NS 50000                    /* spun for a response, or after data */
-#define SPIN_BYTES (1u << 20)            /* a turn that read this much spins */
+#define SPIN_BYTES (16u << 10)           /* a turn that read this much spins */
 #define PEND_IOV 256
 #define RX_COPY 4096                     /* copied past a frame not read in place */
 #define RX_STEP (64u << 10)              /* read in place between tail updates */
