@@ -488,9 +488,14 @@ static int main_keeper(void *arg)
     struct keeper k = { .n = 0 };
     lahja_subscription_t *s1 = NULL;
     EXPECT_EQ(lahja_subscribe(ep, "Big", on_keep, &k, &s1), 0);
+    /* Subscribed before connecting: the lender asks once every Big is
+     * confirmed, which can be before a later subscription arrives. */
+    lahja_stream_t *asks = NULL;
+    EXPECT_EQ(lahja_stream_open(ep, "Count", 0, NULL, &asks), 0);
     EXPECT_EQ(bus_connect(ep, dir, "lender"), 0);
     lahja_event_t *ask = NULL;
-    EXPECT_EQ(lahja_wait_for(ep, "Count", LAHJA_FOREVER, &ask), 0);
+    EXPECT_EQ(lahja_stream_next(asks, LAHJA_FOREVER, &ask), 0);
+    lahja_stream_close(asks);
     char answer[32];
     snprintf(answer, sizeof answer, "%d %d", k.n, k.bad);
     lahja_event_t *a = bus_event("Counted", answer);
@@ -524,6 +529,7 @@ static int main_lent_kept_then_killed(void *arg)
     bus_child_t kc = bus_fork(main_keeper, dir);
     lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
     EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "keeper", "Big", deadline), 0);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "keeper", "Count", deadline), 0);
     for (int i = 0; i < LENT_N; i++) {
         lahja_event_t *ev = NULL;
         void *buf = NULL;
@@ -665,10 +671,13 @@ static int main_teller(void *arg)
     lahja_subscription_t *s1 = NULL, *s2 = NULL;
     EXPECT_EQ(lahja_subscribe(ep, "Warm", on_tell, NULL, &s1), 0);
     EXPECT_EQ(lahja_subscribe(ep, "Big", on_tell, NULL, &s2), 0);
+    lahja_stream_t *dones = NULL;
+    EXPECT_EQ(lahja_stream_open(ep, "Done", 0, NULL, &dones), 0);
     EXPECT_EQ(bus_connect(ep, dir, "lender"), 0);
     lahja_event_t *done = NULL;
-    EXPECT_EQ(lahja_wait_for(ep, "Done", LAHJA_FOREVER, &done), 0);
+    EXPECT_EQ(lahja_stream_next(dones, LAHJA_FOREVER, &done), 0);
     lahja_event_unref(done);
+    lahja_stream_close(dones);
     lahja_subscription_cancel(s1);
     lahja_subscription_cancel(s2);
     bus_close(ep);
@@ -698,6 +707,7 @@ static int main_lent_written_at_once(void *arg)
     bus_child_t tc = bus_fork(main_teller, dir);
     lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
     EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "teller", "Big", deadline), 0);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "teller", "Done", deadline), 0);
     /* Our first write since its HELLO turns our ring on; the loop runs
      * until it is read. */
     EXPECT_EQ(bus_send(ep, "Warm", NULL), 0);
