@@ -116,10 +116,11 @@ int clock_gettime(clockid_t id, struct timespec *ts)
                       || id == CLOCK_MONOTONIC_RAW || id == CLOCK_BOOTTIME)) {
         ts->tv_sec = (time_t)(vclock_ns / 1000000000u);
         ts->tv_nsec = (long)(vclock_ns % 1000000000u);
-        /* Before sleeping with a request pending, or after one came, the
-         * endpoint watches its rings for a while (shm.c, SPIN_NS): a
-         * clock standing still would keep it there for ever.  Then each
-         * read moves it 1 us, far below the timeouts' milliseconds. */
+        /* Before sleeping with a request pending, after one came, and
+         * after a busy read, the endpoint watches its rings for a while
+         * (shm.c, SPIN_NS): a clock standing still would keep it there
+         * for ever.  Then each read moves it 1 us, far below the
+         * timeouts' milliseconds. */
         if (spinning())
             vclock_ns += 1000;
         return 0;
@@ -2093,9 +2094,9 @@ static int count_rings(void)
 
 static int spinning(void)
 {
-    /* A request pending, or one that came (shm.c watches for the next). */
-    return ep != NULL && ep->shm_conns > 0
-           && (!lahja_list_empty(&ep->pending) || ep->request_ns != 0);
+    /* shm.c watches its rings for a while before it polls: after a
+     * request of its own, or one that came, or a busy read. */
+    return ep != NULL && ep->shm_spinning;
 }
 
 /* ----------------------------------------------------------- set-up */

@@ -1311,10 +1311,12 @@ static void on_prepare(uv_prepare_t *h)
         until = ep->request_ns + SPIN_NS; /* the next request may follow */
     if (now < until)
         say_asleep(ep, 0); /* awake and watching; said again below, before we sleep */
+    ep->shm_spinning = 1;
     while (now < until && !anything(ep)) {
         sched_yield();
         now = uv_hrtime();
     }
+    ep->shm_spinning = 0;
     lahja_link_t *l, *tmp;
     lahja_list_foreach_safe(l, tmp, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
