@@ -1275,7 +1275,8 @@ static void say_asleep(lahja_endpoint_t *ep, uint32_t asleep)
 }
 
 /* Bytes read from the rings (lent payloads included) since the last
- * call. */
+ * call.  A connection that ended takes its count with it: the sum then
+ * drops, and the turn counts as having read nothing. */
 static uint64_t rx_taken(lahja_endpoint_t *ep)
 {
     uint64_t seen = 0;
@@ -1285,7 +1286,7 @@ static uint64_t rx_taken(lahja_endpoint_t *ep)
         if (is_shm(c))
             seen += c->rx_total + c->rx_lent;
     }
-    uint64_t took = seen - ep->shm_rx_seen;
+    uint64_t took = seen > ep->shm_rx_seen ? seen - ep->shm_rx_seen : 0;
     ep->shm_rx_seen = seen;
     return took;
 }
