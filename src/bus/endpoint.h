@@ -469,6 +469,7 @@ struct lahja_endpoint {
     uint64_t request_ns;         /* uv_hrtime() when a peer's request last came */
     uint64_t shm_rx_seen;        /* the rings' rx_total + rx_lent, at the last poll */
     uint8_t shm_spinning;        /* the loop watches its rings before polling */
+    uint32_t shm_tells_owed;     /* connections with a tell for the end of the turn */
     /* lahja_broadcast_bytes's last type, checked and hashed (bytes_tlen 0:
      * none yet; types are 1..255 bytes). */
     char bytes_type[LAHJA_WIRE_NAME_MAX + 1]; /* NUL-terminated */

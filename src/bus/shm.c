@@ -22,6 +22,13 @@
  * at all.  The same for a writer waiting for room (writer_waits).  The
  * flag and the index are each written, then the other read, behind a
  * full fence on both sides, so one of the two always sees the other.
+ * The flag says which CPU the sleeper went to sleep on (its number + 1):
+ * one that sleeps on the CPU we run on is told at the end of our loop
+ * turn, before we poll, not at once.  It could not run before that
+ * anyway, and woken at once it would take the CPU from us after each
+ * batch (a context switch each way); told at the end, it finds all the
+ * turn wrote.  The flag is only a hint: any value a peer writes there
+ * makes us tell it now or at the turn's end, nothing else.
  * While a request of ours waits for its response, and for a while after
  * a request came to us, the loop watches the rings before it sleeps
  * (SPIN_NS, yielding the CPU each time round): across CPUs a response,
@@ -166,6 +173,7 @@ struct shm_link {
     uint8_t token_owed;   /* a wake-up for the peer, once tx_on */
     uint8_t pending;      /* a transport.write waits for room */
     uint8_t counted;      /* in ep->shm_conns */
+    uint8_t tell_owed;    /* a sleeper on our CPU, told at the turn's end */
     unsigned npend, pend_i;
     size_t pend_off;
     uv_buf_t pend[PEND_IOV];
@@ -274,13 +282,26 @@ static void token(struct conn *c)
 }
 
 /* Bytes were published (or room made): the other side is told if it
- * said it sleeps.  `flag` is the peer's; the fence orders our index
- * store before the flag's load, as the peer's does the other way. */
+ * said it sleeps, at once, or at the end of this loop turn if it sleeps
+ * on our CPU (tell_owed; see "Wake-ups" above).  `flag` is the peer's;
+ * the fence orders our index store before the flag's load, as the
+ * peer's does the other way. */
 static void tell(struct conn *c, _Atomic uint32_t *flag)
 {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(flag, memory_order_relaxed) != 0
-        && atomic_exchange_explicit(flag, 0, memory_order_relaxed) != 0)
+    uint32_t v = atomic_load_explicit(flag, memory_order_relaxed);
+    if (v == 0)
+        return;
+    struct shm_link *s = link_of(c);
+    int cpu = sched_getcpu();
+    if (cpu >= 0 && v == (uint32_t)cpu + 1) {
+        if (!s->tell_owed) {
+            s->tell_owed = 1;
+            c->ep->shm_tells_owed++;
+        }
+        return;
+    }
+    if (atomic_exchange_explicit(flag, 0, memory_order_relaxed) != 0)
         token(c);
 }
 
@@ -1261,6 +1282,10 @@ static void on_check(uv_check_t *h)
  */
 static void say_asleep(lahja_endpoint_t *ep, uint32_t asleep)
 {
+    if (asleep) {
+        int cpu = sched_getcpu(); /* -1: not known, matches no writer's */
+        asleep = cpu >= 0 ? (uint32_t)cpu + 1 : UINT32_MAX;
+    }
     lahja_link_t *l;
     lahja_list_foreach(l, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
@@ -1291,6 +1316,25 @@ static uint64_t rx_taken(lahja_endpoint_t *ep)
     return took;
 }
 
+/* Before each poll: the sleepers on our CPU that this turn's writes or
+ * reads passed over (tell) are told now. */
+static void tell_owed(lahja_endpoint_t *ep)
+{
+    lahja_link_t *l;
+    lahja_list_foreach(l, &ep->conns) {
+        struct conn *c = lahja_container_of(l, struct conn, link);
+        if (!is_shm(c) || !c->io.ux.shm->tell_owed)
+            continue;
+        struct shm_link *s = c->io.ux.shm;
+        s->tell_owed = 0;
+        if (s->tx_on && atomic_exchange_explicit(&s->tx.hdr->reader_sleeps, 0, memory_order_relaxed) != 0)
+            token(c);
+        if (s->rx_on && atomic_exchange_explicit(&s->rx.hdr->writer_waits, 0, memory_order_relaxed) != 0)
+            token(c);
+    }
+    ep->shm_tells_owed = 0;
+}
+
 /*
  * Before each poll: each ring we read says we sleep, each write waiting
  * says it waits; then, behind the fence, a last look.  What arrived in
@@ -1302,6 +1346,8 @@ static void on_prepare(uv_prepare_t *h)
     lahja_endpoint_t *ep = h->data;
     /* What this turn queued goes out first: the peer may be spinning. */
     lahja_ep_flush(ep);
+    if (ep->shm_tells_owed)
+        tell_owed(ep);
     uint64_t now = uv_hrtime(), until = 0;
     uint64_t took = rx_taken(ep);
     if (!lahja_list_empty(&ep->pending))

@@ -168,6 +168,28 @@ static int main_default_rings(void *arg)
 }
 BUS_MAIN_TEST(default_rings)
 
+/* Both processes on one CPU: a reader that sleeps on the writer's CPU
+ * is told when the writer's loop turn ends, not at once (src/bus/shm.c,
+ * tell), and so is a writer waiting for room; nothing may be left
+ * untold.  Small rings make the writer wait, small events make long
+ * turns, and the request at the end needs its response told too. */
+static int main_one_cpu(void *arg)
+{
+    (void)arg;
+    int cpu = sched_getcpu();
+    EXPECT_TRUE(cpu >= 0);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    EXPECT_EQ(sched_setaffinity(0, sizeof set, &set), 0); /* the streamer inherits it */
+    stream_case(64 << 10, 64 << 10, RUNNING_ON_VALGRIND ? 300 : 3000, 1);
+    small_only = 1;
+    stream_case(64 << 10, 64 << 10, RUNNING_ON_VALGRIND ? 3000 : 60000, 1);
+    small_only = 0;
+    return 0;
+}
+BUS_MAIN_TEST(one_cpu)
+
 /* One side without the transport: both keep the socket. */
 static int main_one_side_without(void *arg)
 {
@@ -733,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_small_rings),
         cmocka_unit_test(test_small_events_wrap),
         cmocka_unit_test(test_default_rings),
+        cmocka_unit_test(test_one_cpu),
         cmocka_unit_test(test_one_side_without),
         cmocka_unit_test(test_killed_peer),
         cmocka_unit_test(test_bad_rings),
