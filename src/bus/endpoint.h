@@ -470,6 +470,7 @@ struct lahja_endpoint {
     uint64_t shm_rx_seen;        /* the rings' rx_total + rx_lent, at the last poll */
     uint8_t shm_spinning;        /* the loop watches its rings before polling */
     uint32_t shm_tells_owed;     /* connections with a tell for the end of the turn */
+    int shm_only_cpu;            /* the one CPU our thread may run on, or -1 */
     /* lahja_broadcast_bytes's last type, checked and hashed (bytes_tlen 0:
      * none yet; types are 1..255 bytes). */
     char bytes_type[LAHJA_WIRE_NAME_MAX + 1]; /* NUL-terminated */

@@ -22,13 +22,16 @@
  * at all.  The same for a writer waiting for room (writer_waits).  The
  * flag and the index are each written, then the other read, behind a
  * full fence on both sides, so one of the two always sees the other.
- * The flag says which CPU the sleeper went to sleep on (its number + 1):
- * one that sleeps on the CPU we run on is told at the end of our loop
- * turn, before we poll, not at once.  It could not run before that
- * anyway, and woken at once it would take the CPU from us after each
- * batch (a context switch each way); told at the end, it finds all the
- * turn wrote.  The flag is only a hint: any value a peer writes there
- * makes us tell it now or at the turn's end, nothing else.
+ * A sleeper bound to one CPU (its thread's affinity when the endpoint
+ * was made) says which in the flag (its number + 1; any other sleeper
+ * says UINT32_MAX): when that is the CPU we run on, it is told at the
+ * end of our loop turn, before we poll, not at once.  It could not run
+ * before that anyway, and woken at once it would take the CPU from us
+ * after each batch (a context switch each way); told at the end, it
+ * finds all the turn wrote.  A sleeper free to run elsewhere is told at
+ * once: the scheduler may give it an idle CPU.  The flag is only a
+ * hint: any value a peer writes there makes us tell it now or at the
+ * turn's end, nothing else.
  * While a request of ours waits for its response, and for a while after
  * a request came to us, the loop watches the rings before it sleeps
  * (SPIN_NS, yielding the CPU each time round): across CPUs a response,
@@ -1282,10 +1285,8 @@ static void on_check(uv_check_t *h)
  */
 static void say_asleep(lahja_endpoint_t *ep, uint32_t asleep)
 {
-    if (asleep) {
-        int cpu = sched_getcpu(); /* -1: not known, matches no writer's */
-        asleep = cpu >= 0 ? (uint32_t)cpu + 1 : UINT32_MAX;
-    }
+    if (asleep) /* on which CPU, when it can only be one (see tell) */
+        asleep = ep->shm_only_cpu >= 0 ? (uint32_t)ep->shm_only_cpu + 1 : UINT32_MAX;
     lahja_link_t *l;
     lahja_list_foreach(l, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
@@ -1386,8 +1387,22 @@ static void on_prepare(uv_prepare_t *h)
     }
 }
 
+/* The CPU the calling thread is bound to (its affinity allows that one
+ * only), or -1. */
+static int only_cpu(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) != 1)
+        return -1;
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &set))
+            return i;
+    return -1;
+}
+
 void lahja_shm_init(lahja_endpoint_t *ep)
 {
+    ep->shm_only_cpu = only_cpu();
     size_t want = ep->opts.shm_ring != 0 ? ep->opts.shm_ring : SHM_RING_DEFAULT;
     size_t size = SHM_RING_MIN;
     while (size < want && size < SHM_RING_MAX)
