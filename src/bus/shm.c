@@ -176,7 +176,8 @@ struct shm_link {
     uint8_t token_owed;   /* a wake-up for the peer, once tx_on */
     uint8_t pending;      /* a transport.write waits for room */
     uint8_t counted;      /* in ep->shm_conns */
-    uint8_t tell_owed;    /* a sleeper on our CPU, told at the turn's end */
+    uint8_t tell_owed;    /* TELL_READER | TELL_WRITER: a sleeper on our
+                             CPU, told at the turn's end */
     unsigned npend, pend_i;
     size_t pend_off;
     uv_buf_t pend[PEND_IOV];
@@ -284,28 +285,60 @@ static void token(struct conn *c)
     }
 }
 
-/* Bytes were published (or room made): the other side is told if it
- * said it sleeps, at once, or at the end of this loop turn if it sleeps
- * on our CPU (tell_owed; see "Wake-ups" above).  `flag` is the peer's;
- * the fence orders our index store before the flag's load, as the
- * peer's does the other way. */
-static void tell(struct conn *c, _Atomic uint32_t *flag)
+#define TELL_READER 1 /* our ring's reader_sleeps */
+#define TELL_WRITER 2 /* the peer's ring's writer_waits */
+
+static _Atomic uint32_t *tell_flag(struct shm_link *s, int which)
 {
+    return which == TELL_READER ? &s->tx.hdr->reader_sleeps : &s->rx.hdr->writer_waits;
+}
+
+/* Tells the peer now what `which` of its flags asked for, if still asked. */
+static void tell_now(struct conn *c, int which)
+{
+    if (atomic_exchange_explicit(tell_flag(link_of(c), which), 0, memory_order_relaxed) != 0)
+        token(c);
+}
+
+/* Bytes were published (or room made): the other side is told if it
+ * said it sleeps, at once, or at the end of this loop turn if it is
+ * bound to the CPU we run on (tell_owed; see "Wake-ups" above).  The
+ * fence orders our index store before the flag's load, as the peer's
+ * does the other way. */
+static void tell(struct conn *c, int which)
+{
+    struct shm_link *s = link_of(c);
     atomic_thread_fence(memory_order_seq_cst);
-    uint32_t v = atomic_load_explicit(flag, memory_order_relaxed);
+    uint32_t v = atomic_load_explicit(tell_flag(s, which), memory_order_relaxed);
     if (v == 0)
         return;
-    struct shm_link *s = link_of(c);
-    int cpu = sched_getcpu();
-    if (cpu >= 0 && v == (uint32_t)cpu + 1) {
-        if (!s->tell_owed) {
-            s->tell_owed = 1;
-            c->ep->shm_tells_owed++;
+    if (v != UINT32_MAX) { /* bound to one CPU: ours? */
+        int cpu = sched_getcpu();
+        if (cpu >= 0 && v == (uint32_t)cpu + 1) {
+            if (!s->tell_owed)
+                c->ep->shm_tells_owed++;
+            s->tell_owed |= (uint8_t)which;
+            return;
         }
-        return;
     }
-    if (atomic_exchange_explicit(flag, 0, memory_order_relaxed) != 0)
-        token(c);
+    tell_now(c, which);
+}
+
+/* What tell put off, told now: at the turn's end, or when we are about
+ * to wait for the peer (a full ring), which it cannot make room in
+ * while it sleeps. */
+static void tell_owed_now(struct conn *c)
+{
+    struct shm_link *s = link_of(c);
+    uint8_t owed = s->tell_owed;
+    if (owed == 0)
+        return;
+    s->tell_owed = 0;
+    c->ep->shm_tells_owed--;
+    if (owed & TELL_READER)
+        tell_now(c, TELL_READER);
+    if (owed & TELL_WRITER)
+        tell_now(c, TELL_WRITER);
 }
 
 /* Room in our ring; -1 if the peer's tail is impossible. */
@@ -408,7 +441,7 @@ static void shm_publish(struct conn *c)
         return;
     s->tx_shown = s->tx_head;
     atomic_store_explicit(&s->tx.hdr->head, s->tx_head, memory_order_release);
-    tell(c, &s->tx.hdr->reader_sleeps);
+    tell(c, TELL_READER);
 }
 
 /* -------------------------------------------------------- switching */
@@ -480,9 +513,11 @@ static int shm_try_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
     unsigned i = 0;
     size_t off = 0;
     size_t done = tx_copy(s, bufs, n, &i, &off, (size_t)room);
-    if (done == 0)
+    if (done == 0) {
+        tell_owed_now(c); /* the ring is full (and published): we wait for the peer */
         return UV_EAGAIN;
-    tell(c, &s->tx.hdr->reader_sleeps);
+    }
+    tell(c, TELL_READER);
     return (int)(done > INT32_MAX ? INT32_MAX : done);
 }
 
@@ -494,7 +529,7 @@ static int pend_more(struct conn *c)
     if (room < 0)
         return -1;
     if (room > 0 && tx_copy(s, s->pend, s->npend, &s->pend_i, &s->pend_off, (size_t)room) > 0)
-        tell(c, &s->tx.hdr->reader_sleeps);
+        tell(c, TELL_READER);
     return s->pend_i == s->npend;
 }
 
@@ -522,7 +557,7 @@ static void rx_consumed(struct conn *c, struct shm_link *s, size_t len)
 {
     s->rx_tail += len;
     atomic_store_explicit(&s->rx.hdr->tail, s->rx_tail, memory_order_release);
-    tell(c, &s->rx.hdr->writer_waits);
+    tell(c, TELL_WRITER);
 }
 
 /* Reads what the peer's ring holds, as the connection takes it: at most
@@ -1324,16 +1359,10 @@ static void tell_owed(lahja_endpoint_t *ep)
     lahja_link_t *l;
     lahja_list_foreach(l, &ep->conns) {
         struct conn *c = lahja_container_of(l, struct conn, link);
-        if (!is_shm(c) || !c->io.ux.shm->tell_owed)
-            continue;
-        struct shm_link *s = c->io.ux.shm;
-        s->tell_owed = 0;
-        if (s->tx_on && atomic_exchange_explicit(&s->tx.hdr->reader_sleeps, 0, memory_order_relaxed) != 0)
-            token(c);
-        if (s->rx_on && atomic_exchange_explicit(&s->rx.hdr->writer_waits, 0, memory_order_relaxed) != 0)
-            token(c);
+        if (is_shm(c))
+            tell_owed_now(c);
     }
-    ep->shm_tells_owed = 0;
+    ep->shm_tells_owed = 0; /* also those of connections that ended since */
 }
 
 /*
