@@ -858,10 +858,6 @@ END {
         target(sprintf("1 MiB events MB/s, %s: lahja >= 1 x iceoryx", where),
                ratio(med("1to1-1MiB-" pin ".lahja", "mbps"), med("1to1-1MiB-" pin ".iceoryx", "mbps")),
                ">=", 1, "1to1-1MiB-" pin ".lahja")
-    }
-    for (pi = 1; pi <= 2; pi++) {
-        pin = pi == 1 ? "same" : "split"
-        where = pi == 1 ? "one CPU" : "two CPUs"
         target(sprintf("1 MiB events MB/s, %s: lahja x iceoryx-queue4", where),
                ratio(med("1to1-1MiB-" pin ".lahja", "mbps"), med("1to1-1MiB-" pin ".iceoryx-queue4", "mbps")),
                "info", 0, "")
