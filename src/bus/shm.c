@@ -25,7 +25,8 @@
  * A sleeper bound to one CPU (its thread's affinity when the endpoint
  * was made) says which in the flag (its number + 1; any other sleeper
  * says UINT32_MAX): when that is the CPU we run on, it is told at the
- * end of our loop turn, before we poll, not at once.  It could not run
+ * end of our loop turn, before we poll, or when our ring is full and we
+ * are about to wait for it, not at once.  It could not run
  * before that anyway, and woken at once it would take the CPU from us
  * after each batch (a context switch each way); told at the end, it
  * finds all the turn wrote.  A sleeper free to run elsewhere is told at
