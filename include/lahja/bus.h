@@ -208,9 +208,11 @@ typedef struct lahja_endpoint_options {
     /** Largest event payload accepted or sent; 0 gives 64 MiB. */
     size_t max_payload;
     /** Bytes queued for one peer above which lahja_broadcast suspends;
-     * 0 gives 1 MiB.  Payloads lent to the peer through shared memory
-     * (docs/bus.md) count apart, until it has read them: the peer is
-     * over the mark too once they pass 4 x high_water. */
+     * 0 gives 1 MiB.  A peer reached through shared memory (docs/bus.md)
+     * has its ring for a buffer, as a socket has the kernel's, and at
+     * most 64 KiB (or high_water, if less) waits behind it.  Payloads lent
+     * to the peer through shared memory count apart, until it has read
+     * them: the peer is over the mark too once they pass 4 x high_water. */
     size_t high_water;
     /** Bytes queued for one peer above which lahja_broadcast_nowait fails
      * with -EAGAIN, and so do payloads lent to it and not yet read; 0
@@ -925,7 +927,9 @@ typedef struct lahja_peer_stats {
     uint64_t payload_out;   /**< payload bytes of events_out, uncompressed */
     uint64_t payload_in;    /**< payload bytes of events_in, uncompressed */
     uint64_t queued;        /**< bytes queued for it now, not yet written */
-    uint64_t high_water;    /**< options.high_water, to compare queued with */
+    uint64_t high_water;    /**< the mark queued is compared with:
+                               options.high_water, or at most 64 KiB for
+                               a peer reached through a shared-memory ring */
     uint64_t blocked;       /**< broadcasts it held up: a lahja_broadcast
                                (or its callback form, or a posted one) that
                                waited for it, once per broadcast; a

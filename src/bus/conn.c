@@ -66,6 +66,7 @@ struct conn *lahja_conn_new(lahja_endpoint_t *ep, const struct conn_transport *t
     c->timer.data = c;
     c->nopen = 2; /* the timer and the transport's part */
     c->flush_at = FLUSH_FIRST;
+    c->queue_mark = ep->opts.high_water;
     uint32_t max_frame = (uint32_t)(ep->opts.max_payload + LAHJA_WIRE_EVENT_PREFIX_MAX);
     lahja_wire_rx_init(&c->rx, max_frame, (uint32_t)ep->opts.max_payload, 65535);
     lahja_wire_rx_limits(&c->rx, ep->opts.max_hello, ep->opts.max_peer_types);

@@ -485,6 +485,8 @@ static int switch_tx(struct conn *c)
     close(s->tx_fd);
     s->tx_fd = -1;
     s->tx_on = 1;
+    if (c->queue_mark > LAHJA_RING_QUEUE)
+        c->queue_mark = LAHJA_RING_QUEUE; /* the ring is the buffer now */
     if (!s->counted) {
         s->counted = 1;
         lahja_shm_active(c->ep, 1);

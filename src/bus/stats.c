@@ -59,6 +59,7 @@ static void conn_stats(const lahja_endpoint_t *ep, const struct conn *c, lahja_p
     o->payload_out = c->tx_payload;
     o->payload_in = c->rx_payload;
     o->queued = c->queued + c->lent_bytes; /* lent payloads are held for it too */
+    o->high_water = c->queue_mark;
     o->blocked = c->blocked;
 }
 

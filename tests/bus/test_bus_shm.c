@@ -674,6 +674,56 @@ static int main_lent_count_apart(void *arg)
 }
 BUS_MAIN_TEST(lent_count_apart)
 
+/* The ring is a peer's buffer, as the kernel's is a socket's: behind a
+ * full ring at most LAHJA_RING_QUEUE waits in the queue, not the whole
+ * high-water mark, before a broadcast to a peer that reads nothing
+ * suspends; its stats say that mark. */
+static int main_ring_is_the_buffer(void *arg)
+{
+    (void)arg;
+    char dir[BUS_DIR_MAX];
+    bus_dir_make(dir);
+    lahja_endpoint_options_t o = bus_opts(NULL);
+    o.shm_ring = 64 << 10; /* our ring, for our output */
+    lahja_endpoint_t *ep = bus_serve(dir, "lender", &o);
+    bus_child_t kc = bus_fork(main_stopper, dir);
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "stopper", "Stop", deadline), 0);
+    lahja_event_t *stop = bus_event("Stop", NULL);
+    EXPECT_EQ(lahja_broadcast(ep, stop, NULL, deadline), 0); /* turns our ring on too */
+    lahja_event_unref(stop);
+    int st = 0;
+    pid_t w;
+    while ((w = waitpid(kc.pid, &st, WUNTRACED | WNOHANG)) == 0 && lahja_now() < deadline)
+        EXPECT_EQ(lahja_sleep(1), 0);
+    EXPECT_EQ(w, kc.pid);
+    EXPECT_TRUE(WIFSTOPPED(st));
+    const size_t frame = LAHJA_WIRE_PLAIN_PREFIX + 64;
+    uint8_t small[64] = { 0 };
+    size_t sent = 0;
+    int rc = 0;
+    while (sent < 100000
+           && (rc = lahja_broadcast_bytes(ep, "Big", small, sizeof small, NULL,
+                                          lahja_deadline_in(50))) == 0)
+        sent++;
+    EXPECT_EQ(rc, -ETIMEDOUT);
+    /* The ring filled first (less what the Stop took), then the queue. */
+    EXPECT_TRUE(sent * frame >= (64 << 10) - 4096 + LAHJA_RING_QUEUE);
+    EXPECT_TRUE(sent * frame <= (64 << 10) + LAHJA_RING_QUEUE + frame);
+    lahja_peer_stats_t ps;
+    EXPECT_EQ(lahja_peer_stats(ep, "stopper", &ps), 0);
+    EXPECT_TRUE(ps.queued > LAHJA_RING_QUEUE);
+    EXPECT_TRUE(ps.queued <= LAHJA_RING_QUEUE + frame);
+    EXPECT_EQ(ps.high_water, LAHJA_RING_QUEUE);
+    EXPECT_EQ(kill(kc.pid, SIGKILL), 0);
+    EXPECT_TRUE(WIFSIGNALED(bus_child_wait(&kc)));
+    bus_wait_disconnected(ep, "stopper");
+    bus_close(ep);
+    bus_dir_remove(dir);
+    return 0;
+}
+BUS_MAIN_TEST(ring_is_the_buffer)
+
 /* A receiver that signals its parent (bus_child_signal) at each Warm
  * and each Big. */
 static int on_tell(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
@@ -761,6 +811,7 @@ int main(void)
         cmocka_unit_test(test_bad_rings),
         cmocka_unit_test(test_lent_kept_then_killed),
         cmocka_unit_test(test_lent_count_apart),
+        cmocka_unit_test(test_ring_is_the_buffer),
         cmocka_unit_test(test_lent_written_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
