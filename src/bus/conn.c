@@ -649,6 +649,8 @@ int lahja_conn_put_small(struct conn *const *v, const uint32_t *tid, size_t n, u
             lahja_wire_small_prefix(p, tid[i], flags, id, (uint32_t)len);
         memcpy(p + need - len, payload, len);
         if (at[i] != NULL) {
+            if (c->win_left > LAHJA_WRITE_AHEAD)
+                lahja_prefetch_write(c->win + LAHJA_WRITE_AHEAD);
             lahja_conn_win_took(c, need, len);
             unflushed_more(c, need);
             continue;

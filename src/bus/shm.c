@@ -67,6 +67,9 @@
  * so it cannot be cut under our mapping.
  */
 #define _GNU_SOURCE /* memfd_create, F_ADD_SEALS */
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -1432,8 +1435,21 @@ static int only_cpu(void)
     return -1;
 }
 
+int lahja_cpu_prefetchw;
+
+static void cpu_features(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (__get_cpuid(0x80000001, &a, &b, &c, &d) && (c & bit_PRFCHW))
+        lahja_cpu_prefetchw = 1;
+#endif
+}
+
 void lahja_shm_init(lahja_endpoint_t *ep)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, cpu_features);
     ep->shm_only_cpu = only_cpu();
     size_t want = ep->opts.shm_ring != 0 ? ep->opts.shm_ring : SHM_RING_DEFAULT;
     size_t size = SHM_RING_MIN;
