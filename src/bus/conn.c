@@ -1866,6 +1866,9 @@ void lahja_conn_read(struct conn *c, ssize_t nread)
     conn_parse(c);
 }
 
+/* How far ahead of its reading lahja_conn_read_small asks for lines. */
+#define RX_AHEAD 2048
+
 size_t lahja_conn_read_small(struct conn *c, const uint8_t *buf, size_t len)
 {
     if (c->rlen != 0 || c->state != CONN_READY)
@@ -1879,8 +1882,13 @@ size_t lahja_conn_read_small(struct conn *c, const uint8_t *buf, size_t len)
      * to the handlers in turn, only its payload changing. */
     lahja_event_t ev = { .refs = 1, .bound = 1, .borrowed = 1, .origin = c->peer };
     while (c->state == CONN_READY && (n = lahja_wire_rx_small(&c->rx, buf + off, len - off, &w)) > 0) {
-        /* The writer's core wrote these lines: ask for the next ones early. */
-        __builtin_prefetch(buf + off + 512);
+        /* The writer's core wrote these lines: ask for the next ones
+         * early, far enough ahead to cover a slow handover between
+         * cores, and only those it has published (beyond them it is
+         * still writing, and a line asked for there goes back and
+         * forth between the two cores). */
+        if (off + RX_AHEAD < len)
+            __builtin_prefetch(buf + off + RX_AHEAD);
         if (off == 0)
             lahja_ep_busy_poll(ep); /* a read, as lahja_conn_read's: before its handlers */
         off += n;
