@@ -606,6 +606,26 @@ static int main_stopper(void *arg)
     return 0; /* never: it is killed */
 }
 
+/* A stopper connected to ep (serving in dir), stopped by its Stop (it
+ * sends SIGSTOP to itself).  That Stop is our first write since its
+ * HELLO: it turns our ring on.  Polled: our loop must run to write it. */
+static bus_child_t stopped_stopper(lahja_endpoint_t *ep, const char *dir)
+{
+    bus_child_t kc = bus_fork(main_stopper, (void *)dir);
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "stopper", "Stop", deadline), 0);
+    lahja_event_t *stop = bus_event("Stop", NULL);
+    EXPECT_EQ(lahja_broadcast(ep, stop, NULL, deadline), 0);
+    lahja_event_unref(stop);
+    int st = 0;
+    pid_t w;
+    while ((w = waitpid(kc.pid, &st, WUNTRACED | WNOHANG)) == 0 && lahja_now() < deadline)
+        EXPECT_EQ(lahja_sleep(1), 0);
+    EXPECT_EQ(w, kc.pid);
+    EXPECT_TRUE(WIFSTOPPED(st));
+    return kc;
+}
+
 /* A loaned event of LENT_LEN bytes, broadcast with `nowait` or waiting
  * until `deadline`. */
 static int lend_one(lahja_endpoint_t *ep, int nowait, lahja_time_t deadline)
@@ -634,21 +654,8 @@ static int main_lent_count_apart(void *arg)
     o.high_water = LENT_LEN;
     o.hard_limit = 8 * LENT_LEN;
     lahja_endpoint_t *ep = bus_serve(dir, "lender", &o);
-    bus_child_t kc = bus_fork(main_stopper, dir);
+    bus_child_t kc = stopped_stopper(ep, dir);
     lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
-    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "stopper", "Stop", deadline), 0);
-    /* Our first write since its HELLO turns our ring on: from then on
-     * loaned events go lent. */
-    lahja_event_t *stop = bus_event("Stop", NULL);
-    EXPECT_EQ(lahja_broadcast(ep, stop, NULL, deadline), 0);
-    lahja_event_unref(stop);
-    /* Polled: our loop must run to write the Stop. */
-    int st = 0;
-    pid_t w;
-    while ((w = waitpid(kc.pid, &st, WUNTRACED | WNOHANG)) == 0 && lahja_now() < deadline)
-        EXPECT_EQ(lahja_sleep(1), 0);
-    EXPECT_EQ(w, kc.pid);
-    EXPECT_TRUE(WIFSTOPPED(st));
     /* Accepted while what it was lent is within the scaled mark. */
     int sent = 0, rc = 0;
     while (sent < LENT_N && (rc = lend_one(ep, 0, lahja_deadline_in(50))) == 0)
@@ -686,18 +693,7 @@ static int main_ring_is_the_buffer(void *arg)
     lahja_endpoint_options_t o = bus_opts(NULL);
     o.shm_ring = 64 << 10; /* our ring, for our output */
     lahja_endpoint_t *ep = bus_serve(dir, "lender", &o);
-    bus_child_t kc = bus_fork(main_stopper, dir);
-    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
-    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "stopper", "Stop", deadline), 0);
-    lahja_event_t *stop = bus_event("Stop", NULL);
-    EXPECT_EQ(lahja_broadcast(ep, stop, NULL, deadline), 0); /* turns our ring on too */
-    lahja_event_unref(stop);
-    int st = 0;
-    pid_t w;
-    while ((w = waitpid(kc.pid, &st, WUNTRACED | WNOHANG)) == 0 && lahja_now() < deadline)
-        EXPECT_EQ(lahja_sleep(1), 0);
-    EXPECT_EQ(w, kc.pid);
-    EXPECT_TRUE(WIFSTOPPED(st));
+    bus_child_t kc = stopped_stopper(ep, dir);
     const size_t frame = LAHJA_WIRE_PLAIN_PREFIX + 64;
     uint8_t small[64] = { 0 };
     size_t sent = 0;
