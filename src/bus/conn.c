@@ -1881,7 +1881,8 @@ size_t lahja_conn_read_small(struct conn *c, const uint8_t *buf, size_t len)
      * known (rx_entry), to an endpoint without patterns: one event lent
      * to the handlers in turn, only its payload changing. */
     lahja_event_t ev = { .refs = 1, .bound = 1, .borrowed = 1, .origin = c->peer };
-    while (c->state == CONN_READY && (n = lahja_wire_rx_small(&c->rx, buf + off, len - off, &w)) > 0) {
+    while (c->state == CONN_READY && ep->keep_room > 0
+           && (n = lahja_wire_rx_small(&c->rx, buf + off, len - off, &w)) > 0) {
         /* The writer's core wrote these lines: ask for the next ones
          * early, far enough ahead to cover a slow handover between
          * cores, and only those it has published (beyond them it is

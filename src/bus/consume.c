@@ -355,9 +355,12 @@ void lahja_dispatch_one(lahja_endpoint_t *ep, struct type_entry *te, lahja_event
                               lahja_strerror(rc));
             continue;
         }
-        if (owned == NULL && (owned = lahja_event_ref(ev)) == NULL) {
-            lahja_bus_log(ep, LAHJA_LOG_ERROR, "out of memory delivering %s", te->name);
-            break;
+        if (owned == NULL) {
+            if ((owned = lahja_event_ref(ev)) == NULL) {
+                lahja_bus_log(ep, LAHJA_LOG_ERROR, "out of memory delivering %s", te->name);
+                break;
+            }
+            ep->keep_room -= ep->keep_room > 0;
         }
         if (c->kind == CONSUMER_STREAM) {
             stream_push((struct lahja_stream *)c, owned);

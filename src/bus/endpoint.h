@@ -561,6 +561,9 @@ struct lahja_endpoint {
     /* Statistics (B36, stats.c). */
     uint64_t stream_drops;       /* events every stream dropped, closed ones too */
     uint64_t dispatched;         /* events handed to local consumers */
+    uint32_t keep_room;          /* events the ring being read may still
+                                    hand to streams and waiters in this
+                                    turn (shm.c, rx_drain) */
     uint64_t started_ms;         /* the Unix time (ms) of lahja_endpoint_start */
 };
 

@@ -98,6 +98,7 @@
 #define PEND_IOV 256
 #define RX_COPY 4096                     /* copied past a frame not read in place */
 #define RX_STEP (64u << 10)              /* read in place between tail updates */
+#define RX_KEEP 128                      /* events kept for tasks per turn */
 #define SHM_POOL_DEFAULT (256u << 20)
 #define GRAN (64u << 10)                 /* the pool's unit */
 #define LEND_MIN (32u << 10)             /* smaller payloads go through the ring */
@@ -566,19 +567,28 @@ static void rx_consumed(struct conn *c, struct shm_link *s, size_t len)
     tell(c, TELL_WRITER);
 }
 
-/* Reads what the peer's ring holds, as the connection takes it: at most
+/*
+ * Reads what the peer's ring holds, as the connection takes it: at most
  * a ring's worth per call, so that a peer that never stops writing
- * cannot hold the loop (the rest is read on the next turn). */
-static void rx_drain(struct conn *c)
+ * cannot hold the loop, and at most RX_KEEP events that streams and
+ * waiters keep, so that the tasks that take them run before more are
+ * made: they then come from the blocks those tasks gave back, in memory
+ * the cache holds, and not from new pages (a ring's worth of small
+ * events is thousands).  The rest is read on the next turn.  `all`:
+ * what the ring holds is read now, every event (the stream ends, or the
+ * connection is read to its end).
+ */
+static void rx_drain(struct conn *c, int all)
 {
     struct shm_link *s = link_of(c);
     uint64_t budget = s->rx_on ? s->rx.size : 0;
+    c->ep->keep_room = all ? UINT32_MAX : RX_KEEP;
     while (c->state != CONN_CLOSING && s->rx_on) {
         uint64_t head = atomic_load_explicit(&s->rx.hdr->head, memory_order_acquire);
         uint64_t avail = head - s->rx_tail;
         if (avail == 0)
             return;
-        if (budget == 0) {
+        if (budget == 0 || c->ep->keep_room == 0) {
             lahja_shm_kick(c->ep);
             return;
         }
@@ -682,7 +692,7 @@ static void got(struct conn *c, ssize_t nread, int *fds, int nfds)
      * said we sleep (on_prepare): a loop driven a turn at a time (a
      * program's own, UV_RUN_NOWAIT) must take one more turn to say it. */
     lahja_shm_kick(c->ep);
-    rx_drain(c);
+    rx_drain(c, 0);
 }
 
 /* The descriptors libuv received with the last read. */
@@ -736,7 +746,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         }
         /* A wake-up: the ring has bytes, or ours has room.  At the
          * stream's end, what the ring holds is read before it. */
-        rx_drain(c);
+        rx_drain(c, nread < 0);
         if (nread < 0 && c->state != CONN_CLOSING)
             lahja_conn_read(c, nread);
         else if (s->pending)
@@ -794,7 +804,7 @@ static void shm_read_now(struct conn *c)
         got(c, n, fds, nfds);
     }
     if (c->state != CONN_CLOSING && s->rx_on)
-        rx_drain(c);
+        rx_drain(c, 1);
 }
 
 static int shm_poll(struct conn *c)
@@ -1305,7 +1315,7 @@ static void on_check(uv_check_t *h)
             continue;
         struct shm_link *s = c->io.ux.shm;
         if (s->rx_on)
-            rx_drain(c);
+            rx_drain(c, 0);
         if (c->state == CONN_CLOSING || !s->pending)
             continue;
         int done = pend_more(c);

@@ -116,7 +116,8 @@ void lahja_conn_read(struct conn *c, ssize_t nread);
  * bytes they took, their handlers done with them; the transport may then
  * reuse that memory.  Anything else, and the rest, comes through
  * lahja_conn_room and lahja_conn_read.  0 while c holds part of a frame,
- * or before the handshake is done.  c may end here.
+ * or before the handshake is done.  Stops once ep->keep_room events
+ * went to streams and waiters.  c may end here.
  */
 size_t lahja_conn_read_small(struct conn *c, const uint8_t *buf, size_t len);
 /* The write handed to transport.write is done (status < 0: it failed,

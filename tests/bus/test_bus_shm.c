@@ -793,6 +793,88 @@ static int main_lent_written_at_once(void *arg)
 }
 BUS_MAIN_TEST(lent_written_at_once)
 
+/* ------------------------------------------- a burst found in the ring */
+
+#define BURST_N 1000
+#define BURST_CAP 256
+
+/* Stops itself (SIGSTOP) at a Stop, as the stopper; once continued, pulls
+ * BURST_N "Burst" events through a stream of BURST_CAP: all of them, in
+ * order, none dropped. */
+static int main_burst_reader(void *arg)
+{
+    const char *dir = arg;
+    lahja_endpoint_options_t o = bus_opts(NULL);
+    lahja_endpoint_t *ep = bus_client("stopper", &o);
+    lahja_stream_options_t so = { .capacity = BURST_CAP };
+    lahja_stream_t *bursts = NULL, *stops = NULL;
+    EXPECT_EQ(lahja_stream_open(ep, "Burst", 0, &so, &bursts), 0);
+    EXPECT_EQ(lahja_stream_open(ep, "Stop", 0, NULL, &stops), 0);
+    EXPECT_EQ(bus_connect(ep, dir, "lender"), 0);
+    lahja_event_t *ev = NULL;
+    EXPECT_EQ(lahja_stream_next(stops, LAHJA_FOREVER, &ev), 0);
+    lahja_event_unref(ev);
+    raise(SIGSTOP);
+    for (uint32_t i = 0; i < BURST_N; i++) {
+        EXPECT_EQ(lahja_stream_next(bursts, lahja_deadline_in(GUARD_MS), &ev), 0);
+        size_t len;
+        const void *p = lahja_event_payload(ev, &len);
+        uint32_t got;
+        EXPECT_EQ(len, sizeof got);
+        memcpy(&got, p, sizeof got);
+        EXPECT_EQ(got, i);
+        lahja_event_unref(ev);
+    }
+    EXPECT_EQ(lahja_stream_dropped(bursts), 0);
+    lahja_stream_close(bursts);
+    lahja_stream_close(stops);
+    bus_close(ep);
+    return 0;
+}
+
+/*
+ * A ring found holding thousands of small events (its reader was away)
+ * is not turned into as many events at once: between pieces of it the
+ * task that pulls them runs.  A stream four times smaller than the burst
+ * that is drained as fast as it fills then drops nothing, and its reader
+ * holds a few hundred events at a time, not the burst.
+ */
+static int main_burst_in_pieces(void *arg)
+{
+    (void)arg;
+    char dir[BUS_DIR_MAX];
+    bus_dir_make(dir);
+    lahja_endpoint_options_t o = bus_opts(NULL);
+    lahja_endpoint_t *ep = bus_serve(dir, "lender", &o);
+    bus_child_t kc = bus_fork(main_burst_reader, dir);
+    lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "stopper", "Burst", deadline), 0);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "stopper", "Stop", deadline), 0);
+    lahja_event_t *stop = bus_event("Stop", NULL);
+    EXPECT_EQ(lahja_broadcast(ep, stop, NULL, deadline), 0);
+    lahja_event_unref(stop);
+    int st = 0;
+    pid_t w;
+    while ((w = waitpid(kc.pid, &st, WUNTRACED | WNOHANG)) == 0 && lahja_now() < deadline)
+        EXPECT_EQ(lahja_sleep(1), 0);
+    EXPECT_EQ(w, kc.pid);
+    EXPECT_TRUE(WIFSTOPPED(st));
+    for (uint32_t i = 0; i < BURST_N; i++)
+        EXPECT_EQ(lahja_broadcast_bytes(ep, "Burst", &i, sizeof i, NULL, deadline), 0);
+    /* Every one in its ring (the default's 1 MiB holds them) before it
+     * reads again. */
+    lahja_peer_stats_t ps;
+    while (lahja_peer_stats(ep, "stopper", &ps) == 0 && ps.queued > 0 && lahja_now() < deadline)
+        EXPECT_EQ(lahja_sleep(1), 0);
+    EXPECT_EQ(ps.queued, 0);
+    EXPECT_EQ(kill(kc.pid, SIGCONT), 0);
+    EXPECT_CHILD_OK(&kc);
+    bus_close(ep);
+    bus_dir_remove(dir);
+    return 0;
+}
+BUS_MAIN_TEST(burst_in_pieces)
+
 int main(void)
 {
     bus_filter_from_env();
@@ -809,6 +891,7 @@ int main(void)
         cmocka_unit_test(test_lent_count_apart),
         cmocka_unit_test(test_ring_is_the_buffer),
         cmocka_unit_test(test_lent_written_at_once),
+        cmocka_unit_test(test_burst_in_pieces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
