@@ -1620,30 +1620,18 @@ static int on_event(struct conn *c, const lahja_wire_event_t *w)
     c->rx_payload += w->raw_len;
     if (w->flags & LAHJA_WIRE_REQUEST)
         ep->request_ns = uv_hrtime(); /* shm.c watches for the next one a while */
-    /* Field by field: a designated initializer zeroes the whole event
-     * with a string instruction, whose start-up costs more than the
-     * stores, on the path of every event. */
     lahja_event_t ev;
+    lahja_event_blank(&ev);
     ev.refs = 1;
     ev.bound = 1;
     ev.borrowed = 1;
-    ev.on_stack = 0;
-    ev.block = 0;
     ev.is_request = (w->flags & LAHJA_WIRE_REQUEST) != 0;
     ev.id = w->id;
     ev.origin = c->peer;
     ev.type = w->type;
     ev.type_len = w->type_len;
-    ev.hash = 0;
-    ev.hashed = 0;
-    ev.response_type = NULL;
     ev.payload = payload;
     ev.len = w->raw_len;
-    ev.free_fn = NULL;
-    ev.free_user = NULL;
-    ev.lent = NULL;
-    ev.lz4 = NULL;
-    ev.lz4_len = 0;
     if (w->flags & LAHJA_WIRE_RESPONSE) {
         lahja_deliver_response(ep, &ev);
         return 0;

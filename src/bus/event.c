@@ -52,7 +52,7 @@ int lahja_event_make(const char *type, size_t type_len, const char *response_typ
     lahja_event_t *ev = block ? lahja_block_get() : malloc(size);
     if (ev == NULL)
         return -ENOMEM;
-    memset(ev, 0, sizeof *ev);
+    lahja_event_blank(ev);
     ev->block = (uint8_t)block;
     char *p = (char *)(ev + 1);
     memcpy(p, type, type_len);
