@@ -315,18 +315,22 @@ int lahja_endpoint_start(lahja_endpoint_t *ep, const lahja_conn_config_t *serve)
 static void on_poll(uv_idle_t *h)
 {
     lahja_endpoint_t *ep = h->data;
-    if (uv_hrtime() >= ep->poll_until)
-        uv_idle_stop(h);
+    if (uv_hrtime() >= ep->poll_until || ep->shm_conns >= ep->nconns_open)
+        uv_idle_stop(h); /* the window is over, or only rings are left to watch */
     else
         sched_yield();
 }
 
+/* An endpoint whose every connection reads from a ring watches them
+ * before each poll until poll_until (shm.c), with no system call but the
+ * yield; a socket is read only by a turn of the loop, which costs a
+ * poll each time round. */
 void lahja_ep_busy_poll(lahja_endpoint_t *ep)
 {
     if (ep->opts.busy_poll_us == 0 || ep->flusher_closed)
         return;
     ep->poll_until = uv_hrtime() + (uint64_t)ep->opts.busy_poll_us * 1000;
-    if (!uv_is_active((uv_handle_t *)&ep->poller))
+    if (!uv_is_active((uv_handle_t *)&ep->poller) && ep->shm_conns < ep->nconns_open)
         uv_idle_start(&ep->poller, on_poll);
 }
 

@@ -1402,6 +1402,8 @@ static void on_prepare(uv_prepare_t *h)
         until = now + SPIN_NS;      /* a bulk stream: its next piece is near */
     else if (now - ep->request_ns < SPIN_NS)
         until = ep->request_ns + SPIN_NS; /* the next request may follow */
+    if (until < ep->poll_until && !uv_is_active((uv_handle_t *)&ep->poller))
+        until = ep->poll_until; /* busy polling, over rings only (lahja_ep_busy_poll) */
     if (now < until)
         say_asleep(ep, 0); /* awake and watching; said again below, before we sleep */
     ep->shm_spinning = 1;

@@ -1120,18 +1120,22 @@ BUS_MAIN_TEST(pending_index_wraps_and_shifts)
 struct poll_side {
     lahja_endpoint_t *ep;
     int reads_seen, polling_seen, not_polling_seen;
+    int poller_at_last; /* the loop turned by the poller at the last read */
 };
 
-/* Answers Ping; notes whether the loop was left polling by the read that
- * brought it (the handler runs inside that read). */
+/* Answers Ping; notes whether the read that brought it (the handler runs
+ * inside that read) left the endpoint polling, and whether the loop is
+ * turned for it (over sockets) or not (over rings: they are watched
+ * before each poll instead). */
 static int on_poll_ping(lahja_endpoint_t *ep, lahja_event_t *ev, void *user)
 {
     struct poll_side *s = user;
     s->reads_seen++;
-    if (uv_is_active((uv_handle_t *)&ep->poller))
+    if (ep->poll_until > uv_hrtime())
         s->polling_seen++;
     else
         s->not_polling_seen++;
+    s->poller_at_last = uv_is_active((uv_handle_t *)&ep->poller);
     return bus_echo_handler(ep, ev, "Pong");
 }
 
@@ -1168,8 +1172,8 @@ struct turns {
 static void on_turn(uv_prepare_t *h)
 {
     struct turns *t = h->data;
-    if (uv_is_active((uv_handle_t *)&t->ep[0]->poller) ||
-        uv_is_active((uv_handle_t *)&t->ep[1]->poller))
+    uint64_t now = uv_hrtime();
+    if (t->ep[0]->poll_until > now || t->ep[1]->poll_until > now)
         t->polling++;
     else
         t->quiet++;
@@ -1177,13 +1181,19 @@ static void on_turn(uv_prepare_t *h)
 
 /*
  * Two endpoints of this process, both with busy_poll_us as given, ask
- * each other POLL_REQUESTS requests at once.  Each read leaves the loop
- * polling iff busy_poll_us is set.  Then the process only sleeps: the
- * loop turns a few times, the CPU time grows by far less than the wall
- * time, and neither endpoint is polling any more.
+ * each other POLL_REQUESTS requests at once, over sockets or (`rings`)
+ * shared memory.  Each read leaves the endpoint polling iff busy_poll_us
+ * is set: over sockets the loop turns without sleeping; over rings it
+ * watches them before each poll, and is not turned for it.  Then the
+ * process only sleeps: the loop turns a few times, the CPU time grows by
+ * far less than the wall time, and neither endpoint is polling any more.
  */
-static void poll_exchange_then_sleep(uint32_t busy_poll_us)
+static void poll_exchange_then_sleep(uint32_t busy_poll_us, int rings)
 {
+    if (rings)
+        unsetenv("LAHJA_SHM");
+    else
+        setenv("LAHJA_SHM", "0", 1);
     char dir[BUS_DIR_MAX];
     bus_dir_make(dir);
     lahja_endpoint_options_t opts = bus_opts(NULL);
@@ -1206,6 +1216,10 @@ static void poll_exchange_then_sleep(uint32_t busy_poll_us)
     if (busy_poll_us != 0) {
         EXPECT_EQ(p1.polling_seen, POLL_REQUESTS);
         EXPECT_EQ(p2.polling_seen, POLL_REQUESTS);
+        EXPECT_EQ(p1.poller_at_last, !rings);
+        EXPECT_EQ(p2.poller_at_last, !rings);
+        EXPECT_EQ(p1.ep->shm_conns, rings);
+        EXPECT_EQ(p2.ep->shm_conns, rings);
     } else {
         EXPECT_EQ(p1.not_polling_seen, POLL_REQUESTS);
         EXPECT_EQ(p2.not_polling_seen, POLL_REQUESTS);
@@ -1251,15 +1265,23 @@ static void poll_exchange_then_sleep(uint32_t busy_poll_us)
 static int main_busy_poll_stops_after_window(void *arg)
 {
     (void)arg;
-    poll_exchange_then_sleep(2000);
+    poll_exchange_then_sleep(2000, 0);
     return 0;
 }
 BUS_MAIN_TEST(busy_poll_stops_after_window)
 
+static int main_busy_poll_over_rings(void *arg)
+{
+    (void)arg;
+    poll_exchange_then_sleep(2000, 1);
+    return 0;
+}
+BUS_MAIN_TEST(busy_poll_over_rings)
+
 static int main_busy_poll_off_never_polls(void *arg)
 {
     (void)arg;
-    poll_exchange_then_sleep(0);
+    poll_exchange_then_sleep(0, 0);
     return 0;
 }
 BUS_MAIN_TEST(busy_poll_off_never_polls)
@@ -1622,6 +1644,7 @@ int main(void)
         cmocka_unit_test(test_many_requests_in_flight),
         cmocka_unit_test(test_pending_index_wraps_and_shifts),
         cmocka_unit_test(test_busy_poll_stops_after_window),
+        cmocka_unit_test(test_busy_poll_over_rings),
         cmocka_unit_test(test_busy_poll_off_never_polls),
         cmocka_unit_test(test_large_frames_then_small),
         cmocka_unit_test(test_shrink_keeps_partial_frame),
