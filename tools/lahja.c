@@ -1362,6 +1362,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     int code = lahja_run(main_task, NULL, NULL);
+    lahja_nats_close(1000); /* nats.c's threads end before the process does */
     fflush(stdout);
     return code < 0 ? EXIT_FAILED : code;
 }

@@ -576,6 +576,23 @@ typedef struct lahja_nats_options {
  */
 int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts);
 
+/**
+ * Tears down nats.c, the NATS client library that lahja_join_nats used,
+ * and waits up to timeout_ms (0: as long as it takes) for its threads to
+ * end: for a program about to exit, once every endpoint that joined NATS
+ * is freed.  nats.c's threads may otherwise still run while the library
+ * cleans itself up at exit, and libnats 3.4 can then abort the process.
+ * Does nothing if lahja_join_nats was never called.  Not for a program
+ * that uses nats.c itself beside lahja: the library is the process's,
+ * and is closed for it too.  After a call, lahja_join_nats opens it
+ * again.
+ *
+ * Blocks the calling thread; any thread but one of nats.c's.  Errors:
+ * -ETIMEDOUT (its threads had not ended in time: the library still
+ * closes), -EINVAL (called from one of nats.c's threads).
+ */
+int lahja_nats_close(uint32_t timeout_ms);
+
 /** Where the endpoint stands with a peer: see lahja_peer_info. */
 typedef enum lahja_peer_state {
     LAHJA_PEER_UNKNOWN = 0, /**< not connected, nor being connected or kept */

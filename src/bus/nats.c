@@ -987,6 +987,23 @@ static void on_closed(natsConnection *nc, void *closure)
 
 /* ---------------------------------------------------------- joining */
 
+/* Set once lahja_join_nats has used nats.c (which opens it): what
+ * lahja_nats_close tears down. */
+static atomic_int nats_opened;
+
+int lahja_nats_close(uint32_t timeout_ms)
+{
+    if (!atomic_exchange(&nats_opened, 0))
+        return 0;
+    natsStatus s = nats_CloseAndWait((int64_t)timeout_ms);
+    if (s == NATS_OK)
+        return 0;
+    if (s == NATS_TIMEOUT)
+        return -ETIMEDOUT;
+    atomic_store(&nats_opened, 1);
+    return -EINVAL; /* called from one of its threads */
+}
+
 static int prefix_ok(const char *p)
 {
     size_t n = strlen(p);
@@ -1161,6 +1178,7 @@ int lahja_join_nats(lahja_endpoint_t *ep, const lahja_nats_options_t *opts)
     natsLibuv_Init();
     natsLibuv_SetThreadLocalLoop(ep->rt->loop);
     natsOptions *o = NULL;
+    atomic_store(&nats_opened, 1);
     natsStatus s = natsOptions_Create(&o);
     if (s == NATS_OK)
         s = natsOptions_SetServers(o, urls, nurls);

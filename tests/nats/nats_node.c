@@ -437,5 +437,6 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     int rc = lahja_run(play, rest, NULL);
+    lahja_nats_close(1000); /* nats.c's threads end before the process does */
     return rc != 0 ? 1 : 0;
 }
