@@ -606,13 +606,12 @@ static int main_stopper(void *arg)
     return 0; /* never: it is killed */
 }
 
-/* A child "stopper" running `fn`, connected to ep (serving in dir),
- * stopped by its Stop (it sends SIGSTOP to itself).  That Stop is our
- * first write since its HELLO: it turns our ring on.  Polled: our loop
- * must run to write it. */
-static bus_child_t stopped_child(lahja_endpoint_t *ep, const char *dir, int (*fn)(void *))
+/* A stopper connected to ep (serving in dir), stopped by its Stop (it
+ * sends SIGSTOP to itself).  That Stop is our first write since its
+ * HELLO: it turns our ring on.  Polled: our loop must run to write it. */
+static bus_child_t stopped_stopper(lahja_endpoint_t *ep, const char *dir)
 {
-    bus_child_t kc = bus_fork(fn, (void *)dir);
+    bus_child_t kc = bus_fork(main_stopper, (void *)dir);
     lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
     EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "stopper", "Stop", deadline), 0);
     lahja_event_t *stop = bus_event("Stop", NULL);
@@ -625,11 +624,6 @@ static bus_child_t stopped_child(lahja_endpoint_t *ep, const char *dir, int (*fn
     EXPECT_EQ(w, kc.pid);
     EXPECT_TRUE(WIFSTOPPED(st));
     return kc;
-}
-
-static bus_child_t stopped_stopper(lahja_endpoint_t *ep, const char *dir)
-{
-    return stopped_child(ep, dir, main_stopper);
 }
 
 /* A loaned event of LENT_LEN bytes, broadcast with `nowait` or waiting
@@ -852,9 +846,19 @@ static int main_burst_in_pieces(void *arg)
     bus_dir_make(dir);
     lahja_endpoint_options_t o = bus_opts(NULL);
     lahja_endpoint_t *ep = bus_serve(dir, "lender", &o);
-    bus_child_t kc = stopped_child(ep, dir, main_burst_reader);
+    bus_child_t kc = bus_fork(main_burst_reader, dir);
     lahja_time_t deadline = lahja_deadline_in(GUARD_MS);
-    EXPECT_EQ(lahja_is_endpoint_subscribed_to(ep, "stopper", "Burst"), 1); /* with its Stop */
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "stopper", "Burst", deadline), 0);
+    EXPECT_EQ(lahja_wait_until_endpoint_subscribed_to(ep, "stopper", "Stop", deadline), 0);
+    lahja_event_t *stop = bus_event("Stop", NULL);
+    EXPECT_EQ(lahja_broadcast(ep, stop, NULL, deadline), 0);
+    lahja_event_unref(stop);
+    int st = 0;
+    pid_t w;
+    while ((w = waitpid(kc.pid, &st, WUNTRACED | WNOHANG)) == 0 && lahja_now() < deadline)
+        EXPECT_EQ(lahja_sleep(1), 0);
+    EXPECT_EQ(w, kc.pid);
+    EXPECT_TRUE(WIFSTOPPED(st));
     for (uint32_t i = 0; i < BURST_N; i++)
         EXPECT_EQ(lahja_broadcast_bytes(ep, "Burst", &i, sizeof i, NULL, deadline), 0);
     /* Every one in its ring (the default's 1 MiB holds them) before it
